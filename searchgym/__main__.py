@@ -1,0 +1,3 @@
+from searchgym.cli import main
+
+main()

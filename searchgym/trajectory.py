@@ -1,0 +1,86 @@
+"""One sampled episode, as written to ``trajectories.jsonl`` and read by every meter.
+
+Rollouts (LLM agents), demonstrators and the GRPO adapter all produce this record, so meters never
+care where a trajectory came from. Token-level fields are empty for scripted demonstrations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from searchgym.corpus.documents import atomic_write
+
+# Role of each generated token, for role-split entropy (meters.md): tokens inside a search query,
+# tokens of the final answer, the first tokens generated after a tool result, everything else.
+TOKEN_ROLES = ("query", "answer", "post_tool", "other")
+
+
+@dataclass
+class Trajectory:
+    """A single episode of one agent on one task.
+
+    ``signature`` is the action-type string (``"S S O A"``: Search, Open, Answer, ``X`` invalid),
+    ``strategy`` the world's deterministic strategy label (``None`` where it has none).
+    """
+
+    task_id: str
+    env_id: str
+    sample: int  # index of this sample among the n drawn for the task
+    question: str
+    messages: list[dict]  # chat messages exactly as the model saw/produced them
+    calls: list[dict]  # [{"name", "arguments", "valid": bool}]
+    signature: str
+    strategy: str | None
+    queries: list[str]
+    docs_retrieved: list[str]  # ids shown in search results, in order, with repeats
+    docs_opened: list[str]
+    answer: str | None
+    reward: float  # total episode reward as the env computed it
+    correct: bool  # answer matched a gold answer (the env's success criterion)
+    gold_answers: list[str]
+    evidence: list[list[str]]
+    difficulty: int
+    truncated: bool = False
+    num_turns: int = 0
+    token_logprobs: list[float] = field(default_factory=list)
+    token_entropies: list[float] = field(default_factory=list)
+    token_roles: list[str] = field(default_factory=list)
+    source: str = ""  # model/run/demonstrator that produced it
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_tool_calls(self) -> int:
+        return len(self.calls)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, row: dict) -> Trajectory:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in row.items() if k in known})
+
+
+def write_trajectories(path: str | os.PathLike, trajectories: Iterable[Trajectory]) -> Path:
+    """Write a JSONL file atomically (a crash never leaves half a file)."""
+    text = "".join(json.dumps(t.to_json(), ensure_ascii=False) + "\n" for t in trajectories)
+    atomic_write(path, text.encode("utf-8"))
+    return Path(path)
+
+
+def read_trajectories(path: str | os.PathLike) -> Iterator[Trajectory]:
+    """Read ``trajectories.jsonl`` (or a run folder containing one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "trajectories.jsonl"
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield Trajectory.from_json(json.loads(line))
+                except (json.JSONDecodeError, TypeError) as e:
+                    raise ValueError(f"{path}:{n}: not a trajectory record ({e})") from None

@@ -1,0 +1,1 @@
+"""Task sets (worlds): a corpus plus questions, strategies and scripted demonstrators."""
