@@ -14,7 +14,18 @@ import warnings
 import gymnasium
 
 # id -> (entry point, default kwargs, one-line description)
-BUILTIN: dict[str, tuple[str, dict, str]] = {}
+_ENV = "searchgym.envs.search_env:SearchEnv"
+BUILTIN: dict[str, tuple[str, dict, str]] = {
+    "searchgym/SyntheticWorld-v0": (
+        _ENV, {"world": "synthetic", "env_id": "searchgym/SyntheticWorld-v0"},
+        "fictional procedurally generated world, 1-4 hop / comparison / intersection questions"),
+    "searchgym/SyntheticWorld-Easy-v0": (
+        _ENV, {"world": "synthetic", "world_kwargs": {"max_hops": 2}, "env_id": "searchgym/SyntheticWorld-Easy-v0"},
+        "SyntheticWorld with at most 2 hops (the CPU-sized default for training)"),
+    "searchgym/WikiFactbook-v0": (
+        _ENV, {"world": "wikifactbook", "env_id": "searchgym/WikiFactbook-v0"},
+        "real text: Wikipedia vital-article leads + CIA World Factbook, multi-hop Factbook questions"),
+}
 
 _DESCRIPTIONS: dict[str, str] = {}
 _REGISTERED = False

@@ -1,0 +1,38 @@
+"""Play scripted policies (demonstrators, the oracle) through a SearchEnv, recording chat messages.
+
+The messages are built exactly as an LLM agent would see and write them (the canonical tool-call
+text, the env's observations as tool results), so demonstrations rendered from them match what RL
+sees token for token.
+"""
+
+from __future__ import annotations
+
+from searchgym.envs.actions import assistant_message, format_tool_call, tool_message
+from searchgym.tasks import Demonstrator, Step
+from searchgym.trajectory import Trajectory
+
+
+def play(env, policy: Demonstrator, *, task_id: str, seed: int | None = None, sample: int = 0,
+         source: str | None = None) -> Trajectory:
+    """Run ``policy`` on one task until the episode ends; return its trajectory (with messages).
+
+    A final assistant message repeating the answer closes the conversation: under TRL's multi-turn
+    GRPO the model speaks once more after its last tool result, so SFT should teach it to stop there.
+    """
+    base = env.unwrapped
+    obs, info = env.reset(seed=seed, options={"task_id": task_id})
+    messages = [{"role": "system", "content": info["system_prompt"]}, {"role": "user", "content": obs}]
+    history: list[Step] = []
+    terminated = truncated = False
+    while not (terminated or truncated):
+        call = policy(base.task, history)
+        text = format_tool_call(call)
+        obs, _, terminated, truncated, info = env.step(text)
+        messages += [assistant_message(text), tool_message(obs, call.name)]
+        history.append(Step(call, obs, tuple(info["shown"]), info["error"] is not None))
+    if terminated and info["answer"] is not None:
+        messages.append({"role": "assistant", "content": info["answer"]})
+    label = source or f"demo:{getattr(policy, 'strategy', '?')}/{getattr(policy, 'style', '?')}"
+    return base.trajectory(messages=messages, sample=sample, source=label,
+                           meta={"demo_strategy": getattr(policy, "strategy", None),
+                                 "demo_style": getattr(policy, "style", None)})

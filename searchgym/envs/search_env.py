@@ -1,0 +1,252 @@
+"""SearchEnv: a Gymnasium environment where an agent answers questions by searching a corpus.
+
+The agent's actions are the text an LLM emits (tool calls); observations are the tool results an LLM
+reads. Any task set (a `searchgym.tasks.TaskSet`: corpus + questions) becomes an env; the FAISS index
+is built once per (corpus, embedder, index spec) and cached on disk, so envs are cheap to make.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import gymnasium
+from gymnasium import spaces
+
+from searchgym.envs.actions import ActionError, parse_action
+from searchgym.envs.tools import SYSTEM_PROMPT, SearchTools, ToolError
+from searchgym.tasks import Task, TaskSet, ToolCall
+from searchgym.trajectory import Trajectory
+
+# Real text is unicode: every Basic Multilingual Plane character except surrogates and C0 controls
+# (plus tab/newline). Characters outside it (rare emoji etc.) are replaced by U+FFFD in observations.
+CHARSET = "\t\n" + "".join(chr(c) for c in range(0x20, 0xFFFE) if not 0xD800 <= c <= 0xDFFF)
+_CHARSET_SET = frozenset(CHARSET)
+MAX_ACTION_CHARS = 4096
+
+# Built-in worlds by short name; plug-ins pass "package.module:Class" or a TaskSet instance.
+WORLDS = {
+    "synthetic": "searchgym.worlds.synthetic:SyntheticWorld",
+    "wikifactbook": "searchgym.worlds.wikifactbook:WikiFactbook",
+}
+_WORLD_CACHE: dict[tuple, TaskSet] = {}
+_INDEX_CACHE: dict[tuple, Any] = {}
+
+
+def load_world(world: str | TaskSet, world_kwargs: dict | None = None) -> TaskSet:
+    """Build (once per process) the task set named ``world`` with ``world_kwargs``."""
+    if not isinstance(world, str):
+        return world
+    key = (world, tuple(sorted((world_kwargs or {}).items())))
+    if key not in _WORLD_CACHE:
+        target = WORLDS.get(world, world)
+        if ":" not in target:
+            raise ValueError(f"unknown world {world!r}: use one of {sorted(WORLDS)} or 'package.module:Class'")
+        module, _, name = target.partition(":")
+        _WORLD_CACHE[key] = getattr(importlib.import_module(module), name)(**(world_kwargs or {}))
+    return _WORLD_CACHE[key]
+
+
+def load_index(taskset: TaskSet, embedder: str, index: str, progress: bool = True):
+    """The FAISS index over ``taskset.corpus`` (memoised in-process, cached on disk by build_index)."""
+    from searchgym.corpus.index import build_index
+
+    key = (taskset.corpus.hash, embedder, index)
+    if key not in _INDEX_CACHE:
+        _INDEX_CACHE[key] = build_index(taskset.corpus, embedder=embedder, index=index, progress=progress)
+    return _INDEX_CACHE[key]
+
+
+def _clean(text: str, budget: int) -> str:
+    text = "".join(c if c in _CHARSET_SET else "\ufffd" for c in text)
+    return text if len(text) <= budget else text[: budget - 1] + "…"
+
+
+class SearchEnv(gymnasium.Env):
+    """
+    ## Description
+    Answer a (multi-hop) question by searching a document collection. Each step the agent makes one
+    tool call: ``search(query)`` returns the top-k documents (id, title, snippet), ``open(doc_id)``
+    returns a document's text, ``answer(text)`` submits the answer and ends the episode. Questions
+    come from a task set (``SyntheticWorld``: a fictional, procedurally generated world whose
+    questions know their gold evidence chains and valid strategies; ``WikiFactbook``: Wikipedia
+    leads + CIA World Factbook passages).
+
+    ## Action Space
+    ``Text(max_length=4096, charset=CHARSET)``: the text an LLM emits. Canonical form (what the bundled
+    ChatML/Qwen2.5 template renders and TRL parses)::
+
+        <tool_call>
+        {"name": "search", "arguments": {"query": "..."}}
+        </tool_call>
+
+    or the plain form ``search: ...`` / ``open: DOC_ID`` / ``answer: ...``. Garbage, unknown tools,
+    bad JSON, missing or extra arguments, unknown doc ids, several calls in one turn, and any call
+    after the episode ended all return an error observation and ``-format_penalty``; ``step`` never
+    raises.
+
+    ## Observation Space
+    ``Text(max_length=max_obs_chars, charset=CHARSET)``, where CHARSET is every Basic Multilingual
+    Plane character but surrogates and control characters (others become U+FFFD). ``reset`` returns
+    the question; ``step`` returns the tool result, or an error message starting with ``Error:``.
+
+    ## Starting State
+    ``reset(seed=s)`` draws a task of the split from the env's RNG (same seed, same task);
+    ``reset(options={"task_id": id})`` picks one. ``info`` carries the system prompt and the JSON tool
+    schemas an LLM agent needs, plus the gold answers, gold evidence chains, difficulty and the
+    task's valid strategies (for meters; an agent must not read them).
+
+    ## Rewards
+    Per step: ``search``/``open`` give ``-step_cost``; an invalid action gives ``-format_penalty``;
+    ``answer`` gives the answer score in [0, 1]: normalised exact match (NFKD, accents stripped,
+    casefolded, punctuation and articles removed) or token F1 (``reward="f1"``). So every step reward
+    lies in [-max(step_cost, format_penalty), 1], and a gold answer earns the maximum, 1.
+
+    ## Episode End
+    Terminated when a valid ``answer`` call is made. Truncated when ``max_steps`` actions (valid or
+    not) have been taken without an answer.
+
+    ## Arguments
+    ```python
+    gymnasium.make("searchgym/SyntheticWorld-v0", split="train", embedder="minilm", index="flat",
+                   top_k=5, max_steps=10, max_obs_chars=1500, reward="em", step_cost=0.0,
+                   format_penalty=0.1, world_kwargs={"seed": 0})
+    ```
+    ``world`` is a built-in name (``"synthetic"``, ``"wikifactbook"``), ``"package.module:Class"`` or a
+    `TaskSet` instance; ``embedder``/``index`` are searchgym.corpus specs (``"hashing"`` needs no model).
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, world: str | TaskSet = "synthetic", *, world_kwargs: dict | None = None,
+                 split: str = "train", embedder: str = "minilm", index: str = "flat", top_k: int = 5,
+                 max_steps: int = 10, max_obs_chars: int = 1500, reward: str = "em", step_cost: float = 0.0,
+                 format_penalty: float = 0.1, render_mode: str | None = None, env_id: str | None = None,
+                 progress: bool = False):
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        if step_cost < 0 or format_penalty < 0:
+            raise ValueError("step_cost and format_penalty are penalties: give them as values >= 0")
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        self.taskset = load_world(world, world_kwargs)
+        self.tasks: list[Task] = list(self.taskset.tasks(split))
+        if not self.tasks:
+            raise ValueError(f"world {self.taskset.name!r} has no {split!r} tasks; use split='train' or 'test'")
+        self._by_id = {t.id: t for t in self.tasks}
+        self.split = split
+        self.env_id = env_id or f"searchgym/{self.taskset.name}"
+        self.index = load_index(self.taskset, embedder, index, progress=progress)
+        self.tools = SearchTools(self.index, top_k=top_k, max_obs_chars=max_obs_chars, scorer=reward)
+        self.max_steps = max_steps
+        self.max_obs_chars = max_obs_chars
+        self.step_cost = float(step_cost)
+        self.format_penalty = float(format_penalty)
+        self.render_mode = render_mode
+        self.observation_space = spaces.Text(max_length=max_obs_chars, min_length=0, charset=CHARSET)
+        self.action_space = spaces.Text(max_length=MAX_ACTION_CHARS, min_length=0, charset=CHARSET)
+        self.reward_range = (-max(self.step_cost, self.format_penalty), 1.0)
+        self._schemas = SearchTools.schemas()
+        self._calls: list[dict] = []
+        self._steps = 0
+        self._terminated = self._truncated = False
+        self._last_obs = ""
+
+    # -- Gymnasium API ------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        if "task_id" in options:
+            task_id = options["task_id"]
+            if task_id not in self._by_id:
+                raise ValueError(f"unknown task_id {task_id!r} for split {self.split!r} of {self.taskset.name}")
+            task = self._by_id[task_id]
+        else:
+            task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
+        self.task = task
+        self.tools.begin(task)
+        self._calls, self._steps = [], 0
+        self._terminated = self._truncated = False
+        self._last_obs = _clean(task.question, self.max_obs_chars)
+        info = self._info(shown=())
+        info.update(system_prompt=SYSTEM_PROMPT, tools=self._schemas)
+        return self._last_obs, info
+
+    def step(self, action):
+        if self.tools.state.task is None:  # Gymnasium's contract: reset first. Still, never raise.
+            return "Error: reset the environment before stepping.", 0.0, False, True, {"error": "not reset"}
+        ended = self._terminated or self._truncated
+        self._steps += 1
+        shown: tuple[str, ...] = ()
+        call: ToolCall | None = None
+        n_shown = len(self.tools.state.shown)
+        try:
+            if ended:
+                raise ToolError("the episode is over: make no more tool calls")
+            call = parse_action(action)
+            observation = self.tools.call(call.name, call.arguments)
+            if call.name == "search":
+                shown = tuple(self.tools.state.shown[n_shown:])
+            elif call.name == "open":
+                shown = (self.tools.state.opened[-1],)
+            reward = self.tools.state.score if call.name == "answer" else -self.step_cost
+            self._calls.append({"name": call.name, "arguments": call.arguments, "valid": True})
+            error = None
+        except (ActionError, ToolError) as e:
+            observation, reward, error = f"Error: {e}", -self.format_penalty, str(e)
+            self._calls.append({"name": call.name if call else None, "arguments": {}, "valid": False,
+                                "error": error})
+        if not ended:
+            self._terminated = self.tools.done
+            self._truncated = not self._terminated and self._steps >= self.max_steps
+        self._last_obs = _clean(observation, self.max_obs_chars)
+        info = self._info(shown=shown)
+        info["error"] = error
+        return self._last_obs, float(reward), self._terminated, self._truncated, info
+
+    def render(self):
+        if self.render_mode == "ansi":
+            return f"[{self.task.id}] step {self._steps}/{self.max_steps}\n{self._last_obs}"
+        return None
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _info(self, shown: tuple[str, ...]) -> dict:
+        state, task = self.tools.state, self.task
+        return {
+            "task_id": task.id, "question": task.question, "gold_answers": list(task.answers),
+            "evidence": [list(c) for c in task.evidence], "difficulty": task.difficulty, "kind": task.kind,
+            "strategies": list(task.strategies), "shown": list(shown),
+            "seen_docs": sorted(set(state.shown) | set(state.opened)),
+            "trace": self.signature(), "steps": self._steps, "answer": state.answer,
+            "score": state.score, "correct": state.correct,
+        }
+
+    def signature(self) -> str:
+        """Action-type string of the episode so far: S(earch) O(pen) A(nswer) X(invalid)."""
+        letters = {"search": "S", "open": "O", "answer": "A"}
+        return " ".join(letters[c["name"]] if c["valid"] else "X" for c in self._calls)
+
+    def valid_calls(self) -> list[ToolCall]:
+        return [ToolCall(c["name"], c["arguments"]) for c in self._calls if c["valid"]]
+
+    def trajectory(self, *, messages: list[dict], sample: int = 0, source: str = "",
+                   token_logprobs=(), token_entropies=(), token_roles=(), meta: dict | None = None) -> Trajectory:
+        """The record of the episode just played (call after it ended), in the meters' format."""
+        state, task = self.tools.state, self.task
+        calls = self.valid_calls()
+        strategy = self.taskset.classify_strategy(task, calls) if self.taskset.strategies else None
+        total = sum(-self.format_penalty if not c["valid"] else
+                    (state.score if c["name"] == "answer" else -self.step_cost) for c in self._calls)
+        return Trajectory(
+            task_id=task.id, env_id=self.env_id, sample=sample, question=task.question, messages=messages,
+            calls=[dict(c) for c in self._calls], signature=self.signature(), strategy=strategy,
+            queries=list(state.queries), docs_retrieved=list(state.shown), docs_opened=list(state.opened),
+            answer=state.answer, reward=float(total), correct=state.correct,
+            gold_answers=list(task.answers), evidence=[list(c) for c in task.evidence],
+            difficulty=task.difficulty, truncated=self._truncated, num_turns=self._steps,
+            token_logprobs=list(token_logprobs), token_entropies=list(token_entropies),
+            token_roles=list(token_roles), source=source, meta=dict(meta or {}),
+        )

@@ -1,0 +1,166 @@
+"""The three tools of every search environment: ``search``, ``open`` and ``answer``.
+
+This is the one implementation. The Gymnasium `SearchEnv` dispatches parsed actions to it, and the
+TRL adapter (searchgym.train.grpo_env) exposes these same methods and docstrings to GRPOTrainer, so
+SFT demonstrations, evaluation rollouts and RL all see identical tool schemas and observation text.
+Docstrings are prompts: they tell the model what comes back and what to call next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from searchgym.envs.rewards import SCORERS, exact_match
+from searchgym.tasks import Task
+
+
+class ToolError(ValueError):
+    """A tool call that cannot be executed; the message is shown to the agent."""
+
+
+SYSTEM_PROMPT = (
+    "You answer questions by searching a document collection. Use the tools: search(query) returns "
+    "the best-matching documents with their doc_id, title and a snippet; open(doc_id) returns a "
+    "document's text; answer(text) submits your final answer and ends the episode. Make one tool call "
+    "per turn. Facts may be spread over several documents: search, read, then search again for the next "
+    "fact. Answer with a short name, place or number, not a sentence."
+)
+
+
+@dataclass
+class EpisodeState:
+    """Everything the tools have done in the current episode (what meters read back)."""
+
+    task: Task | None = None
+    queries: list[str] = field(default_factory=list)
+    shown: list[str] = field(default_factory=list)  # doc ids shown by search, in order, with repeats
+    opened: list[str] = field(default_factory=list)
+    answer: str | None = None
+    score: float = 0.0  # the reward scorer's value (em or f1) in [0, 1]
+    correct: bool = False  # normalised exact match, whatever the scorer: the success criterion
+
+
+class SearchTools:
+    """Stateful tools over a `SearchIndex` for one episode at a time.
+
+    Arguments:
+        index: a `searchgym.corpus.index.SearchIndex` (anything with ``search(queries, k)`` and
+            ``corpus``).
+        top_k: hits returned by ``search``.
+        max_obs_chars: budget for one observation; ``open`` truncates the document to fit.
+        scorer: ``"em"`` (normalised exact match) or ``"f1"`` (token F1), the answer score in [0, 1].
+    """
+
+    def __init__(self, index, *, top_k: int = 5, max_obs_chars: int = 1500, scorer: str = "em"):
+        if scorer not in SCORERS:
+            raise ValueError(f"scorer must be one of {sorted(SCORERS)}, got {scorer!r}")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if max_obs_chars < 200:
+            raise ValueError(f"max_obs_chars must be >= 200 to fit one search result, got {max_obs_chars}")
+        self.index = index
+        self.top_k = top_k
+        self.max_obs_chars = max_obs_chars
+        self.scorer = scorer
+        self.state = EpisodeState()
+
+    def begin(self, task: Task) -> None:
+        """Start a new episode on ``task``."""
+        self.state = EpisodeState(task=task)
+
+    @property
+    def done(self) -> bool:
+        return self.state.answer is not None
+
+    # -- the tools ------------------------------------------------------------------------------
+    def search(self, query: str) -> str:
+        """Search the document collection.
+
+        Args:
+            query: A few keywords or a question, e.g. "birthplace of Ilvar Tessa".
+
+        Returns:
+            The best-matching documents, one per line as "[doc_id] title: snippet". Call open with a
+            doc_id to read a whole document, search again with different words, or answer.
+        """
+        self._check_open_episode()
+        query = str(query).strip()
+        if not query:
+            raise ToolError("search needs a non-empty query")
+        hits = self.index.search([query], self.top_k)[0]
+        self.state.queries.append(query)
+        self.state.shown.extend(h.doc_id for h in hits)
+        if not hits:
+            return f"No documents match {query!r}. Try other words."
+        lines = [f"[{h.doc_id}] {h.title}: {h.snippet}" for h in hits]
+        return _fit("\n".join(lines), self.max_obs_chars)
+
+    def open(self, doc_id: str) -> str:
+        """Open a document and read its text.
+
+        Args:
+            doc_id: The id of a document, exactly as shown in square brackets by search.
+
+        Returns:
+            The document's title and text (long documents are cut to fit). Search for the next fact,
+            open another document, or answer when you know the answer.
+        """
+        self._check_open_episode()
+        doc_id = str(doc_id).strip().strip("[]")
+        corpus = self.index.corpus
+        if doc_id not in corpus:
+            raise ToolError(f"unknown doc_id {doc_id!r}: pass an id exactly as search shows it in [brackets]")
+        doc = corpus[doc_id]
+        self.state.opened.append(doc_id)
+        return _fit(f"[{doc.id}] {doc.title}\n{doc.text}", self.max_obs_chars)
+
+    def answer(self, text: str) -> str:
+        """Submit your final answer. This ends the episode; make no more tool calls after it.
+
+        Args:
+            text: The answer only: a short name, place or number.
+
+        Returns:
+            A confirmation that the answer was recorded.
+        """
+        self._check_open_episode()
+        text = str(text).strip()
+        if not text:
+            raise ToolError("answer needs a non-empty text")
+        task = self.state.task
+        self.state.answer = text
+        self.state.score = SCORERS[self.scorer](text, task.answers)
+        self.state.correct = exact_match(text, task.answers) == 1.0
+        return f"Answer recorded: {text}. The episode is over."
+
+    def _check_open_episode(self) -> None:
+        if self.state.task is None:
+            raise ToolError("no episode in progress: reset the environment first")
+        if self.done:
+            raise ToolError("the episode is over: you already answered, make no more tool calls")
+
+    def call(self, name: str, arguments: dict) -> str:
+        """Dispatch a parsed call (name in search/open/answer) to its tool."""
+        return getattr(self, name)(**arguments)
+
+    @staticmethod
+    def schemas() -> list[dict]:
+        """JSON tool schemas (the ones chat templates render and TRL derives from these methods)."""
+        from transformers.utils import get_json_schema
+
+        return [get_json_schema(getattr(SearchTools, n)) for n in TOOL_NAMES]
+
+
+TOOL_NAMES = ("search", "open", "answer")
+
+
+def _fit(text: str, budget: int) -> str:
+    """Cut ``text`` to ``budget`` characters on a word boundary, marking the cut."""
+    if len(text) <= budget:
+        return text
+    marker = " …[truncated]"
+    cut = text[: budget - len(marker)]
+    space = cut.rfind(" ")
+    if space > budget // 2:
+        cut = cut[:space]
+    return cut + marker

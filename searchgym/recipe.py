@@ -1,0 +1,265 @@
+"""Agent recipes: one typed, validated config per training run, loaded from TOML.
+
+A recipe names a base model, a LoRA config, an environment, the training stages to chain
+(``stages = ["sft", "grpo"]`` starts GRPO from the SFT adapter) and how to evaluate. Every section
+is a dataclass with defaults; an unknown or ill-typed key stops with one message that names it and
+lists what is allowed. ``--set section.key=value`` overrides any field from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run; the message names the field and what to set."""
+
+
+@dataclass
+class ModelConfig:
+    base: str = "smollm2-135m-instruct"  # alias ("smollm2-135m-instruct", "tiny"), HF id, local path, or run dir
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    trust_remote_code: bool = False
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass
+class EnvConfig:
+    id: str = "searchgym/SyntheticWorld-Easy-v0"
+    kwargs: dict = field(default_factory=dict)  # passed to gymnasium.make (embedder, max_steps, …)
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining a small model from scratch on demonstrator trajectories (the prior lab)."""
+
+    mixture: dict = field(default_factory=dict)  # strategy -> weight, e.g. {forward = 0.5, parallel = 0.3}
+    num_demos: int = 2000
+    max_hops: int = 2
+    vocab_size: int = 4096
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    epochs: int = 1
+    learning_rate: float = 1e-3
+    batch_size: int = 16
+    max_length: int = 1024
+
+
+@dataclass
+class SFTSettings:
+    demos: str = "diverse"  # diverse | narrow
+    narrow_strategy: str = "forward"  # the one strategy (and style) of the narrow set
+    narrow_style: str = ""  # "" = the world's first query style
+    num_questions: int = 200  # train questions; both demo sets use the same questions
+    demos_per_question: int = 2  # the same count for diverse and narrow (same information budget)
+    epochs: float = 1.0
+    learning_rate: float = 2e-4
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 2048
+    save_steps: int = 50
+    logging_steps: int = 5
+
+
+@dataclass
+class GRPOSettings:
+    steps: int = 100
+    num_questions: int = 256  # train questions the dataset cycles through
+    num_generations: int = 8
+    batch_size: int = 8  # prompts×generations per device step; must be a multiple of num_generations
+    grad_accum: int = 1
+    learning_rate: float = 1e-5
+    beta: float = 0.0  # KL to the reference policy (0 = no reference model)
+    ref_reset_steps: int = 0  # ProRL-style: re-anchor the reference every N steps (0 = never)
+    loss_type: str = "dapo"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_completion_length: int = 1024  # counts tool output too (TRL): size it for max_steps results
+    max_tool_calling_iterations: int = 8
+    format_reward: float = 0.0  # weight of the format reward (valid tool calls, ends with an answer)
+    search_cost: float = 0.0  # reward cost per search call
+    save_steps: int = 25
+    logging_steps: int = 1
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"
+
+
+@dataclass
+class EvalConfig:
+    questions: int = 50
+    samples: int = 4
+    split: str = "test"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_turns: int = 8
+    max_new_tokens: int = 96
+    batch_size: int = 32
+    baseline: bool = True  # also evaluate the untrained base model on the same questions
+
+
+@dataclass
+class MeterConfig:
+    every: int = 0  # training steps between live meter probes (0 = off)
+    probe_questions: int = 8
+    samples: int = 4
+    alarms: list = field(default_factory=list)  # [{rule = "relative_drop", key = "...", fraction = 0.5}]
+
+
+@dataclass
+class Recipe:
+    name: str = "agent"
+    seed: int = 0
+    stages: list[str] = field(default_factory=lambda: ["sft"])  # any of pretrain, sft, grpo, in order
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    sft: SFTSettings = field(default_factory=SFTSettings)
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    meters: MeterConfig = field(default_factory=MeterConfig)
+    report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"], ["wandb"]
+
+    def validate(self) -> Recipe:
+        allowed = ("pretrain", "sft", "grpo")
+        for s in self.stages:
+            if s not in allowed:
+                raise RecipeError(f"stages: unknown stage {s!r}; allowed: {list(allowed)}")
+        if not self.stages:
+            raise RecipeError("stages: give at least one stage, e.g. stages = [\"sft\"]")
+        if self.sft.demos not in ("diverse", "narrow"):
+            raise RecipeError(f"sft.demos: must be 'diverse' or 'narrow', got {self.sft.demos!r}")
+        if self.model.dtype not in ("float32", "bfloat16", "float16"):
+            raise RecipeError(f"model.dtype: must be float32, bfloat16 or float16, got {self.model.dtype!r}")
+        g = self.grpo
+        if g.num_generations < 2:
+            raise RecipeError("grpo.num_generations: GRPO needs >= 2 generations per prompt to compare them")
+        if (g.batch_size * g.grad_accum) % g.num_generations:
+            raise RecipeError(f"grpo.batch_size: batch_size × grad_accum ({g.batch_size}×{g.grad_accum}) must be "
+                              f"a multiple of num_generations ({g.num_generations}); set grpo.batch_size to "
+                              f"{g.num_generations} or a multiple of it")
+        for section, names in (("sft", ("num_questions", "demos_per_question", "batch_size", "max_length")),
+                               ("grpo", ("steps", "num_questions", "max_completion_length")),
+                               ("eval", ("questions", "samples", "max_turns", "max_new_tokens", "batch_size"))):
+            for n in names:
+                if getattr(getattr(self, section), n) < 1:
+                    raise RecipeError(f"{section}.{n}: must be >= 1, got {getattr(getattr(self, section), n)}")
+        if g.beta < 0:
+            raise RecipeError(f"grpo.beta: the KL coefficient must be >= 0, got {g.beta}")
+        if g.ref_reset_steps and not g.beta:
+            raise RecipeError("grpo.ref_reset_steps: reference resets need a reference model; set grpo.beta > 0")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """The resolved recipe as TOML (written into every run folder)."""
+        return _to_toml(self.to_dict())
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override (``section.key=value``) and validate a recipe file."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"no recipe at {path}; see agents/ for examples")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path}: not valid TOML ({e})") from None
+    data.setdefault("name", path.stem)
+    for item in overrides:
+        _apply_override(data, item)
+    return recipe_from_dict(data, where=str(path))
+
+
+def recipe_from_dict(data: dict, where: str = "recipe") -> Recipe:
+    return _build(Recipe, data, prefix="", where=where).validate()
+
+
+def _apply_override(data: dict, item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set {item!r}: write it as section.key=value, e.g. --set grpo.steps=10")
+    try:  # values are TOML literals; bare words are strings
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    *parents, leaf = key.strip().split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise RecipeError(f"--set {item!r}: {p!r} is not a section")
+    node[leaf] = value
+
+
+def _build(cls, data: dict, prefix: str, where: str):
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: {prefix.rstrip('.') or 'recipe'} must be a table, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise RecipeError(f"{where}: unknown key {prefix + unknown[0]!r}; allowed keys"
+                          f"{' in [' + prefix.rstrip('.') + ']' if prefix else ''}: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{prefix}{name}.", where)
+        else:
+            kwargs[name] = _check_type(value, hint, f"{prefix}{name}", where)
+    return cls(**kwargs)
+
+
+def _check_type(value, hint, key: str, where: str):
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if origin is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin in (str, bool, dict) and type(value) is origin:
+            return value
+        if origin is list and isinstance(value, list):
+            return value
+    expected = " or ".join(getattr(typing.get_origin(o) or o, "__name__", str(o)) for o in options)
+    raise RecipeError(f"{where}: {key} must be {expected}, got {type(value).__name__} {value!r}")
+
+
+def _to_toml(data: dict) -> str:
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    lines = [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+    for name, table in tables.items():
+        lines.append(f"\n[{name}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    return repr(v)

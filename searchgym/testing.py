@@ -1,0 +1,287 @@
+"""Property-based checks of search-environment dynamics, reusable by plug-in authors in one line.
+
+    from searchgym.testing import check_search_env
+    check_search_env("mypkg/MyEnv-v0")
+
+runs Gymnasium's `check_env`, then a Hypothesis state machine that drives the env with tool calls
+and arbitrary text and asserts the invariants every searchgym env promises (see `InvariantChecker`).
+`python -m searchgym.testing --actions 100000` (``make fuzz``) hammers every registered env with
+generated actions and reports exceptions and violations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+
+import gymnasium
+
+from searchgym.envs.actions import format_tool_call
+from searchgym.tasks import ToolCall
+
+
+class InvariantViolation(AssertionError):
+    """An environment broke one of the documented SearchEnv invariants."""
+
+
+class InvariantChecker:
+    """Wraps a made env; `reset`/`step` check every invariant and record the episode for replay.
+
+    Invariants: ``step`` never raises; observations lie in the observation space; rewards lie in the
+    documented bounds; ``terminated`` only right after a valid answer; ``truncated`` exactly when the
+    step budget is used without an answer; every shown/opened doc id belongs to the corpus; the
+    gold answer earns the maximum reward (1.0); the same seed and actions replay identically.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict | None = None):
+        self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
+        self.env = gymnasium.make(env_id, disable_env_checker=True, **self.env_kwargs)
+        self.base = self.env.unwrapped
+        self.corpus = self.base.index.corpus
+        self.low, self.high = self.base.reward_range
+        self.episode: dict | None = None
+
+    def reset(self, seed: int) -> str:
+        obs, info = self.env.reset(seed=seed)
+        self._expect(self.base.observation_space.contains(obs), "reset observation not in the space")
+        self._expect(info["task_id"] in {t.id for t in self.base.tasks}, "reset picked an unknown task")
+        self.episode = {"seed": seed, "actions": [], "observations": [obs], "answered": False,
+                        "truncated": False, "steps": 0}
+        return obs
+
+    def step(self, action) -> tuple:
+        ep = self.episode
+        was_over = ep["answered"] or ep["truncated"]
+        try:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+        except Exception as e:  # the one thing a step must never do
+            raise InvariantViolation(f"step raised {type(e).__name__}: {e} on action {action!r:.200}") from e
+        ep["steps"] += 1
+        ep["actions"].append(action)
+        ep["observations"].append(obs)
+        self._expect(self.base.observation_space.contains(obs), f"observation not in the space: {obs!r:.200}")
+        self._expect(self.low - 1e-9 <= reward <= self.high + 1e-9,
+                     f"reward {reward} outside documented bounds [{self.low}, {self.high}]")
+        last = self.base._calls[-1]
+        valid_answer = last["valid"] and last["name"] == "answer" and not was_over
+        if was_over:
+            self._expect(info["error"] is not None, "a call after the episode ended did not return an error")
+            self._expect(reward == -self.base.format_penalty, "a call after the end was not penalised")
+        else:
+            self._expect(terminated == valid_answer, f"terminated={terminated} but valid answer={valid_answer}")
+            ep["answered"] = terminated
+            budget = not terminated and ep["steps"] >= self.base.max_steps
+            self._expect(truncated == budget, f"truncated={truncated} at step {ep['steps']}/{self.base.max_steps}")
+            ep["truncated"] = truncated
+        for doc_id in (*info["shown"], *info["seen_docs"]):
+            self._expect(doc_id in self.corpus, f"doc id {doc_id!r} is not in the corpus")
+        if valid_answer and info["correct"]:
+            self._expect(reward == self.high == 1.0, f"the gold answer earned {reward}, not the maximum 1.0")
+        return obs, reward, terminated, truncated, info
+
+    def replay_matches(self) -> None:
+        """Replay the current episode in a fresh env: observations must be identical."""
+        ep = self.episode
+        fresh = gymnasium.make(self.env_id, disable_env_checker=True, **self.env_kwargs)
+        observations = [fresh.reset(seed=ep["seed"])[0]]
+        observations += [fresh.step(a)[0] for a in ep["actions"]]
+        self._expect(observations == ep["observations"], "same seed and actions gave different observations")
+
+    @staticmethod
+    def _expect(condition: bool, message: str) -> None:
+        if not condition:
+            raise InvariantViolation(message)
+
+
+# -- action generation, shared by the state machine and the fuzzer ------------------------------
+_GARBAGE = [
+    "", " ", "hello", "<tool_call>", "<tool_call>{}</tool_call>", '<tool_call>{"name": "search"}</tool_call>',
+    '<tool_call>{"name": "fly", "arguments": {}}</tool_call>', '<tool_call>{"name": "open", "arguments": []}',
+    '<tool_call>{"name": "search", "arguments": {"query": ""}}</tool_call>',
+    '<tool_call>{"name": "search", "arguments": {"query": "x", "k": 3}}</tool_call>',
+    '<tool_call>{"name": "answer", "arguments": "{\\"text\\": 5}"}</tool_call>',
+    "<tool_call>not json</tool_call>", "search:", "open: ", "answer:", "ANSWER: 42", "open: [nope]",
+    '<tool_call>{"name": "search", "arguments": {"query": "a"}}</tool_call><tool_call>{"name": "search", '
+    '"arguments": {"query": "b"}}</tool_call>', "\x00\x01\x02", "🙂" * 10, "x" * 5000, None, 42, b"bytes",
+]
+
+
+def random_action(rng: random.Random, base, answers=()) -> object:
+    """One action: a valid call, a near-miss, or garbage (roughly a third each)."""
+    roll = rng.random()
+    shown = base.tools.state.shown
+    if roll < 0.35:
+        words = rng.sample(_vocabulary(base), k=min(3, len(_vocabulary(base))))
+        return format_tool_call(ToolCall("search", {"query": " ".join(words)}))
+    if roll < 0.5 and shown:
+        return format_tool_call(ToolCall("open", {"doc_id": rng.choice(shown)}))
+    if roll < 0.58:
+        text = rng.choice(list(answers) or ["unknown"]) if rng.random() < 0.5 else _random_text(rng, 12)
+        return format_tool_call(ToolCall("answer", {"text": text}))
+    if roll < 0.8:
+        return rng.choice(_GARBAGE)
+    return _random_text(rng, rng.randint(0, 200))
+
+
+def _random_text(rng: random.Random, n: int) -> str:
+    pools = [(0x20, 0x7E), (0xA0, 0x24F), (0x370, 0x3FF), (0x4E00, 0x4FFF), (0x1F300, 0x1F64F), (0x0, 0x1F)]
+    return "".join(chr(rng.randint(*rng.choice(pools))) for _ in range(n))
+
+
+_VOCAB: dict[int, list[str]] = {}
+
+
+def _vocabulary(base) -> list[str]:
+    key = id(base.index.corpus)
+    if key not in _VOCAB:
+        words = set()
+        for doc in base.index.corpus.documents[:300]:
+            words.update(w for w in doc.title.split() if w.isalpha())
+        _VOCAB[key] = sorted(words) or ["document"]
+    return _VOCAB[key]
+
+
+# -- the Hypothesis state machine -------------------------------------------------------------
+def make_state_machine(env_id: str, env_kwargs: dict | None = None):
+    """A `RuleBasedStateMachine` class over ``env_id`` (one env instance per machine run)."""
+    from hypothesis import strategies as st
+    from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+    checker_cache: dict[str, InvariantChecker] = {}
+
+    class SearchEnvMachine(RuleBasedStateMachine):
+        @initialize(seed=st.integers(0, 2**16))
+        def start(self, seed):
+            if "c" not in checker_cache:
+                checker_cache["c"] = InvariantChecker(env_id, env_kwargs)
+            self.checker = checker_cache["c"]
+            self.checker.reset(seed)
+
+        @rule(words=st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=4))
+        def search(self, words):
+            self.checker.step(format_tool_call(ToolCall("search", {"query": " ".join(words)})))
+
+        @precondition(lambda self: bool(self.checker.base.tools.state.shown))
+        @rule(data=st.data())
+        def open_shown(self, data):
+            doc_id = data.draw(st.sampled_from(self.checker.base.tools.state.shown))
+            self.checker.step(format_tool_call(ToolCall("open", {"doc_id": doc_id})))
+
+        @rule(doc_id=st.text(max_size=30))
+        def open_anything(self, doc_id):
+            self.checker.step(format_tool_call(ToolCall("open", {"doc_id": doc_id})))
+
+        @rule()
+        def answer_gold(self):
+            gold = self.checker.base.task.answers[0]
+            self.checker.step(format_tool_call(ToolCall("answer", {"text": gold})))
+
+        @rule(text=st.text(max_size=40))
+        def answer_anything(self, text):
+            self.checker.step(format_tool_call(ToolCall("answer", {"text": text})))
+
+        @rule(text=st.one_of(st.text(max_size=300), st.sampled_from([g for g in _GARBAGE if g is not None])))
+        def arbitrary_text(self, text):
+            self.checker.step(text)
+
+        @rule(seed=st.integers(0, 2**16))
+        def reset(self, seed):
+            self.checker.replay_matches()
+            self.checker.reset(seed)
+
+        @invariant()
+        def episode_recorded(self):
+            ep = self.checker.episode
+            assert len(ep["observations"]) == ep["steps"] + 1
+
+        def teardown(self):
+            if getattr(self, "checker", None) and self.checker.episode["steps"]:
+                self.checker.replay_matches()
+
+    SearchEnvMachine.__name__ = f"SearchEnvMachine[{env_id}]"
+    return SearchEnvMachine
+
+
+def check_search_env(env_id: str, env_kwargs: dict | None = None, *, max_examples: int = 25,
+                     steps: int = 20, check_gymnasium: bool = True) -> None:
+    """Run Gymnasium's env checker and the searchgym invariant state machine on ``env_id``.
+
+    Raises AssertionError (an `InvariantViolation` or Gymnasium's error) on the first failure, with
+    Hypothesis' minimal failing sequence of actions.
+    """
+    from hypothesis import HealthCheck, settings
+    from hypothesis.stateful import run_state_machine_as_test
+
+    if check_gymnasium:
+        from gymnasium.utils.env_checker import check_env
+
+        env = gymnasium.make(env_id, disable_env_checker=True, **(env_kwargs or {}))
+        check_env(env.unwrapped, skip_render_check=True)
+    machine = make_state_machine(env_id, env_kwargs)
+    run_state_machine_as_test(machine, settings=settings(
+        max_examples=max_examples, stateful_step_count=steps, deadline=None, database=None,
+        suppress_health_check=list(HealthCheck)))
+
+
+def fuzz(env_ids: list[str], actions: int, *, env_kwargs: dict | None = None, seed: int = 0,
+         progress: bool = True) -> dict:
+    """Drive each env with ``actions`` generated actions in total; count exceptions and violations."""
+    from tqdm.auto import tqdm
+
+    rng = random.Random(seed)
+    per_env = max(1, actions // len(env_ids))
+    report = {"actions": 0, "episodes": 0, "exceptions": 0, "violations": 0, "failures": [], "per_env": {}}
+    for env_id in env_ids:
+        checker = InvariantChecker(env_id, env_kwargs)
+        start, done, episodes = time.perf_counter(), 0, 0
+        checker.reset(rng.randrange(2**31))
+        for _ in tqdm(range(per_env), desc=env_id, disable=not progress, mininterval=1.0):
+            ep = checker.episode
+            if ep["answered"] or ep["truncated"]:
+                if rng.random() < 0.05:
+                    checker.replay_matches()
+                if rng.random() < 0.9:  # mostly start over; sometimes keep poking the ended episode
+                    checker.reset(rng.randrange(2**31))
+                    episodes += 1
+            try:
+                checker.step(random_action(rng, checker.base, checker.base.task.answers))
+            except InvariantViolation as e:
+                kind = "exceptions" if e.__cause__ is not None else "violations"
+                report[kind] += 1
+                report["failures"].append(f"{env_id}: {e}")
+                checker.reset(rng.randrange(2**31))
+            done += 1
+        report["actions"] += done
+        report["episodes"] += episodes
+        report["per_env"][env_id] = {"actions": done, "episodes": episodes,
+                                     "actions_per_s": round(done / (time.perf_counter() - start), 1)}
+    report["failures"] = report["failures"][:20]
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from searchgym.envs import registered_envs
+
+    parser = argparse.ArgumentParser(description="Fuzz every registered searchgym env with generated actions.")
+    parser.add_argument("--actions", type=int, default=100_000, help="total actions across all envs")
+    parser.add_argument("--env", action="append", help="env id (repeatable; default: every registered id)")
+    parser.add_argument("--embedder", default=None, help="override every env's embedder (e.g. hashing)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    env_ids = args.env or list(registered_envs())
+    kwargs = {"embedder": args.embedder} if args.embedder else None
+    report = fuzz(env_ids, args.actions, env_kwargs=kwargs, seed=args.seed)
+    for env_id, row in report["per_env"].items():
+        print(f"{env_id:45s} {row['actions']:>8d} actions {row['episodes']:>6d} episodes "
+              f"{row['actions_per_s']:>8.1f} actions/s")
+    for failure in report["failures"]:
+        print("FAIL", failure)
+    print(json.dumps({k: v for k, v in report.items() if k != "per_env"}))
+    return 0 if report["exceptions"] == 0 and report["violations"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
