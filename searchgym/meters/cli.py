@@ -1,0 +1,177 @@
+"""`searchgym meter`: meter runs or trajectory files side by side, with bootstrap CIs, into meters.json.
+
+Inputs evaluated at different n are refused unless ``--samples`` equalises them (the first n samples of
+each task), because diversity meters and pass@k grow with n. With two or more inputs the later ones are
+compared with the first by a paired bootstrap over questions, plus the solvable-set overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from searchgym.corpus.documents import atomic_write
+from searchgym.meters.aggregate import MAIN_KEYS, average, per_question
+from searchgym.meters.passk import solvable_set_overlap
+from searchgym.meters.stats import bootstrap_ci, paired_bootstrap
+from searchgym.trajectory import Trajectory, read_trajectories
+
+
+@dataclass
+class MeteredInput:
+    """One input's meters: the averaged dict, per-question values, and bootstrap CIs of the main keys."""
+
+    path: Path
+    name: str
+    original_n: str  # the n (or range of n) the input was evaluated at, before any --samples cut
+    per_question: dict[str, dict[str, float]]
+    meters: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+
+    def to_json(self, note: str) -> dict:
+        return {"input": str(self.path), "n": int(self.meters["meta/n"]), "original_n": self.original_n,
+                "questions": int(self.meters["meta/questions"]), "note": note,
+                "meters": {k: _finite_or_none(v) for k, v in self.meters.items()},
+                "ci95": {k: [_finite_or_none(lo), _finite_or_none(hi)] for k, (lo, hi) in self.ci.items()}}
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: an unavailable meter is written as null."""
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _load(path: Path) -> list[Trajectory]:
+    if path.is_dir() and not (path / "trajectories.jsonl").exists():
+        raise ValueError(f"{path} is a folder without trajectories.jsonl; pass a run folder or a .jsonl file")
+    if not path.exists():
+        raise ValueError(f"{path} does not exist; pass a run folder or a trajectories .jsonl file")
+    return list(read_trajectories(path))
+
+
+def _names(paths: list[Path]) -> list[str]:
+    """Short column names: folder name or file stem, made unique with the parent folder when needed."""
+    names = [p.name if p.is_dir() else p.stem for p in paths]
+    return [f"{p.parent.name}/{name}" if names.count(name) > 1 else name for p, name in zip(paths, names)]
+
+
+def meter_inputs(paths: list[Path], samples: int | None = None, n_boot: int = 1000
+                 ) -> tuple[list[MeteredInput], str]:
+    """Meter every input at one common n; returns the metered inputs and a note on how n was chosen."""
+    loaded = [_load(Path(p)) for p in paths]
+    sizes = []
+    for path, trajs in zip(paths, loaded):
+        counts = {}
+        for t in trajs:
+            counts[t.task_id] = counts.get(t.task_id, 0) + 1
+        if not counts:
+            raise ValueError(f"{path} holds no trajectories")
+        lo, hi = min(counts.values()), max(counts.values())
+        sizes.append(str(lo) if lo == hi else f"{lo}-{hi}")
+    if samples is None:
+        if len(set(sizes)) > 1:
+            listing = ", ".join(f"{p}: n={s}" for p, s in zip(paths, sizes))
+            raise ValueError(f"inputs were evaluated at different n ({listing}); meters grow with n, so pass "
+                             "--samples N to compare all of them on the first N samples of each task")
+        note = f"n = {sizes[0]} samples per task"
+    else:
+        note = (f"equalised to n = {samples} by using the first {samples} samples of each task "
+                f"(originally: {', '.join(f'{name} n={s}' for name, s in zip(_names(paths), sizes))})")
+    metered = []
+    for path, name, trajs, size in zip(paths, _names(paths), loaded, sizes):
+        try:
+            pq, difficulty, n = per_question(trajs, samples)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        meters = average(pq, difficulty, n)
+        ci = {}
+        for key in MAIN_KEYS:
+            if key in meters:
+                _, lo, hi = bootstrap_ci([m.get(key, math.nan) for m in pq.values()], n_boot=n_boot)
+                ci[key] = (lo, hi)
+        metered.append(MeteredInput(Path(path), name, size, pq, meters, ci))
+    return metered, note
+
+
+def compare(ref: MeteredInput, other: MeteredInput, n_boot: int = 1000) -> dict:
+    """Paired bootstrap of the main meters (other - ref) and the solvable-set overlap, on shared questions."""
+    if ref.per_question.keys() != other.per_question.keys():
+        return {"against": ref.name, "input": other.name,
+                "error": "different question sets: paired comparison skipped"}
+    deltas = {}
+    for key in MAIN_KEYS:
+        a = {q: [m.get(key, math.nan)] for q, m in ref.per_question.items()}
+        b = {q: [m.get(key, math.nan)] for q, m in other.per_question.items()}
+        r = paired_bootstrap(a, b, n_boot=n_boot)
+        deltas[key] = {"diff": _finite_or_none(r["diff"]),
+                       "ci95": [_finite_or_none(r["lo_diff"]), _finite_or_none(r["hi_diff"])]}
+    n_ref, n_other = ref.meters["meta/n"], other.meters["meta/n"]
+    solved = solvable_set_overlap({q: round(m["reward/success"] * n_ref) for q, m in ref.per_question.items()},
+                                  {q: round(m["reward/success"] * n_other) for q, m in other.per_question.items()})
+    return {"against": ref.name, "input": other.name, "delta": deltas,
+            "solved_only_against": solved["only_a"], "solved_only_input": solved["only_b"],
+            "solved_both": solved["both"]}
+
+
+def _fmt(value: float | None, ci: tuple[float, float] | list | None = None) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    text = f"{value:.4g}"
+    if ci is not None and ci[0] is not None and math.isfinite(ci[0]):
+        text += f" [{ci[0]:.3g}, {ci[1]:.3g}]"
+    return text
+
+
+def meter_command(paths: list[Path], samples: int | None = None, out: Path | None = None,
+                  n_boot: int = 1000) -> list[Path]:
+    """Print a table of every meter (one column per input, 95% bootstrap CIs on the main rows) and write
+    meters.json: into each run folder, and for .jsonl inputs (or all inputs, when ``out`` is given) one
+    combined file at ``out`` or ./meters.json. Returns the files written."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not paths:
+        raise ValueError("pass at least one run folder or trajectories .jsonl file")
+    paths = [Path(p) for p in paths]
+    metered, note = meter_inputs(paths, samples, n_boot)
+    comparisons = [compare(metered[0], m, n_boot) for m in metered[1:]]
+
+    # 1. The table: meta rows, then the headline meters with CIs, then every other key.
+    keys = sorted({k for m in metered for k in m.meters})
+    ordered = ([k for k in keys if k.startswith("meta/")] + [k for k in MAIN_KEYS if k in keys]
+               + [k for k in keys if not k.startswith("meta/") and k not in MAIN_KEYS])
+    table = Table("meter", *[m.name for m in metered], title=f"searchgym meters ({note})")
+    deltas = [c for c in comparisons if "delta" in c]
+    for c in deltas:
+        table.add_column(f"Δ {c['input']} − {c['against']}")
+    for key in ordered:
+        row = [_fmt(m.meters.get(key), m.ci.get(key)) for m in metered]
+        for c in deltas:
+            d = c["delta"].get(key)
+            row.append(_fmt(d["diff"], d["ci95"]) if d else "")
+        table.add_row(key, *row)
+    console = Console()
+    console.print(table)
+    for c in comparisons:
+        if "error" in c:
+            console.print(f"{c['input']} vs {c['against']}: {c['error']}")
+        else:
+            console.print(f"solvable sets: {c['solved_only_input']} questions solved only by {c['input']}, "
+                          f"{c['solved_only_against']} only by {c['against']}, {c['solved_both']} by both")
+
+    # 2. meters.json, written atomically.
+    written = []
+    for m in metered:
+        if m.path.is_dir():
+            doc = {"note": note, "inputs": [m.to_json(note)]}
+            atomic_write(m.path / "meters.json", (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+            written.append(m.path / "meters.json")
+    if out is not None or any(not m.path.is_dir() for m in metered):
+        target = Path(out) if out is not None else Path("meters.json")
+        doc = {"note": note, "inputs": [m.to_json(note) for m in metered], "comparisons": comparisons}
+        atomic_write(target, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+        written.append(target)
+    for path in written:
+        console.print(f"wrote {path}")
+    return written

@@ -1,0 +1,121 @@
+"""Confidence intervals for meters: bootstrap over questions, and rliable-style aggregates over seeds.
+
+A meter averaged over questions gets a percentile bootstrap CI by resampling questions (each keeps all
+of its n samples); two models on the same questions share each resample (paired), which makes their
+difference far tighter than two separate CIs. Across training seeds we follow rliable: interquartile
+mean, stratified bootstrap CIs (runs resampled within each task) and the probability of improvement.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+
+def _finite(values: Sequence[float]) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)
+    return v[np.isfinite(v)]
+
+
+def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, alpha: float = 0.05,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """Mean of per-question values and its percentile bootstrap (1 - alpha) CI; NaNs are left out.
+
+    >>> m, lo, hi = bootstrap_ci([0.0, 1.0] * 50)
+    >>> m, lo < 0.5 < hi
+    (0.5, True)
+    """
+    v = _finite(values)
+    if v.size == 0:
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(v.mean()), float(lo), float(hi)
+
+
+def paired_bootstrap(a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float]], n_boot: int = 2000,
+                     alpha: float = 0.05, seed: int = 0) -> dict[str, float]:
+    """Paired bootstrap over questions of two models: ``a[q]`` / ``b[q]`` hold all samples' values for
+    question q (one value per question is fine too). Each resample draws question ids with replacement
+    and uses the same draw for both models; a question's value is the mean of its samples.
+
+    Returns mean and CI of each model and of the difference b - a. Questions where either value is
+    not finite are left out.
+
+    >>> r = paired_bootstrap({"q1": [0, 1], "q2": [0, 0]}, {"q1": [1, 1], "q2": [1, 0]})
+    >>> r["mean_a"], r["mean_b"], r["diff"]
+    (0.25, 0.75, 0.5)
+    """
+    if a.keys() != b.keys():
+        only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+        raise ValueError(f"paired bootstrap needs the same questions in both inputs; only in the first: "
+                         f"{only_a[:5]}, only in the second: {only_b[:5]}. Evaluate both on the same task set")
+    qs = sorted(a)
+    va = np.array([np.mean(a[q]) if len(a[q]) else math.nan for q in qs], dtype=np.float64)
+    vb = np.array([np.mean(b[q]) if len(b[q]) else math.nan for q in qs], dtype=np.float64)
+    keep = np.isfinite(va) & np.isfinite(vb)
+    va, vb = va[keep], vb[keep]
+    if va.size == 0:
+        nan = math.nan
+        return {"mean_a": nan, "lo_a": nan, "hi_a": nan, "mean_b": nan, "lo_b": nan, "hi_b": nan,
+                "diff": nan, "lo_diff": nan, "hi_diff": nan, "questions": 0}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, va.size, size=(n_boot, va.size))
+    ma, mb = va[idx].mean(axis=1), vb[idx].mean(axis=1)
+    q = [alpha / 2, 1 - alpha / 2]
+    (lo_a, hi_a), (lo_b, hi_b), (lo_d, hi_d) = (np.quantile(x, q) for x in (ma, mb, mb - ma))
+    return {"mean_a": float(va.mean()), "lo_a": float(lo_a), "hi_a": float(hi_a),
+            "mean_b": float(vb.mean()), "lo_b": float(lo_b), "hi_b": float(hi_b),
+            "diff": float(vb.mean() - va.mean()), "lo_diff": float(lo_d), "hi_diff": float(hi_d),
+            "questions": int(va.size)}
+
+
+def iqm(scores: np.ndarray | Sequence[float]) -> float:
+    """Interquartile mean: the mean of the middle 50% of all scores (int(n/4) cut from each end).
+
+    >>> iqm([0, 1, 2, 3, 4, 5, 6, 100])  # mean of 2, 3, 4, 5
+    3.5
+    """
+    v = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    cut = int(0.25 * v.size)
+    return float(v[cut:v.size - cut].mean()) if v.size else math.nan
+
+
+def stratified_bootstrap_ci(scores: np.ndarray, statistic: Callable[[np.ndarray], float] = iqm,
+                            n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
+    """Point estimate and stratified percentile bootstrap CI of ``statistic`` over a (runs, tasks) score
+    matrix: each resample draws runs with replacement independently within every task (rliable).
+
+    >>> point, lo, hi = stratified_bootstrap_ci(np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]), n_boot=200)
+    >>> round(point, 3), lo <= point <= hi
+    (0.35, True)
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.size == 0:
+        raise ValueError(f"scores must be a non-empty (runs, tasks) matrix, got shape {s.shape}")
+    runs, tasks = s.shape
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot)
+    cols = np.arange(tasks)
+    for i in range(n_boot):
+        stats[i] = statistic(s[rng.integers(0, runs, size=(runs, tasks)), cols])
+    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(statistic(s)), float(lo), float(hi)
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """P(X > Y): for each task, the chance a run of X beats a run of Y (ties count half; Mann–Whitney U
+    over all run pairs), averaged over tasks. x: (runs_x, tasks), y: (runs_y, tasks).
+
+    >>> probability_of_improvement(np.array([[2.0], [3.0]]), np.array([[1.0], [3.0]]))
+    0.625
+    """
+    x, y = np.atleast_2d(np.asarray(x, dtype=np.float64)), np.atleast_2d(np.asarray(y, dtype=np.float64))
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must score the same tasks (columns): {x.shape[1]} vs {y.shape[1]}")
+    diff = x[:, None, :] - y[None, :, :]  # (runs_x, runs_y, tasks)
+    per_task = ((diff > 0) + 0.5 * (diff == 0)).mean(axis=(0, 1))
+    return float(per_task.mean())
