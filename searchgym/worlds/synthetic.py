@@ -1,0 +1,482 @@
+"""SyntheticWorld: a procedurally generated fictional world, its corpus and its multi-hop questions.
+
+People, cities, countries, organisations and works with functional relations (born_in, works_for, ...)
+and numeric attributes are drawn from ``random.Random(seed)``; every fact is rendered into documents
+from varied templates, and questions (1-4 hop bridges, comparisons, intersections) carry their gold
+evidence chains and valid strategies. Knobs: hops, distractors, redundancy, aliases. Fictional names
+keep the answers out of any model's pretraining, so an agent has to search.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from searchgym.corpus.documents import Corpus, Document
+from searchgym.tasks import Demonstrator, Task, ToolCall
+from searchgym.worlds import synthetic_text as T
+from searchgym.worlds.synthetic_strategies import (
+    QUERY_STYLES,
+    SNIPPET_CHARS,
+    STRATEGIES,
+    SyntheticDemonstrator,
+    classify_strategy,
+    entity_of,
+)
+
+SIZES = {"small": 60, "medium": 200, "large": 600}  # number of people; other kinds scale with it
+COMPARISON_PAIRS = 1500  # candidate pairs drawn per compared attribute
+MAX_CHAINS = 16  # evidence chains listed per question (redundancy multiplies them per hop)
+KIND_MIX = {"bridge": 0.7, "comparison": 0.15, "intersection": 0.15}
+DISTRACTOR_KINDS = ("person", "city", "org", "work")  # a fake country would contradict capitals
+
+
+@dataclass
+class Entity:
+    """One world entity. ``rels`` maps relation -> object entity id, ``attrs`` relation -> value."""
+
+    id: str  # "person:0042"; its main page is "syn:person:0042"
+    kind: str
+    name: str
+    alias: str | None = None
+    flavour: str = ""
+    rels: dict[str, str] = field(default_factory=dict)
+    attrs: dict[str, int | str] = field(default_factory=dict)
+    distractor: bool = False
+    original: Entity | None = None  # the real entity a distractor imitates
+
+    @property
+    def names(self) -> list[str]:
+        return [self.name] + ([self.alias] if self.alias else [])
+
+
+def page_id(entity_id: str, page: int = 0) -> str:
+    """Document id of an entity's page: the main page, then ``:b``, ``:c``... for secondary pages.
+
+    >>> page_id("person:0042"), page_id("person:0042", 1)
+    ('syn:person:0042', 'syn:person:0042:b')
+    """
+    return f"syn:{entity_id}" + (f":{chr(ord('a') + page)}" if page else "")
+
+
+def counts_for(size: str | int) -> dict[str, int]:
+    """Entities per kind for a size preset or a number of people.
+
+    >>> counts_for("small")
+    {'person': 60, 'city': 12, 'country': 4, 'org': 12, 'work': 20}
+    """
+    if isinstance(size, str):
+        if size not in SIZES:
+            raise ValueError(f"size must be one of {sorted(SIZES)} or a number of people (>= 20), got {size!r}")
+        size = SIZES[size]
+    if not isinstance(size, int) or size < 20:
+        raise ValueError(f"size as a number of people must be an int >= 20, got {size!r}")
+    return {"person": size, "city": max(6, size // 5), "country": max(3, size // 15),
+            "org": max(6, size // 5), "work": max(8, size // 3)}
+
+
+class _Namer:
+    """Fresh fictional words; a word is never reused, so each name token identifies one entity."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.used: set[str] = set()
+
+    def word(self, syllables: int | None = None, stem: str = "") -> str:
+        for _ in range(1000):
+            if stem:  # near miss: keep the first letters, change the ending
+                w = (stem[:3] + T.make_word(self.rng, 1).lower()).capitalize()
+            else:
+                w = T.make_word(self.rng, syllables or self.rng.choice((2, 2, 3)))
+            if w.lower() not in self.used and len(w) >= 5:  # short words are often real ones
+                self.used.add(w.lower())
+                return w
+        raise RuntimeError("ran out of fictional names; lower size")
+
+
+def _name(kind: str, namer: _Namer, rng: random.Random, like: Entity | None = None) -> str:
+    """A fresh name for a kind; with ``like``, a near miss of that entity's distinctive word."""
+    if kind == "person":
+        first, last = like.name.split(" ", 1) if like else ("", "")
+        if like and rng.random() < 0.5:
+            return f"{first} {namer.word(stem=last)}"
+        return f"{namer.word(2, stem=first)} {last}" if like else f"{namer.word(2)} {namer.word()}"
+    if kind == "city":
+        return namer.word(stem=like.name) if like else namer.word()
+    if kind == "country":
+        return namer.word(2) + rng.choice(("ia", "or", "an", "essa"))
+    if kind == "org":
+        if like:
+            word, rest = like.name.split(" ", 1)
+            return f"{namer.word(stem=word)} {rest}"
+        return f"{namer.word()} {rng.choice(T.ORG_TYPES)}"
+    # work: "The <Word> <Noun>" or "<Noun> of <Word>"; the word is its distinctive token
+    noun, word = rng.choice(T.WORK_NOUNS), (namer.word(stem=_work_word(like.name)) if like else namer.word())
+    return f"The {word} {noun}" if rng.random() < 0.5 else f"{noun} of {word}"
+
+
+def _work_word(title: str) -> str:
+    parts = title.split(" ")
+    return parts[1] if parts[0] == "The" else parts[-1]
+
+
+def _alias(e: Entity, namer: _Namer) -> str:
+    if e.kind == "org":  # acronym, unless another entity already owns it
+        acronym = "".join(w[0] for w in e.name.split()).upper()
+        if acronym.lower() not in namer.used:
+            namer.used.add(acronym.lower())
+            return acronym
+    if e.kind == "work":
+        return _work_word(e.name)
+    return namer.word(2)
+
+
+# -- 1. the world: entities, relations, attributes -----------------------------------------------
+def generate_entities(rng: random.Random, size: str | int, distractors: float, aliases: float
+                      ) -> dict[str, Entity]:
+    namer = _Namer(rng)
+    by_kind: dict[str, list[Entity]] = {}
+    for kind, n in counts_for(size).items():
+        by_kind[kind] = [Entity("", kind, _name(kind, namer, rng)) for _ in range(n)]
+        for e in by_kind[kind]:
+            if rng.random() < aliases:
+                e.alias = _alias(e, namer)
+    real = {k: list(v) for k, v in by_kind.items()}
+    for kind in DISTRACTOR_KINDS:
+        for like in rng.sample(real[kind], round(distractors * len(real[kind]))):
+            by_kind[kind].append(Entity("", kind, _name(kind, namer, rng, like), distractor=True, original=like))
+    # Ids are assigned after shuffling so an id never tells a distractor from a real entity.
+    for kind, items in by_kind.items():
+        rng.shuffle(items)
+        for i, e in enumerate(items):
+            e.id = f"{kind}:{i:04d}"
+    flavours = {"person": T.OCCUPATIONS, "city": T.CITY_FLAVOURS, "country": T.COUNTRY_FLAVOURS,
+                "org": T.ORG_FLAVOURS, "work": T.GENRES}
+    for kind, items in by_kind.items():
+        for e in items:
+            e.flavour = rng.choice(flavours[kind])
+    _relate(rng, real, namer)
+    for kind in DISTRACTOR_KINDS:  # overlapping facts: half copied from the imitated entity
+        for e in by_kind[kind]:
+            if e.distractor:
+                _relate_distractor(rng, e, real)
+    return {e.id: e for kind in by_kind for e in sorted(by_kind[kind], key=lambda x: x.id)}
+
+
+def _relate(rng: random.Random, real: dict[str, list[Entity]], namer: _Namer) -> None:
+    """Relations among real entities only, so no question's chain ever passes through a distractor."""
+    countries, cities = real["country"], real["city"]
+    for i, c in enumerate(cities):  # every country gets at least one city
+        c.rels["in_country"] = (countries[i] if i < len(countries) else rng.choice(countries)).id
+    populations = rng.sample(range(20, 9000), len(cities))
+    for c, p in zip(cities, populations):
+        c.attrs["population"] = p * 100
+    for k in countries:
+        k.rels["capital"] = rng.choice([c for c in cities if c.rels["in_country"] == k.id]).id
+        k.attrs["currency"] = namer.word(2).lower()
+    for p in real["person"]:
+        p.rels["born_in"] = rng.choice(cities).id
+        p.rels["works_for"] = rng.choice(real["org"]).id
+        p.attrs["birth_year"] = rng.randint(1650, 1960)
+    for o in real["org"]:
+        o.rels["based_in"] = rng.choice(cities).id
+        o.attrs["founding_year"] = year = rng.randint(1680, 1990)
+        old_enough = [p for p in real["person"] if year - 80 <= p.attrs["birth_year"] <= year - 20]
+        o.rels["founded_by"] = rng.choice(old_enough or real["person"]).id
+    for w in real["work"]:
+        author = rng.choice(real["person"])
+        w.rels["created_by"] = author.id
+        w.attrs["year"] = year = author.attrs["birth_year"] + rng.randint(20, 60)
+        existing = [o for o in real["org"] if o.attrs["founding_year"] <= year]
+        w.rels["published_by"] = rng.choice(existing or real["org"]).id
+
+
+def _relate_distractor(rng: random.Random, e: Entity, real: dict[str, list[Entity]]) -> None:
+    like = e.original
+    for rel, target in like.rels.items():
+        kind = T.RELATIONS[e.kind][rel]
+        e.rels[rel] = target if rng.random() < 0.5 else rng.choice(real[kind]).id
+    for rel, value in like.attrs.items():
+        e.attrs[rel] = value + rng.choice((-1, 1)) * rng.randint(1, 5) * (100 if rel == "population" else 1)
+
+
+# -- 2. the corpus: pages per entity, facts recorded with their character offsets ----------------
+def render_corpus(rng: random.Random, entities: dict[str, Entity], redundancy: int
+                  ) -> tuple[list[Document], dict[tuple[str, str], list[tuple[str, int]]]]:
+    """Every entity gets a main page and ``redundancy - 1`` secondary pages, each stating all its facts;
+    main pages also list inverse mentions (natives of a city, staff of an organisation...).
+
+    Returns the documents and ``facts[(subject id, relation)] = [(doc id, end offset of the sentence)]``,
+    subject pages first, so questions can list evidence and tell which facts fit in a search snippet.
+    """
+    inverse: dict[tuple[str, str], list[Entity]] = defaultdict(list)
+    for e in entities.values():
+        for rel, target in e.rels.items():
+            inverse[(target, rel)].append(e)
+    docs: list[Document] = []
+    facts: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+
+    def ref(e: Entity, alias_p: float) -> str:
+        return e.alias if e.alias and rng.random() < alias_p else e.name
+
+    for e in entities.values():
+        for page in range(redundancy):
+            doc_id = page_id(e.id, page)
+            aka = f", also known as {e.alias}," if e.alias and (page == 0 or rng.random() < 0.5) else ""
+            lead = rng.choice(T.LEADS[e.kind]).format(name=e.name, aka=aka, flavour=e.flavour,
+                                                      a="an" if e.flavour[0] in "aeiou" else "a")
+            if lead.endswith(",."):
+                lead = lead[:-2] + "."
+            sentences: list[tuple[str, list[tuple[str, str]]]] = [(lead, [])]
+            items = [(rel, entities[t]) for rel, t in e.rels.items()] + list(e.attrs.items())
+            rng.shuffle(items)
+            for rel, obj in items:
+                o = ref(obj, 0.35) if isinstance(obj, Entity) else str(obj)
+                text = rng.choice(T.FACT_TEMPLATES[rel]).format(s=ref(e, 0.2 if page == 0 else 0.5), o=o)
+                sentences.append((text[0].upper() + text[1:], [(e.id, rel)]))
+            for rel in T.BACKLINK_TEMPLATES if page == 0 else ():
+                members = sorted(inverse.get((e.id, rel), []), key=lambda x: x.id)
+                if members:
+                    names = [ref(m, 0.35) for m in members]
+                    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+                    text = rng.choice(T.BACKLINK_TEMPLATES[rel]).format(o=e.name, items=listed)
+                    sentences.append((text, [(m.id, rel) for m in members]))
+            text = ""
+            for sentence, stated in sentences:
+                text += (" " if text else "") + sentence
+                for fact in stated:
+                    facts[fact].append((doc_id, len(text)))
+            title = e.name if page == 0 else rng.choice(T.SECONDARY_TITLES).format(name=e.name)
+            docs.append(Document(doc_id, title, text, {"entity": e.id, "kind": e.kind, "page": page,
+                                                       "distractor": e.distractor}))
+    for (subject, _rel), places in facts.items():  # the subject's own pages first, main page first
+        places.sort(key=lambda p: (entity_of(p[0]) != page_id(subject), p[0]))
+    return docs, dict(facts)
+
+
+# -- 3. questions ---------------------------------------------------------------------------------
+def _step(entities, facts, subject: Entity, rel: str, search: Entity | None = None, value=None) -> dict:
+    """One lookup a solver must make: which entity to search, which fact it reveals, where it is stated."""
+    search = search or subject
+    if value is None:
+        value = entities[subject.rels[rel]] if rel in subject.rels else subject.attrs[rel]
+    places = facts[(subject.id, rel)]
+    if search is not subject:  # looking the fact up from the object's side: its main page first
+        places = sorted(places, key=lambda p: p[0] != page_id(search.id))
+    return {"search": search.name, "search_alias": search.alias, "target": search.id,
+            "subject": subject.name, "relation": rel, "inverse": search is not subject,
+            "value": value.name if isinstance(value, Entity) else str(value),
+            "value_alias": value.alias if isinstance(value, Entity) else None,
+            "docs": [d for d, _ in places], "snippet_docs": [d for d, end in places if end <= SNIPPET_CHARS]}
+
+
+def _evidence(steps: list[dict]) -> tuple[tuple[str, ...], ...]:
+    chains = []
+    for combo in itertools.islice(itertools.product(*[s["docs"] for s in steps]), MAX_CHAINS):
+        chains.append(tuple(dict.fromkeys(combo)))  # one document may serve two consecutive hops
+    return tuple(dict.fromkeys(chains))
+
+
+def _valid_strategies(kind: str, steps: list[dict], redundancy: int, hops: int) -> tuple[str, ...]:
+    ok = {"forward"}
+    if kind != "bridge" or hops >= 2:
+        ok.add("question_first")  # for a one-hop question, the question IS the forward query
+    if kind != "bridge":
+        ok.add("parallel")  # independent lookups (two named entities) can be searched up front
+    if all(s["snippet_docs"] for s in steps):
+        ok.add("snippet")
+    if redundancy >= 2:
+        ok.add("verify")
+    return tuple(s for s in STRATEGIES if s in ok)
+
+
+def _bridge_chains(entities: dict[str, Entity], start: Entity, max_hops: int):
+    """Every relation path from ``start`` of 1..max_hops hops that never revisits an entity."""
+    stack = [(start, ())]
+    while stack:
+        e, path = stack.pop()
+        for rel in T.BRIDGE_RELATIONS[e.kind]:
+            new = path + ((e.id, rel),)
+            target = e.rels.get(rel)
+            if target and any(target == s for s, _ in new):
+                continue
+            yield new
+            if target and len(new) < max_hops:
+                stack.append((entities[target], new))
+
+
+def _split_of(e: Entity, test_ids: set[str]) -> str:
+    return "test" if e.id in test_ids else "train"
+
+
+def candidate_questions(rng: random.Random, entities: dict[str, Entity], max_hops: int,
+                        test_ids: set[str]) -> dict[tuple[str, str], list[tuple]]:
+    """Answerable questions pooled by (split, pool); a pool is ``bridge-<hops>``, ``comparison`` or
+    ``intersection``, a candidate ``(key, spec)``: a stable key and what `build_task` needs."""
+    real = [e for e in entities.values() if not e.distractor]
+    pools: dict[tuple[str, str], list[tuple]] = defaultdict(list)
+    for start in real:
+        for path in _bridge_chains(entities, start, max_hops):
+            key = "bridge:" + "|".join(f"{s}.{r}" for s, r in path)
+            pools[(_split_of(start, test_ids), f"bridge-{len(path)}")].append((key, path))
+    for attr in T.COMPARISON_TEMPLATES:
+        owners = [e for e in real if attr in e.attrs]
+        # A bounded random subset of pairs: all O(n^2) of them would dominate generation time.
+        n_pairs = min(len(owners) * (len(owners) - 1) // 2, COMPARISON_PAIRS)
+        pairs: set[tuple[int, int]] = set()
+        while len(pairs) < n_pairs:
+            i, j = sorted(rng.sample(range(len(owners)), 2))
+            pairs.add((i, j))
+        for i, j in sorted(pairs):
+            x, y = owners[i], owners[j]
+            if x.attrs[attr] != y.attrs[attr] and _split_of(x, test_ids) == _split_of(y, test_ids):
+                pools[(_split_of(x, test_ids), "comparison")].append((f"cmp:{attr}:{x.id}:{y.id}", (attr, x, y)))
+    for (kind, r1, r2) in T.INTERSECTION_TEMPLATES:
+        groups: dict[tuple[str, str], list[Entity]] = defaultdict(list)
+        for e in entities.values():  # distractors count: the answer must be unique among all
+            if e.kind == kind:
+                groups[(e.rels[r1], e.rels[r2])].append(e)
+        for (_b1, _b2), members in groups.items():
+            if len(members) == 1 and not members[0].distractor:
+                a = members[0]
+                pools[(_split_of(a, test_ids), "intersection")].append((f"int:{a.id}:{r1}:{r2}", (kind, r1, r2, a)))
+    return pools
+
+
+def build_task(entities, facts, kind: str, spec, rng: random.Random, redundancy: int) -> dict:
+    """The fields of one Task (without id/split) from a candidate's spec."""
+    if kind == "bridge":
+        path = spec
+        steps = [_step(entities, facts, entities[s], r) for s, r in path]
+        phrase = entities[path[0][0]].name
+        for _subject, r in path[:-1]:
+            phrase = rng.choice(T.NOUN_PHRASES[r]).format(x=phrase)
+        question = rng.choice(T.QUESTION_TEMPLATES[path[-1][1]]).format(x=phrase)
+        last_subject, last_rel = entities[path[-1][0]], path[-1][1]
+        target = entities.get(last_subject.rels.get(last_rel, ""))
+        answers = tuple(target.names) if target else (str(last_subject.attrs[last_rel]),)
+        named, hops = [entities[path[0][0]]], len(path)
+        answer_type = target.kind if target else last_rel
+        verify = last_subject
+    elif kind == "comparison":
+        attr, x, y = spec
+        if rng.random() < 0.5:
+            x, y = y, x
+        templates, wins = T.COMPARISON_TEMPLATES[attr]
+        question = rng.choice(templates).format(x=x.name, y=y.name)
+        steps = [_step(entities, facts, x, attr), _step(entities, facts, y, attr)]
+        pick = min if wins == "min" else max
+        winner = pick((x, y), key=lambda e: e.attrs[attr])
+        answers, named, hops, answer_type, verify = tuple(winner.names), [x, y], 2, x.kind, y
+    else:
+        akind, r1, r2, a = spec
+        b1, b2 = entities[a.rels[r1]], entities[a.rels[r2]]
+        question = rng.choice(T.INTERSECTION_TEMPLATES[(akind, r1, r2)]).format(a=b1.name, b=b2.name)
+        steps = [_step(entities, facts, a, r1, search=b1, value=a), _step(entities, facts, a, r2, search=b2, value=a)]
+        answers, named, hops, answer_type, verify = tuple(a.names), [b1, b2], 2, akind, a
+    return {"question": question[0].upper() + question[1:], "answers": answers, "evidence": _evidence(steps),
+            "difficulty": hops, "kind": kind,
+            "strategies": _valid_strategies(kind, steps, redundancy, hops),
+            "meta": {"steps": steps, "named": [e.names for e in named], "answer_type": answer_type,
+                     "verify_target": verify.id, "verify_name": verify.name}}
+
+
+def _sample(pools: dict[str, list], quotas: dict[str, int], rng: random.Random) -> list[tuple[str, tuple]]:
+    """Take each pool's quota; a short pool's deficit is filled from the others, in order."""
+    chosen, leftovers = [], {}
+    for name, quota in quotas.items():
+        items = sorted(pools.get(name, []), key=lambda c: c[0])
+        rng.shuffle(items)
+        chosen += [(name, c) for c in items[:quota]]
+        leftovers[name] = items[quota:]
+    deficit = sum(quotas.values()) - len(chosen)
+    while deficit > 0 and any(leftovers.values()):
+        for name in quotas:
+            if deficit > 0 and leftovers[name]:
+                chosen.append((name, leftovers[name].pop()))
+                deficit -= 1
+    return chosen
+
+
+# -- 4. the task set ------------------------------------------------------------------------------
+class SyntheticWorld:
+    """A fictional world as a `TaskSet`: corpus, train/test questions, strategies, demonstrators.
+
+    Arguments (all knobs; same arguments, same world: corpus hash and tasks are a function of them):
+        seed: drives every random choice (``random.Random(seed)``).
+        size: ``"small"`` (~280 docs), ``"medium"`` (~930), ``"large"`` (~2800) or a number of people.
+        max_hops: longest bridge chain (1-4); bridge questions are spread evenly over 1..max_hops.
+        distractors: near-miss entities (one name syllable changed, half their facts shared) per real
+            entity; they appear in the corpus but never in a question's chain or answer.
+        redundancy: pages per entity (main + secondary ``:b``, ``:c``...), each stating all its facts.
+        aliases: fraction of entities with an alias, used in some mentions; answers include it.
+        n_train, n_test: questions per split (fewer when the world is too small to supply them).
+
+    >>> w = SyntheticWorld(seed=1, size="small", n_train=20, n_test=5)
+    >>> len(w.tasks("train")), len(w.tasks("test")), w.tasks("test")[0].id
+    (20, 5, 'syn-s1-test-00000')
+    """
+
+    strategies = STRATEGIES
+    query_styles = QUERY_STYLES
+
+    def __init__(self, seed: int = 0, size: str | int = "medium", max_hops: int = 4, distractors: float = 0.3,
+                 redundancy: int = 2, aliases: float = 0.3, n_train: int = 2000, n_test: int = 500):
+        if not 1 <= max_hops <= 4:
+            raise ValueError(f"max_hops must be 1-4, got {max_hops}")
+        if not 1 <= redundancy <= 5:
+            raise ValueError(f"redundancy (documents stating each fact) must be 1-5, got {redundancy}")
+        for knob, value in (("distractors", distractors), ("aliases", aliases)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{knob} is a fraction of entities: set it within [0, 1], got {value}")
+        if n_train < 0 or n_test < 0:
+            raise ValueError("n_train and n_test must be >= 0")
+        self.seed, self.size, self.max_hops, self.redundancy = seed, size, max_hops, redundancy
+        self.name = f"synthetic-s{seed}"
+        rng = random.Random(seed)
+        self.entities = generate_entities(rng, size, distractors, aliases)
+        docs, self.facts = render_corpus(rng, self.entities, redundancy)
+        self.corpus = Corpus(docs, name=self.name)
+        self._tasks = self._make_tasks(rng, n_train, n_test)
+
+    def _make_tasks(self, rng: random.Random, n_train: int, n_test: int) -> dict[str, list[Task]]:
+        # Split on the question's anchor entity (the named start of a chain, the answer of an
+        # intersection, both sides of a comparison), so test questions start from unseen entities.
+        real = sorted(e.id for e in self.entities.values() if not e.distractor)
+        fraction = min(0.5, max(0.1, n_test / max(1, n_train + n_test)))
+        test_ids = set(rng.sample(real, round(fraction * len(real))))
+        pools = candidate_questions(rng, self.entities, self.max_hops, test_ids)
+        out: dict[str, list[Task]] = {}
+        seen: set[str] = set()
+        for split, n in (("test", n_test), ("train", n_train)):
+            quotas = {f"bridge-{h}": round(n * KIND_MIX["bridge"] / self.max_hops)
+                      for h in range(1, self.max_hops + 1)}
+            quotas["comparison"] = round(n * KIND_MIX["comparison"])
+            quotas["intersection"] = n - sum(quotas.values())
+            chosen = _sample({p: c for (s, p), c in pools.items() if s == split}, quotas, rng)
+            rng.shuffle(chosen)
+            tasks = []
+            for pool, (key, spec) in chosen:
+                kind = pool.split("-")[0]
+                fields = build_task(self.entities, self.facts, kind, spec, random.Random(f"{self.seed}:{key}"),
+                                    self.redundancy)
+                if fields["question"] in seen:
+                    continue
+                seen.add(fields["question"])
+                tasks.append(Task(id=f"syn-s{self.seed}-{split}-{len(tasks):05d}", split=split, **fields))
+            out[split] = tasks
+        return out
+
+    def tasks(self, split: str) -> list[Task]:
+        if split not in self._tasks:
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        return list(self._tasks[split])
+
+    def classify_strategy(self, task: Task, calls: Sequence[ToolCall]) -> str:
+        return classify_strategy(task, calls)
+
+    def demonstrator(self, strategy: str, style: str) -> Demonstrator:
+        return SyntheticDemonstrator(strategy, style)
