@@ -97,7 +97,8 @@ class Corpus:
     True
     """
 
-    def __init__(self, documents: Iterable[Document], *, chunk: bool = True, name: str = "corpus"):
+    def __init__(self, documents: Iterable[Document], *, chunk: bool = True, name: str = "corpus",
+                 max_chars: int = MAX_DOC_CHARS):
         self.name = name
         docs: list[Document] = []
         for d in documents:
@@ -105,7 +106,7 @@ class Corpus:
                 raise CorpusError(f"{name}: a document has an empty id; give every document a unique id")
             if not d.text or not d.text.strip():
                 raise CorpusError(f"{name}: document {d.id!r} has empty text; drop it or give it text")
-            docs.extend(chunk_document(d) if chunk else [d])
+            docs.extend(chunk_document(d, max_chars) if chunk else [d])
         if not docs:
             raise CorpusError(f"{name}: the corpus is empty; it needs at least one document")
         self._by_id: dict[str, int] = {}
@@ -160,7 +161,8 @@ class Corpus:
         return directory
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, name: str | None = None) -> Corpus:
+    def load(cls, path: str | os.PathLike, *, name: str | None = None,
+             max_chars: int = MAX_DOC_CHARS) -> Corpus:
         """Load a corpus folder (documents.jsonl + manifest.json) or a bare ``.jsonl`` file.
 
         A manifest whose count or hash disagrees with the documents is an error, not a warning: it
@@ -188,7 +190,7 @@ class Corpus:
             if not isinstance(row, dict):
                 raise CorpusError(f"{jsonl}:{n}: expected a JSON object, got {type(row).__name__}")
             docs.append(Document.from_json(row, where=f"{jsonl}:{n}: "))
-        corpus = cls(docs, name=name or path.stem, chunk=True)
+        corpus = cls(docs, name=name or path.stem, chunk=True, max_chars=max_chars)
         manifest = path / "manifest.json" if path.is_dir() else None
         if manifest is not None and manifest.exists():
             m = json.loads(manifest.read_text())

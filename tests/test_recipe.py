@@ -1,0 +1,124 @@
+"""Corpus recipes: strict validation, the shipped recipes, and the `searchgym index/search` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from searchgym.cli import app
+from searchgym.corpus.index import IndexSpec
+from searchgym.corpus.recipe import CorpusRecipe, RecipeError, index_command, load_recipe, search_command
+
+CORPORA = Path(__file__).resolve().parents[1] / "corpora"
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEARCHGYM_CACHE", str(tmp_path / "cache"))
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_recipes_parse():
+    recipes = {p.stem: load_recipe(p) for p in CORPORA.glob("*.toml")}
+    assert {"tiny", "wikipedia", "factbook", "wikifactbook"} <= set(recipes)
+    assert recipes["wikipedia"].source == "wikipedia" and recipes["wikipedia"].embedder == "minilm"
+    assert recipes["wikipedia"].index == IndexSpec("flat")
+    assert recipes["wikifactbook"].index.type == "hnsw"
+    assert recipes["tiny"].source_path == CORPORA / "tiny.jsonl"  # relative to the recipe's folder
+
+
+def test_tiny_recipe_builds_and_caches(tmp_path):
+    recipe = load_recipe(CORPORA / "tiny.toml")
+    index = recipe.build(progress=False)
+    assert len(index) == 30 and index.embedder.id == "hashing-v2:dim=512"
+    assert index.cache_path.parent == tmp_path / "cache" / "indexes"  # $SEARCHGYM_CACHE is honoured
+    assert index.search(["capital of Italy"], 1)[0][0].doc_id == "rome"
+    assert recipe.build(progress=False).from_cache
+
+
+def test_limit_and_chunking_apply(tmp_path):
+    (tmp_path / "d.jsonl").write_text(
+        '{"id": "long", "title": "L", "text": "' + "A sentence here. " * 40 + '"}\n'
+        + "".join(f'{{"id": "s{i}", "title": "S", "text": "short {i}"}}\n' for i in range(5)))
+    path = write(tmp_path, '[corpus]\nsource = "jsonl"\npath = "d.jsonl"\nlimit = 4\n'
+                           '[chunking]\nmax_chars = 200\n[embedder]\nname = "hashing:dim=32"\n')
+    corpus = load_recipe(path).load_corpus()
+    assert corpus.ids == ["long#0", "long#1", "long#2", "long#3"] and corpus.name == "r"
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[corpus]\nsource = "jsonl"\npath = "x"\n[indx]\ntype = "flat"\n',
+     "unknown section [indx]; allowed sections: corpus, chunking, embedder, index"),
+    ('[corpus]\nsource = "jsonl"\npth = "x"\n',
+     "unknown key 'pth' in [corpus]; allowed keys: limit, name, options, path, source"),
+    ('[corpus]\nsource = "jsonl"\npath = "x"\n[index]\ntype = "flat"\nM = 4\n',
+     "unknown key 'M' in [index] for type = 'flat'; allowed keys: type"),
+    ('[corpus]\nsource = "jsonl"\npath = "x"\n[index]\ntype = "annoy"\n', "unknown index type 'annoy'"),
+    ('[corpus]\nsource = "jsonl"\npath = "x"\n[chunking]\nmax_chars = "big"\n',
+     "[chunking] max_chars must be an integer, got str 'big'"),
+    ('[corpus]\nsource = "jsonl"\npath = "x"\n[chunking]\nmax_chars = true\n',
+     "[chunking] max_chars must be an integer, got bool True"),
+    ('[corpus]\nsource = "jsonl"\npath = "x"\n[chunking]\nmax_chars = 0\n', "max_chars must be a positive integer"),
+    ('[corpus]\nsource = 3\n', "[corpus] source must be a string, got int 3"),
+    ('[corpus]\nsource = "jsonl"\npath = "x"\n[index]\ntype = "ivf"\nnlist = "many"\n',
+     'nlist must be an integer or "auto"'),
+    ('[embedder]\nname = "hashing"\n', "[corpus] needs source = one of jsonl, wikipedia"),
+    ('[corpus]\nsource = "jsonl"\n', 'source = "jsonl" needs path'),
+    ('corpus = 3\n', "[corpus] must be a table"),
+    ('[corpus\nsource = "x"\n', "not valid TOML"),
+])
+def test_bad_recipes_name_the_problem(tmp_path, body, message):
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, body))
+    assert message in str(e.value) and "r.toml" in str(e.value)
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(RecipeError, match="no recipe file at"):
+        load_recipe(tmp_path / "nope.toml")
+
+
+def test_build_errors_become_recipe_errors(tmp_path):
+    (tmp_path / "dup.jsonl").write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
+    bad_corpus = write(tmp_path, '[corpus]\nsource = "jsonl"\npath = "dup.jsonl"\n[embedder]\nname = "hashing"\n')
+    with pytest.raises(RecipeError, match="r.toml: .*duplicate document id 'a'"):
+        load_recipe(bad_corpus).build(progress=False)
+    (tmp_path / "ok.jsonl").write_text('{"id": "a", "text": "x"}\n')
+    bad_embedder = write(tmp_path, '[corpus]\nsource = "jsonl"\npath = "ok.jsonl"\n[embedder]\nname = "nope-x"\n')
+    with pytest.raises(RecipeError, match="unknown embedder 'nope-x'.*minilm"):
+        load_recipe(bad_embedder).build(progress=False)
+    assert not (tmp_path / "cache").exists()  # failed builds leave no cache folder
+
+
+def test_unknown_source_is_a_recipe_error():
+    recipe = CorpusRecipe.from_dict({"corpus": {"source": "gutenberg"}})
+    with pytest.raises(RecipeError, match="gutenberg"):
+        recipe.load_corpus()
+
+
+def test_index_and_search_commands_print(capsys):
+    index_command(CORPORA / "tiny.toml")
+    out = capsys.readouterr().out
+    assert "30" in out and "hashing-v2:dim=512" in out and "built" in out
+    index_command(CORPORA / "tiny.toml")
+    assert "loaded from cache" in capsys.readouterr().out
+    search_command(CORPORA / "tiny.toml", "tea leaves hot water", k=2)
+    out = capsys.readouterr().out
+    assert "tea" in out and "Camellia" in out and "rank" in out
+    with pytest.raises(ValueError, match="k=0"):
+        search_command(CORPORA / "tiny.toml", "tea", k=0)
+
+
+def test_cli_reports_errors_in_one_line(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["search", str(CORPORA / "tiny.toml"), "   "])
+    assert result.exit_code == 2 and "query is empty" in result.output
+    result = runner.invoke(app, ["index", str(write(tmp_path, "[corpus]\nsrc = 1\n"))])
+    assert result.exit_code == 2 and "unknown key 'src'" in result.output
