@@ -11,8 +11,6 @@ import json
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 from searchgym.corpus.documents import atomic_write
 
 RUNS_DIR = Path("runs")
@@ -53,16 +51,31 @@ def namespaced(logs: dict, default: str = "train") -> dict:
     return {(k if "/" in k else f"{default}/{k}"): v for k, v in logs.items()}
 
 
-class MetricsLogger(TrainerCallback):
-    """Append every ``on_log`` dict to ``<run_dir>/metrics.jsonl`` with the stage and global step."""
+def _metrics_logger_class():
+    from transformers import TrainerCallback
 
-    def __init__(self, run_dir: str | Path, stage: str):
-        self.run_dir, self.stage = Path(run_dir), stage
+    class MetricsLogger(TrainerCallback):
+        """Append every ``on_log`` dict to ``<run_dir>/metrics.jsonl`` with the stage and global step."""
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and state.is_world_process_zero:
-            append_metrics(self.run_dir, {"stage": self.stage, "step": state.global_step,
-                                          "time": time.time(), **namespaced(logs)})
+        def __init__(self, run_dir: str | Path, stage: str):
+            self.run_dir, self.stage = Path(run_dir), stage
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and state.is_world_process_zero:
+                append_metrics(self.run_dir, {"stage": self.stage, "step": state.global_step,
+                                              "time": time.time(), **namespaced(logs)})
+
+    return MetricsLogger
+
+
+def __getattr__(name: str):
+    # `MetricsLogger` subclasses transformers' TrainerCallback; building it lazily keeps
+    # `import searchgym.runs` (used by `searchgym report`) free of the multi-second transformers import.
+    if name == "MetricsLogger":
+        cls = _metrics_logger_class()
+        globals()["MetricsLogger"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def write_text(run_dir: str | Path, name: str, text: str) -> Path:

@@ -1,0 +1,177 @@
+"""The study report on fabricated run folders: arms with known behaviour, so the numbers, figures and
+verdict can be checked against what was built in. No model is loaded."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from searchgym.report import compare, report_command, verdict
+from searchgym.report_data import Estimate, discover_runs, summarise
+from searchgym.runs import append_metrics
+from searchgym.trajectory import Trajectory, write_trajectories
+
+STRATEGIES = ("forward", "question_first", "parallel", "snippet", "verify")
+QUESTIONS, N = 12, 8
+
+# arm -> (strategy weights, per-question success probability as a function of the question index)
+ARMS = {
+    "base": ((1, 1, 1, 1, 1), lambda q: 0.3),
+    "sft-diverse": ((1, 1, 1, 1, 1), lambda q: 0.45),
+    "grpo": ((40, 1, 0, 0, 0), lambda q: 0.95 if q % 2 == 0 else 0.0),  # sharp on half the questions
+}
+
+
+def _trajectory(arm: str, seed: int, q: int, i: int, rng: random.Random) -> Trajectory:
+    weights, p = ARMS[arm]
+    strategy = rng.choices(STRATEGIES, weights=weights)[0]
+    wide = arm != "grpo"
+    queries = [f"{strategy} q{q} {rng.randrange(50) if wide else 0}" for _ in range(1 + (i % 3 if wide else 0))]
+    docs = [f"d{q}-{rng.randrange(20) if wide else j}" for j in range(3)]
+    correct = rng.random() < p(q)
+    calls = [{"name": "search", "arguments": {"query": x}, "valid": True} for x in queries]
+    calls.append({"name": "answer", "arguments": {"answer": "x"}, "valid": True})
+    return Trajectory(task_id=f"q{q:02d}", env_id="searchgym/Fake-v0", sample=i, question=f"question {q}?",
+                      messages=[], calls=calls, signature=" ".join(["S"] * len(queries) + ["A"]),
+                      strategy=strategy, queries=queries, docs_retrieved=docs, docs_opened=docs[:1],
+                      answer="gold" if correct else f"wrong{rng.randrange(3)}", reward=float(correct),
+                      correct=correct, gold_answers=["gold"], evidence=[[f"d{q}-0"]], difficulty=1 + q % 2,
+                      token_entropies=[rng.uniform(0.2, 0.4) if arm == "grpo" else rng.uniform(0.8, 1.2)
+                                       for _ in range(5)])
+
+
+def make_run(folder: Path, arm: str, seed: int, n: int = N, questions: int = QUESTIONS) -> Path:
+    """A run folder as `searchgym train` leaves it: trajectories.jsonl and metrics.jsonl (plus demos/)."""
+    rng = random.Random(f"{arm}-{seed}")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_trajectories(folder / "trajectories.jsonl",
+                       [_trajectory(arm, seed, q, i, rng) for q in range(questions) for i in range(n)])
+    if arm != "base":
+        stages = [("sft", 10)] if arm.startswith("sft") else [("grpo", 12)]
+        for stage, steps in stages:
+            for step in range(1, steps + 1):
+                drop = step / steps if arm == "grpo" else 0.1 * step / steps
+                append_metrics(folder, {"stage": stage, "step": step, "time": 0.0,
+                                        "train/entropy": 1.0 - 0.8 * drop + rng.uniform(-0.03, 0.03),
+                                        "train/reward": 0.3 + 0.4 * drop, "train/reward_std": 0.4 * (1 - drop),
+                                        "diversity/strategy_entropy_mm": 1.6 * (1 - drop) + 0.05 * seed,
+                                        "search/searches_per_episode": 2.0 - drop})
+    if arm == "sft-diverse":
+        (folder / "demos").mkdir(exist_ok=True)
+        rows = [{"strategy": s} for s in STRATEGIES for _ in range(4)]
+        (folder / "demos" / "diverse.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "demos" / "narrow.jsonl").write_text('{"strategy": "forward"}\n')  # built, not trained on
+    return folder
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("study")
+    for arm in ARMS:
+        for seed in range(3):
+            make_run(root / arm / f"seed{seed}", arm, seed)
+    (root / "study.toml").write_text('name = "t"\n[arms.base]\n[arms.sft-diverse]\n[arms.grpo]\n')
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(study) -> Path:
+    return report_command([study])
+
+
+def test_summary_numbers_match_what_was_fabricated(study):
+    data = summarise(discover_runs([study]))
+    assert [a.name for a in data.arms] == ["base", "sft-diverse", "grpo"]
+    assert (data.n, data.questions) == (N, QUESTIONS)
+    base, diverse, grpo = data.arms
+    assert grpo.shares["forward"] > 0.9 and max(base.shares.values()) < 0.35
+    # grpo is sharp: better single-sample success, but half the questions are never solved.
+    assert grpo.table["success@1"].value > base.table["success@1"].value
+    assert grpo.table["pass@n"].value == pytest.approx(0.5, abs=0.05)
+    assert compare(grpo.table["strategy entropy"], base.table["strategy entropy"]) == "lower"
+    assert grpo.overlap["only_b"] >= 4 and grpo.overlap["questions"] == QUESTIONS
+    assert diverse.demo_share == pytest.approx({s: 0.2 for s in STRATEGIES})
+    # pass@k is monotone in k, with CIs around it, on the ladder 1, 2, 4, 8
+    assert sorted(base.passk) == [1, 2, 4, 8]
+    values = [base.passk[k].value for k in sorted(base.passk)]
+    assert values == sorted(values) and all(e.lo <= e.value <= e.hi for e in base.passk.values())
+    # training curves: stage steps, mean with min-max band over the 3 seeds
+    curve = grpo.curves["Strategy entropy"]
+    assert [x for x, *_ in curve] == list(range(1, 13)) and all(lo <= m <= hi for _, m, lo, hi in curve)
+    assert base.curves == {} and "Token entropy" in diverse.curves
+
+
+def test_verdict_follows_the_numbers(study):
+    data = summarise(discover_runs([study]))
+    text = " ".join(verdict(data))
+    assert "grpo collapsed exploration breadth" in text
+    assert "sharpened rather than widened" in text
+    assert "sft-diverse stayed close to its demonstration mix" in text
+    assert "grpo put" in text and "(forward)" in text
+    # flip the evidence: make every CI overlap and the verdict must stop claiming a collapse
+    for arm in data.arms:
+        for key in arm.table:
+            arm.table[key] = Estimate(0.5, 0.0, 1.0)
+    text = " ".join(verdict(data))
+    assert "collapsed" not in text and "no change in breadth is claimed" in text
+
+
+def test_report_files_are_self_contained(report):
+    out = report.parent
+    page = report.read_text()
+    assert {p.name for p in out.glob("report*")} >= {"report.html", "report.md", "report.json",
+                                                      "report_training.png", "report_passk.png",
+                                                      "report_strategy.png"}
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 3 and 'data-figures-expected="3"' in page
+    assert all(base64.b64decode(b).startswith(b"\x89PNG") for b in images)
+    assert "src='http" not in page and "<link" not in page  # nothing fetched from elsewhere
+    md = (out / "report.md").read_text()
+    assert "| grpo | 3 |" in md and "![" in md and "## Verdict" in md
+    numbers = json.loads((out / "report.json").read_text())
+    assert numbers["arms"]["grpo"]["table"]["success@1"]["value"] > numbers["arms"]["base"]["table"]["success@1"]["value"]
+
+
+def test_single_run_folders_and_baseline(tmp_path):
+    run = make_run(tmp_path / "grpo-run", "grpo", 0, n=4)
+    make_run(run / "baseline", "base", 0, n=4)
+    other = make_run(tmp_path / "sft" / "seed1", "sft-diverse", 1, n=6)  # evaluated at a larger n
+    page = report_command([run, other], out=tmp_path / "r")
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert list(data["arms"]) == ["base", "grpo-run", "sft"] and data["n"] == 4
+    assert any("different n" in note for note in data["notes"])
+    assert "Fewer than 3 seeds" in page.read_text()
+
+
+def test_report_refuses_folders_without_runs(tmp_path):
+    with pytest.raises(ValueError, match="neither a run folder"):
+        report_command([tmp_path])
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium "
+                    "(apt-get install -y chromium; `make test` installs it)")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    from matplotlib.image import imread
+
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    shot = tmp_path / "page.png"
+    subprocess.run([str(CHROMIUM), *flags, f"--screenshot={shot}", "--window-size=1200,3000",
+                    f"file://{report.resolve()}"], check=True, capture_output=True, timeout=120)
+    pixels = imread(str(shot))
+    assert pixels.shape[0] >= 2000 and pixels.std() > 0.05  # not a blank page
+    dom = subprocess.run([str(CHROMIUM), *flags, "--dump-dom", f"file://{report.resolve()}"], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert 'data-figures-loaded="3"' in dom  # every embedded figure decoded with a non-zero size
+    shutil.rmtree(tmp_path / "profile", ignore_errors=True)
