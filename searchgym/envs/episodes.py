@@ -36,3 +36,29 @@ def play(env, policy: Demonstrator, *, task_id: str, seed: int | None = None, sa
     return base.trajectory(messages=messages, sample=sample, source=label,
                            meta={"demo_strategy": getattr(policy, "strategy", None),
                                  "demo_style": getattr(policy, "style", None)})
+
+
+def oracle_solve_rate(env, task_ids, *, styles: tuple[str, ...] | None = None, progress: bool = False) -> dict:
+    """Prove solvability: for each task try its valid strategies (and query styles) with the world's
+    scripted demonstrators until one answers correctly. Returns the solve rate of that oracle and of
+    the first (strategy, style) alone.
+    """
+    from tqdm.auto import tqdm
+
+    world = env.unwrapped.taskset
+    styles = styles or tuple(world.query_styles)
+    by_id = {t.id: t for t in env.unwrapped.tasks}
+    solved = first = 0
+    unsolved = []
+    for task_id in tqdm(task_ids, desc="oracle", disable=not progress):
+        task = by_id[task_id]
+        attempts = [(s, st) for s in (task.strategies or world.strategies) for st in styles]
+        for i, (strategy, style) in enumerate(attempts):
+            if play(env, world.demonstrator(strategy, style), task_id=task_id).correct:
+                solved += 1
+                first += i == 0
+                break
+        else:
+            unsolved.append(task_id)
+    n = max(1, len(task_ids))
+    return {"tasks": len(task_ids), "solve_rate": solved / n, "first_try_rate": first / n, "unsolved": unsolved}
