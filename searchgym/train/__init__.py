@@ -1,0 +1,189 @@
+"""`searchgym train RECIPE`: run a recipe's stages in order, save the adapter, evaluate it against its base.
+
+A run folder holds everything: ``recipe.toml`` (resolved), ``metrics.jsonl``, ``stages/<stage>/adapter``
+(+ a ``done`` marker) per finished stage, the final ``adapter/`` (standard PEFT format; `load_model(run_dir)`
+rebuilds it), ``trajectories.jsonl`` on held-out questions, ``baseline/trajectories.jsonl`` for the base
+model and ``summary.md``. ``--resume`` skips finished stages and restarts an unfinished one from its last
+checkpoint. Heavy imports stay inside functions: `searchgym.train.sft`/`grpo` import this package too.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+from searchgym.corpus.documents import atomic_write
+from searchgym.recipe import Recipe, RecipeError
+
+DONE = "done"
+
+
+def find_latest_run(name: str, runs_dir: str | Path | None = None) -> Path | None:
+    """The newest ``runs/<name>-<timestamp>`` folder (timestamps sort as text), or None.
+
+    >>> find_latest_run("no-such-recipe", "/nonexistent") is None
+    True
+    """
+    from searchgym.runs import RUNS_DIR
+
+    root = Path(runs_dir) if runs_dir else RUNS_DIR
+    runs = sorted(p for p in root.glob(f"{name}-*") if p.is_dir() and p.name[len(name) + 1:][:1].isdigit())
+    return runs[-1] if runs else None
+
+
+def _run_dir(recipe: Recipe, out: str | Path | None, resume: bool) -> Path:
+    from searchgym.runs import new_run_dir
+
+    if resume and out is None:
+        latest = find_latest_run(recipe.name)
+        if latest is None:
+            raise RecipeError(f"--resume: no earlier run of {recipe.name!r} under runs/; drop --resume to start "
+                              "one, or pass --out DIR to name the run folder")
+        return latest
+    run_dir = new_run_dir(recipe.name, out)
+    finished = sorted(p.parent.name for p in run_dir.glob(f"stages/*/{DONE}"))
+    if finished and not resume:
+        raise RecipeError(f"{run_dir} already holds finished stage(s) {finished}; pass --resume to continue "
+                          "that run, or choose a new --out folder")
+    return run_dir
+
+
+def _flat(table: dict, prefix: str = "") -> dict:
+    """``{"sft": {"epochs": 1}}`` -> ``{"sft.epochs": 1}``.
+
+    >>> _flat({"name": "x", "sft": {"epochs": 1.0}})
+    {'name': 'x', 'sft.epochs': 1.0}
+    """
+    out = {}
+    for k, v in table.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and not prefix else {prefix + k: v})
+    return out
+
+
+def _check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
+    """A resumed run must keep its recipe: mixing two recipes in one folder would make it unreadable."""
+    path = run_dir / "recipe.toml"
+    if not path.exists():
+        return
+    old, new = _flat(tomllib.loads(path.read_text(encoding="utf-8"))), _flat(tomllib.loads(recipe.to_toml()))
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        raise RecipeError(f"--resume: the recipe differs from the one {run_dir} was started with ({changed}); "
+                          "resume with the same recipe and --set values, or start a new run")
+
+
+def train_command(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                  out: str | Path | None = None, resume: bool = False, progress: bool = True) -> Path:
+    """Train and evaluate the agent a recipe describes; return its run folder."""
+    from searchgym.recipe import load_recipe
+
+    # 1. Recipe and run folder (a bad recipe stops here, before any heavy import).
+    recipe = load_recipe(recipe_path, overrides)
+    if "pretrain" in recipe.stages:
+        raise RecipeError("stages: 'pretrain' is not available yet; use stages = [\"sft\"] or [\"sft\", \"grpo\"]")
+    import torch
+
+    from searchgym.models import ALIASES, load_model
+    from searchgym.runs import write_text
+
+    run_dir = _run_dir(recipe, out, resume)
+    if resume:
+        _check_same_recipe(run_dir, recipe)
+    write_text(run_dir, "recipe.toml", recipe.to_toml())
+    print(f"run folder: {run_dir}")
+    torch.manual_seed(recipe.seed)
+
+    # 2. Base model, then each stage on top of the previous stage's adapter.
+    dtype = getattr(torch, recipe.model.dtype)
+    model, tokenizer = load_model(recipe.model.base, dtype=dtype, trust_remote_code=recipe.model.trust_remote_code,
+                                  device="cuda" if torch.cuda.is_available() else "cpu")
+    for stage in recipe.stages:
+        stage_dir = run_dir / "stages" / stage
+        if (stage_dir / DONE).exists():
+            print(f"stage {stage}: already finished, loading its adapter from {stage_dir / 'adapter'}")
+            model = _load_stage_adapter(model, stage_dir / "adapter")
+            continue
+        if stage == "sft":
+            from searchgym.train.sft import run_sft
+
+            model = run_sft(recipe, run_dir, model, tokenizer, resume=resume)
+        else:
+            from searchgym.train.grpo import run_grpo
+
+            model = run_grpo(recipe, run_dir, model, tokenizer, resume=resume)
+        _save_adapter(model, stage_dir / "adapter", recipe.model.base if recipe.model.base in ALIASES else None)
+        write_text(stage_dir, DONE, "")
+    _save_adapter(model, run_dir / "adapter", recipe.model.base if recipe.model.base in ALIASES else None)
+
+    # 3. Held-out evaluation, trained vs untrained base on the same questions and seeds.
+    evaluate_run(recipe, run_dir, model, tokenizer, progress=progress)
+    return run_dir
+
+
+def _load_stage_adapter(model, adapter: Path):
+    """Put a finished stage's adapter on the model, trainable, so the next stage continues from it."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):  # a later stage of a chained run: load its weights into the adapter
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(str(adapter / "adapter_model.safetensors")))
+        return model
+    return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+
+
+def _save_adapter(model, folder: Path, base_alias: str | None) -> None:
+    """Save the LoRA adapter in standard PEFT format. Its config then names the base as the alias, not
+    this machine's cache folder, so `load_model(run_dir)` can rebuild it anywhere."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        raise RuntimeError("training returned a model without a LoRA adapter; nothing to save")
+    model.save_pretrained(str(folder))
+    config_path = folder / "adapter_config.json"
+    if base_alias and config_path.exists():  # after saving: PEFT would try to open the alias as a folder
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = base_alias
+        atomic_write(config_path, json.dumps(config, indent=2).encode("utf-8"))
+
+
+def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, *, progress: bool = True) -> dict:
+    """Roll out the trained model (and the base, with the adapter disabled) on the first
+    ``recipe.eval.questions`` tasks of ``recipe.eval.split``; write trajectories and ``summary.md``."""
+    import contextlib
+
+    import gymnasium
+
+    from searchgym.rollout import rollout
+    from searchgym.runs import append_metrics, write_text
+    from searchgym.train.evaluate import eval_summary, print_summary, summary_markdown
+    from searchgym.trajectory import write_trajectories
+
+    e = recipe.eval
+    env_kwargs = {**recipe.env.kwargs, "split": e.split}
+    env = gymnasium.make(recipe.env.id, **env_kwargs)
+    task_ids = [t.id for t in env.unwrapped.tasks[: e.questions]]
+    env.close()
+    settings = dict(samples=e.samples, temperature=e.temperature, top_p=e.top_p, max_turns=e.max_turns,
+                    max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=recipe.seed,
+                    env_kwargs=env_kwargs, progress=progress)
+    summaries = {}
+    for label, sub in [("trained", "")] + ([("base", "baseline")] if e.baseline else []):
+        print(f"evaluating the {label} model on {len(task_ids)} {e.split} questions × {e.samples} samples")
+        # The base model is the same weights with the LoRA adapter switched off: no second copy in memory.
+        with model.disable_adapter() if label == "base" else contextlib.nullcontext():
+            trajectories = rollout(model, tokenizer, recipe.env.id, task_ids,
+                                   source=f"{recipe.name}:{label}", **settings)
+        folder = run_dir / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        write_trajectories(folder / "trajectories.jsonl", trajectories)
+        summaries[label] = eval_summary(trajectories)
+    title = f"{recipe.name}: {recipe.model.base} + {'+'.join(recipe.stages)} on {recipe.env.id} ({e.split})"
+    write_text(run_dir, "summary.md", summary_markdown(title, summaries["trained"], summaries.get("base")))
+    atomic_write(run_dir / "eval.json", json.dumps(summaries, indent=2, default=float).encode("utf-8"))
+    append_metrics(run_dir, {"stage": "eval", "step": -1, **{f"eval/{label}_{k}": v for label, s in summaries.items()
+                                                            for k, v in s.items() if isinstance(v, int | float)}})
+    print_summary(title, summaries["trained"], summaries.get("base"))
+    return summaries

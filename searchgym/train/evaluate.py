@@ -1,0 +1,97 @@
+"""The end-of-training report: the trained agent next to its untrained base, on the same held-out questions.
+
+Headline numbers come from `searchgym.meters.aggregate` (per question at a fixed n, averaged over
+questions) plus the share of episodes per strategy label and the mean number of search calls. The
+same summary is printed as a rich table and written to ``summary.md`` in the run folder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+from searchgym.meters import aggregate
+from searchgym.trajectory import Trajectory
+
+# (label, key in eval_summary, format)
+ROWS = (
+    ("success rate", "success_rate", "{:.3f}"),
+    ("pass@n", "pass_at_n", "{:.3f}"),
+    ("mean searches / episode", "mean_searches", "{:.2f}"),
+    ("mean tool calls / episode", "mean_tool_calls", "{:.2f}"),
+    ("invalid call share", "invalid_frac", "{:.3f}"),
+    ("strategy entropy (MM, nats)", "strategy_entropy", "{:.3f}"),
+    ("mean token entropy (nats)", "mean_token_entropy", "{:.3f}"),
+)
+
+
+def strategy_share(trajectories: Sequence[Trajectory]) -> dict[str, float]:
+    """Share of episodes per strategy label (``"none"`` for unlabelled worlds), largest first.
+
+    >>> t = lambda s: Trajectory("q", "e", 0, "?", [], [], "A", s, [], [], [], "x", 1.0, True, [], [], 1)
+    >>> strategy_share([t("forward"), t("forward"), t("snippet"), t(None)])
+    {'forward': 0.5, 'none': 0.25, 'snippet': 0.25}
+    """
+    counts = Counter(t.strategy or "none" for t in trajectories)
+    n = max(len(trajectories), 1)
+    return {k: v / n for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
+def eval_summary(trajectories: Sequence[Trajectory]) -> dict:
+    """Headline numbers of one eval (keys as in `ROWS`, plus episodes, questions, n and strategy_share)."""
+    meters = aggregate(trajectories)
+    n = int(meters["meta/n"])
+    episodes = max(len(trajectories), 1)
+    return {
+        "episodes": len(trajectories),
+        "questions": int(meters["meta/questions"]),
+        "n": n,
+        "success_rate": meters["reward/success"],
+        "pass_at_n": meters.get(f"passk/pass@{n}", math.nan),
+        "mean_searches": sum(c.get("name") == "search" and c.get("valid", True)
+                             for t in trajectories for c in t.calls) / episodes,
+        "mean_tool_calls": meters["search/calls_mean"],
+        "invalid_frac": meters["search/invalid_frac"],
+        "strategy_entropy": meters.get("diversity/strategy_entropy_mm", math.nan),
+        "mean_token_entropy": meters["entropy/token"],
+        "strategy_share": strategy_share(trajectories),
+    }
+
+
+def _fmt(value, fmt: str) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+
+def _share(share: dict[str, float] | None) -> str:
+    return ", ".join(f"{k} {v:.0%}" for k, v in share.items()) if share else "n/a"
+
+
+def summary_markdown(title: str, trained: dict, base: dict | None = None) -> str:
+    """The comparison as a Markdown table (``summary.md``).
+
+    >>> s = {"episodes": 2, "questions": 1, "n": 2, "success_rate": 0.5, "strategy_share": {"forward": 1.0}}
+    >>> print(summary_markdown("demo", s).splitlines()[6])
+    | success rate | 0.500 |
+    """
+    head = ["| metric | trained | base |", "|---|---|---|"] if base else ["| metric | trained |", "|---|---|"]
+    lines = [f"# {title}", "", f"{trained['questions']} held-out questions × {trained['n']} samples "
+             f"({trained['episodes']} episodes per model).", "", *head]
+    for label, key, fmt in ROWS:
+        cells = [_fmt(trained.get(key), fmt)] + ([_fmt(base.get(key), fmt)] if base else [])
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    cells = [_share(trained.get("strategy_share"))] + ([_share(base.get("strategy_share"))] if base else [])
+    lines.append("| strategy share | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def print_summary(title: str, trained: dict, base: dict | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("metric", "trained", *(["base"] if base else []), title=title)
+    for label, key, fmt in ROWS:
+        table.add_row(label, _fmt(trained.get(key), fmt), *([_fmt(base.get(key), fmt)] if base else []))
+    table.add_row("strategy share", _share(trained.get("strategy_share")),
+                  *([_share(base.get("strategy_share"))] if base else []))
+    Console().print(table)

@@ -1,0 +1,101 @@
+"""LoRA SFT on demonstrations: teach a base model the tool-call format and a mix of search strategies.
+
+The demos are the env's own conversations (same system prompt, tool schemas and observation text that
+rollouts and GRPO use), rendered with TRL's training variant of the Qwen2.5/ChatML template, which
+wraps assistant turns in ``{% generation %}`` markers: with ``assistant_only_loss`` only what the agent
+writes is trained, never the tool results it reads. A `PeftModel` passed in keeps training its adapter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from searchgym.demos import build_demo_sets, save_demo_sets
+from searchgym.recipe import Recipe
+from searchgym.runs import MetricsLogger, append_metrics
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The ``checkpoint-<step>`` folder with the highest step, or None.
+
+    >>> latest_checkpoint("/nonexistent") is None
+    True
+    """
+    folder = Path(folder)
+    steps = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    return max(steps)[1] if steps else None
+
+
+def lora_config(recipe: Recipe):
+    from peft import LoraConfig
+
+    return LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
+                      target_modules=recipe.lora.target_modules, task_type="CAUSAL_LM")
+
+
+def sft_config(recipe: Recipe, output_dir: Path):
+    from trl import SFTConfig
+
+    s, cuda = recipe.sft, torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=str(output_dir),
+        assistant_only_loss=True,  # TRL swaps in the template's training variant (generation markers)
+        num_train_epochs=s.epochs,
+        learning_rate=s.learning_rate,
+        per_device_train_batch_size=s.batch_size,
+        gradient_accumulation_steps=s.grad_accum,
+        max_length=s.max_length,
+        logging_steps=s.logging_steps,
+        save_strategy="steps",
+        save_steps=s.save_steps,
+        save_total_limit=2,
+        # Small models: recomputing activations costs more time than the memory it saves.
+        gradient_checkpointing=False,
+        use_cpu=not cuda,
+        bf16=cuda and recipe.model.dtype == "bfloat16",
+        report_to=recipe.report_to or "none",
+        seed=recipe.seed,
+        disable_tqdm=False,
+        dataset_num_proc=None,
+    )
+
+
+def run_sft(recipe: Recipe, run_dir: str | Path, model, tokenizer, *, resume: bool = False):
+    """Build the demos ``recipe.sft`` asks for, train a LoRA adapter on them, return the `PeftModel`.
+
+    Writes ``run_dir/demos/`` (both demo sets and their stats), checkpoints under
+    ``run_dir/checkpoints/sft`` and every trainer log to ``run_dir/metrics.jsonl`` (stage "sft").
+    With ``resume`` training restarts from the latest checkpoint there, if any.
+    """
+    from peft import PeftModel
+    from trl import SFTTrainer
+
+    from searchgym.demos import to_dataset
+
+    run_dir = Path(run_dir)
+    s = recipe.sft
+    # 1. Demonstrations: both sets over the same questions (saved for comparison), train on one.
+    sets = build_demo_sets(recipe.env.id, num_questions=s.num_questions, demos_per_question=s.demos_per_question,
+                           seed=recipe.seed, narrow_strategy=s.narrow_strategy, narrow_style=s.narrow_style,
+                           env_kwargs=recipe.env.kwargs)
+    stats = save_demo_sets(sets, run_dir / "demos")
+    append_metrics(run_dir, {"stage": "sft", "step": 0, **{f"demos/{kind}_{k}": v for kind in stats
+                                                           for k, v in stats[kind].items()
+                                                           if isinstance(v, int | float)}})
+    for kind, st in stats.items():
+        print(f"demos/{kind}: {st['demos']} demos on {st['questions']} questions, strategy entropy "
+              f"{st['strategy_entropy']:.3f} nats{'  <- training on this set' if kind == s.demos else ''}")
+    dataset = to_dataset(sets[s.demos])
+
+    # 2. Trainer. A PeftModel (an earlier stage's adapter) keeps training; a plain model gets a new LoRA.
+    output_dir = run_dir / "checkpoints" / "sft"
+    chained = isinstance(model, PeftModel)
+    model.train()
+    trainer = SFTTrainer(model=model, args=sft_config(recipe, output_dir), train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=None if chained else lora_config(recipe),
+                         callbacks=[MetricsLogger(run_dir, "sft")])
+    checkpoint = latest_checkpoint(output_dir) if resume else None
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    return trainer.model

@@ -1,0 +1,76 @@
+"""The shipped agent recipes load and validate; bad recipes and --set overrides fail naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from searchgym.recipe import RecipeError, load_recipe
+from searchgym.train import train_command
+
+AGENTS = Path(__file__).resolve().parents[1] / "agents"
+
+
+@pytest.mark.parametrize("name", ["quick", "sft-diverse", "sft-narrow", "smoke-sft"])
+def test_shipped_recipes_validate(name):
+    recipe = load_recipe(AGENTS / f"{name}.toml")
+    assert recipe.name == name
+    assert recipe.stages == ["sft"]
+    assert recipe.env.id == "searchgym/SyntheticWorld-Easy-v0"
+    assert recipe.eval.baseline  # every shipped agent is compared with its base
+
+
+def test_diverse_and_narrow_differ_only_in_the_demo_set():
+    diverse, narrow = (load_recipe(AGENTS / f"sft-{k}.toml").to_dict() for k in ("diverse", "narrow"))
+    assert (diverse.pop("name"), narrow.pop("name")) == ("sft-diverse", "sft-narrow")
+    assert (diverse["sft"].pop("demos"), narrow["sft"].pop("demos")) == ("diverse", "narrow")
+    assert diverse == narrow
+
+
+def test_quick_is_smollm2_sft_on_diverse_demos():
+    quick = load_recipe(AGENTS / "quick.toml")
+    assert quick.model.base == "smollm2-135m-instruct" and quick.sft.demos == "diverse"
+    assert quick.eval.samples >= 2  # n samples per question: the meters need n > 1
+
+
+def _write(tmp_path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(RecipeError, match=r"unknown key 'sft\.epoch'.*epochs"):
+        load_recipe(_write(tmp_path, "[sft]\nepoch = 2\n"))
+    with pytest.raises(RecipeError, match=r"unknown key 'stage'"):
+        load_recipe(_write(tmp_path, 'stage = ["sft"]\n'))
+
+
+def test_wrong_type_is_named(tmp_path):
+    with pytest.raises(RecipeError, match=r"sft\.batch_size must be int, got str"):
+        load_recipe(_write(tmp_path, '[sft]\nbatch_size = "four"\n'))
+    with pytest.raises(RecipeError, match=r"eval\.baseline must be bool"):
+        load_recipe(_write(tmp_path, "[eval]\nbaseline = 1\n"))
+
+
+def test_bad_set_overrides_are_named():
+    quick = AGENTS / "quick.toml"
+    with pytest.raises(RecipeError, match=r"--set 'sft\.epochs'"):
+        load_recipe(quick, ["sft.epochs"])
+    with pytest.raises(RecipeError, match=r"unknown key 'sft\.nope'"):
+        load_recipe(quick, ["sft.nope=1"])
+    with pytest.raises(RecipeError, match=r"eval\.samples must be int, got str"):
+        load_recipe(quick, ["eval.samples=many"])
+    with pytest.raises(RecipeError, match=r"sft\.demos"):
+        load_recipe(quick, ["sft.demos=medium"])
+    assert load_recipe(quick, ["sft.demos=narrow", "eval.questions=3"]).sft.demos == "narrow"
+
+
+def test_train_command_stops_on_a_bad_recipe_before_doing_anything(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(RecipeError, match="unknown key"):
+        train_command(AGENTS / "smoke-sft.toml", overrides=["lora.rank=8"], out=out)
+    with pytest.raises(RecipeError, match="pretrain.*not available yet"):
+        train_command(AGENTS / "smoke-sft.toml", overrides=['stages=["pretrain", "sft"]'], out=out)
+    assert not out.exists()
