@@ -62,6 +62,7 @@ class PretrainConfig:
     save_steps: int = 200  # checkpoint every N optimizer steps (resume restarts from the latest)
     logging_steps: int = 10  # trainer log (loss, lr) every N steps into metrics.jsonl
     warmup_steps: int = 20  # linear LR warm-up, then cosine decay: from-scratch training diverges without it
+    documents: bool = True  # also train on the world's documents as plain text (the prior knows the world)
 
 
 @dataclass
@@ -118,7 +119,11 @@ class EvalConfig:
 
 @dataclass
 class MeterConfig:
-    every: int = 0  # training steps between live meter probes (0 = off)
+    # Optimizer steps between live meter probes (0 = off); there is also a probe at train begin (the baseline)
+    # and one at the end. A probe samples probe_questions x samples eval episodes, costing roughly a few GRPO
+    # steps or many SFT steps; every = 100 keeps the periodic probes to a few percent of GRPO training time
+    # (benchmarks/meters.py measures it). Lower it for finer collapse curves, at proportional cost.
+    every: int = 100
     probe_questions: int = 8
     samples: int = 4
     alarms: list = field(default_factory=list)  # [{rule = "relative_drop", key = "...", fraction = 0.5}]
@@ -149,6 +154,10 @@ class Recipe:
                 raise RecipeError(f"stages: unknown stage {s!r}; allowed: {list(allowed)}")
         if not self.stages:
             raise RecipeError("stages: give at least one stage, e.g. stages = [\"sft\"]")
+        if "pretrain" in self.stages and (self.stages[0] != "pretrain" or len(self.stages) < 2
+                                          or self.stages.count("pretrain") > 1):
+            raise RecipeError("stages: 'pretrain' must come first and be followed by sft and/or grpo, "
+                              "e.g. stages = [\"pretrain\", \"grpo\"]")
         if self.sft.demos not in ("diverse", "narrow"):
             raise RecipeError(f"sft.demos: must be 'diverse' or 'narrow', got {self.sft.demos!r}")
         if self.model.dtype not in ("float32", "bfloat16", "float16"):

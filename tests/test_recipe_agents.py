@@ -71,6 +71,6 @@ def test_train_command_stops_on_a_bad_recipe_before_doing_anything(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(RecipeError, match="unknown key"):
         train_command(AGENTS / "smoke-sft.toml", overrides=["lora.rank=8"], out=out)
-    with pytest.raises(RecipeError, match="pretrain.*not available yet"):
-        train_command(AGENTS / "smoke-sft.toml", overrides=['stages=["pretrain", "sft"]'], out=out)
+    with pytest.raises(RecipeError, match="'pretrain' must come first"):
+        train_command(AGENTS / "smoke-sft.toml", overrides=['stages=["sft", "pretrain"]'], out=out)
     assert not out.exists()

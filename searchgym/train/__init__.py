@@ -80,8 +80,6 @@ def train_command(recipe_path: str | Path, overrides: list[str] | tuple[str, ...
 
     # 1. Recipe and run folder (a bad recipe stops here, before any heavy import).
     recipe = load_recipe(recipe_path, overrides)
-    if "pretrain" in recipe.stages:
-        raise RecipeError("stages: 'pretrain' is not available yet; use stages = [\"sft\"] or [\"sft\", \"grpo\"]")
     import torch
 
     from searchgym.models import ALIASES, load_model
@@ -96,9 +94,27 @@ def train_command(recipe_path: str | Path, overrides: list[str] | tuple[str, ...
 
     # 2. Base model, then each stage on top of the previous stage's adapter.
     dtype = getattr(torch, recipe.model.dtype)
-    model, tokenizer = load_model(recipe.model.base, dtype=dtype, trust_remote_code=recipe.model.trust_remote_code,
-                                  device="cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    base_alias = recipe.model.base if recipe.model.base in ALIASES else None
+    if recipe.stages[0] == "pretrain":
+        # The prior lab: the base model is pretrained from scratch in this run (model.base is ignored),
+        # and later stages put their LoRA on it like on any base model.
+        from searchgym.train.pretrain import model_dir, run_pretrain
+
+        stage_dir = run_dir / "stages" / "pretrain"
+        if (stage_dir / DONE).exists():
+            print(f"stage pretrain: already finished, loading the model from {model_dir(run_dir)}")
+            model, tokenizer = load_model(str(model_dir(run_dir).resolve()), dtype=dtype, device=device)
+        else:
+            model, tokenizer = run_pretrain(recipe, run_dir, resume=resume)
+            write_text(stage_dir, DONE, "")
+        base_alias = None  # adapters record the pretrained folder's absolute path as their base
+    else:
+        model, tokenizer = load_model(recipe.model.base, dtype=dtype,
+                                      trust_remote_code=recipe.model.trust_remote_code, device=device)
     for stage in recipe.stages:
+        if stage == "pretrain":
+            continue
         stage_dir = run_dir / "stages" / stage
         if (stage_dir / DONE).exists():
             print(f"stage {stage}: already finished, loading its adapter from {stage_dir / 'adapter'}")
@@ -112,9 +128,9 @@ def train_command(recipe_path: str | Path, overrides: list[str] | tuple[str, ...
             from searchgym.train.grpo import run_grpo
 
             model = run_grpo(recipe, run_dir, model, tokenizer, resume=resume)
-        _save_adapter(model, stage_dir / "adapter", recipe.model.base if recipe.model.base in ALIASES else None)
+        _save_adapter(model, stage_dir / "adapter", base_alias)
         write_text(stage_dir, DONE, "")
-    _save_adapter(model, run_dir / "adapter", recipe.model.base if recipe.model.base in ALIASES else None)
+    _save_adapter(model, run_dir / "adapter", base_alias)
 
     # 3. Held-out evaluation, trained vs untrained base on the same questions and seeds.
     evaluate_run(recipe, run_dir, model, tokenizer, progress=progress)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from searchgym.demos import build_demo_sets, save_demo_sets
+from searchgym.meters.callback import make_diversity_callback
 from searchgym.recipe import Recipe
 from searchgym.runs import MetricsLogger, append_metrics
 
@@ -96,6 +97,8 @@ def run_sft(recipe: Recipe, run_dir: str | Path, model, tokenizer, *, resume: bo
     trainer = SFTTrainer(model=model, args=sft_config(recipe, output_dir), train_dataset=dataset,
                          processing_class=tokenizer, peft_config=None if chained else lora_config(recipe),
                          callbacks=[MetricsLogger(run_dir, "sft")])
+    if (meters := make_diversity_callback(recipe, run_dir, tokenizer, stage="sft")) is not None:
+        meters.attach(trainer)  # live diversity/* probes + collapse alarms
     checkpoint = latest_checkpoint(output_dir) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return trainer.model

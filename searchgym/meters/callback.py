@@ -1,0 +1,271 @@
+"""Live diversity meters during training: probe a fixed held-out question set and raise collapse alarms.
+
+At the start of training (the baseline), every ``meters.every`` optimizer steps and at the end,
+`DiversityCallback` samples n trajectories per probe question with the current policy (the recipe's eval
+decoding), meters them with `aggregate`, and logs the values to ``metrics.jsonl`` (rows with
+``"probe": true``), to the trainer's report_to backends and to ``probes/step<k>.jsonl``. After each probe
+the collapse alarms run over the probe history; an alarm is logged once, warned, and may save a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from searchgym.meters.aggregate import aggregate
+from searchgym.meters.alarms import DEFAULT_RULES, RULES, AlarmEvent, AlarmRule, check_alarms, parse_alarms
+from searchgym.runs import append_metrics, read_metrics
+from searchgym.trajectory import Trajectory, write_trajectories
+
+log = logging.getLogger(__name__)
+
+# The namespaces `aggregate` already uses; any other key is logged as diversity/<key>.
+NAMESPACES = ("diversity/", "search/", "reward/", "entropy/", "passk/", "kl/", "meta/")
+_RULE_NAME = {cls: name for name, (cls, _) in RULES.items()}  # RelativeDrop -> "relative_drop"
+
+
+def probe_task_ids(task_ids: Sequence[str], k: int, seed: int) -> list[str]:
+    """The fixed probe set: ``k`` task ids drawn by ``seed`` (all of them when there are fewer).
+
+    Every probe of a run (and every run with the same seed) uses the same questions, so a change in the
+    meters is a change in the policy, not in the questions.
+
+    >>> probe_task_ids(["a", "b", "c", "d"], 2, seed=0) == probe_task_ids(["a", "b", "c", "d"], 2, seed=0)
+    True
+    >>> sorted(probe_task_ids(["a", "b"], 5, seed=0))
+    ['a', 'b']
+    """
+    if k < 1:
+        raise ValueError(f"meters.probe_questions must be >= 1, got {k}")
+    return random.Random(seed).sample(list(task_ids), min(k, len(task_ids)))
+
+
+def meter_logs(values: Mapping[str, float]) -> dict[str, float]:
+    """Meter values as log keys: the meters' own namespaces are kept, anything else goes under diversity/.
+
+    >>> meter_logs({"diversity/vendi": 2.0, "search/calls_mean": 1.5, "probe_seconds": 3.0})
+    {'diversity/vendi': 2.0, 'search/calls_mean': 1.5, 'diversity/probe_seconds': 3.0}
+    """
+    return {(k if k.startswith(NAMESPACES) else f"diversity/{k}"): v for k, v in values.items()}
+
+
+def alarm_rules(config: Sequence[Mapping] | Mapping | None) -> list[AlarmRule]:
+    """Rules from ``recipe.meters.alarms``: a list of ``{rule, key, <number>}`` rows, or the alarms table
+    form ``{key: {rule: number}}`` (see `parse_alarms`); empty means `DEFAULT_RULES`.
+
+    >>> alarm_rules([{"rule": "above", "key": "reward/zero_var_frac", "threshold": 0.7}])
+    [Above(key='reward/zero_var_frac', threshold=0.7)]
+    >>> len(alarm_rules([])) == len(DEFAULT_RULES)
+    True
+    """
+    if not config:
+        return list(DEFAULT_RULES)
+    if isinstance(config, Mapping):
+        return parse_alarms(config)
+    rules: list[AlarmRule] = []
+    for row in config:
+        if not isinstance(row, Mapping):
+            raise ValueError(f"meters.alarms: each alarm must be a table, got {row!r}")
+        if "rule" not in row:  # a row in the table form: {key = {rule = number}}
+            rules += parse_alarms(row)
+            continue
+        numbers = {k: v for k, v in row.items() if k not in ("rule", "key")}
+        if "key" not in row or len(numbers) != 1:
+            raise ValueError(f"meters.alarms: write each alarm as {{rule = \"relative_drop\", key = "
+                             f"\"diversity/strategy_entropy_mm\", fraction = 0.5}} (one number); got {dict(row)!r}")
+        rules += parse_alarms({row["key"]: {row["rule"]: next(iter(numbers.values()))}})
+    return rules
+
+
+def _rule_id(rule: AlarmRule) -> str:
+    """A rule as written in metrics.jsonl, e.g. ``relative_drop(0.5)``: identifies it across a resume."""
+    limit = getattr(rule, "fraction", getattr(rule, "threshold", None))
+    return f"{_RULE_NAME.get(type(rule), type(rule).__name__)}({limit:g})"
+
+
+def _report_backends() -> tuple[type, ...]:
+    """The callback classes behind ``report_to`` (TensorBoard, W&B, MLflow ...)."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK
+
+    return tuple(c for c in INTEGRATION_TO_CALLBACK.values() if isinstance(c, type))
+
+
+class DiversityCallback(TrainerCallback):
+    """Probe the policy at train begin, every ``every`` optimizer steps and at the end (see module doc).
+
+    Build it with `make_diversity_callback` and register it with `attach` (which also gives it the
+    trainer's report_to callbacks: transformers runs those before user callbacks, so a value added to a
+    later ``on_log`` would never reach them).
+    """
+
+    def __init__(self, run_dir: str | Path, tokenizer, env_id: str, *, every: int, probe_questions: int = 8,
+                 samples: int = 4, seed: int = 0, env_kwargs: dict | None = None, decoding: dict | None = None,
+                 rules: Sequence[AlarmRule] = DEFAULT_RULES, save_on_alarm: bool = True,
+                 stage: str | None = None):
+        if every < 1:
+            raise ValueError(f"meters.every must be >= 1 for a probe callback (0 = off), got {every}")
+        if samples < 1:
+            raise ValueError(f"meters.samples must be >= 1, got {samples}")
+        self.run_dir, self.tokenizer, self.env_id = Path(run_dir), tokenizer, env_id
+        self.every, self.probe_questions, self.samples, self.seed = every, probe_questions, samples, seed
+        self.env_kwargs = {**(env_kwargs or {}), "split": "test"}  # held out: never a training question
+        self.decoding = dict(decoding or {})
+        self.rules, self.save_on_alarm, self.stage = list(rules), save_on_alarm, stage
+        self.history: list[dict[str, float]] = []  # one meter dict per probe, with its "step"
+        self.events: list[AlarmEvent] = []
+        self._fired: set[tuple[str, str]] = set()  # (rule id, key): each alarm is reported once per run
+        self._task_ids: list[str] | None = None
+        self._handler = None  # the trainer's CallbackHandler, set by attach()
+        self._last_step: int | None = None
+
+    # ---- wiring ---------------------------------------------------------------------------------------
+
+    def attach(self, trainer) -> DiversityCallback:
+        """Add this callback to ``trainer`` and keep its handler, so probes reach the report_to backends."""
+        if self not in trainer.callback_handler.callbacks:
+            trainer.add_callback(self)
+        self._handler = trainer.callback_handler
+        return self
+
+    @property
+    def task_ids(self) -> list[str]:
+        """The probe questions (built on first use: making the env loads its index)."""
+        if self._task_ids is None:
+            import gymnasium
+
+            env = gymnasium.make(self.env_id, **self.env_kwargs)
+            self._task_ids = probe_task_ids([t.id for t in env.unwrapped.tasks], self.probe_questions, self.seed)
+            env.close()
+        return self._task_ids
+
+    # ---- one probe ------------------------------------------------------------------------------------
+
+    def measure(self, model) -> tuple[dict[str, float], list[Trajectory]]:
+        """Sample the probe set with ``model`` and meter it: ``(aggregate values, trajectories)``.
+
+        `rollout` switches the model to eval mode under inference mode and restores train mode; its seed
+        is the same at every probe, so successive probes differ by the policy, not by sampling luck.
+        """
+        from searchgym.rollout import rollout
+
+        trajectories = rollout(model, self.tokenizer, self.env_id, self.task_ids, samples=self.samples,
+                               seed=self.seed, env_kwargs=self.env_kwargs, progress=False, source="probe",
+                               **self.decoding)
+        return aggregate(trajectories, samples=self.samples), trajectories
+
+    def probe(self, args, state, control, model) -> list[AlarmEvent]:
+        """Measure, log everywhere, check alarms. Returns the alarm events this probe fired."""
+        step = state.global_step
+        self._last_step = step
+        if not state.is_world_process_zero:  # one process meters; the others keep training
+            return []
+        stage = self.stage or _stage_of(args)
+        start = time.perf_counter()
+        values, trajectories = self.measure(model)
+        seconds = time.perf_counter() - start
+        logs = {**meter_logs(values), "time/probe_seconds": seconds}
+        if trajectories:
+            write_trajectories(self.run_dir / "probes" / f"step{step}.jsonl", trajectories)
+        append_metrics(self.run_dir, {"stage": stage, "step": step, "time": time.time(), "probe": True,
+                                      **{k: _json_number(v) for k, v in logs.items()}})
+        self._report(args, state, control, {k: v for k, v in logs.items() if _finite(v)})
+
+        self.history.append({**values, "step": step})
+        events = [e for e in check_alarms(self.history, self.rules) if (_rule_id(e.rule), e.key) not in self._fired]
+        for e in events:
+            self._fired.add((_rule_id(e.rule), e.key))
+            log.warning("diversity alarm at step %d: %s", e.step, e.message)
+            append_metrics(self.run_dir, {"stage": stage, "step": e.step, "time": time.time(), "event": "alarm",
+                                          "rule": _rule_id(e.rule), "key": e.key, "value": e.value,
+                                          "message": e.message})
+        if events and self.save_on_alarm:
+            control.should_save = True  # the trainer saves after on_step_end: a checkpoint at the alarm
+        self.events += events
+        return events
+
+    def _report(self, args, state, control, logs: dict[str, float]) -> None:
+        """Hand the probe values to the report_to callbacks only (not to MetricsLogger: the probe row is
+        already in metrics.jsonl; not to callbacks that edit a training log in place)."""
+        if self._handler is None:
+            if args.report_to and args.report_to != ["none"]:
+                log.warning("DiversityCallback was not attached to the trainer, so probe meters reach "
+                            "metrics.jsonl but not %s; register it with callback.attach(trainer)", args.report_to)
+            return
+        backends = _report_backends()
+        for callback in self._handler.callbacks:
+            if isinstance(callback, backends):
+                callback.on_log(args, state, control, logs=dict(logs))
+
+    def _resume_history(self, stage: str, step: int) -> None:
+        """On a resumed run, earlier probes (the baseline above all) and fired alarms come from metrics.jsonl."""
+        if self.history or step == 0:
+            return
+        for row in read_metrics(self.run_dir):
+            if row.get("stage") != stage or row.get("step", math.inf) >= step:
+                continue
+            if row.get("probe"):
+                self.history.append({k: (math.nan if v is None else v) for k, v in row.items()
+                                     if v is None or (isinstance(v, int | float) and not isinstance(v, bool))})
+            elif row.get("event") == "alarm":
+                self._fired.add((row.get("rule"), row.get("key")))
+
+    # ---- TrainerCallback events -----------------------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._resume_history(self.stage or _stage_of(args), state.global_step)
+        self.probe(args, state, control, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        step = state.global_step
+        if step % self.every == 0 or (state.max_steps and step >= state.max_steps):
+            self.probe(args, state, control, model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self._last_step != state.global_step:  # stopped early (not at max_steps): probe the final policy
+            self.probe(args, state, control, model)
+
+
+def make_diversity_callback(recipe, run_dir: str | Path, tokenizer, env_id: str | None = None, *,
+                            stage: str | None = None) -> DiversityCallback | None:
+    """The live-meter callback ``recipe.meters`` asks for, or None when ``meters.every`` is 0.
+
+    ``env_id`` defaults to ``recipe.env.id`` (with ``recipe.env.kwargs``); decoding is ``recipe.eval``'s.
+    ``stage`` ("sft", "grpo") labels the rows; by default it is read from the trainer's config class.
+    """
+    m, e = recipe.meters, recipe.eval
+    if m.every == 0:
+        return None
+    if m.every < 0:
+        raise ValueError(f"meters.every must be >= 0 (0 = off), got {m.every}")
+    decoding = dict(temperature=e.temperature, top_p=e.top_p, max_turns=e.max_turns,
+                    max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
+    return DiversityCallback(run_dir, tokenizer, env_id or recipe.env.id, every=m.every,
+                             probe_questions=m.probe_questions, samples=m.samples, seed=recipe.seed,
+                             env_kwargs=recipe.env.kwargs, decoding=decoding, rules=alarm_rules(m.alarms),
+                             save_on_alarm=getattr(m, "save_on_alarm", True), stage=stage)
+
+
+def _stage_of(args) -> str:
+    """"sft" for an SFTConfig, "grpo" for a GRPOConfig, else "train".
+
+    >>> class GRPOConfig: ...
+    >>> _stage_of(GRPOConfig())
+    'grpo'
+    """
+    name = type(args).__name__.lower()
+    return next((s for s in ("sft", "grpo") if name.startswith(s)), "train")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def _json_number(v):
+    """NaN (a meter that does not apply) is written as null: metrics.jsonl stays standard JSON."""
+    return v if not isinstance(v, float) or math.isfinite(v) else None

@@ -1,0 +1,347 @@
+"""The prior lab: pretrain a small causal LM from scratch on a controlled mixture of search strategies.
+
+With an off-the-shelf model the prior is whatever its pretraining was; here it is a dial. We sample
+demonstrator trajectories in the synthetic world with a chosen strategy mixture (``pretrain.mixture``),
+train a byte-level BPE tokenizer and a few-million-parameter Llama on them (plus the world's documents),
+and save it as an ordinary base model, so SFT and GRPO put their LoRA on top and the meters can ask what
+RL amplifies, what it loses and whether it ever finds a strategy the prior never showed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from searchgym.corpus.documents import atomic_write
+from searchgym.recipe import PretrainConfig, Recipe, RecipeError
+from searchgym.trajectory import Trajectory, read_trajectories, write_trajectories
+
+# ChatML as SmolLM2 and TRL's qwen2_5 template write it. The tool tags are added as whole tokens but NOT
+# special: TRL decodes completions with skip_special_tokens=True and must still see <tool_call> to parse.
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+TOOL_TAGS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
+PAD, BOS, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+STAGE = "pretrain"
+# BPE may merge across spaces (one token for "Ġworks for", or a whole tool-call prefix), which shrinks the
+# fixed scaffolding of every conversation (system prompt + tool schemas: ~550 word-level tokens) to a few
+# tokens and makes a CPU-sized model possible. A merge must recur this often, so that rare text (a document
+# seen in three demos) is not swallowed whole into one token the model could never generalise from.
+MIN_MERGE_FREQUENCY = 10
+
+
+# ---- 1. the strategy mixture ----------------------------------------------------------------------
+
+def mixture_weights(mixture: dict, strategies: Sequence[str]) -> dict[str, float]:
+    """Validated weights for every strategy of the world (strategies not named get 0).
+
+    >>> mixture_weights({"forward": 0.5, "verify": 0.5}, ["forward", "snippet", "verify"])
+    {'forward': 0.5, 'snippet': 0.0, 'verify': 0.5}
+    >>> mixture_weights({"jump": 1.0}, ["forward"])
+    Traceback (most recent call last):
+    ...
+    searchgym.recipe.RecipeError: pretrain.mixture: 'jump' is not a strategy of this world; use some of ['forward']
+    """
+    if not mixture:
+        raise RecipeError(f"pretrain.mixture: give strategy weights, e.g. mixture = {{ forward = 0.5, "
+                          f"question_first = 0.3, verify = 0.2 }}; strategies: {list(strategies)}")
+    for name, w in mixture.items():
+        if name not in strategies:
+            raise RecipeError(f"pretrain.mixture: {name!r} is not a strategy of this world; use some of "
+                              f"{list(strategies)}")
+        if not isinstance(w, int | float) or isinstance(w, bool) or w < 0:
+            raise RecipeError(f"pretrain.mixture.{name}: a weight must be a number >= 0, got {w!r}")
+    if not any(mixture.values()):
+        raise RecipeError("pretrain.mixture: at least one strategy needs a weight > 0")
+    return {s: float(mixture.get(s, 0.0)) for s in strategies}
+
+
+def task_distribution(weights: dict[str, float], valid: Sequence[str]) -> dict[str, float]:
+    """The mixture restricted to a task's valid strategies and renormalised ({} when none is left).
+
+    >>> task_distribution({"forward": 0.5, "parallel": 0.2, "snippet": 0.0}, ["forward", "snippet"])
+    {'forward': 1.0}
+    >>> task_distribution({"forward": 0.75, "verify": 0.25, "parallel": 1.0}, ["forward", "verify"])
+    {'forward': 0.75, 'verify': 0.25}
+    """
+    allowed = {s: weights.get(s, 0.0) for s in valid if weights.get(s, 0.0) > 0}
+    total = sum(allowed.values())
+    return {s: w / total for s, w in allowed.items()} if total else {}
+
+
+def expected_mix(weights: dict[str, float], tasks) -> dict[str, float]:
+    """The strategy shares to expect when tasks are drawn uniformly and each demo's strategy from
+    `task_distribution` (a strategy valid on few tasks ends up below its weight).
+
+    >>> from types import SimpleNamespace as T
+    >>> expected_mix({"forward": 0.5, "parallel": 0.5}, [T(strategies=("forward",)), T(strategies=("forward", "parallel"))])
+    {'forward': 0.75, 'parallel': 0.25}
+    """
+    total: Counter = Counter()
+    usable = 0
+    for t in tasks:
+        dist = task_distribution(weights, t.strategies)
+        usable += bool(dist)
+        total.update(dist)
+    return {s: total[s] / usable for s in sorted(total)} if usable else {}
+
+
+def realised_mix(trajectories: Sequence[Trajectory]) -> dict[str, float]:
+    """Share of demos per demonstrated strategy, sorted by name.
+
+    >>> t = lambda s: Trajectory("q", "e", 0, "?", [], [], "A", s, [], [], [], "x", 1.0, True, [], [], 1)
+    >>> realised_mix([t("forward"), t("forward"), t("verify"), t("forward")])
+    {'forward': 0.75, 'verify': 0.25}
+    """
+    counts = Counter(t.meta.get("demo_strategy") or t.strategy for t in trajectories)
+    n = max(len(trajectories), 1)
+    return {k: counts[k] / n for k in sorted(counts)}
+
+
+# ---- 2. the pretraining corpus --------------------------------------------------------------------
+
+def _pretrain_env(recipe: Recipe):
+    import gymnasium
+
+    import searchgym  # noqa: F401  (registers the env ids)
+
+    return gymnasium.make(recipe.env.id, disable_env_checker=True, **{**recipe.env.kwargs, "split": "train"})
+
+
+def sample_demos(recipe: Recipe, *, progress: bool = True) -> list[Trajectory]:
+    """``pretrain.num_demos`` correct demonstrator episodes on train tasks of at most ``pretrain.max_hops``
+    hops: a task drawn at random, its strategy by `task_distribution`, the query style uniformly."""
+    from tqdm.auto import tqdm
+
+    from searchgym.envs.episodes import play
+
+    p = recipe.pretrain
+    env = _pretrain_env(recipe)
+    world = env.unwrapped.taskset
+    if not getattr(world, "strategies", None):
+        raise RecipeError(f"env.id: {recipe.env.id} has no scripted strategies to pretrain on; use "
+                          "searchgym/SyntheticWorld-v0 or searchgym/SyntheticWorld-Easy-v0")
+    weights = mixture_weights(p.mixture, world.strategies)
+    tasks = [t for t in env.unwrapped.tasks if t.difficulty <= p.max_hops and task_distribution(weights, t.strategies)]
+    if not tasks:
+        raise RecipeError(f"pretrain: no train task of {recipe.env.id} has <= {p.max_hops} hops and a strategy "
+                          "with weight > 0; raise pretrain.max_hops or change pretrain.mixture")
+    rng = random.Random(f"pretrain:{recipe.seed}")
+    demos: list[Trajectory] = []
+    attempts = 0
+    with tqdm(total=p.num_demos, desc="pretrain demos", disable=not progress) as bar:
+        while len(demos) < p.num_demos and attempts < 5 * p.num_demos:  # a few demos fail; never loop forever
+            attempts += 1
+            task = rng.choice(tasks)
+            dist = task_distribution(weights, task.strategies)
+            strategy = rng.choices(list(dist), weights=list(dist.values()))[0]
+            style = rng.choice(world.query_styles)
+            t = play(env, world.demonstrator(strategy, style), task_id=task.id, sample=len(demos))
+            if t.correct and t.strategy == strategy:  # correct and honestly labelled, as SFT demos
+                demos.append(t)
+                bar.update()
+    env.close()
+    if len(demos) < p.num_demos:
+        raise RuntimeError(f"only {len(demos)} of {p.num_demos} pretraining demos succeeded in {attempts} tries; "
+                           "lower pretrain.num_demos or check env.kwargs (top_k, max_obs_chars, max_steps)")
+    return demos
+
+
+def corpus_texts(recipe: Recipe) -> list[str]:
+    """The world's documents as plain text, so the prior also knows the world it will search."""
+    env = _pretrain_env(recipe)
+    docs = [f"{d.title}\n{d.text}" for d in env.unwrapped.taskset.corpus]
+    env.close()
+    return docs
+
+
+def chat_texts(demos: Sequence[Trajectory], tokenizer) -> list[str]:
+    """Each demo rendered exactly as an LLM sees it: the chat template with the env's tool schemas."""
+    from searchgym.envs.tools import SearchTools
+
+    tools = SearchTools.schemas()
+    return [tokenizer.apply_chat_template(t.messages, tools=tools, tokenize=False) for t in demos]
+
+
+# ---- 3. tokenizer and model -----------------------------------------------------------------------
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = MIN_MERGE_FREQUENCY):
+    """A byte-level BPE tokenizer trained on ``texts``, with ChatML tokens and TRL's Qwen2.5 chat template
+    (the one TRL parses tool calls from), as a transformers fast tokenizer. The ChatML and tool tags are
+    added tokens, so they also bound every merge: a message renders to the same tokens wherever it sits.
+
+    >>> tok = train_tokenizer(["<tool_call>\\n{}\\n</tool_call><|im_end|>"] * 20, 300)
+    >>> tok.tokenize('<tool_call>\\n{}\\n</tool_call><|im_end|>')
+    ['<tool_call>', 'Ċ{}Ċ', '</tool_call>', '<|im_end|>']
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    from trl.chat_template_utils import qwen2_5_chat_template
+
+    if vocab_size < 300:
+        raise RecipeError(f"pretrain.vocab_size: byte-level BPE needs >= 300 (256 bytes + merges), got {vocab_size}")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TOOL_TAGS])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+                                        unk_token=PAD)
+    tokenizer.chat_template = qwen2_5_chat_template
+    tokenizer.padding_side = "left"  # as load_model leaves it: generation appends on the right
+    return tokenizer
+
+
+def build_model(p: PretrainConfig, tokenizer, seed: int):
+    """A randomly initialised Llama sized by ``recipe.pretrain`` (seeded, without touching global RNG)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from searchgym.models import stop_token_ids
+
+    if p.hidden_size % p.num_heads:
+        raise RecipeError(f"pretrain.hidden_size ({p.hidden_size}) must be a multiple of pretrain.num_heads "
+                          f"({p.num_heads})")
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=p.hidden_size, num_hidden_layers=p.num_layers,
+                         num_attention_heads=p.num_heads, num_key_value_heads=p.num_heads,
+                         intermediate_size=p.intermediate_size or 4 * p.hidden_size,
+                         # GRPO prompts + completions run past the training length; RoPE has no hard limit.
+                         max_position_embeddings=max(4096, p.max_length), tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer)
+    return model
+
+
+# ---- 4. the stage ---------------------------------------------------------------------------------
+
+def _training_args(recipe: Recipe, output_dir: Path):
+    from transformers import TrainingArguments
+
+    p, cuda = recipe.pretrain, torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(output_dir), num_train_epochs=p.epochs, learning_rate=p.learning_rate,
+        per_device_train_batch_size=p.batch_size, lr_scheduler_type="cosine", warmup_steps=p.warmup_steps,
+        weight_decay=0.01, logging_steps=p.logging_steps, save_strategy="steps", save_steps=p.save_steps,
+        save_total_limit=2, use_cpu=not cuda, bf16=cuda and recipe.model.dtype == "bfloat16",
+        report_to=list(recipe.report_to) or "none", seed=recipe.seed, disable_tqdm=False,
+        dataloader_num_workers=0, remove_unused_columns=True,
+    )
+
+
+def _save_model(model, tokenizer, target: Path) -> None:
+    """save_pretrained into a temp folder next to ``target``, then rename: no half-written model."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.chmod(0o755)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def model_dir(run_dir: str | Path) -> Path:
+    """Where the pretrained base model lives: ``load_model(model_dir(run))`` loads it.
+
+    >>> model_dir("runs/x").as_posix()
+    'runs/x/stages/pretrain/model'
+    """
+    return Path(run_dir) / "stages" / STAGE / "model"
+
+
+def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: bool = True):
+    """Pretrain the prior ``recipe.pretrain`` describes; return ``(model, tokenizer)`` loaded from its folder.
+
+    Writes under ``run_dir/stages/pretrain/``: ``demos.jsonl`` (the pretraining trajectories),
+    ``tokenizer/``, ``prior_mix.json`` (configured, expected and realised strategy shares) and ``model/``
+    (model + tokenizer, loadable by `searchgym.models.load_model`). Checkpoints go to
+    ``run_dir/checkpoints/pretrain``; ``resume`` reuses the demos and tokenizer and continues from the
+    latest checkpoint. Trainer logs append to ``run_dir/metrics.jsonl`` (stage "pretrain").
+    """
+    from datasets import Dataset
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling, Trainer
+
+    from searchgym.models import load_model
+    from searchgym.runs import MetricsLogger, append_metrics
+    from searchgym.train.sft import latest_checkpoint
+
+    run_dir, p = Path(run_dir), recipe.pretrain
+    for name in ("num_demos", "max_hops", "num_layers", "num_heads", "batch_size", "max_length", "epochs"):
+        if getattr(p, name) < 1:
+            raise RecipeError(f"pretrain.{name}: must be >= 1, got {getattr(p, name)}")
+    stage_dir = run_dir / "stages" / STAGE
+    stage_dir.mkdir(parents=True, exist_ok=True)
+
+    # 1. Demonstrations with the chosen mixture (reused on resume: the same data the checkpoint saw).
+    demos_path = stage_dir / "demos.jsonl"
+    if resume and demos_path.exists():
+        demos = list(read_trajectories(demos_path))
+    else:
+        demos = sample_demos(recipe, progress=progress)
+        write_trajectories(demos_path, demos)
+    env = _pretrain_env(recipe)
+    world = env.unwrapped.taskset
+    weights = mixture_weights(p.mixture, world.strategies)
+    eligible = [t for t in env.unwrapped.tasks if t.difficulty <= p.max_hops]
+    env.close()
+    mix = {"configured": {s: w / sum(weights.values()) for s, w in weights.items()},
+           "expected": expected_mix(weights, eligible), "realised": realised_mix(demos),
+           "demos": len(demos), "max_hops": p.max_hops, "seed": recipe.seed}
+    atomic_write(stage_dir / "prior_mix.json", json.dumps(mix, indent=2).encode("utf-8"))
+    append_metrics(run_dir, {"stage": STAGE, "step": 0, **{f"prior/share_{s}": v for s, v in mix["realised"].items()}})
+    if progress:
+        print("prior mix (realised): " + ", ".join(f"{s} {v:.0%}" for s, v in mix["realised"].items()))
+
+    # 2. Tokenizer trained on what the model will read: rendered conversations and the documents.
+    docs = corpus_texts(recipe) if p.documents else []
+    tok_dir = stage_dir / "tokenizer"
+    if resume and (tok_dir / "tokenizer.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    else:
+        # The template needs a tokenizer object, not its vocabulary: render with a throwaway byte-level one.
+        texts = chat_texts(demos, train_tokenizer(["x"], 300)) + docs
+        tokenizer = train_tokenizer(texts, p.vocab_size)
+        tokenizer.save_pretrained(str(tok_dir))
+    texts = chat_texts(demos, tokenizer) + docs
+
+    # 3. A small Llama from scratch, trained on the whole text (a prior, not an instruction tune).
+    model = build_model(p, tokenizer, recipe.seed)
+    n_params = sum(x.numel() for x in model.parameters())
+    if progress:
+        print(f"pretraining a {n_params / 1e6:.2f}M-parameter model on {len(demos)} demos + {len(docs)} documents")
+    encoded = tokenizer(texts, truncation=True, max_length=p.max_length)
+    dataset = Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+    collate_tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    collate_tokenizer.padding_side = "right"  # causal training: positions must start at 0
+    output_dir = run_dir / "checkpoints" / STAGE
+    trainer = Trainer(model=model, args=_training_args(recipe, output_dir), train_dataset=dataset,
+                      data_collator=DataCollatorForLanguageModeling(collate_tokenizer, mlm=False),
+                      callbacks=[MetricsLogger(run_dir, STAGE)])
+    checkpoint = latest_checkpoint(output_dir) if resume else None
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    append_metrics(run_dir, {"stage": STAGE, "step": trainer.state.global_step, "prior/params": n_params,
+                             "prior/tokens": sum(len(x) for x in encoded["input_ids"])})
+
+    # 4. Save as an ordinary base model and hand back the reloaded copy: its name_or_path is the folder,
+    # which PEFT records as the base of every adapter trained on top.
+    target = model_dir(run_dir)
+    _save_model(trainer.model, tokenizer, target)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_model(str(target.resolve()), dtype=getattr(torch, recipe.model.dtype), device=device)
