@@ -57,7 +57,7 @@ def load_index(taskset: TaskSet, embedder: str, index: str, progress: bool = Tru
     return _INDEX_CACHE[key]
 
 
-def _clean(text: str, budget: int) -> str:
+def clean_observation(text: str, budget: int) -> str:
     text = "".join(c if c in _CHARSET_SET else "\ufffd" for c in text)
     return text if len(text) <= budget else text[: budget - 1] + "…"
 
@@ -170,7 +170,7 @@ class SearchEnv(gymnasium.Env):
         self.tools.begin(task)
         self._calls, self._steps = [], 0
         self._terminated = self._truncated = False
-        self._last_obs = _clean(task.question, self.max_obs_chars)
+        self._last_obs = clean_observation(task.question, self.max_obs_chars)
         info = self._info(shown=())
         info.update(system_prompt=SYSTEM_PROMPT, tools=self._schemas)
         return self._last_obs, info
@@ -202,7 +202,7 @@ class SearchEnv(gymnasium.Env):
         if not ended:
             self._terminated = self.tools.done
             self._truncated = not self._terminated and self._steps >= self.max_steps
-        self._last_obs = _clean(observation, self.max_obs_chars)
+        self._last_obs = clean_observation(observation, self.max_obs_chars)
         info = self._info(shown=shown)
         info["error"] = error
         return self._last_obs, float(reward), self._terminated, self._truncated, info

@@ -1,0 +1,238 @@
+"""Multi-turn GRPO over any searchgym env, through TRL's GRPOTrainer and its ``environment_factory``.
+
+Each dataset row names one train task; TRL samples ``num_generations`` rollouts per row, runs the
+search/open/answer tools between turns (tool-output tokens carry no loss), and scores each rollout
+with the env's own reward (answer score minus penalties), plus an optional format reward and search
+cost. Besides TRL's metrics (reward, reward_std, frac_reward_zero_std, entropy, kl, tools/*,
+completions/*, step_time) we log search behaviour and the tool results TRL dropped for lack of budget.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from searchgym.envs.tools import SYSTEM_PROMPT
+from searchgym.meters.callback import make_diversity_callback
+from searchgym.recipe import Recipe
+from searchgym.runs import MetricsLogger
+from searchgym.train.grpo_env import make_environment_factory
+
+log = logging.getLogger(__name__)
+
+
+# ---- data -----------------------------------------------------------------------------------------
+
+def grpo_rows(tasks, num_questions: int) -> list[dict]:
+    """One row per train task: the prompt plus what ``reset(**row)`` needs to replay that task.
+
+    >>> from searchgym.tasks import Task
+    >>> t = Task("t1", "Who?", ("Ada",), (("d1",),), 1, "bridge", "train")
+    >>> row = grpo_rows([t], 5)[0]
+    >>> [m["role"] for m in row["prompt"]], row["task_id"], row["answers"]
+    (['system', 'user'], 't1', ['Ada'])
+    """
+    return [{"prompt": [{"role": "system", "content": SYSTEM_PROMPT},  # never the template's default
+                        {"role": "user", "content": t.question}],
+             "task_id": t.id, "seed": i, "answers": list(t.answers)}
+            for i, t in enumerate(tasks[:num_questions])]
+
+
+# ---- rewards and their side channels ------------------------------------------------------------
+
+def dropped_tool_results(messages: list[dict], max_iterations: int) -> int:
+    """Tool calls TRL executed but whose results it cut from the conversation (they did not fit
+    ``max_completion_length``). TRL rolls such results back, so the conversation ends on an assistant
+    turn with tool calls; the other way to end like that is hitting ``max_tool_calling_iterations``
+    (calls never executed), told apart by counting the turns that did get results.
+
+    >>> call = {"role": "assistant", "tool_calls": [{"function": {"name": "search"}}]}
+    >>> dropped_tool_results([call], max_iterations=8)
+    1
+    >>> dropped_tool_results([call, {"role": "tool", "content": "r"}, call], max_iterations=1)
+    0
+    >>> dropped_tool_results([call, {"role": "tool", "content": "r"}], max_iterations=8)
+    0
+    """
+    answered_turns = sum(1 for m, nxt in zip(messages, messages[1:])
+                         if m.get("tool_calls") and nxt.get("role") == "tool")
+    last = messages[-1] if messages else {}
+    if last.get("role") == "assistant" and last.get("tool_calls") and answered_turns < max_iterations:
+        return len(last["tool_calls"])
+    return 0
+
+
+def tool_errors(messages: list[dict]) -> int:
+    """Tool messages that report an error (TRL renders a raised exception as ``{'error': ...}``).
+
+    >>> tool_errors([{"role": "tool", "content": "{'error': 'unknown doc_id'}"}, {"role": "tool", "content": "ok"}])
+    1
+    """
+    return sum(1 for m in messages if m.get("role") == "tool" and str(m.get("content", "")).startswith("{'error'"))
+
+
+def format_reward(completions, environments, **kwargs) -> list[float]:
+    """1 for a rollout that submitted an answer with the answer tool and had no failed tool call, else 0."""
+    return [float(env.state.answer is not None and not tool_errors(c) and all(x["valid"] for x in env.calls))
+            for c, env in zip(completions, environments)]
+
+
+def make_search_calls_reward(max_iterations: int):
+    """The per-search cost (weighted by ``-grpo.search_cost``), which also logs episode diagnostics."""
+
+    def search_calls(completions, environments, log_metric=None, **kwargs) -> list[float]:
+        n = len(environments)
+        dropped = [dropped_tool_results(c, max_iterations) for c in completions]
+        lost = sum(1 for d in dropped if d)
+        if lost:
+            log.warning("%d of %d rollouts lost a tool result that did not fit max_completion_length (TRL drops "
+                        "it and ends the rollout); raise grpo.max_completion_length or lower env.kwargs "
+                        "max_obs_chars/top_k", lost, n)
+        if log_metric is not None:
+            states = [e.state for e in environments]
+            for key, value in {
+                "search/tool_result_truncated": lost,  # rollouts per batch (mean over the logging window)
+                "search/tool_result_truncated_frac": lost / n,
+                "search/answered": sum(s.answer is not None for s in states) / n,
+                "search/correct": sum(s.correct for s in states) / n,
+                "search/searches_per_episode": sum(len(s.queries) for s in states) / n,
+                "search/opens_per_episode": sum(len(s.opened) for s in states) / n,
+                "search/tool_calls_per_episode": sum(len(e.calls) for e in environments) / n,
+                "search/invalid_calls_per_episode": sum(sum(not c["valid"] for c in e.calls)
+                                                        for e in environments) / n,
+                "search/tool_errors_per_episode": sum(tool_errors(c) for c in completions) / n,
+                "search/step_budget_truncated": sum(e.truncated for e in environments) / n,
+            }.items():
+                log_metric(key, float(value))
+        return [float(len(e.state.queries)) for e in environments]
+
+    return search_calls
+
+
+# ---- callbacks ------------------------------------------------------------------------------------
+
+def reset_reference(model) -> int:
+    """Copy the trained LoRA adapter ("default") into TRL's frozen reference adapter ("ref"), so the KL
+    term anchors to the current policy. Returns the number of tensors copied."""
+    params = dict(model.named_parameters())
+    copied = 0
+    with torch.no_grad():
+        for name, p in params.items():
+            ref = params.get(name.replace(".default.", ".ref.")) if ".default." in name else None
+            if ref is not None:
+                ref.copy_(p)
+                copied += 1
+    return copied
+
+
+class ReferenceReset(TrainerCallback):
+    """ProRL-style reference reset every ``every`` optimizer steps.
+
+    With PEFT, TRL computes reference log-probs with a frozen copy of the adapter named "ref" (it makes
+    one whenever it gets a PeftModel and beta > 0); re-anchoring is copying "default" into it. Checkpoints
+    save "ref" in a subfolder and the Trainer reloads it on resume, so a resumed run keeps its last anchor.
+    """
+
+    def __init__(self, model, every: int):
+        if "ref" not in model.peft_config:
+            raise RuntimeError("reference reset needs TRL's 'ref' adapter, which it did not create (peft < 0.20 "
+                               "with LoRA target_parameters); set grpo.ref_reset_steps = 0")
+        self.model, self.every = model, every
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0:
+            reset_reference(self.model)
+            log.info("reference policy reset at step %d", state.global_step)
+
+
+# ---- the stage ------------------------------------------------------------------------------------
+
+def grpo_config(recipe: Recipe, run_dir: Path, reward_weights: list[float]):
+    """GRPOConfig from the recipe; CPU runs get use_cpu and fp32, GPU runs bf16 and optionally vLLM."""
+    from trl import GRPOConfig
+
+    g = recipe.grpo
+    cuda = torch.cuda.is_available()
+    if g.use_vllm and not cuda:
+        raise ValueError("grpo.use_vllm needs a CUDA GPU and vllm installed; set grpo.use_vllm = false on CPU")
+    return GRPOConfig(
+        output_dir=str(run_dir / "checkpoints" / "grpo"), max_steps=g.steps, num_generations=g.num_generations,
+        per_device_train_batch_size=g.batch_size, gradient_accumulation_steps=g.grad_accum,
+        learning_rate=g.learning_rate, beta=g.beta, loss_type=g.loss_type, temperature=g.temperature,
+        top_p=g.top_p, max_completion_length=g.max_completion_length,
+        max_tool_calling_iterations=g.max_tool_calling_iterations, reward_weights=reward_weights,
+        use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(), save_strategy="steps",
+        save_steps=g.save_steps, logging_steps=g.logging_steps, report_to=list(recipe.report_to) or "none",
+        seed=recipe.seed, use_vllm=g.use_vllm, vllm_mode=g.vllm_mode, log_completions=False,
+        dataloader_num_workers=0, disable_tqdm=True,
+        # Dropout makes the sampled, the trained and the reference log-probs disagree for no reason.
+        disable_dropout=True,
+        # Recomputing activations saves GPU memory; on CPU, memory is not the bottleneck but time is.
+        gradient_checkpointing=cuda,
+    )
+
+
+def as_trainable_peft(model, recipe: Recipe):
+    """A PeftModel whose "default" adapter trains: a new LoRA from recipe.lora, or the SFT adapter continued.
+
+    We wrap the model ourselves (rather than passing TRL a peft_config) so both cases take one path: with
+    beta > 0 TRL then keeps a frozen copy of the starting adapter as the reference ("ref"; for a new LoRA
+    that is exactly the base model), which `ReferenceReset` can re-anchor.
+    """
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if isinstance(model, PeftModel):
+        # PeftModel.from_pretrained loads adapters frozen (inference mode): unfreeze the one we continue.
+        for name, p in model.named_parameters():
+            if "lora_" in name and ".default." in name:
+                p.requires_grad_(True)
+        return model
+    lora = recipe.lora
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def run_grpo(recipe: Recipe, run_dir: str | Path, model, tokenizer, *, resume: bool = False):
+    """Train ``model`` (a base model or the SFT PeftModel) with multi-turn GRPO; returns the PeftModel.
+
+    Checkpoints go to ``run_dir/checkpoints/grpo``; ``resume`` continues from the latest one there.
+    Metrics append to ``run_dir/metrics.jsonl`` (stage "grpo").
+    """
+    from datasets import Dataset
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import GRPOTrainer
+
+    run_dir, g = Path(run_dir), recipe.grpo
+    factory = make_environment_factory(recipe.env.id, recipe.env.kwargs)
+    rows = grpo_rows(factory.env.tasks, g.num_questions)
+    if len(rows) < g.num_questions:
+        log.warning("grpo.num_questions=%d but %s has only %d train tasks; using them all",
+                    g.num_questions, recipe.env.id, len(rows))
+    checkpoint = None
+    if resume:
+        checkpoint = get_last_checkpoint(str(run_dir / "checkpoints" / "grpo")) \
+            if (run_dir / "checkpoints" / "grpo").is_dir() else None
+        if checkpoint is None:
+            raise FileNotFoundError(f"nothing to resume: no checkpoint-* under {run_dir / 'checkpoints' / 'grpo'}; "
+                                    "drop --resume to start the GRPO stage afresh")
+
+    model = as_trainable_peft(model, recipe)
+    reward_funcs = [format_reward, make_search_calls_reward(g.max_tool_calling_iterations)]
+    # TRL appends the env's own get_reward with weight 1 after these.
+    args = grpo_config(recipe, run_dir, reward_weights=[g.format_reward, -g.search_cost])
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, processing_class=tokenizer,
+                          train_dataset=Dataset.from_list(rows), environment_factory=factory,
+                          callbacks=[MetricsLogger(run_dir, "grpo")])
+    if g.ref_reset_steps:
+        trainer.add_callback(ReferenceReset(trainer.model, g.ref_reset_steps))
+    if (meters := make_diversity_callback(recipe, run_dir, tokenizer, stage="grpo")) is not None:
+        meters.attach(trainer)  # live diversity/* probes on held-out questions + collapse alarms
+    trainer.train(resume_from_checkpoint=checkpoint)
+    model = trainer.model
+    if "ref" in model.peft_config:  # the frozen reference is a training device; ship only the policy
+        model.delete_adapter("ref")
+    return model

@@ -1,0 +1,197 @@
+"""Multi-turn GRPO through TRL: the env adapter, loss masking of tool output, dropped tool results, and a
+scripted smoke run of agents/smoke-grpo.toml (tiny model, CPU).
+
+A random tiny model never calls a tool, so the trainer runs patch `GRPOTrainer._generate_single_turn` (as
+TRL's own tests do) to emit scripted turns: search the question, open the first hit, answer (gold on even
+rows, wrong on odd ones, so groups have reward variance), then stop. Everything else is TRL's real loop.
+"""
+
+import inspect
+import json
+import logging
+import re
+
+import pytest
+import torch
+from transformers.utils import get_json_schema
+
+import searchgym  # noqa: F401  (registers the envs and plug-ins)
+from searchgym.envs.tools import TOOL_NAMES, SearchTools, ToolError
+from searchgym.recipe import load_recipe
+from searchgym.runs import read_metrics
+from searchgym.train.grpo import run_grpo
+from searchgym.train.grpo_env import make_environment_factory
+
+ELEMENTS = "searchgym_plugin_example/Elements-v0"
+SMOKE = "agents/smoke-grpo.toml"
+
+
+@pytest.fixture(scope="module")
+def factory():
+    return make_environment_factory(ELEMENTS, {"step_cost": 0.01, "format_penalty": 0.1, "max_steps": 4})
+
+
+# ---- the adapter ----------------------------------------------------------------------------------
+
+def test_adapter_exposes_exactly_the_three_tools_with_searchtools_schemas(factory):
+    env = factory()
+    # What TRL does: every public function of the class is a tool, except reset and get_reward.
+    public = {n for n, _ in inspect.getmembers(type(env), predicate=inspect.isfunction) if not n.startswith("_")}
+    assert public == {"reset", "get_reward", *TOOL_NAMES}
+    assert [get_json_schema(getattr(env, n)) for n in TOOL_NAMES] == SearchTools.schemas()
+
+
+def test_reset_same_row_same_episode_and_reward(factory):
+    env = factory()
+    row = {"prompt": [], "task_id": "el-sym-O", "seed": 3, "answers": ["O"]}
+
+    def play():
+        assert env.reset(**row) is None  # nothing appended to the prompt: the question is already there
+        hits = env.search("atomic number 8")
+        page = env.open("el:O")
+        return hits, page, env.answer("O"), env.get_reward()
+
+    first, second = play(), play()
+    assert first == second
+    hits, page, confirmation, reward = first
+    assert "[el:O] Oxygen" in hits and page.startswith("[el:O] Oxygen")
+    assert reward == pytest.approx(1.0 - 2 * 0.01)  # answer score minus the step cost of search and open
+    assert env.state.correct and [c["name"] for c in env.calls] == ["search", "open", "answer"]
+
+
+def test_call_after_answer_is_an_error_and_is_penalised(factory):
+    env = factory()
+    env.reset(task_id="el-sym-O")
+    env.answer("wrong")
+    with pytest.raises(ToolError, match="already answered"):
+        env.search("x")
+    assert env.get_reward() == pytest.approx(0.0 - 0.1)
+    with pytest.raises(ToolError, match="unknown doc_id"):
+        env.reset(task_id="el-sym-O") or env.open("el:Zz")
+    with pytest.raises(ValueError, match="unknown task_id"):
+        env.reset(task_id="nope")
+
+
+def test_step_budget_ends_the_episode_like_searchenv(factory):
+    env = factory()
+    env.reset(task_id="el-sym-O")
+    for _ in range(4):
+        env.search("oxygen")
+    assert env.truncated and env.get_reward() == pytest.approx(-0.04)
+    with pytest.raises(ToolError, match="step budget"):
+        env.answer("O")
+    assert env.state.answer is None
+
+
+def test_not_a_searchenv_is_refused():
+    with pytest.raises(TypeError, match="SearchEnv"):
+        make_environment_factory("CartPole-v1")
+
+
+# ---- scripted trainer runs ------------------------------------------------------------------------
+
+def scripted_generation(tokenizer, gold_by_question):
+    """A replacement for `GRPOTrainer._generate_single_turn` playing search -> open -> answer -> stop."""
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    emitted = []  # (row text so far, ids) for every turn, to compare with the loss mask
+
+    def call(name, **arguments):
+        return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
+
+    def generate(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        out = []
+        for i, ids in enumerate(prompt_ids):
+            text = tokenizer.decode(ids)
+            question = text.split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
+            turn = text.count("<tool_response>")
+            if turn == 0:
+                reply = call("search", query=question)
+            elif turn == 1:
+                hit = re.search(r"<tool_response>\n\[([^\]]+)\]", text)
+                reply = call("open", doc_id=hit.group(1) if hit else "none")
+            elif turn == 2:
+                gold = gold_by_question[question]
+                reply = call("answer", text=gold if i % 2 == 0 else "certainly not " + gold)
+            else:
+                reply = "Done."
+            out.append(tokenizer.encode(reply, add_special_tokens=False) + [end])
+            emitted.append(out[-1])
+        return out, None
+
+    return generate, emitted
+
+
+def run_scripted(tmp_path, monkeypatch, overrides=()):
+    """Run agents/smoke-grpo.toml with scripted generation; return (model, first batch, emitted turns)."""
+    from trl import GRPOTrainer
+
+    from searchgym.models import load_model
+
+    recipe = load_recipe(SMOKE, overrides=list(overrides))
+    env = make_environment_factory(recipe.env.id, recipe.env.kwargs).env
+    model, tokenizer = load_model(recipe.model.base)
+    generate, emitted = scripted_generation(tokenizer, {t.question: t.answers[0] for t in env.tasks})
+    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", generate)
+    batches = []
+    original = GRPOTrainer._generate_and_score_completions
+
+    def capture(self, inputs):
+        output = original(self, inputs)
+        batches.append({k: v.clone() if torch.is_tensor(v) else v for k, v in output.items()})
+        return output
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", capture)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trained = run_grpo(recipe, tmp_path, model, tokenizer)
+    return trained, before, batches, emitted, tokenizer
+
+
+def test_smoke_run_masks_tool_output_trains_lora_and_logs_metrics(tmp_path, monkeypatch):
+    model, before, batches, emitted, tokenizer = run_scripted(tmp_path, monkeypatch)
+
+    # Loss weight: tool-output tokens 0, the model's own tokens 1, checked token by token on a real batch.
+    batch, rows_per_batch = batches[0], batches[0]["completion_ids"].shape[0]
+    for row in range(rows_per_batch):
+        ids = batch["completion_ids"][row].tolist()
+        in_completion, model_made = batch["completion_mask"][row].tolist(), batch["tool_mask"][row].tolist()
+        trained_ids = [t for t, c, m in zip(ids, in_completion, model_made) if c and m]
+        # Each scripted call covered the whole batch, so row r's k-th turn is emitted[k * rows + r].
+        assert trained_ids == [t for k in range(4) for t in emitted[k * rows_per_batch + row]]
+        masked = tokenizer.decode([t for t, c, m in zip(ids, in_completion, model_made) if c and not m])
+        assert masked.count("<tool_response>") == 3 and "Answer recorded" in masked
+        assert "<tool_call>" not in masked
+
+    # The LoRA adapter moved (B starts at zero); the base weights did not; only LoRA weights train.
+    after = dict(model.named_parameters())
+    lora_b = [p for n, p in after.items() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)
+    assert all("lora_" in n for n, p in after.items() if p.requires_grad)
+    for name, p in before.items():
+        wrapped = "base_model.model." + name
+        wrapped = wrapped if wrapped in after else wrapped.replace(".weight", ".base_layer.weight")
+        assert torch.equal(p, after[wrapped]), name
+    assert "ref" not in model.peft_config  # the training-only reference adapter is removed
+
+    rows = [r for r in read_metrics(tmp_path) if r["stage"] == "grpo" and "train/reward" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for key in ("train/reward", "train/reward_std", "train/frac_reward_zero_std", "train/entropy", "train/kl",
+                "tools/call_frequency", "completions/mean_length", "completions/clipped_ratio", "train/step_time",
+                "search/tool_result_truncated", "search/answered", "search/correct",
+                "search/searches_per_episode", "rewards/SearchEnvironment/mean"):
+        assert key in rows[0], key
+    assert rows[0]["search/answered"] == 1.0 and rows[0]["search/correct"] == 0.5
+    assert rows[0]["tools/call_frequency"] == 3.0 and rows[0]["search/tool_result_truncated"] == 0
+    # KL to the reference: 0 before any update, > 0 after one, 0 again right after the reset at step 2.
+    kl = [r["train/kl"] for r in rows]
+    assert kl[0] == pytest.approx(0, abs=1e-7) and kl[1] > 1e-6 and kl[2] == pytest.approx(0, abs=1e-7)
+
+
+def test_tool_result_that_does_not_fit_is_counted_and_warned(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.WARNING, logger="searchgym.train.grpo")
+    run_scripted(tmp_path, monkeypatch, overrides=["grpo.steps=1", "grpo.max_completion_length=80",
+                                                   "grpo.ref_reset_steps=0", "grpo.beta=0.0"])
+    row = next(r for r in read_metrics(tmp_path) if "train/reward" in r)
+    # The search call fits, its ~100-token result does not: TRL drops it and ends every rollout.
+    assert row["search/tool_result_truncated"] == 2 and row["search/tool_result_truncated_frac"] == 1.0
+    assert row["search/answered"] == 0 and row["search/searches_per_episode"] == 1.0
+    assert any("did not fit max_completion_length" in r.getMessage() for r in caplog.records)
