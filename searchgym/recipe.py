@@ -192,16 +192,21 @@ class Recipe:
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read, override (``section.key=value``) and validate a recipe file."""
     path = Path(path)
-    if not path.exists():
-        raise RecipeError(f"no recipe at {path}; see agents/ for examples")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise RecipeError(f"{path}: not valid TOML ({e})") from None
+    data = read_toml(path, RecipeError, f"no recipe at {path}; see agents/ for examples")
     data.setdefault("name", path.stem)
     for item in overrides:
         _apply_override(data, item)
     return recipe_from_dict(data, where=str(path))
+
+
+def read_toml(path: Path, error: type[Exception], missing: str) -> dict:
+    """Parse a TOML file, raising ``error`` with ``missing`` or the parse error's position."""
+    if not path.exists():
+        raise error(missing)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{path}: not valid TOML ({e})") from None
 
 
 def recipe_from_dict(data: dict, where: str = "recipe") -> Recipe:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchgym.corpus.documents import atomic_write
-from searchgym.recipe import EvalConfig, Recipe, RecipeError, load_recipe
+from searchgym.recipe import EvalConfig, Recipe, RecipeError, load_recipe, read_toml
 
 DONE = "done.json"
 STUDY_FILE = "study.toml"
@@ -103,12 +103,7 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
     or, failing that, to the study file.
     """
     path = Path(path)
-    if not path.exists():
-        raise StudyError(f"no study file at {path}; see agents/breadth-study.toml")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise StudyError(f"{path}: not valid TOML ({e})") from None
+    data = read_toml(path, StudyError, f"no study file at {path}; see agents/breadth-study.toml")
     presets = data.pop("presets", {})
     allowed = {"name", "seeds", "eval", "overrides", "arms", "default_preset", "description"}
     unknown = sorted(set(data) - allowed)
