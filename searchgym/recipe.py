@@ -154,10 +154,9 @@ class Recipe:
                 raise RecipeError(f"stages: unknown stage {s!r}; allowed: {list(allowed)}")
         if not self.stages:
             raise RecipeError("stages: give at least one stage, e.g. stages = [\"sft\"]")
-        if "pretrain" in self.stages and (self.stages[0] != "pretrain" or len(self.stages) < 2
-                                          or self.stages.count("pretrain") > 1):
-            raise RecipeError("stages: 'pretrain' must come first and be followed by sft and/or grpo, "
-                              "e.g. stages = [\"pretrain\", \"grpo\"]")
+        if "pretrain" in self.stages and (self.stages[0] != "pretrain" or self.stages.count("pretrain") > 1):
+            raise RecipeError("stages: 'pretrain' must come first (once), optionally followed by sft and/or "
+                              "grpo, e.g. stages = [\"pretrain\", \"grpo\"]")
         if self.sft.demos not in ("diverse", "narrow"):
             raise RecipeError(f"sft.demos: must be 'diverse' or 'narrow', got {self.sft.demos!r}")
         if self.model.dtype not in ("float32", "bfloat16", "float16"):

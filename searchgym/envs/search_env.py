@@ -7,6 +7,7 @@ is built once per (corpus, embedder, index spec) and cached on disk, so envs are
 
 from __future__ import annotations
 
+import copy
 import importlib
 from typing import Any
 
@@ -55,6 +56,17 @@ def load_index(taskset: TaskSet, embedder: str, index: str, progress: bool = Tru
     if key not in _INDEX_CACHE:
         _INDEX_CACHE[key] = build_index(taskset.corpus, embedder=embedder, index=index, progress=progress)
     return _INDEX_CACHE[key]
+
+
+_TEXT_SPACES: dict[int, spaces.Text] = {}
+
+
+def _text_space(max_length: int) -> spaces.Text:
+    """A Text space over CHARSET. Gymnasium indexes the 65k-character charset on construction (~1 s),
+    so build one per length and hand out shallow copies (each copy gets its own RNG when seeded)."""
+    if max_length not in _TEXT_SPACES:
+        _TEXT_SPACES[max_length] = spaces.Text(max_length=max_length, min_length=0, charset=CHARSET)
+    return copy.copy(_TEXT_SPACES[max_length])
 
 
 def clean_observation(text: str, budget: int) -> str:
@@ -146,8 +158,8 @@ class SearchEnv(gymnasium.Env):
         self.step_cost = float(step_cost)
         self.format_penalty = float(format_penalty)
         self.render_mode = render_mode
-        self.observation_space = spaces.Text(max_length=max_obs_chars, min_length=0, charset=CHARSET)
-        self.action_space = spaces.Text(max_length=MAX_ACTION_CHARS, min_length=0, charset=CHARSET)
+        self.observation_space = _text_space(max_obs_chars)
+        self.action_space = _text_space(MAX_ACTION_CHARS)
         self.reward_range = (-max(self.step_cost, self.format_penalty), 1.0)
         self._schemas = SearchTools.schemas()
         self._calls: list[dict] = []

@@ -130,7 +130,11 @@ def train_command(recipe_path: str | Path, overrides: list[str] | tuple[str, ...
             model = run_grpo(recipe, run_dir, model, tokenizer, resume=resume)
         _save_adapter(model, stage_dir / "adapter", base_alias)
         write_text(stage_dir, DONE, "")
-    _save_adapter(model, run_dir / "adapter", base_alias)
+    if recipe.stages == ["pretrain"]:
+        # A prior alone: no adapter; the pretrained model is saved in stages/pretrain/model and is its own base.
+        recipe.eval.baseline = False
+    else:
+        _save_adapter(model, run_dir / "adapter", base_alias)
 
     # 3. Held-out evaluation, trained vs untrained base on the same questions and seeds.
     evaluate_run(recipe, run_dir, model, tokenizer, progress=progress)
