@@ -74,3 +74,16 @@ def test_train_command_stops_on_a_bad_recipe_before_doing_anything(tmp_path):
     with pytest.raises(RecipeError, match="'pretrain' must come first"):
         train_command(AGENTS / "smoke-sft.toml", overrides=['stages=["sft", "pretrain"]'], out=out)
     assert not out.exists()
+
+
+def test_cli_prints_recipe_errors_verbatim(tmp_path):
+    """The CLI names the bad key and its table (rich must not swallow '[lora]' as markup)."""
+    from typer.testing import CliRunner
+
+    from searchgym.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(AGENTS / "quick.toml"), "--set", "lora.rank=3",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "unknown key 'lora.rank'" in result.output and "[lora]" in result.output
+    assert not (tmp_path / "run").exists()
