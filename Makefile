@@ -43,8 +43,9 @@ browser:
 lint: setup
 	$(BIN)/ruff check searchgym tests benchmarks examples
 
+# Dynamics do not depend on the embedder; hashing avoids a first-time MiniLM build of WikiFactbook's 42k docs.
 fuzz: setup
-	$(BIN)/python -m searchgym.testing --actions 100000
+	$(BIN)/python -m searchgym.testing --actions 100000 --embedder hashing
 
 bench: setup
 	$(BIN)/python benchmarks/retrieval.py --quick
