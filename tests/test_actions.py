@@ -14,6 +14,8 @@ from searchgym.tasks import ToolCall
     ('<tool_call>{"name": "open", "arguments": {"doc_id": "wiki:Togo"}}</tool_call><|im_end|>', ToolCall("open", {"doc_id": "wiki:Togo"})),
     ('Let me look.\n<tool_call>\n{"name": "answer", "arguments": "{\\"text\\": \\"Lomé\\"}"}\n</tool_call>', ToolCall("answer", {"text": "Lomé"})),
     ('<tool_call>\n{"name": "search", "arguments": {"query": "cut off by the budget"}}', ToolCall("search", {"query": "cut off by the budget"})),
+    ('<tool_call>\n{"name": "search", "arguments": {"query": "Togo"}}\n</tool', ToolCall("search", {"query": "Togo"})),
+    ('{"name": "open", "arguments": {"doc_id": "wiki:Togo"}}', ToolCall("open", {"doc_id": "wiki:Togo"})),
     ("search: capital of Togo", ToolCall("search", {"query": "capital of Togo"})),
     ("OPEN: syn:person:0001", ToolCall("open", {"doc_id": "syn:person:0001"})),
     ("answer(42)", ToolCall("answer", {"text": "42"})),

@@ -1,6 +1,7 @@
 """Agent actions are text: parse what an LLM emits into a `ToolCall`, and render calls back to text.
 
-The canonical form is exactly what the bundled ChatML/Qwen2.5 template renders and TRL parses::
+The canonical form is exactly what the bundled ChatML/Qwen2.5 template renders and TRL parses (a call
+cut off inside its closing tag, or bare JSON without the tags, is accepted too)::
 
     <tool_call>
     {"name": "search", "arguments": {"query": "capital of Togo"}}
@@ -23,6 +24,8 @@ TOOL_ARGUMENTS = {"search": "query", "open": "doc_id", "answer": "text"}
 
 _CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 _PLAIN = re.compile(r"^\s*(search|open|answer)\s*[:(]\s*(.*?)\s*\)?\s*$", re.IGNORECASE | re.DOTALL)
+# Generation cut off inside the closing tag ("…}}\n</tool"): the JSON before it is complete.
+_PARTIAL_CLOSE = re.compile(r"\s*<(/(t(o(o(l(_(c(a(l(l)?)?)?)?)?)?)?)?)?)?$")
 _EOT = re.compile(r"\s*(<\|im_end\|>|<\|endoftext\|>)\s*$")
 
 
@@ -49,7 +52,9 @@ def parse_action(text: object) -> ToolCall:
     if len(calls) > 1:
         raise ActionError(f"{len(calls)} tool calls in one turn: make exactly one tool call per turn")
     if calls:
-        return _from_json(calls[0])
+        return _from_json(_PARTIAL_CLOSE.sub("", calls[0]))
+    if text.strip().startswith("{"):  # a bare JSON call without the tags
+        return _from_json(text.strip())
     plain = _PLAIN.match(text)
     if plain:
         name = plain.group(1).lower()
