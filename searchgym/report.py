@@ -86,11 +86,9 @@ def verdict(data: StudyData) -> list[str]:
     for arm in others:
         a, b = arm.table[label], ref.table[label]
         side = compare(a, b)
-        if side == "lower":
-            out.append(f"**{arm.name} collapsed exploration breadth**: {label} {_ci(a)} against {ref.name}'s "
-                       f"{_ci(b)} (95% CIs do not overlap).")
-        elif side == "higher":
-            out.append(f"**{arm.name} widened exploration breadth**: {label} {_ci(a)} against {ref.name}'s "
+        if side in ("lower", "higher"):
+            verb = "collapsed" if side == "lower" else "widened"
+            out.append(f"**{arm.name} {verb} exploration breadth**: {label} {_ci(a)} against {ref.name}'s "
                        f"{_ci(b)} (95% CIs do not overlap).")
         elif side == "overlap":
             out.append(f"{arm.name} kept {label} within noise of {ref.name} ({_ci(a)} vs {_ci(b)}): the CIs "

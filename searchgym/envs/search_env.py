@@ -163,6 +163,7 @@ class SearchEnv(gymnasium.Env):
         self.reward_range = (-max(self.step_cost, self.format_penalty), 1.0)
         self._schemas = SearchTools.schemas()
         self._calls: list[dict] = []
+        self._return = 0.0  # sum of the step rewards of the current episode (what the trajectory reports)
         self._steps = 0
         self._terminated = self._truncated = False
         self._last_obs = ""
@@ -180,7 +181,7 @@ class SearchEnv(gymnasium.Env):
             task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
         self.task = task
         self.tools.begin(task)
-        self._calls, self._steps = [], 0
+        self._calls, self._steps, self._return = [], 0, 0.0
         self._terminated = self._truncated = False
         self._last_obs = clean_observation(task.question, self.max_obs_chars)
         info = self._info(shown=())
@@ -217,6 +218,7 @@ class SearchEnv(gymnasium.Env):
         self._last_obs = clean_observation(observation, self.max_obs_chars)
         info = self._info(shown=shown)
         info["error"] = error
+        self._return += float(reward)
         return self._last_obs, float(reward), self._terminated, self._truncated, info
 
     def render(self):
@@ -250,13 +252,11 @@ class SearchEnv(gymnasium.Env):
         state, task = self.tools.state, self.task
         calls = self.valid_calls()
         strategy = self.taskset.classify_strategy(task, calls) if self.taskset.strategies else None
-        total = sum(-self.format_penalty if not c["valid"] else
-                    (state.score if c["name"] == "answer" else -self.step_cost) for c in self._calls)
         return Trajectory(
             task_id=task.id, env_id=self.env_id, sample=sample, question=task.question, messages=messages,
             calls=[dict(c) for c in self._calls], signature=self.signature(), strategy=strategy,
             queries=list(state.queries), docs_retrieved=list(state.shown), docs_opened=list(state.opened),
-            answer=state.answer, reward=float(total), correct=state.correct,
+            answer=state.answer, reward=self._return, correct=state.correct,
             gold_answers=list(task.answers), evidence=[list(c) for c in task.evidence],
             difficulty=task.difficulty, truncated=self._truncated, num_turns=self._steps,
             token_logprobs=list(token_logprobs), token_entropies=list(token_entropies),
