@@ -131,6 +131,15 @@ def verdict(data: StudyData) -> list[str]:
             tv = total_variation(arm.shares, arm.demo_share)
             where = "stayed close to" if tv < CLOSE_TO_DEMOS else "drifted away from"
             out.append(f"{arm.name} {where} its demonstration mix (total-variation distance {tv:.2f}).")
+        if arm.prior_share and arm.shares:
+            top, prior_top = max(arm.prior_share.items(), key=lambda kv: kv[1])
+            now = arm.shares.get(top, 0.0)
+            absent = sorted(s for s in arm.shares if s != "other" and arm.prior_share.get(s, 0.0) == 0.0
+                            and arm.shares[s] > 0)
+            out.append(f"{arm.name}: the prior's dominant strategy ({top}) takes {now:.0%} of its samples vs "
+                       f"{prior_top:.0%} of the pretraining demos (total-variation distance to the prior mix "
+                       f"{total_variation(arm.shares, arm.prior_share):.2f})"
+                       + (f"; strategies absent from the prior appear: {', '.join(absent)}." if absent else "."))
     few = [a.name for a in data.arms if a.name != BASE and len(a.runs) < 3]
     if few:
         out.append(f"Fewer than 3 seeds for {', '.join(few)}: treat their comparisons as anecdotes.")
@@ -231,6 +240,7 @@ def to_json(data: StudyData, findings: list[str]) -> dict:
                               "table": {k: est(e) for k, e in a.table.items()},
                               "passk": {str(k): est(e) for k, e in a.passk.items()},
                               "strategy_share": a.shares, "demo_strategy_share": a.demo_share,
+                              "prior_strategy_share": a.prior_share,
                               "solvable_overlap_with_base": a.overlap} for a in data.arms}}
 
 

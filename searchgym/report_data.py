@@ -52,6 +52,7 @@ class RunData:
     trajectories: list[Trajectory]
     metrics: list[dict]
     demo_share: dict[str, float] | None = None
+    prior_share: dict[str, float] | None = None
 
 
 @dataclass
@@ -78,6 +79,7 @@ class ArmSummary:
     curves: dict[str, list[tuple[float, float, float, float]]]  # panel -> [(step, mean, min, max)]
     overlap: dict[str, float] | None = None  # solvable-set overlap with the base arm (mean over run pairs)
     demo_share: dict[str, float] | None = None
+    prior_share: dict[str, float] | None = None  # the realised strategy mix a prior-lab base was pretrained on
 
     @property
     def seeds(self) -> list[int]:
@@ -110,7 +112,8 @@ def _recipe_seed(folder: Path) -> int:
 
 
 def _load_run(arm: str, seed: int, folder: Path) -> RunData:
-    return RunData(arm, seed, folder, list(read_trajectories(folder)), read_metrics(folder), demo_strategy_share(folder))
+    return RunData(arm, seed, folder, list(read_trajectories(folder)), read_metrics(folder),
+                   demo_strategy_share(folder), prior_strategy_share(folder))
 
 
 def discover_runs(paths: list[Path]) -> list[RunData]:
@@ -200,6 +203,34 @@ def demo_strategy_share(folder: Path) -> dict[str, float] | None:
             share = json.loads(summary.read_text(encoding="utf-8")).get("demo_strategy_share")
         except (json.JSONDecodeError, AttributeError):
             share = None
+        if share:
+            return _normalise({str(k): float(v) for k, v in share.items()})
+    return None
+
+
+def prior_strategy_share(folder: Path) -> dict[str, float] | None:
+    """The realised strategy mix of a prior-lab base model: ``stages/pretrain/prior_mix.json`` of a run that
+    pretrained its own prior, else the ``prior_mix.json`` next to the model folder its recipe's
+    ``model.base`` names (a study's shared prior). None for any other base model.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()); (d / "stages" / "pretrain").mkdir(parents=True)
+    >>> _ = (d / "stages" / "pretrain" / "prior_mix.json").write_text('{"realised": {"b": 1, "a": 3}}')
+    >>> prior_strategy_share(d)
+    {'a': 0.75, 'b': 0.25}
+    """
+    folder = Path(folder)
+    candidates = [folder / "stages" / "pretrain" / "prior_mix.json"]
+    try:
+        base = tomllib.loads((folder / "recipe.toml").read_text(encoding="utf-8")).get("model", {}).get("base")
+    except (OSError, tomllib.TOMLDecodeError):
+        base = None
+    if isinstance(base, str) and base:
+        candidates.append(Path(base).parent / "prior_mix.json")
+    for path in candidates:
+        try:
+            share = json.loads(path.read_text(encoding="utf-8")).get("realised")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
         if share:
             return _normalise({str(k): float(v) for k, v in share.items()})
     return None
@@ -323,8 +354,10 @@ def summarise(runs: list[RunData]) -> StudyData:
             passk[k] = Estimate(*bootstrap_ci(per_q, n_boot=1000), "bootstrap over questions")
         strategies = Counter(t.strategy or "other" for r in arm_runs for t in r.trajectories if t.task_id in tasks)
         demo = next((r.demo_share for r in arm_runs if r.demo_share), None)
+        prior = next((r.prior_share for r in arm_runs if r.prior_share), None)
         arms.append(ArmSummary(name, arm_runs, metered, table, passk, _normalise(dict(strategies)),
-                               training_curves([r.metrics for r in arm_runs]), demo_share=demo))
+                               training_curves([r.metrics for r in arm_runs]), demo_share=demo,
+                               prior_share=prior))
     if BASE in counts:
         for arm in arms:
             if arm.name != BASE:

@@ -135,7 +135,12 @@ def passk_figure(data: StudyData) -> bytes | None:
 def strategy_figure(data: StudyData) -> bytes | None:
     """Strategy share per arm (stacked bars), next to the demonstration mixes the runs recorded."""
     bars = [(a.name, a.shares) for a in data.arms if a.shares]
-    demos = []
+    demos = []  # reference mixes: what each arm was pretrained on (prior lab) and fine-tuned on (demos)
+    priors = [a for a in data.arms if a.prior_share]
+    for a in priors:
+        if all(a.prior_share != d for _, d in demos):
+            label = "prior" if all(p.prior_share == a.prior_share for p in priors) else f"prior of\n{a.name}"
+            demos.append((label, a.prior_share))
     for a in data.arms:
         if a.demo_share and all(a.demo_share != d for _, d in demos):
             demos.append((f"demos of\n{a.name}", a.demo_share))
@@ -163,7 +168,7 @@ def strategy_figure(data: StudyData) -> bytes | None:
         ax.axvline(len(bars) - 0.25, color="#999999", lw=1, ls=":")
     ax.set_ylabel(f"share of samples (n = {data.n} per question, seeds pooled)")
     ax.set_ylim(0, 1)
-    ax.set_title("Strategy share per arm" + (" vs the demonstration mix" if demos else ""), fontsize=11)
+    ax.set_title("Strategy share per arm" + (" vs the prior / demonstration mix" if demos else ""), fontsize=11)
     ax.legend(title="strategy", frameon=False, fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return _png(fig)

@@ -5,6 +5,10 @@ A study file (``agents/breadth-study.toml``) names arms — each a base recipe i
 overrides every arm, so all arms are evaluated on the same held-out questions at the same n and decoding.
 Runs land in ``<study>/<arm>/seed<k>/`` (normal run folders); a ``done.json`` marker written after the
 trajectories makes re-running the same command skip finished runs, so a crash loses only the run in progress.
+
+A study may also name a ``prior``: a prior-lab recipe (``stages = ["pretrain"]``) pretrained once, before
+any arm, into ``<study>/prior/``; every arm then starts from that model (``model.base`` points at it), so
+the arms differ only in how they were trained on top of one controlled prior.
 """
 
 from __future__ import annotations
@@ -52,20 +56,23 @@ class Study:
     eval: dict  # every EvalConfig field: replaces each arm's [eval] whole (unset keys take the defaults)
     overrides: list[str]  # applied to every arm, after the arm's own
     arms: list[Arm]
+    prior: Path | None = None  # a pretrain-only recipe every arm starts from (see run_study)
 
-    def runs(self) -> list[RunSpec]:
-        """Arm × seed expansion, in file order (arms first, seeds within), with each run's overrides."""
+    def runs(self, prior_model: str | Path | None = None) -> list[RunSpec]:
+        """Arm × seed expansion, in file order (arms first, seeds within), with each run's overrides;
+        ``prior_model`` (the pretrained prior's folder) becomes every arm's ``model.base``."""
         out = []
+        base = (f"model.base={_literal(str(Path(prior_model).resolve()))}",) if prior_model else ()
         for arm in self.arms:
             for seed in arm.seeds if arm.seeds is not None else self.seeds:
-                overrides = (*arm.overrides, *self.overrides, f"seed={seed}",
+                overrides = (*arm.overrides, *self.overrides, *base, f"seed={seed}",
                              *(f"eval.{k}={_literal(v)}" for k, v in self.eval.items()))
                 out.append(RunSpec(arm.name, seed, arm.recipe, tuple(overrides), arm.train))
         return out
 
     def to_dict(self) -> dict:
         return {"name": self.name, "preset": self.preset, "seeds": self.seeds, "overrides": self.overrides,
-                "eval": self.eval,
+                "prior": str(self.prior) if self.prior else None, "eval": self.eval,
                 "arms": {a.name: {"recipe": str(a.recipe), "train": a.train, "overrides": a.overrides,
                                   "seeds": a.seeds if a.seeds is not None else self.seeds} for a in self.arms}}
 
@@ -105,7 +112,7 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
     path = Path(path)
     data = read_toml(path, StudyError, f"no study file at {path}; see agents/breadth-study.toml")
     presets = data.pop("presets", {})
-    allowed = {"name", "seeds", "eval", "overrides", "arms", "default_preset", "description"}
+    allowed = {"name", "seeds", "eval", "overrides", "arms", "default_preset", "description", "prior"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise StudyError(f"{path}: unknown key {unknown[0]!r}; allowed: {sorted(allowed)}")
@@ -115,10 +122,10 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
         if preset not in presets:
             raise StudyError(f"{path}: no preset {preset!r}; choose one of {sorted(presets)}")
         chosen = presets[preset]
-        bad = sorted(set(chosen) - {"seeds", "arms", "eval", "overrides", "description"})
+        bad = sorted(set(chosen) - {"seeds", "arms", "eval", "overrides", "description", "prior"})
         if bad:
             raise StudyError(f"{path}: [presets.{preset}] unknown key {bad[0]!r}; allowed: arms, eval, "
-                             "overrides, seeds")
+                             "overrides, prior, seeds")
     arms_table = data.get("arms") or {}
     if not arms_table:
         raise StudyError(f"{path}: define at least one arm, e.g. [arms.grpo] recipe = \"agents/grpo.toml\"")
@@ -136,8 +143,23 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
     seeds = list(chosen.get("seeds", data.get("seeds", [0, 1, 2])))
     if not seeds or len(set(seeds)) != len(seeds):
         raise StudyError(f"{path}: seeds must be distinct and non-empty, got {seeds}")
+    prior = chosen.get("prior", data.get("prior")) or None  # a preset may switch it off with prior = ""
+    if prior is not None:
+        prior = _recipe_path(str(prior), path)
+        if not prior.is_file():
+            raise StudyError(f"{path}: prior = {str(prior)!r} is not a file; name a recipe with stages = "
+                             "[\"pretrain\"], e.g. agents/prior-study.toml")
     return Study(name=data.get("name", path.stem), preset=preset, seeds=seeds, eval=eval_,
-                 overrides=[*data.get("overrides", []), *chosen.get("overrides", []), *overrides], arms=arms)
+                 overrides=[*data.get("overrides", []), *chosen.get("overrides", []), *overrides], arms=arms,
+                 prior=prior)
+
+
+def _recipe_path(name: str, study_path: Path) -> Path:
+    """Relative to the working folder (the repository root) or, failing that, to the study file."""
+    recipe = Path(name)
+    if not recipe.is_absolute() and not recipe.exists() and (study_path.parent / recipe).exists():
+        recipe = study_path.parent / recipe
+    return recipe
 
 
 def _arm(name: str, table: dict, study_path: Path) -> Arm:
@@ -147,20 +169,33 @@ def _arm(name: str, table: dict, study_path: Path) -> Arm:
     if bad or "recipe" not in table:
         raise StudyError(f"{study_path}: [arms.{name}] needs recipe = \"agents/<name>.toml\" and allows only "
                          f"recipe, overrides, train, seeds{f' (got {bad[0]!r})' if bad else ''}")
-    recipe = Path(table["recipe"])
-    if not recipe.is_absolute() and not recipe.exists() and (study_path.parent / recipe).exists():
-        recipe = study_path.parent / recipe
-    return Arm(name=name, recipe=recipe, overrides=list(table.get("overrides", [])),
+    return Arm(name=name, recipe=_recipe_path(table["recipe"], study_path), overrides=list(table.get("overrides", [])),
                train=bool(table.get("train", True)), seeds=table.get("seeds"))
 
 
 # ---- 2. resolving and checking every run before anything trains ------------------------------------
 
-def resolve(study: Study) -> dict[RunSpec, Recipe]:
+def prior_recipe(study: Study) -> Recipe | None:
+    """The study's prior recipe with the study's overrides (same env as the arms), seed 0: one prior for
+    all arms and seeds, so seeds vary the training on top of it, not the prior itself."""
+    if study.prior is None:
+        return None
+    try:
+        recipe = load_recipe(study.prior, [*study.overrides, "seed=0"])
+    except RecipeError as e:
+        raise StudyError(f"prior {study.prior}: {e}") from None
+    if recipe.stages != ["pretrain"]:
+        raise StudyError(f"prior {study.prior}: stages must be [\"pretrain\"] (the arms do the training), "
+                         f"got {recipe.stages}")
+    return recipe
+
+
+def resolve(study: Study, prior_model: str | Path | None = None) -> dict[RunSpec, Recipe]:
     """Load and validate every run's recipe, then check the study's promises hold across arms: one env,
     one eval config, and one SFT information budget. Fails before any training starts."""
     recipes: dict[RunSpec, Recipe] = {}
-    for run in study.runs():
+    prior = prior_recipe(study)
+    for run in study.runs(prior_model):
         try:
             recipes[run] = load_recipe(run.recipe, run.overrides)
         except RecipeError as e:
@@ -181,14 +216,17 @@ def resolve(study: Study) -> dict[RunSpec, Recipe]:
             if a != b:
                 raise StudyError(f"SFT arms must share one information budget: arm {run.arm!r} has sft.{key}={a} "
                                  f"but arm {sft[0][0].arm!r} has {b}; set sft.{key} in the study's overrides")
+    if prior is not None and (prior.env.id, prior.env.kwargs) != (first.env.id, first.env.kwargs):
+        raise StudyError(f"the prior {study.prior} uses env {prior.env.id} {prior.env.kwargs} but the arms use "
+                         f"{first.env.id} {first.env.kwargs}; put env.id / env.kwargs in the study's overrides")
     return recipes
 
 
 # ---- 3. running: skip what is done, redo what a crash interrupted ----------------------------------
 
-def is_done(run_dir: Path) -> bool:
+def is_done(run_dir: Path, marker_only: bool = False) -> bool:
     """A finished run: the done marker and its trajectories (the marker is written last)."""
-    return (Path(run_dir) / DONE).is_file() and (Path(run_dir) / "trajectories.jsonl").is_file()
+    return (Path(run_dir) / DONE).is_file() and (marker_only or (Path(run_dir) / "trajectories.jsonl").is_file())
 
 
 def _train(run: RunSpec, recipe: Recipe, run_dir: Path) -> None:
@@ -214,16 +252,40 @@ def _evaluate_base(run: RunSpec, recipe: Recipe, run_dir: Path) -> None:
     evaluate_run(recipe, run_dir, model, tokenizer)  # eval.baseline is false in a study: no adapter needed
 
 
+def _pretrain_prior(recipe: Recipe, prior_dir: Path) -> None:
+    from searchgym.runs import write_text
+    from searchgym.train.pretrain import run_pretrain
+
+    prior_dir.mkdir(parents=True, exist_ok=True)
+    write_text(prior_dir, "recipe.toml", recipe.to_toml())
+    run_pretrain(recipe, prior_dir, resume=True)  # resume: continues from its last checkpoint after a crash
+
+
 def run_study(study: Study, out: str | Path, *, train: Callable | None = None, evaluate: Callable | None = None,
-              log: Callable[[str], None] = print) -> list[Path]:
+              pretrain: Callable | None = None, log: Callable[[str], None] = print) -> list[Path]:
     """Run every arm × seed not yet done; returns the run folders in study order.
 
     ``train`` / ``evaluate`` (run, recipe, run_dir) do one trained / untrained run (default: `train_command`
-    and `eval_command`); tests pass fakes.
+    and `eval_command`); ``pretrain`` (recipe, prior_dir) builds the study's prior; tests pass fakes.
     """
+    from searchgym.train.pretrain import model_dir
+
     out, train, evaluate = Path(out), train or _train, evaluate or _evaluate_base
-    recipes = resolve(study)
+    prior_dir = out / "prior"
+    recipes = resolve(study, model_dir(prior_dir) if study.prior else None)
     _claim(out, study)
+    if study.prior is not None:
+        if is_done(prior_dir, marker_only=True):
+            log(f"prior: done already ({model_dir(prior_dir)})")
+        else:
+            log(f"prior: pretraining {study.prior} → {prior_dir}")
+            start = time.time()
+            (pretrain or _pretrain_prior)(prior_recipe(study), prior_dir)
+            if not model_dir(prior_dir).is_dir():
+                raise StudyError(f"the prior finished without {model_dir(prior_dir)}")
+            marker = {"recipe": str(study.prior), "seconds": round(time.time() - start, 1),
+                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            atomic_write(prior_dir / DONE, json.dumps(marker, indent=2).encode("utf-8"))
     folders = []
     for i, (run, recipe) in enumerate(recipes.items(), 1):
         run_dir = run.folder(out)

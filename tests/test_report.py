@@ -175,3 +175,24 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
                          capture_output=True, text=True, timeout=120).stdout
     assert 'data-figures-loaded="3"' in dom  # every embedded figure decoded with a non-zero size
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_a_prior_lab_base_shows_its_strategy_mix_beside_the_arms(tmp_path):
+    """Runs on a pretrained prior (their own stages/pretrain, or a study's shared prior named by model.base)
+    carry the prior's realised mix into the summary, the figure and the verdict."""
+    prior_model = tmp_path / "prior" / "stages" / "pretrain" / "model"
+    prior_model.mkdir(parents=True)
+    (prior_model.parent / "prior_mix.json").write_text(json.dumps({"realised": {"forward": 0.5, "verify": 0.5}}))
+    for arm in ("base", "grpo"):
+        for seed in range(2):
+            run = make_run(tmp_path / arm / f"seed{seed}", arm, seed)
+            (run / "recipe.toml").write_text(f'[model]\nbase = "{prior_model}"\n')
+    data = summarise(discover_runs([tmp_path]))
+    assert data.arm("grpo").prior_share == {"forward": 0.5, "verify": 0.5}
+    findings = " ".join(verdict(data))
+    share = data.arm("grpo").shares["forward"]
+    assert f"the prior's dominant strategy (forward) takes {share:.0%}" in findings
+    assert "strategies absent from the prior appear: question_first" in findings
+    out = report_command([tmp_path])
+    summary = json.loads((out.parent / "report.json").read_text())
+    assert summary["arms"]["grpo"]["prior_strategy_share"] == {"forward": 0.5, "verify": 0.5}

@@ -167,3 +167,35 @@ def test_the_shipped_breadth_study_is_well_formed():
         pytest.skip(f"arm recipes not written yet: {missing}")
     for preset in ("quick", "gpu"):
         resolve(load_study(REPO / "agents" / "breadth-study.toml", preset=preset))
+
+
+def test_a_study_prior_is_pretrained_once_and_becomes_every_arms_base(study_file, tmp_path):
+    (tmp_path / "prior.toml").write_text('stages = ["pretrain"]\n[pretrain]\nmixture = { forward = 1.0 }\n')
+    text = study_file.read_text().replace('name = "mini"', 'name = "mini"\nprior = "prior.toml"')
+    study_file.write_text(text)
+    study = load_study(study_file, preset="tiny")
+    assert study.prior == tmp_path / "prior.toml"
+    built = []
+
+    def fake_pretrain(recipe, prior_dir: Path) -> None:
+        built.append((recipe.seed, recipe.sft.num_questions))  # the study's overrides reach the prior too
+        (prior_dir / "stages" / "pretrain" / "model").mkdir(parents=True)
+
+    out, fake = tmp_path / "out", FakeRuns()
+    run_study(study, out, train=fake, evaluate=fake, pretrain=fake_pretrain, log=lambda _: None)
+    assert built == [(0, 8)] and is_done(out / "prior", marker_only=True)
+    model = str((out / "prior" / "stages" / "pretrain" / "model").resolve())
+    for arm in ("base", "grpo"):
+        recipe = tomllib.loads((out / arm / "seed5" / "recipe.toml").read_text())
+        assert recipe["model"]["base"] == model
+    assert tomllib.loads((out / "study.toml").read_text())["prior"].endswith("prior.toml")
+
+    run_study(study, out, train=fake, evaluate=fake, pretrain=fake_pretrain, log=lambda _: None)
+    assert built == [(0, 8)]  # done once, skipped on resume
+
+    (tmp_path / "prior.toml").write_text('stages = ["pretrain", "sft"]\n[pretrain]\nmixture = { forward = 1.0 }\n')
+    with pytest.raises(StudyError, match=r"stages must be \[\"pretrain\"\]"):
+        resolve(load_study(study_file))
+    study_file.write_text(text.replace('prior = "prior.toml"', 'prior = "nope.toml"'))
+    with pytest.raises(StudyError, match="prior = .*nope.toml.* is not a file"):
+        load_study(study_file)
