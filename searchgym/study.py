@@ -311,18 +311,29 @@ def run_study(study: Study, out: str | Path, *, train: Callable | None = None, e
 
 def _claim(out: Path, study: Study) -> None:
     """Write ``study.toml``, or check an existing one matches: resuming with other settings would mix
-    runs that were not evaluated alike."""
-    text = _dump_toml(study.to_dict())
+    runs that were not evaluated alike. Adding arms or seeds to a study is allowed (the runs already done
+    stay valid); changing anything an earlier run was made with is not."""
+    new = study.to_dict()
     path = out / STUDY_FILE
     if path.exists():
         old = tomllib.loads(path.read_text(encoding="utf-8"))
-        if old != tomllib.loads(text):
-            diff = sorted(k for k in set(old) | set(tomllib.loads(text)) if old.get(k) != tomllib.loads(text).get(k))
+        new_ = tomllib.loads(_dump_toml(new))  # compare like with like (None values are not written)
+        diff = sorted(k for k in set(old) | set(new_) if k not in ("arms", "seeds") and old.get(k) != new_.get(k))
+        for name, arm in old.get("arms", {}).items():
+            now = new_.get("arms", {}).get(name)
+            if now is None:
+                diff.append(f"arms.{name} (removed)")
+            elif {k: v for k, v in now.items() if k != "seeds"} != {k: v for k, v in arm.items() if k != "seeds"} \
+                    or not set(arm["seeds"]) <= set(now["seeds"]):
+                diff.append(f"arms.{name}")
+        if diff:
             raise StudyError(f"{out} holds a study run with different settings (differs in: {', '.join(diff)}); "
-                             "pass --out NEW_FOLDER, or delete the old folder to start over")
-        return
+                             "pass --out NEW_FOLDER, or delete the old folder to start over (adding arms or "
+                             "seeds is fine)")
+        if old == new_:
+            return
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, text.encode("utf-8"))
+    atomic_write(path, _dump_toml(new).encode("utf-8"))
 
 
 def _dump_toml(data: dict, prefix: str = "") -> str:

@@ -141,6 +141,18 @@ def test_resume_skips_finished_runs_and_a_crash_loses_only_the_run_in_progress(s
     with pytest.raises(StudyError, match="different settings"):
         run_study(load_study(study_file, overrides=["grpo.steps=9"]), out, train=again, evaluate=again)
 
+    # Adding an arm (or a seed) to a finished study runs only what is new.
+    text = study_file.read_text()
+    study_file.write_text(text.replace("[presets.tiny]", '[arms.kl]\nrecipe = "grpo.toml"\n'
+                                       'overrides = ["grpo.beta=0.1"]\n[presets.tiny]'))
+    more = FakeRuns()
+    run_study(load_study(study_file), out, train=more, evaluate=more, log=lambda _: None)
+    assert more.calls == [("kl", 0, True), ("kl", 1, True), ("kl", 2, True)]
+    assert "kl" in tomllib.loads((out / "study.toml").read_text())["arms"]
+    study_file.write_text(text.replace('recipe = "narrow.toml"', 'recipe = "narrow.toml"\noverrides = ["x=1"]'))
+    with pytest.raises(StudyError, match=r"arms.narrow.*arms.kl \(removed\)"):
+        _ = study_mod._claim(out, load_study(study_file))
+
 
 def test_experiment_command_runs_and_reports(study_file, tmp_path, monkeypatch):
     fake = FakeRuns()

@@ -200,7 +200,9 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, *, progress: b
         folder.mkdir(parents=True, exist_ok=True)
         write_trajectories(folder / "trajectories.jsonl", trajectories)
         summaries[label] = eval_summary(trajectories)
-    title = f"{recipe.name}: {recipe.model.base} + {'+'.join(recipe.stages)} on {recipe.env.id} ({e.split})"
+    base = "a prior pretrained from scratch" if recipe.stages[0] == "pretrain" else recipe.model.base
+    trained = "+".join(s for s in recipe.stages if s != "pretrain")
+    title = f"{recipe.name}: {base}{f' + {trained}' if trained else ''} on {recipe.env.id} ({e.split})"
     write_text(run_dir, "summary.md", summary_markdown(title, summaries["trained"], summaries.get("base")))
     atomic_write(run_dir / "eval.json", json.dumps(summaries, indent=2, default=float).encode("utf-8"))
     append_metrics(run_dir, {"stage": "eval", "step": -1, **{f"eval/{label}_{k}": v for label, s in summaries.items()
