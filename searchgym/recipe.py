@@ -122,7 +122,8 @@ class MeterConfig:
     # Optimizer steps between live meter probes (0 = off); there is also a probe at train begin (the baseline)
     # and one at the end. A probe samples probe_questions x samples eval episodes, costing roughly a few GRPO
     # steps or many SFT steps; every = 100 keeps the periodic probes to a few percent of GRPO training time
-    # (benchmarks/meters.py measures it). Lower it for finer collapse curves, at proportional cost.
+    # (benchmarks/meters.py measures it). Lower it for finer collapse curves, at proportional cost; with the
+    # prior lab's tiny models a step costs ~1.5-3.5 s and a probe ~20 s: raise it (benchmarks/README.md).
     every: int = 100
     probe_questions: int = 8
     samples: int = 4
