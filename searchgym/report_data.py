@@ -224,7 +224,7 @@ def prior_strategy_share(folder: Path) -> dict[str, float] | None:
         base = tomllib.loads((folder / "recipe.toml").read_text(encoding="utf-8")).get("model", {}).get("base")
     except (OSError, tomllib.TOMLDecodeError):
         base = None
-    if isinstance(base, str) and base:
+    if isinstance(base, str) and base and Path(base).is_dir():  # a model folder, not an alias or a hub id
         candidates.append(Path(base).parent / "prior_mix.json")
     for path in candidates:
         try:

@@ -177,7 +177,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
 
 
-def test_a_prior_lab_base_shows_its_strategy_mix_beside_the_arms(tmp_path):
+def test_a_prior_lab_base_shows_its_strategy_mix_beside_the_arms(tmp_path, monkeypatch):
     """Runs on a pretrained prior (their own stages/pretrain, or a study's shared prior named by model.base)
     carry the prior's realised mix into the summary, the figure and the verdict."""
     prior_model = tmp_path / "prior" / "stages" / "pretrain" / "model"
@@ -196,3 +196,11 @@ def test_a_prior_lab_base_shows_its_strategy_mix_beside_the_arms(tmp_path):
     out = report_command([tmp_path])
     summary = json.loads((out.parent / "report.json").read_text())
     assert summary["arms"]["grpo"]["prior_strategy_share"] == {"forward": 0.5, "verify": 0.5}
+
+    # A base named by alias or hub id is no prior, whatever lies in the working folder.
+    from searchgym.report_data import prior_strategy_share
+
+    monkeypatch.chdir(prior_model.parent)
+    other = make_run(tmp_path / "smol", "base", 0)
+    (other / "recipe.toml").write_text('[model]\nbase = "smollm2-135m-instruct"\n')
+    assert prior_strategy_share(other) is None
