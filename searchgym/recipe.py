@@ -120,11 +120,13 @@ class EvalConfig:
 @dataclass
 class MeterConfig:
     # Optimizer steps between live meter probes (0 = off); there is also a probe at train begin (the baseline)
-    # and one at the end. A probe samples probe_questions x samples eval episodes, costing roughly a few GRPO
-    # steps or many SFT steps; every = 100 keeps the periodic probes to a few percent of GRPO training time
-    # (benchmarks/meters.py measures it). Lower it for finer collapse curves, at proportional cost; with the
-    # prior lab's tiny models a step costs ~1.5-3.5 s and a probe ~20 s: raise it (benchmarks/README.md).
+    # and one at the end. A probe samples probe_questions x samples eval episodes: a few GRPO steps' worth
+    # of time for SmolLM2, but ~100 SFT steps of a prior-lab model (benchmarks/README.md).
     every: int = 100
+    # The probes' time budget as a fraction of training time: a scheduled probe (not the baseline) is skipped
+    # when it would push probe time above this share; the next multiple of `every` tries again. 0 = probe
+    # strictly every `every` steps, whatever it costs (finer curves on cheap models).
+    max_overhead: float = 0.05
     probe_questions: int = 8
     samples: int = 4
     alarms: list = field(default_factory=list)  # [{rule = "relative_drop", key = "...", fraction = 0.5}]
@@ -179,6 +181,9 @@ class Recipe:
             raise RecipeError(f"grpo.beta: the KL coefficient must be >= 0, got {g.beta}")
         if g.ref_reset_steps and not g.beta:
             raise RecipeError("grpo.ref_reset_steps: reference resets need a reference model; set grpo.beta > 0")
+        if not 0 <= self.meters.max_overhead < 1:
+            raise RecipeError(f"meters.max_overhead: a fraction of training time in [0, 1) (0 = probe on "
+                              f"schedule whatever it costs), got {self.meters.max_overhead}")
         return self
 
     def to_dict(self) -> dict:

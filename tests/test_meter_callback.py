@@ -33,7 +33,8 @@ def tiny_recipe(**meters) -> object:
         "model": {"base": "tiny"}, "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
         "env": {"id": "searchgym/SyntheticWorld-Easy-v0", "kwargs": SMALL_WORLD},
         "eval": {"temperature": 1.0, "max_turns": 2, "max_new_tokens": 8, "batch_size": 8},
-        "meters": {"every": EVERY, "probe_questions": 2, "samples": 2, **meters},
+        # max_overhead 0: this run tests the schedule itself (its probes cost more than its 5 tiny steps)
+        "meters": {"every": EVERY, "probe_questions": 2, "samples": 2, "max_overhead": 0, **meters},
     })
 
 
@@ -137,7 +138,7 @@ def _drive(callback: DiversityCallback, steps: int) -> list[TrainerControl]:
 
 def _callback(tmp_path, rules, save_on_alarm=True) -> DiversityCallback:
     return DiversityCallback(tmp_path, tokenizer=None, env_id="unused", every=1, rules=rules,
-                             save_on_alarm=save_on_alarm, stage="grpo")
+                             save_on_alarm=save_on_alarm, stage="grpo", max_overhead=0)
 
 
 COLLAPSE = [{"diversity/strategy_entropy_mm": h, "reward/zero_var_frac": z}
@@ -192,12 +193,94 @@ def test_a_resumed_run_compares_with_the_original_baseline(tmp_path, monkeypatch
     assert [(e.step, e.key) for e in resumed.events] == [(2, "diversity/strategy_entropy_mm")]
 
 
+class FakeClock:
+    """Wall time that advances only when told: a training step costs ``step`` s, a probe ``probe`` s."""
+
+    def __init__(self, step: float, probe: float):
+        self.now, self.step, self.probe = 0.0, step, probe
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _budgeted(tmp_path, monkeypatch, clock: FakeClock, every: int, max_overhead: float) -> DiversityCallback:
+    callback = DiversityCallback(tmp_path, tokenizer=None, env_id="unused", every=every, rules=[],
+                                 stage="sft", max_overhead=max_overhead, clock=clock)
+
+    def measure(model):
+        clock.now += clock.probe
+        return {"diversity/strategy_entropy_mm": 1.0}, []
+
+    monkeypatch.setattr(callback, "measure", measure)
+    return callback
+
+
+def _train(callback: DiversityCallback, clock: FakeClock, steps: int) -> list[int]:
+    """Drive a run of ``steps`` steps on the fake clock; returns the probed steps."""
+    from trl import SFTConfig
+
+    args = SFTConfig(output_dir=str(callback.run_dir / "out"), report_to="none", use_cpu=True)
+    state = TrainerState(max_steps=steps)
+    callback.on_train_begin(args, state, TrainerControl(), model=None)
+    for step in range(1, steps + 1):
+        clock.now += clock.step
+        state.global_step = step
+        callback.on_step_end(args, state, TrainerControl(), model=None)
+    callback.on_train_end(args, state, TrainerControl(), model=None)
+    return [r["step"] for r in read_metrics(callback.run_dir) if r.get("probe")]
+
+
+def test_the_overhead_budget_skips_probes_a_cheap_step_cannot_pay_for(tmp_path, monkeypatch):
+    # A prior-lab-like model: 1.5 s per step, 20 s per probe, a probe scheduled every 10 steps. Probes on
+    # schedule would cost 20 / 15 = 133% of training; under a 5% budget (probe time incl. the baseline
+    # <= 5% of training time) the next probe waits until training time reaches 40 s / 0.05 = 800 s.
+    clock = FakeClock(step=1.5, probe=20.0)
+    callback = _budgeted(tmp_path, monkeypatch, clock, every=10, max_overhead=0.05)
+    probed = _train(callback, clock, steps=1000)
+    assert probed[0] == 0 and probed[1] == 540  # 2 x 20 s <= 0.05 x 1.5 x 540 = 40.5 s (530: 39.75)
+    train_seconds = 1000 * 1.5
+    assert callback.probe_seconds / train_seconds <= 0.05 + 20 / train_seconds  # within one probe of budget
+    assert all(s % 10 == 0 for s in probed[1:])  # skipped probes wait for the grid: seeds stay aligned
+    assert len(callback.skipped) == 100 + 1 - len(probed)
+    rows = [r for r in read_metrics(tmp_path) if r.get("probe")]
+    assert rows[-1]["time/probe_overhead"] <= 0.05
+
+
+def test_an_expensive_step_probes_on_schedule_within_budget(tmp_path, monkeypatch):
+    # SmolLM2-like GRPO at the default interval: 160 s per step, 60 s per probe, every 100 steps: the
+    # baseline and one probe per 16,000 s of training are 0.75%.
+    clock = FakeClock(step=160.0, probe=60.0)
+    callback = _budgeted(tmp_path, monkeypatch, clock, every=100, max_overhead=0.05)
+    assert _train(callback, clock, steps=300) == [0, 100, 200, 300] and not callback.skipped
+    # every 10 steps: the baseline's 60 s + 60 s > 5% of 1,600 s, so step 10 waits for step 20 (120 <= 160)
+    clock = FakeClock(step=160.0, probe=60.0)
+    (tmp_path / "b").mkdir()
+    callback = _budgeted(tmp_path / "b", monkeypatch, clock, every=10, max_overhead=0.05)
+    assert _train(callback, clock, steps=40) == [0, 20, 30, 40] and callback.skipped == [10]
+
+
+def test_no_budget_probes_strictly_on_schedule(tmp_path, monkeypatch):
+    clock = FakeClock(step=1.5, probe=20.0)
+    callback = _budgeted(tmp_path, monkeypatch, clock, every=10, max_overhead=0)
+    assert _train(callback, clock, steps=25) == [0, 10, 20, 25]
+
+
+def test_max_overhead_is_validated():
+    with pytest.raises(ValueError, match="max_overhead"):
+        DiversityCallback("unused", tokenizer=None, env_id="unused", every=1, max_overhead=1.5)
+    from searchgym.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match="meters.max_overhead"):
+        tiny_recipe(max_overhead=-0.1)
+
+
 def test_make_diversity_callback_reads_the_recipe(tmp_path):
     assert make_diversity_callback(tiny_recipe(every=0), tmp_path, tokenizer=None) is None
     callback = make_diversity_callback(
         tiny_recipe(alarms=[{"rule": "mode_collapse", "key": "search/calls_mode_share", "threshold": 0.95}],
                     save_on_alarm=False), tmp_path, tokenizer=None)
     assert callback.every == EVERY and callback.samples == 2 and not callback.save_on_alarm
+    assert callback.max_overhead == 0 and make_diversity_callback(recipe_from_dict({}), tmp_path, None).max_overhead == 0.05
     assert callback.decoding == {"temperature": 1.0, "top_p": 1.0, "max_turns": 2, "max_new_tokens": 8,
                                  "batch_size": 8}
     assert callback.env_kwargs["split"] == "test"

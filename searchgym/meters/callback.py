@@ -5,6 +5,13 @@ At the start of training (the baseline), every ``meters.every`` optimizer steps 
 decoding), meters them with `aggregate`, and logs the values to ``metrics.jsonl`` (rows with
 ``"probe": true``), to the trainer's report_to backends and to ``probes/step<k>.jsonl``. After each probe
 the collapse alarms run over the probe history; an alarm is logged once, warned, and may save a checkpoint.
+
+Probes cost wall time, and how much depends on the model: a probe is a few GRPO steps of SmolLM2 but a
+hundred SFT steps of a prior-lab model. So the schedule has a budget, ``meters.max_overhead`` (default
+0.05): a scheduled probe after the baseline runs only when the time spent probing, this probe included
+(predicted from the last one), stays within that fraction of the time spent training; otherwise it is
+skipped (logged once) and the next multiple of ``every`` tries again. Steps stay on the ``every`` grid,
+so seeds line up in the report. ``max_overhead = 0`` probes strictly on schedule.
 """
 
 from __future__ import annotations
@@ -107,11 +114,13 @@ class DiversityCallback(TrainerCallback):
     def __init__(self, run_dir: str | Path, tokenizer, env_id: str, *, every: int, probe_questions: int = 8,
                  samples: int = 4, seed: int = 0, env_kwargs: dict | None = None, decoding: dict | None = None,
                  rules: Sequence[AlarmRule] = DEFAULT_RULES, save_on_alarm: bool = True,
-                 stage: str | None = None):
+                 stage: str | None = None, max_overhead: float = 0.05, clock=time.perf_counter):
         if every < 1:
             raise ValueError(f"meters.every must be >= 1 for a probe callback (0 = off), got {every}")
         if samples < 1:
             raise ValueError(f"meters.samples must be >= 1, got {samples}")
+        if not 0 <= max_overhead < 1:
+            raise ValueError(f"meters.max_overhead must be in [0, 1) (0 = no budget), got {max_overhead}")
         self.run_dir, self.tokenizer, self.env_id = Path(run_dir), tokenizer, env_id
         self.every, self.probe_questions, self.samples, self.seed = every, probe_questions, samples, seed
         self.env_kwargs = {**(env_kwargs or {}), "split": "test"}  # held out: never a training question
@@ -123,6 +132,12 @@ class DiversityCallback(TrainerCallback):
         self._task_ids: list[str] | None = None
         self._handler = None  # the trainer's CallbackHandler, set by attach()
         self._last_step: int | None = None
+        # The overhead budget: wall time since train begin, of which probe_seconds went to probes.
+        self.max_overhead, self.clock = max_overhead, clock
+        self._t0: float | None = None
+        self.probe_seconds = 0.0
+        self._last_probe_seconds = 0.0
+        self.skipped: list[int] = []  # scheduled steps skipped by the budget
 
     # ---- wiring ---------------------------------------------------------------------------------------
 
@@ -166,10 +181,12 @@ class DiversityCallback(TrainerCallback):
         if not state.is_world_process_zero:  # one process meters; the others keep training
             return []
         stage = self.stage or _stage_of(args)
-        start = time.perf_counter()
+        start = self.clock()
         values, trajectories = self.measure(model)
-        seconds = time.perf_counter() - start
-        logs = {**meter_logs(values), "time/probe_seconds": seconds}
+        seconds = self.clock() - start
+        self.probe_seconds += seconds
+        self._last_probe_seconds = seconds
+        logs = {**meter_logs(values), "time/probe_seconds": seconds, "time/probe_overhead": self.overhead()}
         if trajectories:
             write_trajectories(self.run_dir / "probes" / f"step{step}.jsonl", trajectories)
         append_metrics(self.run_dir, {"stage": stage, "step": step, "time": time.time(), "probe": True,
@@ -188,6 +205,34 @@ class DiversityCallback(TrainerCallback):
             control.should_save = True  # the trainer saves after on_step_end: a checkpoint at the alarm
         self.events += events
         return events
+
+    # ---- the overhead budget --------------------------------------------------------------------------
+
+    def overhead(self) -> float:
+        """Probe time so far as a fraction of training time so far (NaN before any training happened)."""
+        if self._t0 is None:
+            return math.nan
+        train = self.clock() - self._t0 - self.probe_seconds
+        return self.probe_seconds / train if train > 0 else math.nan
+
+    def affordable(self) -> bool:
+        """Whether one more probe (costed as the last one) keeps probe time within ``max_overhead`` of the
+        training time so far. Always true without a budget."""
+        if not self.max_overhead or self._t0 is None:
+            return True
+        train = self.clock() - self._t0 - self.probe_seconds
+        return self.probe_seconds + self._last_probe_seconds <= self.max_overhead * train
+
+    def _scheduled(self, args, state, control, model, step: int) -> None:
+        if self.affordable():
+            self.probe(args, state, control, model)
+            return
+        if not self.skipped:
+            log.info("diversity probe at step %d skipped: probes would exceed meters.max_overhead = %g of "
+                     "training time (a probe takes %.1f s); later probes run when the budget allows. Raise "
+                     "meters.max_overhead or meters.every, or set max_overhead = 0 to probe on schedule.",
+                     step, self.max_overhead, self._last_probe_seconds)
+        self.skipped.append(step)
 
     def _report(self, args, state, control, logs: dict[str, float]) -> None:
         """Hand the probe values to the report_to callbacks only (not to MetricsLogger: the probe row is
@@ -219,16 +264,22 @@ class DiversityCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._resume_history(self.stage or _stage_of(args), state.global_step)
-        self.probe(args, state, control, model)
+        self._t0, self.probe_seconds = self.clock(), 0.0
+        self.probe(args, state, control, model)  # the baseline: always, the alarms compare against it
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         step = state.global_step
         if step % self.every == 0 or (state.max_steps and step >= state.max_steps):
-            self.probe(args, state, control, model)
+            self._scheduled(args, state, control, model, step)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        if self._last_step != state.global_step:  # stopped early (not at max_steps): probe the final policy
-            self.probe(args, state, control, model)
+        step = state.global_step
+        if self._last_step != step and step not in self.skipped:  # stopped early: probe the final policy
+            self._scheduled(args, state, control, model, step)
+        if self.skipped:
+            log.info("diversity probes: %d scheduled probe(s) skipped by meters.max_overhead = %g; probes took "
+                     "%.1f s, %.1f%% of training time", len(self.skipped), self.max_overhead, self.probe_seconds,
+                     100 * self.overhead())
 
 
 def make_diversity_callback(recipe, run_dir: str | Path, tokenizer, env_id: str | None = None, *,
@@ -248,7 +299,8 @@ def make_diversity_callback(recipe, run_dir: str | Path, tokenizer, env_id: str 
     return DiversityCallback(run_dir, tokenizer, env_id or recipe.env.id, every=m.every,
                              probe_questions=m.probe_questions, samples=m.samples, seed=recipe.seed,
                              env_kwargs=recipe.env.kwargs, decoding=decoding, rules=alarm_rules(m.alarms),
-                             save_on_alarm=getattr(m, "save_on_alarm", True), stage=stage)
+                             save_on_alarm=getattr(m, "save_on_alarm", True), stage=stage,
+                             max_overhead=m.max_overhead)
 
 
 def _stage_of(args) -> str:
