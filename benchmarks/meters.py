@@ -1,13 +1,17 @@
 """Cost of the live diversity meters: the same short LoRA SFT run without and with `DiversityCallback`.
 
-    python benchmarks/meters.py [--quick] [--model tiny|smollm2-135m-instruct] [--steps N] [--every K]
+    python benchmarks/meters.py [--quick] [--model tiny|smollm2-135m-instruct|PATH] [--steps N] [--every K]
+                                [--max-overhead F]
 
 Both runs train the same model on the same demo rows (scripted demonstrators played through a small
 synthetic world) with the default recipe's SFT settings; the second adds the callback at ``--every``
 (default: the recipe default, ``MeterConfig.every``) with the default probe (questions x samples, the
-recipe's eval decoding). Prints a table, then (last line) JSON with ``"meter_overhead"`` =
-(t_with - t_without) / t_without (target <= 0.05 at the default interval) and the overhead projected for
-a default-length run from the measured step and probe times.
+recipe's eval decoding) and the default time budget (``MeterConfig.max_overhead``). ``--model`` may be a
+prior-lab model folder (``runs/<run>/stages/pretrain/model``): its steps are cheap and its probes long,
+the case the budget exists for. Prints a table, then (last line) JSON with ``"meter_overhead"`` =
+(t_with - t_without) / t_without (target <= 0.05 at the defaults), the probes taken and skipped, and
+``unbudgeted_overhead``: what the same probes would cost on schedule, from the measured step and probe
+times.
 """
 
 from __future__ import annotations
@@ -47,8 +51,9 @@ def probes_in(steps: int, every: int) -> int:
     return 1 + steps // every + (steps % every != 0)
 
 
-def train_once(recipe: Recipe, dataset, steps: int, run_dir: Path, meters: bool) -> float:
-    """Seconds of ``trainer.train()`` for ``steps`` SFT steps on a fresh model + LoRA (set-up not timed)."""
+def train_once(recipe: Recipe, dataset, steps: int, run_dir: Path, meters: bool) -> tuple[float, list[int]]:
+    """Seconds of ``trainer.train()`` for ``steps`` SFT steps on a fresh model + LoRA (set-up not timed),
+    and the scheduled probe steps the budget skipped."""
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
@@ -63,18 +68,20 @@ def train_once(recipe: Recipe, dataset, steps: int, run_dir: Path, meters: bool)
                       target_modules=lora.target_modules, task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft)
-    if meters:
-        make_diversity_callback(recipe, run_dir, tokenizer).attach(trainer)
+    callback = make_diversity_callback(recipe, run_dir, tokenizer).attach(trainer) if meters else None
     start = time.perf_counter()
     trainer.train()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, (callback.skipped if callback else [])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny", help="tiny (fast) or smollm2-135m-instruct (the default base)")
+    parser.add_argument("--model", default="tiny",
+                        help="tiny (fast), smollm2-135m-instruct (the default base) or a model folder")
     parser.add_argument("--steps", type=int, default=None, help="SFT steps per run (default 100; --quick 8)")
     parser.add_argument("--every", type=int, default=None, help="probe interval (default: MeterConfig.every)")
+    parser.add_argument("--max-overhead", type=float, default=None,
+                        help="probe time budget (default: MeterConfig.max_overhead; 0 = on schedule)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 8 steps of batch 1 and a small probe (2 questions x 2 samples, 2 turns of 16 tokens)")
     args = parser.parse_args()
@@ -82,8 +89,9 @@ def main() -> None:
     defaults = Recipe()
     every = args.every or defaults.meters.every or 50
     steps = args.steps or (8 if args.quick else 100)
+    max_overhead = defaults.meters.max_overhead if args.max_overhead is None else args.max_overhead
     data: dict = {"seed": 0, "model": {"base": args.model}, "env": {"kwargs": SMALL_WORLD},
-                  "meters": {"every": every}}
+                  "meters": {"every": every, "max_overhead": max_overhead}}
     if args.quick:  # smoke-sized steps and probe: the numbers show the mechanics, not the default cost
         data["meters"].update(probe_questions=2, samples=2)
         data["eval"] = {"max_turns": 2, "max_new_tokens": 16}
@@ -96,26 +104,24 @@ def main() -> None:
     dataset = to_dataset(demos)
 
     with tempfile.TemporaryDirectory() as tmp:
-        t_without = train_once(recipe, dataset, steps, Path(tmp, "without"), meters=False)
-        t_with = train_once(recipe, dataset, steps, Path(tmp, "with"), meters=True)
+        t_without, _ = train_once(recipe, dataset, steps, Path(tmp, "without"), meters=False)
+        t_with, skipped = train_once(recipe, dataset, steps, Path(tmp, "with"), meters=True)
         probes = [r for r in read_metrics(Path(tmp, "with")) if r.get("probe")]
     probe_seconds = sum(r["time/probe_seconds"] for r in probes) / len(probes)
     step_seconds = t_without / steps
     overhead = (t_with - t_without) / t_without
-    # The same run at the default recipe's SFT length (num_questions x demos_per_question / batch), from
-    # the measured per-step and per-probe times.
-    default_steps = math.ceil(defaults.sft.num_questions * defaults.sft.demos_per_question
-                              / (defaults.sft.batch_size * defaults.sft.grad_accum))
-    projected = probes_in(default_steps, every) * probe_seconds / (default_steps * step_seconds)
+    # What the probes would cost on schedule, without the budget: baseline, every `every` steps, end.
+    unbudgeted = probes_in(steps, every) * probe_seconds / t_without
     # Interval at which the periodic probes alone cost 5% (baseline and end probes not counted).
     every_for_5pct = math.ceil(probe_seconds / (0.05 * step_seconds))
 
-    result = {"model": args.model, "steps": steps, "every": every, "probes": len(probes),
+    result = {"model": args.model, "steps": steps, "every": every, "max_overhead": max_overhead,
+              "probes": len(probes), "probe_steps": [r["step"] for r in probes], "skipped": len(skipped),
               "probe_questions": recipe.meters.probe_questions, "samples": recipe.meters.samples,
               "t_without_s": round(t_without, 2), "t_with_s": round(t_with, 2),
               "step_seconds": round(step_seconds, 3), "probe_seconds": round(probe_seconds, 2),
-              "meter_overhead": round(overhead, 4), "default_sft_steps": default_steps,
-              "projected_overhead_default_sft": round(projected, 4), "every_for_5pct": every_for_5pct,
+              "meter_overhead": round(overhead, 4), "logged_probe_overhead": probes[-1].get("time/probe_overhead"),
+              "unbudgeted_overhead": round(unbudgeted, 4), "every_for_5pct": every_for_5pct,
               "quick": args.quick}
     width = max(map(len, result))
     print(f"\n{'quantity':<{width}}  value")

@@ -115,7 +115,7 @@ def eval_(model: Annotated[str, typer.Argument(help="model alias, HF folder, or 
 
 @app.command()
 def experiment(study: Annotated[Path, typer.Argument(help="study file, e.g. agents/breadth-study.toml")],
-               preset: Annotated[str | None, typer.Option(help="a [presets.NAME] of the study: quick | gpu")] = None,
+               preset: Annotated[str | None, typer.Option(help="a preset of the study (its presets table), e.g. quick, smollm2 or gpu")] = None,
                out: Annotated[Path | None, typer.Option(help="study folder (default runs/<study>-<preset>)")] = None,
                set_: Annotated[list[str] | None, typer.Option("--set", help="override for every arm: "
                                                                            "section.key=value")] = None,

@@ -107,6 +107,26 @@ def test_tokenizer_round_trips_tool_calls_and_trl_parses_them(pretrained):
                                                    "arguments": {"query": "birthplace of Ilvar Tessa"}}
 
 
+def test_agent_loss_counts_the_assistant_turns_only(pretrained):
+    from searchgym.envs.tools import SearchTools
+    from searchgym.train.pretrain import agent_labels
+    from searchgym.trajectory import read_trajectories
+
+    _, run_dir, _, tokenizer = pretrained
+    demo = next(iter(read_trajectories(run_dir / "stages" / "pretrain" / "demos.jsonl")))
+    text = tokenizer.apply_chat_template(demo.messages, tools=SearchTools.schemas(), tokenize=False)
+    enc = tokenizer(text, return_offsets_mapping=True)
+    labels = agent_labels(text, enc["input_ids"], enc["offset_mapping"])
+    counted = tokenizer.decode([i for i in labels if i != -100])
+    first_query = demo.calls[0]["arguments"]["query"]
+    assert first_query in counted and demo.answer in counted  # the agent's own words count
+    assert demo.question not in counted and "<tool_response>" not in counted  # context does not
+    assert counted.count("<|im_end|>") == sum(m["role"] == "assistant" for m in demo.messages)
+    assert recipe_from_dict({"pretrain": {"loss_on": "agent"}}).pretrain.loss_on == "agent"
+    with pytest.raises(RecipeError, match="pretrain.loss_on"):
+        recipe_from_dict({"pretrain": {"loss_on": "tools"}})
+
+
 def test_prior_mix_file_lists_only_weighted_strategies(pretrained):
     _, run_dir, _, _ = pretrained
     mix = json.loads((run_dir / "stages" / "pretrain" / "prior_mix.json").read_text())
@@ -126,6 +146,15 @@ def test_realised_mixture_matches_the_weights():
     for s, share in expected.items():  # n = 300: 3 standard errors of a share is at most 0.09
         assert abs(realised[s] - share) < 0.09, (s, realised, expected)
     assert all(d.correct and d.strategy == d.meta["demo_strategy"] for d in demos)
+
+
+def test_agent_loss_run_trains_on_the_agent_turns(tmp_path, one_thread):
+    recipe = tiny_recipe(loss_on="agent", num_demos=16, epochs=2, save_steps=100)
+    model, _ = run_pretrain(recipe, tmp_path, progress=False)
+    losses = [loss for _, loss in _losses(tmp_path)]
+    assert len(losses) == 4 and all(0 < x < 20 for x in losses)
+    assert losses[-1] < losses[0]
+    assert (model_dir(tmp_path) / "config.json").exists()
 
 
 def test_max_hops_limits_the_pretraining_questions():

@@ -174,6 +174,27 @@ def chat_texts(demos: Sequence[Trajectory], tokenizer) -> list[str]:
 
 # ---- 3. tokenizer and model -----------------------------------------------------------------------
 
+def agent_labels(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, int]]) -> list[int]:
+    """Labels for ``loss_on = "agent"``: a token counts (label = its id) when it starts inside an assistant
+    turn of the rendered chat ``text`` (after ``<|im_start|>assistant\\n``, up to and including its
+    ``<|im_end|>``); every other token is context (-100).
+
+    >>> text = "<|im_start|>user\\nQ?<|im_end|>\\n<|im_start|>assistant\\nA<|im_end|>\\n"
+    >>> offsets = [(0, 12), (12, 17), (17, 19), (19, 29), (29, 30), (30, 42), (42, 52), (52, 53), (53, 63), (63, 64)]
+    >>> agent_labels(text, list(range(10)), offsets)
+    [-100, -100, -100, -100, -100, -100, -100, 7, 8, -100]
+    """
+    head = f"{BOS}assistant\n"
+    spans, start = [], text.find(head)
+    while start >= 0:
+        begin = start + len(head)
+        end = text.find(EOS, begin)
+        end = len(text) if end < 0 else end + len(EOS)
+        spans.append((begin, end))
+        start = text.find(head, end)
+    return [i if any(a <= s < b for a, b in spans) else -100 for i, (s, _) in zip(ids, offsets, strict=True)]
+
+
 def scaffold_blocks() -> list[str]:
     """The text every conversation repeats verbatim: the system turn with the env's system prompt and tool
     schemas, as the Qwen2.5 template (SFT, rollouts, TRL's GRPO) renders it, minus the ChatML markers."""
@@ -294,7 +315,7 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     latest checkpoint. Trainer logs append to ``run_dir/metrics.jsonl`` (stage "pretrain").
     """
     from datasets import Dataset
-    from transformers import AutoTokenizer, DataCollatorForLanguageModeling, Trainer
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer
 
     from searchgym.models import load_model
     from searchgym.runs import MetricsLogger, append_metrics
@@ -344,13 +365,18 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     n_params = sum(x.numel() for x in model.parameters())
     if progress:
         print(f"pretraining a {n_params / 1e6:.2f}M-parameter model on {len(demos)} demos + {len(docs)} documents")
-    encoded = tokenizer(texts, truncation=True, max_length=p.max_length)
-    dataset = Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+    encoded = tokenizer(texts, truncation=True, max_length=p.max_length, return_offsets_mapping=True)
+    labels = [list(ids) for ids in encoded["input_ids"]]
+    if p.loss_on == "agent":  # conversations come first in texts, documents after
+        labels[:len(demos)] = [agent_labels(t, ids, offsets) for t, ids, offsets in
+                               zip(texts, encoded["input_ids"], encoded["offset_mapping"])]
+    dataset = Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+                                 "labels": labels})
     collate_tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     collate_tokenizer.padding_side = "right"  # causal training: positions must start at 0
     output_dir = run_dir / "checkpoints" / STAGE
     trainer = Trainer(model=model, args=_training_args(recipe, output_dir), train_dataset=dataset,
-                      data_collator=DataCollatorForLanguageModeling(collate_tokenizer, mlm=False),
+                      data_collator=DataCollatorForSeq2Seq(collate_tokenizer, label_pad_token_id=-100),
                       callbacks=[MetricsLogger(run_dir, STAGE)])
     checkpoint = latest_checkpoint(output_dir) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
