@@ -149,10 +149,11 @@ def test_realised_mixture_matches_the_weights():
 
 
 def test_agent_loss_run_trains_on_the_agent_turns(tmp_path, one_thread):
-    recipe = tiny_recipe(loss_on="agent", num_demos=16, epochs=2, save_steps=100)
+    # with documents: they follow the conversations in the training texts and keep their full labels
+    recipe = tiny_recipe(loss_on="agent", num_demos=16, epochs=2, save_steps=100, documents=True)
     model, _ = run_pretrain(recipe, tmp_path, progress=False)
     losses = [loss for _, loss in _losses(tmp_path)]
-    assert len(losses) == 4 and all(0 < x < 20 for x in losses)
+    assert len(losses) >= 4 and all(0 < x < 20 for x in losses)
     assert losses[-1] < losses[0]
     assert (model_dir(tmp_path) / "config.json").exists()
 

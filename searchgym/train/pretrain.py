@@ -367,9 +367,10 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
         print(f"pretraining a {n_params / 1e6:.2f}M-parameter model on {len(demos)} demos + {len(docs)} documents")
     encoded = tokenizer(texts, truncation=True, max_length=p.max_length, return_offsets_mapping=True)
     labels = [list(ids) for ids in encoded["input_ids"]]
-    if p.loss_on == "agent":  # conversations come first in texts, documents after
-        labels[:len(demos)] = [agent_labels(t, ids, offsets) for t, ids, offsets in
-                               zip(texts, encoded["input_ids"], encoded["offset_mapping"])]
+    if p.loss_on == "agent":  # conversations come first in texts, documents (labelled whole) after
+        n = len(demos)
+        labels[:n] = [agent_labels(t, ids, offsets) for t, ids, offsets in
+                      zip(texts[:n], encoded["input_ids"][:n], encoded["offset_mapping"][:n], strict=True)]
     dataset = Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
                                  "labels": labels})
     collate_tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
