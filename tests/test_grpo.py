@@ -39,6 +39,10 @@ def test_adapter_exposes_exactly_the_three_tools_with_searchtools_schemas(factor
     public = {n for n, _ in inspect.getmembers(type(env), predicate=inspect.isfunction) if not n.startswith("_")}
     assert public == {"reset", "get_reward", *TOOL_NAMES}
     assert [get_json_schema(getattr(env, n)) for n in TOOL_NAMES] == SearchTools.schemas()
+    # ... in TRL's order (getmembers sorts by name), which the other paths must render too
+    tools = [n for n, _ in inspect.getmembers(type(env), predicate=inspect.isfunction)
+             if n not in ("reset", "get_reward") and not n.startswith("_")]
+    assert tuple(tools) == TOOL_NAMES
 
 
 def test_reset_same_row_same_episode_and_reward(factory):
@@ -94,6 +98,7 @@ def scripted_generation(tokenizer, gold_by_question):
     """A replacement for `GRPOTrainer._generate_single_turn` playing search -> open -> answer -> stop."""
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     emitted = []  # (row text so far, ids) for every turn, to compare with the loss mask
+    generate_prompts = []  # the first-turn prompts exactly as TRL rendered them
 
     def call(name, **arguments):
         return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
@@ -105,6 +110,7 @@ def scripted_generation(tokenizer, gold_by_question):
             question = text.split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
             turn = text.count("<tool_response>")
             if turn == 0:
+                generate_prompts.append(text)
                 reply = call("search", query=question)
             elif turn == 1:
                 hit = re.search(r"<tool_response>\n\[([^\]]+)\]", text)
@@ -118,6 +124,7 @@ def scripted_generation(tokenizer, gold_by_question):
             emitted.append(out[-1])
         return out, None
 
+    generate.prompts = generate_prompts
     return generate, emitted
 
 
@@ -143,11 +150,22 @@ def run_scripted(tmp_path, monkeypatch, overrides=()):
     monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", capture)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trained = run_grpo(recipe, tmp_path, model, tokenizer)
+    run_scripted.prompts = generate.prompts
     return trained, before, batches, emitted, tokenizer
 
 
 def test_smoke_run_masks_tool_output_trains_lora_and_logs_metrics(tmp_path, monkeypatch):
     model, before, batches, emitted, tokenizer = run_scripted(tmp_path, monkeypatch)
+
+    # TRL renders the prompt exactly as rollouts, SFT and the prior lab's pretraining do: the same system
+    # prompt and the same tools block in the same order (a prior-lab model reads that block as one token).
+    from searchgym.envs.tools import SYSTEM_PROMPT
+
+    question = run_scripted.prompts[0].split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
+    ours = tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM_PROMPT},
+                                          {"role": "user", "content": question}],
+                                         tools=SearchTools.schemas(), add_generation_prompt=True, tokenize=False)
+    assert run_scripted.prompts[0] == ours
 
     # Loss weight: tool-output tokens 0, the model's own tokens 1, checked token by token on a real batch.
     batch, rows_per_batch = batches[0], batches[0]["completion_ids"].shape[0]

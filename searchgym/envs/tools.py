@@ -151,7 +151,10 @@ class SearchTools:
         return [get_json_schema(getattr(SearchTools, n)) for n in TOOL_NAMES]
 
 
-TOOL_NAMES = ("search", "open", "answer")
+# Alphabetical: TRL's GRPOTrainer lists an environment's tools with inspect.getmembers, which sorts by name,
+# and every other path (rollouts, SFT, the prior lab's pretraining) must render the very same tools block.
+# A prior-lab model sees that block as one token; in another order it is ~550 tokens it never read.
+TOOL_NAMES = ("answer", "open", "search")
 
 
 def _fit(text: str, budget: int) -> str:
