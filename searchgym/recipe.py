@@ -64,9 +64,8 @@ class PretrainConfig:
     warmup_steps: int = 20  # linear LR warm-up, then cosine decay: from-scratch training diverges without it
     documents: bool = True  # also train on the world's documents as plain text (the prior knows the world)
     # Which tokens of a conversation the loss counts: "all", or "agent" (the assistant's turns only; the
-    # question, tool results and scaffold are context). Documents always count whole. Measured: with "all"
-    # a prior predicts tool results (memorised documents) at 0.03 nats/token but the names it must copy
-    # into its first query at 0.87: most of its capacity went to the tool results.
+    # question, tool results and scaffold are context). Documents always count whole. Measured
+    # (docs/prior-lab.md): "agent" halves invalid calls but copies names worse; success is the same.
     loss_on: str = "all"
 
 
