@@ -26,13 +26,15 @@ from searchgym.trajectory import Trajectory, read_trajectories
 
 BASE = "base"
 # Training-curve panels: title, y label, metric keys in order of preference (the first one a run logged is
-# used): live meter probes (diversity/…, search/…, reward/…), then what the trainers log themselves.
+# used): live meter probes first (diversity/…, search/…, reward/…: the same held-out questions and decoding
+# for SFT and GRPO arms, so the arms are comparable), then what the trainers log themselves (GRPO's own
+# rollouts on train questions; used only for runs without probes).
 TRAINING_PANELS = (
     ("Token entropy", "nats per token", ("entropy/token", "diversity/token_entropy", "train/entropy")),
     ("Strategy entropy", "nats (Miller–Madow)", ("diversity/strategy_entropy_mm", "diversity/strategy_entropy")),
-    ("Searches per episode", "search calls", ("search/searches_per_episode", "search/calls_mean")),
-    ("Reward", "mean episode reward", ("train/reward", "reward/mean")),
-    ("Reward spread", "std of reward within a group", ("train/reward_std", "reward/std")),
+    ("Tool calls per episode", "tool calls", ("search/calls_mean", "search/tool_calls_per_episode")),
+    ("Reward", "mean episode reward", ("reward/mean", "train/reward")),
+    ("Reward spread", "std of reward within a group", ("reward/std", "train/reward_std")),
 )
 # The table's columns: label, meter key ("{n}" is the fixed n).
 TABLE_METRICS = (

@@ -26,7 +26,7 @@ def test_reset_is_deterministic_and_info_carries_what_meters_need(env):
     assert obs1 == obs2 and info1["task_id"] == info2["task_id"]
     for key in ("gold_answers", "evidence", "difficulty", "strategies", "seen_docs", "trace", "system_prompt", "tools"):
         assert key in info1
-    assert [t["function"]["name"] for t in info1["tools"]] == ["search", "open", "answer"]
+    assert [t["function"]["name"] for t in info1["tools"]] == ["answer", "open", "search"]  # TRL's order
     _, info = env.reset(options={"task_id": "el-sym-O"})
     assert info["question"].endswith("atomic number 8?") and info["gold_answers"] == ["O"]
     with pytest.raises(ValueError, match="unknown task_id"):

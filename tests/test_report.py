@@ -62,7 +62,7 @@ def make_run(folder: Path, arm: str, seed: int, n: int = N, questions: int = QUE
                                         "train/entropy": 1.0 - 0.8 * drop + rng.uniform(-0.03, 0.03),
                                         "train/reward": 0.3 + 0.4 * drop, "train/reward_std": 0.4 * (1 - drop),
                                         "diversity/strategy_entropy_mm": 1.6 * (1 - drop) + 0.05 * seed,
-                                        "search/searches_per_episode": 2.0 - drop})
+                                        "search/tool_calls_per_episode": 2.0 - drop})
     if arm == "sft-diverse":
         (folder / "demos").mkdir(exist_ok=True)
         rows = [{"strategy": s} for s in STRATEGIES for _ in range(4)]
@@ -204,3 +204,19 @@ def test_a_prior_lab_base_shows_its_strategy_mix_beside_the_arms(tmp_path, monke
     other = make_run(tmp_path / "smol", "base", 0)
     (other / "recipe.toml").write_text('[model]\nbase = "smollm2-135m-instruct"\n')
     assert prior_strategy_share(other) is None
+
+
+def test_training_curves_prefer_the_probe_meters_every_arm_shares():
+    from searchgym.report_data import training_curves
+
+    # A GRPO run logs its own rollouts (train/…) and the probes (reward/…, search/…); an SFT run only the
+    # probes. The panels must show the probe values for both, or SFT and GRPO arms are not comparable.
+    grpo = [{"stage": "grpo", "step": 0, "probe": True, "reward/mean": -0.1, "search/calls_mean": 4.0},
+            {"stage": "grpo", "step": 1, "train/reward": 0.5, "search/tool_calls_per_episode": 3.0}]
+    sft = [{"stage": "sft", "step": 0, "probe": True, "reward/mean": -0.2, "search/calls_mean": 5.0}]
+    for rows in (grpo, sft):
+        curves = training_curves([rows])
+        assert [y for _, y, _, _ in curves["Reward"]] == [rows[0]["reward/mean"]]
+        assert [y for _, y, _, _ in curves["Tool calls per episode"]] == [rows[0]["search/calls_mean"]]
+    # without probes, the trainer's own values are used
+    assert [y for _, y, _, _ in training_curves([grpo[1:]])["Reward"]] == [0.5]
