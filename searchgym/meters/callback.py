@@ -208,11 +208,13 @@ class DiversityCallback(TrainerCallback):
 
     # ---- the overhead budget --------------------------------------------------------------------------
 
+    def _train_seconds(self) -> float:
+        """Wall time since train begin that was not spent probing."""
+        return self.clock() - self._t0 - self.probe_seconds
+
     def overhead(self) -> float:
         """Probe time so far as a fraction of training time so far (NaN before any training happened)."""
-        if self._t0 is None:
-            return math.nan
-        train = self.clock() - self._t0 - self.probe_seconds
+        train = self._train_seconds() if self._t0 is not None else 0.0
         return self.probe_seconds / train if train > 0 else math.nan
 
     def affordable(self) -> bool:
@@ -220,8 +222,7 @@ class DiversityCallback(TrainerCallback):
         training time so far. Always true without a budget."""
         if not self.max_overhead or self._t0 is None:
             return True
-        train = self.clock() - self._t0 - self.probe_seconds
-        return self.probe_seconds + self._last_probe_seconds <= self.max_overhead * train
+        return self.probe_seconds + self._last_probe_seconds <= self.max_overhead * self._train_seconds()
 
     def _scheduled(self, args, state, control, model, step: int) -> None:
         if self.affordable():
