@@ -365,7 +365,8 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     n_params = sum(x.numel() for x in model.parameters())
     if progress:
         print(f"pretraining a {n_params / 1e6:.2f}M-parameter model on {len(demos)} demos + {len(docs)} documents")
-    encoded = tokenizer(texts, truncation=True, max_length=p.max_length, return_offsets_mapping=True)
+    encoded = tokenizer(texts, truncation=True, max_length=p.max_length,
+                        return_offsets_mapping=p.loss_on == "agent")  # offsets: only to place the agent's turns
     labels = [list(ids) for ids in encoded["input_ids"]]
     if p.loss_on == "agent":  # conversations come first in texts, documents (labelled whole) after
         n = len(demos)
