@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 import types
 import typing
@@ -19,6 +20,10 @@ from pathlib import Path
 
 class RecipeError(ValueError):
     """A recipe that cannot be run; the message names the field and what to set."""
+
+
+# A recipe's name becomes a folder under runs/ and a prefix `--resume` looks up: a slug, never a path.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
 
 @dataclass
@@ -67,6 +72,9 @@ class PretrainConfig:
     # question, tool results and scaffold are context). Documents always count whole. Measured
     # (docs/prior-lab.md): "agent" halves invalid calls but copies names worse; success is the same.
     loss_on: str = "all"
+    # Keep each of the world's atomic strings (fictional names, doc ids: `SyntheticWorld.lexicon`) one
+    # token, so copying a name or an id is copying one token (docs/prior-lab.md, "the copy lever").
+    name_tokens: bool = False
 
 
 @dataclass
@@ -155,6 +163,9 @@ class Recipe:
     report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"], ["wandb"]
 
     def validate(self) -> Recipe:
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
+            raise RecipeError(f"name: {self.name!r:.60} is not a run-folder name; use 1-100 letters, digits, '.', "
+                              "'_' or '-', not starting with '.' (pass --out DIR to write elsewhere)")
         allowed = ("pretrain", "sft", "grpo")
         for s in self.stages:
             if s not in allowed:

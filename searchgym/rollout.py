@@ -167,7 +167,10 @@ def rollout(model, tokenizer, env_id: str, task_ids: Sequence[str], *, samples: 
             # 2. One batched generate for every active episode.
             prompts = [tokenizer.apply_chat_template(e.messages, tools=e.tools, tokenize=False,
                                                      add_generation_prompt=True) for e in active]
-            batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            # Left padding whatever the tokenizer's default: generation appends on the right, so prompts must
+            # end aligned (a tokenizer reloaded from disk forgets padding_side, and right padding breaks it).
+            batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
+                              add_special_tokens=False).to(device)
             lengths = batch["attention_mask"].sum(-1).tolist()
             fits = [n + max_new_tokens <= context for n in lengths]
             if not all(fits):  # conversation outgrew the context window: end those episodes here

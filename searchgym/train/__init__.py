@@ -27,8 +27,12 @@ def find_latest_run(name: str, runs_dir: str | Path | None = None) -> Path | Non
     """
     from searchgym.runs import RUNS_DIR
 
-    root = Path(runs_dir) if runs_dir else RUNS_DIR
-    runs = sorted(p for p in root.glob(f"{name}-*") if p.is_dir() and p.name[len(name) + 1:][:1].isdigit())
+    root, prefix = Path(runs_dir) if runs_dir else RUNS_DIR, f"{name}-"
+    if not root.is_dir():
+        return None
+    # A prefix test, not a glob: a name holding "*" or "[" must not match other recipes' runs.
+    runs = sorted(p for p in root.iterdir()
+                  if p.name.startswith(prefix) and p.name[len(prefix):][:1].isdigit() and p.is_dir())
     return runs[-1] if runs else None
 
 
@@ -47,6 +51,24 @@ def _run_dir(recipe: Recipe, out: str | Path | None, resume: bool) -> Path:
         raise RecipeError(f"{run_dir} already holds finished stage(s) {finished}; pass --resume to continue "
                           "that run, or choose a new --out folder")
     return run_dir
+
+
+def check_env_names(recipe: Recipe) -> None:
+    """A recipe names code only through registries: ``env.id`` a registered env (gymnasium would import the
+    module in a "module:Env" id) and ``env.kwargs.world`` a registered world (SearchEnv checks it again)."""
+    import gymnasium
+
+    from searchgym.envs import register_all, registered_envs
+    from searchgym.worlds import world_names
+
+    register_all()
+    if ":" in recipe.env.id or recipe.env.id not in gymnasium.registry:
+        raise RecipeError(f"env.id: {recipe.env.id!r:.80} is not a registered environment; allowed: "
+                          f"{list(registered_envs())}")
+    world = recipe.env.kwargs.get("world")
+    if world is not None and world not in world_names():
+        raise RecipeError(f"env.kwargs.world: unknown world {world!r:.80}; allowed: {world_names()} (plug-ins "
+                          "register worlds in the 'searchgym.worlds' entry-point group)")
 
 
 def _flat(table: dict, prefix: str = "") -> dict:
@@ -77,15 +99,23 @@ def train_command(recipe_path: str | Path, overrides: list[str] | tuple[str, ...
                   out: str | Path | None = None, resume: bool = False, progress: bool = True) -> Path:
     """Train and evaluate the agent a recipe describes; return its run folder."""
     from searchgym.recipe import load_recipe
+    from searchgym.runs import run_lock
 
-    # 1. Recipe and run folder (a bad recipe stops here, before any heavy import).
+    # 1. Recipe, run folder and its lock: a bad recipe or a busy folder stops here, before any heavy import.
     recipe = load_recipe(recipe_path, overrides)
+    check_env_names(recipe)
+    run_dir = _run_dir(recipe, out, resume)
+    with run_lock(run_dir):
+        return _train_locked(recipe, run_dir, resume, progress)
+
+
+def _train_locked(recipe: Recipe, run_dir: Path, resume: bool, progress: bool) -> Path:
+    """`train_command` once it holds the run folder: every write into ``run_dir`` happens in here."""
     import torch
 
     from searchgym.models import ALIASES, load_model
     from searchgym.runs import write_text
 
-    run_dir = _run_dir(recipe, out, resume)
     if resume:
         _check_same_recipe(run_dir, recipe)
     write_text(run_dir, "recipe.toml", recipe.to_toml())
@@ -106,6 +136,8 @@ def train_command(recipe_path: str | Path, overrides: list[str] | tuple[str, ...
             print(f"stage pretrain: already finished, loading the model from {model_dir(run_dir)}")
             model, tokenizer = load_model(str(model_dir(run_dir).resolve()), dtype=dtype, device=device)
         else:
+            if resume:  # run_pretrain restarts from its latest checkpoint: drop the rows logged after it
+                trim_to_latest_checkpoint(run_dir, "pretrain")
             model, tokenizer = run_pretrain(recipe, run_dir, resume=resume)
             write_text(stage_dir, DONE, "")
         base_alias = None  # adapters record the pretrained folder's absolute path as their base
@@ -139,6 +171,14 @@ def train_command(recipe_path: str | Path, overrides: list[str] | tuple[str, ...
     # 3. Held-out evaluation, trained vs untrained base on the same questions and seeds.
     evaluate_run(recipe, run_dir, model, tokenizer, progress=progress)
     return run_dir
+
+
+def trim_to_latest_checkpoint(run_dir: Path, stage: str) -> None:
+    """Before a stage resumes from its latest ``checkpoint-<step>``: drop its metrics rows after that step."""
+    from searchgym.runs import checkpoint_step, trim_metrics
+    from searchgym.train.sft import latest_checkpoint
+
+    trim_metrics(run_dir, stage, checkpoint_step(latest_checkpoint(run_dir / "checkpoints" / stage)))
 
 
 def _load_stage_adapter(model, adapter: Path):
@@ -178,7 +218,7 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, *, progress: b
 
     from searchgym.rollout import rollout
     from searchgym.runs import append_metrics, write_text
-    from searchgym.train.evaluate import eval_summary, print_summary, summary_markdown
+    from searchgym.train.evaluate import eval_summary, print_summary, success_gain, summary_markdown
     from searchgym.trajectory import write_trajectories
 
     e = recipe.eval
@@ -189,7 +229,7 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, *, progress: b
     settings = dict(samples=e.samples, temperature=e.temperature, top_p=e.top_p, max_turns=e.max_turns,
                     max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=recipe.seed,
                     env_kwargs=env_kwargs, progress=progress)
-    summaries = {}
+    summaries, sampled = {}, {}
     for label, sub in [("trained", "")] + ([("base", "baseline")] if e.baseline else []):
         print(f"evaluating the {label} model on {len(task_ids)} {e.split} questions × {e.samples} samples")
         # The base model is the same weights with the LoRA adapter switched off: no second copy in memory.
@@ -199,7 +239,9 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, *, progress: b
         folder = run_dir / sub
         folder.mkdir(parents=True, exist_ok=True)
         write_trajectories(folder / "trajectories.jsonl", trajectories)
-        summaries[label] = eval_summary(trajectories)
+        summaries[label], sampled[label] = eval_summary(trajectories), trajectories
+    if "base" in sampled:
+        summaries["trained"]["success_gain"] = success_gain(sampled["trained"], sampled["base"], seed=recipe.seed)
     base = "a prior pretrained from scratch" if recipe.stages[0] == "pretrain" else recipe.model.base
     trained = "+".join(s for s in recipe.stages if s != "pretrain")
     title = f"{recipe.name}: {base}{f' + {trained}' if trained else ''} on {recipe.env.id} ({e.split})"

@@ -59,6 +59,37 @@ def eval_summary(trajectories: Sequence[Trajectory]) -> dict:
     }
 
 
+def success_gain(trained: Sequence[Trajectory], base: Sequence[Trajectory], seed: int = 0) -> dict[str, float]:
+    """Trained minus base success rate with its paired-bootstrap 95% CI over questions (both models were
+    sampled on the same questions): ``{"diff", "lo", "hi", "questions"}``.
+
+    >>> t = lambda q, ok: Trajectory(q, "e", 0, "?", [], [], "A", "s", [], [], [], "x", float(ok), ok, [], [], 1)
+    >>> g = success_gain([t("a", True), t("b", True)], [t("a", False), t("b", True)])
+    >>> g["diff"], g["questions"]
+    (0.5, 2)
+    """
+    from collections import defaultdict
+
+    from searchgym.meters.stats import paired_bootstrap
+
+    def by_question(ts):
+        out = defaultdict(list)
+        for t in ts:
+            out[t.task_id].append(float(t.correct))
+        return out
+
+    r = paired_bootstrap(by_question(base), by_question(trained), seed=seed)
+    return {"diff": r["diff"], "lo": r["lo_diff"], "hi": r["hi_diff"], "questions": r["questions"]}
+
+
+def _gain(summary: dict) -> str:
+    g = summary.get("success_gain")
+    if not g:
+        return "n/a"
+    verdict = "CI excludes 0" if g["lo"] > 0 or g["hi"] < 0 else "CI includes 0"
+    return f"{g['diff']:+.3f} [{g['lo']:+.3f}, {g['hi']:+.3f}] ({verdict})"
+
+
 def _fmt(value, fmt: str) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
 
@@ -82,6 +113,8 @@ def summary_markdown(title: str, trained: dict, base: dict | None = None) -> str
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     cells = [_share(trained.get("strategy_share"))] + ([_share(base.get("strategy_share"))] if base else [])
     lines.append("| strategy share | " + " | ".join(cells) + " |")
+    if base and trained.get("success_gain"):
+        lines += ["", f"Success, trained − base (paired bootstrap over questions, 95% CI): {_gain(trained)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -95,3 +128,5 @@ def print_summary(title: str, trained: dict, base: dict | None = None) -> None:
     table.add_row("strategy share", _share(trained.get("strategy_share")),
                   *([_share(base.get("strategy_share"))] if base else []))
     Console().print(table)
+    if base and trained.get("success_gain"):
+        Console().print(f"success, trained − base (paired bootstrap over questions, 95% CI): {_gain(trained)}")

@@ -156,6 +156,19 @@ def sample_demos(recipe: Recipe, *, progress: bool = True) -> list[Trajectory]:
     return demos
 
 
+def _lexicon(recipe: Recipe) -> list[str]:
+    """The world's atomic strings when ``pretrain.name_tokens`` asks for them (else none)."""
+    if not recipe.pretrain.name_tokens:
+        return []
+    env = _pretrain_env(recipe)
+    world = env.unwrapped.taskset
+    env.close()
+    if not callable(getattr(world, "lexicon", None)):
+        raise RecipeError(f"pretrain.name_tokens: the world of {recipe.env.id} lists no lexicon (names, doc ids) "
+                          "to keep whole; set pretrain.name_tokens = false")
+    return list(world.lexicon())
+
+
 def corpus_texts(recipe: Recipe) -> list[str]:
     """The world's documents as plain text, so the prior also knows the world it will search."""
     env = _pretrain_env(recipe)
@@ -207,16 +220,20 @@ def scaffold_blocks() -> list[str]:
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = MIN_MERGE_FREQUENCY,
-                    blocks: Sequence[str] = ()):
+                    blocks: Sequence[str] = (), words: Sequence[str] = ()):
     """A byte-level BPE tokenizer trained on ``texts``, with ChatML tokens and TRL's Qwen2.5 chat template
     (the one TRL parses tool calls from), as a transformers fast tokenizer. The ChatML and tool tags are
-    added tokens, so they also bound every merge; ``blocks`` (long fixed texts) become one token each.
+    added tokens, so they also bound every merge; ``blocks`` (long fixed texts) become one token each, and
+    so does each of ``words`` where it stands as a whole word (a name, a doc id; the longest match wins).
 
     >>> tok = train_tokenizer(["<tool_call>\\n{}\\n</tool_call><|im_end|> Mor Morut"] * 20, 300, blocks=["fixed text"])
     >>> tok.tokenize('<tool_call>\\n{}\\n</tool_call><|im_end|>')
     ['<tool_call>', 'Ċ', '{}', 'Ċ', '</tool_call>', '<|im_end|>']
     >>> tok.tokenize('of Morut" Morut.'), tok.tokenize("a fixed text")
     (['o', 'f', 'ĠMorut', '"', 'ĠMorut', '.'], ['a', 'Ġ', 'fixed text'])
+    >>> tok = train_tokenizer(["x"] * 20, 300, words=["Morut", "syn:city:0001", "syn:city:0001:b"])
+    >>> tok.tokenize('"Morut syn:city:0001:b Moruts [syn:city:0001]')[:4]
+    ['"', 'Morut', 'Ġ', 'syn:city:0001:b']
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -229,6 +246,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = 
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in (*TOOL_TAGS, *blocks)])
+    tok.add_tokens([AddedToken(w, special=False, normalized=False, single_word=True) for w in words])
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
@@ -317,6 +335,7 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     from datasets import Dataset
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer
 
+    from searchgym.meters.callback import make_diversity_callback
     from searchgym.models import load_model
     from searchgym.runs import MetricsLogger, append_metrics
     from searchgym.train.sft import latest_checkpoint
@@ -353,10 +372,11 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     tok_dir = stage_dir / "tokenizer"
     if resume and (tok_dir / "tokenizer.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        tokenizer.padding_side = "left"  # not saved with it; live probes generate with this tokenizer
     else:
         # The template needs a tokenizer object, not its vocabulary: render with a throwaway byte-level one.
         texts = chat_texts(demos, train_tokenizer(["x"], 300)) + docs
-        tokenizer = train_tokenizer(texts, p.vocab_size, blocks=scaffold_blocks())
+        tokenizer = train_tokenizer(texts, p.vocab_size, blocks=scaffold_blocks(), words=_lexicon(recipe))
         tokenizer.save_pretrained(str(tok_dir))
     texts = chat_texts(demos, tokenizer) + docs
 
@@ -380,6 +400,9 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     trainer = Trainer(model=model, args=_training_args(recipe, output_dir), train_dataset=dataset,
                       data_collator=DataCollatorForSeq2Seq(collate_tokenizer, label_pad_token_id=-100),
                       callbacks=[MetricsLogger(run_dir, STAGE)])
+    # Live probes (meters.every) sample the prior as it trains: its learning curve (success vs step).
+    if (meters := make_diversity_callback(recipe, run_dir, tokenizer, stage=STAGE)) is not None:
+        meters.attach(trainer)
     checkpoint = latest_checkpoint(output_dir) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     append_metrics(run_dir, {"stage": STAGE, "step": trainer.state.global_step, "prior/params": n_params,

@@ -480,3 +480,22 @@ class SyntheticWorld:
 
     def demonstrator(self, strategy: str, style: str) -> Demonstrator:
         return SyntheticDemonstrator(strategy, style)
+
+    def lexicon(self) -> list[str]:
+        """The world's atomic strings: every fictional word (names, aliases, currencies) and doc id.
+
+        A tokenizer that keeps each of them whole turns copying a name or an id from a question, a
+        search result or a page into copying one token (the prior lab's ``pretrain.name_tokens``).
+
+        >>> w = SyntheticWorld(seed=1, size="small", n_train=0, n_test=0)
+        >>> lex = w.lexicon()
+        >>> "syn:person:0000" in lex, "Press" in lex, all(" " not in x for x in lex)
+        (True, False, True)
+        """
+        common = {w for phrase in (*T.ORG_TYPES, *T.WORK_NOUNS, "The of") for w in phrase.split()}
+        words: set[str] = set()
+        for e in self.entities.values():
+            for name in e.names:
+                words.update(w for w in name.split() if w not in common)
+            words.update(str(v) for v in e.attrs.values() if isinstance(v, str))
+        return sorted(words) + list(self.corpus.ids)
