@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from searchgym.corpus.documents import atomic_write
+from searchgym.meters.calibration import question_rule_mde, study_mde
 from searchgym.report_data import (
     BASE,
     TABLE_METRICS,
@@ -70,6 +71,32 @@ def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
     return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in set(p) | set(q))
 
 
+def detectable_difference(data: StudyData, label: str, a: ArmSummary, b: ArmSummary) -> tuple[float, str]:
+    """The minimum detectable difference (80% power) of the claim rule between arms ``a`` and ``b`` for the
+    table column ``label``, at this study's sizes, from its own data, and how it was estimated: with >= 2
+    seeds per arm, the seed-to-seed standard deviation pooled over every arm times the rule's factor
+    (`searchgym.meters.calibration.study_mde`); with one seed, from the two CIs over questions
+    (`question_rule_mde`, standard errors read off the 95% CIs). NaN when neither is possible."""
+    key = dict(TABLE_METRICS)[label].format(n=data.n)
+    seeds = [sum(math.isfinite(m.get(key, math.nan)) for m in arm.meters) for arm in (a, b)]
+    if min(seeds) >= 2:
+        values = [[m.get(key, math.nan) for m in arm.meters] for arm in data.arms]
+        return study_mde(values, *seeds), "from the seed-to-seed spread of this study's arms"
+    ea, eb = a.table[label], b.table[label]
+    if not all(math.isfinite(x) for x in (ea.lo, ea.hi, eb.lo, eb.hi)):
+        return math.nan, ""
+    se = [(e.hi - e.lo) / (2 * 1.959964) for e in (ea, eb)]
+    return question_rule_mde(*se), "from the CIs over questions (one seed)"
+
+
+def _mde_note(data: StudyData, label: str, a: ArmSummary, b: ArmSummary) -> str:
+    mde, how = detectable_difference(data, label, a, b)
+    if not math.isfinite(mde):
+        return ""
+    unit = " nats" if label == "strategy entropy" else ""
+    return f" (minimum detectable difference at these sizes: {mde:.3f}{unit}, 80% power under this rule, {how})"
+
+
 def _breadth_label(ref: ArmSummary) -> str:
     """Strategy entropy where the world labels strategies, query breadth otherwise."""
     return "strategy entropy" if math.isfinite(ref.table["strategy entropy"].value) else "query breadth"
@@ -92,7 +119,7 @@ def verdict(data: StudyData) -> list[str]:
                        f"{_ci(b)} (95% CIs do not overlap).")
         elif side == "overlap":
             out.append(f"{arm.name} kept {label} within noise of {ref.name} ({_ci(a)} vs {_ci(b)}): the CIs "
-                       "overlap, so no change in breadth is claimed.")
+                       f"overlap, so no change in breadth is claimed{_mde_note(data, label, arm, ref)}.")
         s1, sn = compare(arm.table["success@1"], ref.table["success@1"]), compare(arm.table["pass@n"],
                                                                                    ref.table["pass@n"])
         ceiling = ref.table["pass@n"].value >= 0.98  # the reference solves ~everything: no room to widen
@@ -193,7 +220,8 @@ generated {time.strftime('%Y-%m-%d %H:%M')}</p>
 <h2>Verdict</h2>
 <ul class="verdict">{''.join(f'<li>{_md_inline(f)}</li>' for f in findings)}</ul>
 <p class="small">Rules: a difference is claimed only where the 95% CIs do not overlap; the reference is the
-untrained base model where the study has one.</p>
+untrained base model where the study has one. A "no change" gives the smallest difference the rule would
+detect in 80% of studies of this size, estimated from this study's own spread (docs/calibration.md).</p>
 <h2>Summary</h2>
 <table>{table}</table>
 <p class="small">Cells: estimate [95% CI]; {html.escape('; '.join(methods))}. success@1 = mean success of single
