@@ -144,6 +144,36 @@ def report_(paths: Annotated[list[Path], typer.Argument(help="a study folder or 
     print(page)
 
 
+@app.command(name="calibrate")
+def calibrate_(
+        questions: Annotated[int | None, typer.Option(help="held-out questions (default: the quick study's)")] = None,
+        samples: Annotated[int | None, typer.Option(help="samples per question (default: the quick study's)")] = None,
+        seeds: Annotated[int | None, typer.Option(help="seeds per arm (default: the quick study's)")] = None,
+        model: Annotated[str, typer.Option(help="model for the temperature sweep: alias, model folder or run "
+                                                "folder")] = "tiny",
+        reps: Annotated[int | None, typer.Option(help="simulated studies per point of a power curve")] = None,
+        temp_questions: Annotated[int | None, typer.Option(help="questions of the temperature sweep")] = None,
+        temp_samples: Annotated[int | None, typer.Option(help="samples per question of the temperature sweep")] = None,
+        temp_max_new_tokens: Annotated[int | None, typer.Option(help="tokens per turn in the temperature sweep")] = None,
+        skip_temperature: Annotated[bool, typer.Option(help="skip the temperature sweep (no model is loaded)")] = False,
+        quick: Annotated[bool, typer.Option(help="tiny sizes for CI: every code path, noisy numbers")] = False,
+        out: Annotated[Path | None, typer.Option(help="folder for calibration.json, or a .json path (default "
+                                                      "runs/calibration-<timestamp>)")] = None) -> None:
+    """Calibrate the meters on policies of known behaviour: recovery of known strategy mixtures, power and
+    minimum detectable effects of the study's claim rule, and a temperature sweep of a real model."""
+    from searchgym.calibration import CalibrationConfig, calibrate_command
+
+    given = dict(questions=questions, samples=samples, seeds=seeds, reps=reps, temp_questions=temp_questions,
+                 temp_samples=temp_samples, temp_max_new_tokens=temp_max_new_tokens)
+    settings = {k: v for k, v in given.items() if v is not None}
+    settings.update(model=model, skip_temperature=skip_temperature)
+    try:
+        config = CalibrationConfig.quick(**settings) if quick else CalibrationConfig(**settings)
+        print(calibrate_command(config, out))
+    except ValueError as e:
+        _fail(str(e))
+
+
 def main() -> None:
     app()
 

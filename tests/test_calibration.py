@@ -1,0 +1,165 @@
+"""Calibration: known mixtures recovered through the real env and meters, the vectorised claim rules equal to
+the report's code, MDEs that shrink with size, a temperature sweep of the tiny model, the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from searchgym.calibration import (
+    CalibrationConfig,
+    StudySetup,
+    entropy_power,
+    label_table,
+    make_env,
+    passk_power,
+    recover_mixture,
+    sample_counts,
+    study_setup,
+    temperature_sweep,
+)
+from searchgym.meters.calibration import (
+    entropy_from_counts,
+    expected_entropy_estimates,
+    paired_diff_ci,
+    question_ci,
+    question_rule_mde,
+    seed_ci,
+    study_mde,
+)
+from searchgym.meters.diversity import cluster_stats
+from searchgym.meters.stats import bootstrap_ci, paired_bootstrap
+from searchgym.report import verdict
+from searchgym.report_data import ArmSummary, Estimate, StudyData, _seed_estimate
+
+SMALL = StudySetup("searchgym/SyntheticWorld-Easy-v0",
+                   {"embedder": "hashing", "top_k": 3, "max_obs_chars": 400, "max_steps": 8,
+                    "world_kwargs": {"size": "small", "max_hops": 2, "n_train": 40, "n_test": 12}},
+                   questions=8, samples=8, seeds=3, source="test")
+
+
+@pytest.fixture(scope="module")
+def world():
+    env = make_env(SMALL)
+    tasks = list(env.unwrapped.tasks)
+    yield env, tasks, label_table(env, tasks, progress=False)
+    env.close()
+
+
+def test_known_mixture_is_recovered_through_env_and_meters(world):
+    env, tasks, table = world
+    weights = {"forward": 0.5, "verify": 0.5}
+    r = recover_mixture(env, tasks[:SMALL.questions], "two", weights, table, SMALL.samples, SMALL.seeds,
+                        coverage_reps=200)
+    # forward and verify are valid on every question here: the truth is log 2 on each
+    assert r["true_entropy"] == pytest.approx(math.log(2))
+    assert r["label_fidelity"] == r["expected_label_fidelity"] == 1.0  # each episode labelled as its script
+    assert abs(r["expected_mm"] - r["true_entropy"]) < 0.02  # Miller–Madow's exact bias at n = 8 (plug-in: ~0.09)
+    assert r["expected_plugin"] < r["expected_mm"] < r["true_entropy"] + 1e-9
+    assert abs(r["measured_mm"] - r["true_entropy"]) < 0.12
+    assert r["ci_mm"][0] <= r["measured_mm"] <= r["ci_mm"][1] and 0.3 < r["coverage"] <= 1.0
+    assert r["measured_shares"]["forward"] == pytest.approx(0.5, abs=0.12)
+    assert r["episodes"] == SMALL.questions * SMALL.samples * SMALL.seeds
+    one = recover_mixture(env, tasks[:4], "one", {"forward": 1.0}, table, 4, 2, coverage_reps=0)
+    assert one["true_entropy"] == one["measured_mm"] == 0.0 and one["measured_shares"] == {"forward": 1.0}
+
+
+def test_exact_expectation_matches_simulation_and_counts_match_cluster_stats():
+    p = [0.5, 0.3, 0.2]
+    rng = np.random.default_rng(0)
+    counts = rng.multinomial(8, p, size=20000)
+    plugin, mm = entropy_from_counts(counts)
+    exact_plugin, exact_mm = expected_entropy_estimates(p, 8)
+    assert plugin.mean() == pytest.approx(exact_plugin, abs=0.01) and mm.mean() == pytest.approx(exact_mm, abs=0.01)
+    for row, h, h_mm in zip(counts[:50], plugin[:50], mm[:50], strict=True):
+        stats = cluster_stats([k for k, c in enumerate(row) for _ in range(c)])
+        assert (h, h_mm) == pytest.approx((stats["entropy"], stats["entropy_mm"]))
+    drawn = sample_counts(np.array([[0.25, 0.75]]), 4000, rng.random((1, 4000)))
+    assert drawn[0, 1] / 4000 == pytest.approx(0.75, abs=0.03)
+
+
+def test_vectorised_rules_are_the_reports_rules():
+    rng = np.random.default_rng(1)
+    seeds = rng.normal(0.6, 0.05, size=(20, 3))
+    point, lo, hi = seed_ci(seeds)
+    for i in range(5):
+        est = _seed_estimate(list(seeds[i]), [])
+        assert (point[i], lo[i], hi[i]) == pytest.approx((est.value, est.lo, est.hi))
+    a, b = rng.random((4, 15)), rng.random((4, 15))
+    d, lo, hi = paired_diff_ci(a, b)
+    for i in range(4):
+        ref = paired_bootstrap({f"{q:02d}": [a[i, q]] for q in range(15)}, {f"{q:02d}": [b[i, q]] for q in range(15)})
+        assert (d[i], lo[i], hi[i]) == pytest.approx((ref["diff"], ref["lo_diff"], ref["hi_diff"]))
+        m, qlo, qhi = question_ci(a[i:i + 1])
+        assert (m[0], qlo[0], qhi[0]) == pytest.approx(bootstrap_ci(a[i], n_boot=1000))
+
+
+def test_mde_is_smaller_for_larger_studies(world):
+    env, tasks, table = world
+    styles = env.unwrapped.taskset.query_styles
+    base = {"forward": 0.35, "question_first": 0.25, "snippet": 0.2, "parallel": 0.2}
+    small = entropy_power(tasks, base, table, styles, questions=4, samples=4, seeds=3, reps=120)
+    large = entropy_power(tasks, base, table, styles, questions=24, samples=16, seeds=3, reps=120)
+    assert 0 < large["mde"] < small["mde"] and large["mde_paired"] < small["mde_paired"]
+    assert large["curve"][0]["delta"] == 0.0 and large["false_positive_seed_rule"] < 0.25
+    p_small = passk_power(6, 4, 3, reps=120, k=4, rate=0.3, concentration=2.0)
+    p_large = passk_power(40, 8, 3, reps=120, k=4, rate=0.3, concentration=2.0)
+    assert p_large["mde"] < p_small["mde"]
+
+
+def test_temperature_sweep_of_the_tiny_model_raises_token_entropy(world):
+    _, tasks, _ = world
+    r = temperature_sweep("tiny", SMALL, [t.id for t in tasks[:2]], (0.3, 0.7, 1.3), samples=2, max_turns=2,
+                          max_new_tokens=12, progress=False)
+    tokens = [row["token_entropy"] for row in r["rows"]]
+    assert r["token_monotone"] and tokens == sorted(tokens) and all(row["tokens"] > 0 for row in r["rows"])
+    assert r["monotone"] == (r["token_monotone"] and r["strategy_not_falling"])
+
+
+def test_study_setup_reads_the_quick_preset():
+    from searchgym.study import load_study
+
+    setup, study = study_setup(), load_study("agents/breadth-study.toml", "quick")
+    assert (setup.questions, setup.samples, setup.seeds) == (study.eval["questions"], study.eval["samples"],
+                                                             len(study.seeds))
+    assert setup.env_kwargs["world_kwargs"]["size"] == "small" and "quick" in setup.source
+
+
+def _arm(name: str, values: list[float], lo: float, hi: float) -> ArmSummary:
+    key = "diversity/strategy_entropy_mm"
+    table = {label: Estimate(0.5, 0.4, 0.6) for label in ("success@1", "pass@n", "unique docs", "query breadth")}
+    table["strategy entropy"] = Estimate(float(np.mean(values)), lo, hi)
+    return ArmSummary(name, [], [{key: v} for v in values], table, {}, {}, {})
+
+
+def test_no_change_verdict_carries_the_minimum_detectable_difference():
+    base, grpo = _arm("base", [0.62, 0.64, 0.66], 0.62, 0.66), _arm("grpo", [0.63, 0.65, 0.69], 0.63, 0.69)
+    text = " ".join(verdict(StudyData([base, grpo], n=8, questions=20)))
+    expected = study_mde([[0.62, 0.64, 0.66], [0.63, 0.65, 0.69]], 3, 3)
+    assert "no change in breadth is claimed" in text
+    assert f"minimum detectable difference at these sizes: {expected:.3f} nats" in text
+    one_a, one_b = _arm("base", [0.64], 0.60, 0.68), _arm("grpo", [0.65], 0.61, 0.69)  # one seed: from the CIs
+    text = " ".join(verdict(StudyData([one_a, one_b], n=8, questions=20)))
+    se = 0.04 / 1.959964
+    assert f"{question_rule_mde(se, se):.3f} nats" in text and "one seed" in text
+
+
+def test_cli_quick_writes_calibration_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from searchgym.cli import app
+
+    result = CliRunner().invoke(app, ["calibrate", "--quick", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "calibration.json").read_text())
+    for key in ("max_entropy_error", "mde_strategy_entropy", "mde_strategy_entropy_paired", "mde_pass_at_k",
+                "size_sweep", "temperature_monotone"):
+        assert key in data
+    assert data["setup"]["questions"] == CalibrationConfig.quick().questions
+    assert data["temperature"]["token_monotone"] is True
+    assert Counter(m["name"] for m in data["mixtures"]) == Counter(list(CalibrationConfig().mixtures))
+    assert "Recovery" in result.output
