@@ -8,7 +8,6 @@ is built once per (corpus, embedder, index spec) and cached on disk, so envs are
 from __future__ import annotations
 
 import copy
-import importlib
 from typing import Any
 
 import gymnasium
@@ -18,6 +17,7 @@ from searchgym.envs.actions import ActionError, parse_action
 from searchgym.envs.tools import SYSTEM_PROMPT, SearchTools, ToolError
 from searchgym.tasks import Task, TaskSet, ToolCall
 from searchgym.trajectory import Trajectory
+from searchgym.worlds import world_class, world_names
 
 # Real text is unicode: every Basic Multilingual Plane character except surrogates and C0 controls
 # (plus tab/newline). Characters outside it (rare emoji etc.) are replaced by U+FFFD in observations.
@@ -25,26 +25,27 @@ CHARSET = "\t\n" + "".join(chr(c) for c in range(0x20, 0xFFFE) if not 0xD800 <= 
 _CHARSET_SET = frozenset(CHARSET)
 MAX_ACTION_CHARS = 4096
 
-# Built-in worlds by short name; plug-ins pass "package.module:Class" or a TaskSet instance.
-WORLDS = {
-    "synthetic": "searchgym.worlds.synthetic:SyntheticWorld",
-    "wikifactbook": "searchgym.worlds.wikifactbook:WikiFactbook",
-}
 _WORLD_CACHE: dict[tuple, TaskSet] = {}
 _INDEX_CACHE: dict[tuple, Any] = {}
 
 
 def load_world(world: str | TaskSet, world_kwargs: dict | None = None) -> TaskSet:
-    """Build (once per process) the task set named ``world`` with ``world_kwargs``."""
+    """Build (once per process) the task set named ``world`` with ``world_kwargs``.
+
+    ``world`` is a name from `searchgym.worlds` (built-in or the ``searchgym.worlds`` entry-point group),
+    never an import path: env kwargs come from recipes, and a recipe must not choose code to run. Python
+    callers may pass a `TaskSet` instance instead.
+    """
     if not isinstance(world, str):
+        if not (hasattr(world, "corpus") and callable(getattr(world, "tasks", None))):
+            raise ValueError(f"world: expected a world name {world_names()} or a TaskSet instance, "
+                             f"got {type(world).__name__}")
         return world
+    if not isinstance(world_kwargs, dict | None):
+        raise ValueError(f"world_kwargs: expected a table of arguments, got {type(world_kwargs).__name__}")
     key = (world, tuple(sorted((world_kwargs or {}).items())))
     if key not in _WORLD_CACHE:
-        target = WORLDS.get(world, world)
-        if ":" not in target:
-            raise ValueError(f"unknown world {world!r}: use one of {sorted(WORLDS)} or 'package.module:Class'")
-        module, _, name = target.partition(":")
-        _WORLD_CACHE[key] = getattr(importlib.import_module(module), name)(**(world_kwargs or {}))
+        _WORLD_CACHE[key] = world_class(world)(**(world_kwargs or {}))
     return _WORLD_CACHE[key]
 
 
@@ -124,8 +125,9 @@ class SearchEnv(gymnasium.Env):
                    top_k=5, max_steps=10, max_obs_chars=1500, reward="em", step_cost=0.0,
                    format_penalty=0.1, world_kwargs={"seed": 0})
     ```
-    ``world`` is a built-in name (``"synthetic"``, ``"wikifactbook"``), ``"package.module:Class"`` or a
-    `TaskSet` instance; ``embedder``/``index`` are searchgym.corpus specs (``"hashing"`` needs no model).
+    ``world`` is a built-in name (``"synthetic"``, ``"wikifactbook"``), a name a plug-in registers in the
+    ``searchgym.worlds`` entry-point group, or a `TaskSet` instance (never an import path);
+    ``embedder``/``index`` are searchgym.corpus specs (``"hashing"`` needs no model).
 
     ## Version History
     * v0: initial release.

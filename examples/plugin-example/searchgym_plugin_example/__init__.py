@@ -1,7 +1,8 @@
 """A minimal searchgym plug-in: a task set over a tiny shipped corpus, registered by entry point.
 
-`ElementsWorld` implements searchgym's TaskSet protocol (corpus + train/test questions); `register`
-is the entry point searchgym calls on import. It enumerates no strategies, so trajectories get no
+`ElementsWorld` implements searchgym's TaskSet protocol (corpus + train/test questions) and is
+registered as world ``"elements"`` in the ``searchgym.worlds`` entry-point group; `register` is the
+``searchgym.envs`` entry point searchgym calls on import. It enumerates no strategies, so trajectories get no
 strategy label (meters fall back to action signatures).
 """
 
@@ -85,7 +86,7 @@ def register() -> dict[str, str]:
     """searchgym.envs entry point: register the env with Gymnasium and describe it."""
     if ENV_ID not in gymnasium.registry:
         gymnasium.register(ENV_ID, entry_point="searchgym.envs.search_env:SearchEnv",
-                           kwargs={"world": "searchgym_plugin_example:ElementsWorld", "embedder": "hashing",
+                           kwargs={"world": "elements", "embedder": "hashing",
                                    "env_id": ENV_ID},
                            disable_env_checker=True)
     return {ENV_ID: "24 chemical elements, lookup and comparison questions (plug-in example)"}
