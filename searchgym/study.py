@@ -254,10 +254,12 @@ def _evaluate_base(run: RunSpec, recipe: Recipe, run_dir: Path) -> None:
 
 def _pretrain_prior(recipe: Recipe, prior_dir: Path) -> None:
     from searchgym.runs import write_text
+    from searchgym.train import trim_to_latest_checkpoint
     from searchgym.train.pretrain import run_pretrain
 
     prior_dir.mkdir(parents=True, exist_ok=True)
     write_text(prior_dir, "recipe.toml", recipe.to_toml())
+    trim_to_latest_checkpoint(prior_dir, "pretrain")  # the steps after that checkpoint get logged again
     run_pretrain(recipe, prior_dir, resume=True)  # resume: continues from its last checkpoint after a crash
 
 
@@ -267,12 +269,26 @@ def run_study(study: Study, out: str | Path, *, train: Callable | None = None, e
 
     ``train`` / ``evaluate`` (run, recipe, run_dir) do one trained / untrained run (default: `train_command`
     and `eval_command`); ``pretrain`` (recipe, prior_dir) builds the study's prior; tests pass fakes.
+    The study folder is locked while it runs (`searchgym.runs.run_lock`; each training locks its own run
+    folder too), so a second `searchgym experiment` on it stops with one line instead of racing.
     """
+    from searchgym.runs import RunLocked, run_lock
     from searchgym.train.pretrain import model_dir
 
-    out, train, evaluate = Path(out), train or _train, evaluate or _evaluate_base
+    out = Path(out)
+    recipes = resolve(study, model_dir(out / "prior") if study.prior else None)  # a bad study writes nothing
+    try:
+        with run_lock(out):
+            return _run_study(study, out, recipes, train or _train, evaluate or _evaluate_base, pretrain, log)
+    except RunLocked as e:
+        raise StudyError(str(e)) from None
+
+
+def _run_study(study: Study, out: Path, recipes: dict[RunSpec, Recipe], train: Callable, evaluate: Callable,
+               pretrain: Callable | None, log: Callable[[str], None]) -> list[Path]:
+    from searchgym.train.pretrain import model_dir
+
     prior_dir = out / "prior"
-    recipes = resolve(study, model_dir(prior_dir) if study.prior else None)
     _claim(out, study)
     if study.prior is not None:
         if is_done(prior_dir, marker_only=True):

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 from searchgym.envs.tools import SYSTEM_PROMPT
 from searchgym.meters.callback import make_diversity_callback
 from searchgym.recipe import Recipe
-from searchgym.runs import MetricsLogger
+from searchgym.runs import MetricsLogger, checkpoint_step, trim_metrics
 from searchgym.train.grpo_env import make_environment_factory
 
 log = logging.getLogger(__name__)
@@ -219,6 +219,8 @@ def run_grpo(recipe: Recipe, run_dir: str | Path, model, tokenizer, *, resume: b
         if checkpoint is None:
             raise FileNotFoundError(f"nothing to resume: no checkpoint-* under {run_dir / 'checkpoints' / 'grpo'}; "
                                     "drop --resume to start the GRPO stage afresh")
+        # Steps logged after the checkpoint (a kill -9 between saves) are about to be trained and logged again.
+        trim_metrics(run_dir, "grpo", checkpoint_step(checkpoint))
 
     model = as_trainable_peft(model, recipe)
     reward_funcs = [format_reward, make_search_calls_reward(g.max_tool_calling_iterations)]

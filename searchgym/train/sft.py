@@ -15,7 +15,7 @@ import torch
 from searchgym.demos import build_demo_sets, save_demo_sets
 from searchgym.meters.callback import make_diversity_callback
 from searchgym.recipe import Recipe
-from searchgym.runs import MetricsLogger, append_metrics
+from searchgym.runs import MetricsLogger, append_metrics, checkpoint_step, trim_metrics
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
@@ -100,5 +100,7 @@ def run_sft(recipe: Recipe, run_dir: str | Path, model, tokenizer, *, resume: bo
     if (meters := make_diversity_callback(recipe, run_dir, tokenizer, stage="sft")) is not None:
         meters.attach(trainer)  # live diversity/* probes + collapse alarms
     checkpoint = latest_checkpoint(output_dir) if resume else None
+    if resume:  # the steps logged after the checkpoint are about to be trained and logged again
+        trim_metrics(run_dir, "sft", checkpoint_step(checkpoint))
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return trainer.model
