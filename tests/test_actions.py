@@ -71,3 +71,62 @@ def test_rewards_normalise_accents_articles_and_punctuation():
     assert exact_match("", ["x"]) == 0.0
     assert token_f1("the west african cfa franc", ["West African CFA franc"]) == 1.0
     assert 0 < token_f1("cfa", ["West African CFA franc"]) < 1
+
+
+# -- hardening (issue #14): every string parses, in linear time, to a call or an ActionError -------------
+@pytest.mark.parametrize("text, expected", [
+    ("open: wiki:Casablanca (film)", ToolCall("open", {"doc_id": "wiki:Casablanca (film)"})),
+    ("open(wiki:Casablanca (film))", ToolCall("open", {"doc_id": "wiki:Casablanca (film)"})),
+    ("answer: Foo (Bar)", ToolCall("answer", {"text": "Foo (Bar)"})),
+    ("Search ( x )", ToolCall("search", {"query": "x"})),
+    ("answer(42", ToolCall("answer", {"text": "42"})),  # cut off before its ")": still a call
+    ("search: capital of Togo <|im_end|>\n", ToolCall("search", {"query": "capital of Togo"})),
+])
+def test_plain_form_keeps_parentheses_that_belong_to_the_value(text, expected):
+    assert parse_action(text) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("<tool_call>" + "[" * 1000 + "]" * 1000 + "</tool_call>", "nests JSON deeper"),
+    ('<tool_call>{"name": "search", "arguments": "' + "[" * 1000 + '"}</tool_call>', "nests JSON deeper"),
+    ('<tool_call>{"name": "search", "arguments": {"query": ' + "9" * 5000 + "}}</tool_call>", "digits"),
+    ('{"name": "answer", "arguments": {"text": -' + "1" * 101 + "}}", "digits"),
+])
+def test_deep_json_and_huge_numbers_are_action_errors(text, message):
+    with pytest.raises(ActionError, match=message):
+        parse_action(text)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    query = "[" * 500 + "{" * 500
+    assert parse_action(format_tool_call(ToolCall("search", {"query": query}))).arguments["query"] == query
+    assert parse_action('<tool_call>{"name": "answer", "arguments": {"text": 1234567}}</tool_call>') \
+        == ToolCall("answer", {"text": "1234567"})
+
+
+def test_lone_surrogates_become_replacement_characters():
+    # A tokenizer raises TypeError on a lone surrogate; the JSON escape \ud800 makes one too.
+    call = parse_action('<tool_call>{"name": "search", "arguments": {"query": "a\\ud800"}}</tool_call>')
+    assert call.arguments["query"] == "a\ufffd"
+    assert parse_action("search: \udfffb").arguments["query"] == "\ufffdb"
+
+
+PATHOLOGICAL = [" " * 200_000, "\n\t" * 100_000, "<tool_call>" + " " * 200_000 + "x", " " * 200_000 + "</tool",
+                "<tool_call>" + " " * 200_000 + "<", "search:" + " " * 200_000 + ")x", "open(" * 40_000,
+                "<tool_call>" * 20_000, "{" * 200_000, "[" * 100_000 + "]" * 100_000, '"' * 200_000,
+                " " * 100_000 + "<|im_end|>" + " " * 100_000, "<" * 200_000]
+
+
+def test_pathological_strings_parse_in_linear_time():
+    # The regex parser took 1.8 s on 8,000 spaces and ~5 minutes on 100,000 (quadratic backtracking);
+    # linear parsing does all of these 200,000-character strings in milliseconds. The bound is generous.
+    import time
+
+    start = time.perf_counter()
+    for text in PATHOLOGICAL:
+        try:
+            parse_action(text)
+        except ActionError:
+            pass
+        assert assistant_message(text)["role"] == "assistant"  # renders the same text: linear too
+    assert time.perf_counter() - start < 2.0

@@ -120,3 +120,25 @@ def test_async_vector_env_with_text_observations():
         assert rewards[1] == -0.1 and "[el:" in obs[0]
     finally:
         envs.close()
+
+
+@pytest.mark.parametrize("action, message", [
+    ("<tool_call>" + "[" * 1000 + "]" * 1000 + "</tool_call>", "nests JSON deeper"),  # was a RecursionError
+    ('<tool_call>{"name": "search", "arguments": {"query": ' + "9" * 4000 + "}}</tool_call>", "digits"),
+    ("search: " + "x" * 4089, "over the limit of 4096"),  # 4,097 characters: outside the action space
+    (" " * 200_000, "over the limit of 4096"),
+    ("open: " + "\ud800" * 10, "unknown doc_id"),
+])
+def test_step_answers_every_string_with_an_error_observation(env, action, message):
+    env.reset(options={"task_id": "el-sym-O"})
+    obs, r, term, trunc, info = env.step(action)
+    assert obs.startswith("Error:") and message in obs and r == -0.1 and not term
+    assert env.unwrapped.observation_space.contains(obs)
+
+
+def test_an_action_at_the_length_limit_is_still_parsed(env):
+    env.reset(options={"task_id": "el-sym-O"})
+    action = "search: oxygen" + " " * (4096 - 14)
+    assert len(action) == 4096
+    obs, r, *_ = env.step(action)
+    assert not obs.startswith("Error:") and r == pytest.approx(-0.01)

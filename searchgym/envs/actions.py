@@ -7,9 +7,13 @@ cut off inside its closing tag, or bare JSON without the tags, is accepted too):
     {"name": "search", "arguments": {"query": "capital of Togo"}}
     </tool_call>
 
-A lenient plain form (``search: capital of Togo``) is accepted too, so scripted agents and humans can
-drive an env without JSON. Anything else raises `ActionError`, whose message is written for the
-model: the env turns it into an error observation, never an exception out of ``step``.
+A lenient plain form (``search: capital of Togo``, ``open(wiki:Togo)``) is accepted too, so scripted
+agents and humans can drive an env without JSON. Anything else raises `ActionError`, whose message is
+written for the model: the env turns it into an error observation, never an exception out of ``step``.
+
+Parsing uses ``str`` methods only, no regular expressions: an action is untrusted text, and a
+backtracking pattern such as ``\\s*(.*?)\\s*$`` takes quadratic time on a long run of whitespace
+(measured: 100,000 spaces took five minutes). Every step below is one linear pass.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from searchgym.tasks import ToolCall
 # name -> the one required argument. The env's tools define the same names (tools.py).
 TOOL_ARGUMENTS = {"search": "query", "open": "doc_id", "answer": "text"}
 
-_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
-_PLAIN = re.compile(r"^\s*(search|open|answer)\s*[:(]\s*(.*?)\s*\)?\s*$", re.IGNORECASE | re.DOTALL)
-# Generation cut off inside the closing tag ("…}}\n</tool"): the JSON before it is complete.
-_PARTIAL_CLOSE = re.compile(r"\s*<(/(t(o(o(l(_(c(a(l(l)?)?)?)?)?)?)?)?)?)?$")
-_EOT = re.compile(r"\s*(<\|im_end\|>|<\|endoftext\|>)\s*$")
+_OPEN, _CLOSE = "<tool_call>", "</tool_call>"
+_END_TOKENS = ("<|im_end|>", "<|endoftext|>")
+# A tool call is {"name": ..., "arguments": {...}}: depth 2, 3 for a list argument. json.loads recurses
+# once per level and raises RecursionError near 1,000, so deeper text is refused before it is parsed.
+MAX_JSON_DEPTH = 32
+# json refuses integer literals over 4,300 digits with a ValueError; no tool argument needs a tenth of this.
+MAX_INT_DIGITS = 100
+_SURROGATES = re.compile("[\ud800-\udfff]")  # a character class: one linear scan, no backtracking
 
 
 class ActionError(ValueError):
@@ -40,6 +47,8 @@ def parse_action(text: object) -> ToolCall:
     ToolCall(name='search', arguments={'query': 'Togo'})
     >>> parse_action("answer: Lomé")
     ToolCall(name='answer', arguments={'text': 'Lomé'})
+    >>> parse_action("open(wiki:Casablanca (film))")
+    ToolCall(name='open', arguments={'doc_id': 'wiki:Casablanca (film)'})
     >>> parse_action("hello")
     Traceback (most recent call last):
     ...
@@ -47,54 +56,144 @@ def parse_action(text: object) -> ToolCall:
     """
     if not isinstance(text, str):
         raise ActionError(f"an action must be text, got {type(text).__name__}")
-    text = _EOT.sub("", text)
-    calls = _CALL.findall(text)
+    text = strip_end_of_turn(text)
+    calls = _tagged_calls(text)
     if len(calls) > 1:
         raise ActionError(f"{len(calls)} tool calls in one turn: make exactly one tool call per turn")
     if calls:
-        return _from_json(_PARTIAL_CLOSE.sub("", calls[0]))
-    if text.strip().startswith("{"):  # a bare JSON call without the tags
-        return _from_json(text.strip())
-    plain = _PLAIN.match(text)
-    if plain:
-        name = plain.group(1).lower()
-        value = plain.group(2).strip().strip('"')
-        return _validated(name, {TOOL_ARGUMENTS[name]: value})
+        return _from_json(_without_partial_close(calls[0]))
+    stripped = text.strip()
+    if stripped.startswith("{"):  # a bare JSON call without the tags
+        return _from_json(stripped)
+    plain = _plain_call(stripped)
+    if plain is not None:
+        return _validated(*plain)
     raise ActionError('no tool call found: reply with <tool_call>{"name": "search", "arguments": '
                       '{"query": "..."}}</tool_call> (tools: search, open, answer)')
 
 
+def strip_end_of_turn(text: str) -> str:
+    """Drop one trailing ``<|im_end|>`` / ``<|endoftext|>`` (and the whitespace around it), if any.
+
+    >>> strip_end_of_turn("answer: 42 <|im_end|>\\n")
+    'answer: 42'
+    """
+    stripped = text.rstrip()
+    for token in _END_TOKENS:
+        if stripped.endswith(token):
+            return stripped[: -len(token)].rstrip()
+    return text
+
+
+def _tagged_calls(text: str) -> list[str]:
+    """The stripped body of each ``<tool_call>``, up to its ``</tool_call>`` or the end of the text."""
+    bodies, pos = [], 0
+    while (start := text.find(_OPEN, pos)) != -1:
+        start += len(_OPEN)
+        end = text.find(_CLOSE, start)
+        if end == -1:  # generation stopped before the closing tag
+            bodies.append(text[start:].strip())
+            break
+        bodies.append(text[start:end].strip())
+        pos = end + len(_CLOSE)
+    return bodies
+
+
+def _without_partial_close(body: str) -> str:
+    """Generation cut off inside the closing tag ("…}}\\n</tool"): the JSON before it is complete."""
+    cut = body.rfind("<")
+    if cut != -1 and _CLOSE.startswith(body[cut:]):
+        return body[:cut].rstrip()
+    return body
+
+
+def _plain_call(text: str) -> tuple[str, dict] | None:
+    """``name: value`` or ``name(value)`` (case-insensitive name), or None. Only the ``name(...)`` form
+    loses a closing parenthesis: in ``open: wiki:Casablanca (film)`` the ")" belongs to the id."""
+    for name, arg in TOOL_ARGUMENTS.items():
+        if text[: len(name)].lower() != name:
+            continue
+        rest = text[len(name):].lstrip()
+        if not rest or rest[0] not in ":(":
+            return None
+        value = rest[1:].strip()
+        if rest[0] == "(" and value.endswith(")"):
+            value = value[:-1].rstrip()
+        return name, {arg: value.strip('"')}
+    return None
+
+
 def _from_json(body: str) -> ToolCall:
-    try:
-        obj = json.loads(body)
-    except json.JSONDecodeError as e:
-        raise ActionError(f"the tool call is not valid JSON ({e.msg} at char {e.pos}); write "
-                          '{"name": ..., "arguments": {...}} inside <tool_call></tool_call>') from None
+    obj = _loads(body, 'write {"name": ..., "arguments": {...}} inside <tool_call></tool_call>')
     if not isinstance(obj, dict) or "name" not in obj:
         raise ActionError('a tool call needs a "name" and "arguments": {"name": "search", '
                           '"arguments": {"query": "..."}}')
     args = obj.get("arguments", {})
     if isinstance(args, str):  # some models double-encode the arguments
-        try:
-            args = json.loads(args)
-        except json.JSONDecodeError:
-            raise ActionError('"arguments" must be a JSON object, e.g. {"query": "..."}') from None
+        args = _loads(args, 'make "arguments" a JSON object, e.g. {"query": "..."}')
     if not isinstance(args, dict):
         raise ActionError('"arguments" must be a JSON object, e.g. {"query": "..."}')
     return _validated(str(obj["name"]), args)
 
 
+def _loads(body: str, hint: str):
+    """``json.loads`` that fails only with ActionError, whatever the text (depth and number size too)."""
+    if json_too_deep(body):
+        raise ActionError(f"the tool call nests JSON deeper than {MAX_JSON_DEPTH} levels; {hint}")
+    try:
+        return json.loads(body, parse_int=_parse_int)
+    except json.JSONDecodeError as e:
+        raise ActionError(f"the tool call is not valid JSON ({e.msg} at char {e.pos}); {hint}") from None
+
+
+def _parse_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ActionError(f"a number in the tool call has {len(digits)} digits (at most {MAX_INT_DIGITS}); "
+                          "pass text as a JSON string")
+    return int(digits)
+
+
+def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests brackets deeper than ``limit`` (brackets inside strings do not count).
+    One linear pass, skipped when the text holds too few brackets to get that deep.
+
+    >>> json_too_deep('{"a": [1, {"b": "[[[["}]}', limit=3), json_too_deep('[[[[]]]]', limit=3)
+    (False, True)
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif c in "]}":
+            depth -= 1
+    return False
+
+
 def _validated(name: str, args: dict) -> ToolCall:
     if name not in TOOL_ARGUMENTS:
-        raise ActionError(f"unknown tool {name!r}: the tools are search(query), open(doc_id), answer(text)")
+        raise ActionError(f"unknown tool {name[:100]!r}: the tools are search(query), open(doc_id), answer(text)")
     required = TOOL_ARGUMENTS[name]
     extra = sorted(set(args) - {required})
     if extra:
-        raise ActionError(f"{name} takes only {required!r}, got unexpected argument(s) {extra}")
+        raise ActionError(f"{name} takes only {required!r}, got unexpected argument(s) {extra}"[:300])
     value = args.get(required)
     if not isinstance(value, str | int | float) or isinstance(value, bool) or not str(value).strip():
         raise ActionError(f"{name} needs a non-empty {required!r} argument (a string)")
-    return ToolCall(name, {required: str(value).strip()})
+    # A lone surrogate (raw, or a JSON "\ud800" escape) is not encodable text: tokenizers raise on it.
+    return ToolCall(name, {required: _SURROGATES.sub("\ufffd", str(value).strip())})
 
 
 def format_tool_call(call: ToolCall) -> str:
@@ -115,7 +214,7 @@ def assistant_message(text: str) -> dict:
     try:
         call = parse_action(text)
     except ActionError:
-        return {"role": "assistant", "content": _EOT.sub("", text)}
+        return {"role": "assistant", "content": strip_end_of_turn(text)}
     if "<tool_call>" not in text:  # plain form: keep what the agent wrote
         return {"role": "assistant", "content": text.strip()}
     return {"role": "assistant", "content": "",

@@ -70,6 +70,14 @@ def _text_space(max_length: int) -> spaces.Text:
     return copy.copy(_TEXT_SPACES[max_length])
 
 
+def _within_limit(action):
+    """The action space's length limit, enforced as an error observation like any other bad action."""
+    if isinstance(action, str) and len(action) > MAX_ACTION_CHARS:
+        raise ActionError(f"the action is {len(action)} characters, over the limit of {MAX_ACTION_CHARS}: "
+                          "make one short tool call")
+    return action
+
+
 def clean_observation(text: str, budget: int) -> str:
     text = "".join(c if c in _CHARSET_SET else "\ufffd" for c in text)
     return text if len(text) <= budget else text[: budget - 1] + "…"
@@ -93,10 +101,11 @@ class SearchEnv(gymnasium.Env):
         {"name": "search", "arguments": {"query": "..."}}
         </tool_call>
 
-    or the plain form ``search: ...`` / ``open: DOC_ID`` / ``answer: ...``. Garbage, unknown tools,
-    bad JSON, missing or extra arguments, unknown doc ids, several calls in one turn, and any call
-    after the episode ended all return an error observation and ``-format_penalty``; ``step`` never
-    raises.
+    or the plain form ``search: ...`` / ``open: DOC_ID`` (or ``open(DOC_ID)``) / ``answer: ...``.
+    Garbage, text over 4096 characters, unknown tools, bad JSON (also JSON nested over 32 levels or
+    numbers over 100 digits), missing or extra arguments, unknown doc ids, several calls in one turn,
+    and any call after the episode ended all return an error observation and ``-format_penalty``;
+    ``step`` never raises, whatever the string (parsing is linear in its length).
 
     ## Observation Space
     ``Text(max_length=max_obs_chars, charset=CHARSET)``, where CHARSET is every Basic Multilingual
@@ -201,7 +210,7 @@ class SearchEnv(gymnasium.Env):
         try:
             if ended:
                 raise ToolError("the episode is over: make no more tool calls")
-            call = parse_action(action)
+            call = parse_action(_within_limit(action))
             observation = self.tools.call(call.name, call.arguments)
             if call.name == "search":
                 shown = tuple(self.tools.state.shown[n_shown:])
