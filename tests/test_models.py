@@ -132,3 +132,45 @@ def test_smollm2_converts_and_answers():
                                         return_dict=True)
     out = model.generate(**ids, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert "Paris" in tokenizer.decode(out[0, ids["input_ids"].shape[1]:])
+
+
+def _flip_a_bit(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def _replace_with_folder(path):
+    path.unlink()
+    path.mkdir()
+
+
+@pytest.mark.parametrize("corrupt, reason", [
+    (lambda p: _flip_a_bit(p / "model.safetensors"), "model.safetensors does not match its checksum"),
+    (lambda p: _truncate(p / "model.safetensors"), "model.safetensors does not match its checksum"),
+    (lambda p: _replace_with_folder(p / "model.safetensors"), "model.safetensors cannot be read"),
+    (lambda p: (p / "checksums.json").unlink(), "checksums.json is missing"),
+    (lambda p: (shutil.rmtree(p), p.write_text("a file")), "it is not a folder"),
+])
+def test_conversion_cache_is_verified_by_checksum_and_rebuilt(fresh_cache, caplog, monkeypatch, corrupt, reason):
+    import logging
+
+    path = resolve_model_path("tiny")
+    weights = (path / "model.safetensors").read_bytes()
+    corrupt(path)
+    with caplog.at_level(logging.WARNING, logger="searchgym.models"):
+        assert resolve_model_path("tiny") == path
+    assert reason in caplog.text and "rebuilding" in caplog.text
+    assert (path / "model.safetensors").read_bytes() == weights  # seeded: the same model again
+    assert sorted(p.name for p in fresh_cache.iterdir()) == ["smollm2-tokenizer", "tiny"]  # nothing left aside
+
+    def must_not_build(dest):
+        raise AssertionError("a verified cache folder must be reused")
+
+    monkeypatch.setattr(models, "_build_tiny", must_not_build)
+    assert resolve_model_path("tiny") == path
+    load_model("tiny")  # loads, no traceback

@@ -255,12 +255,16 @@ def _expected_meta(corpus: Corpus, embedder: Embedder, spec: IndexSpec) -> dict:
 
 def load_cached(folder: Path, corpus: Corpus, embedder: Embedder, spec: IndexSpec) -> faiss.Index:
     """Read and verify a cache folder; raise CacheError saying what is wrong."""
+    if not folder.is_dir():
+        raise CacheError("it is not a folder")
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CacheError("meta.json is missing (an interrupted write?)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CacheError(f"meta.json is not valid JSON ({e})") from None
+    except OSError as e:  # e.g. a folder named meta.json
+        raise CacheError(f"meta.json cannot be read ({e.strerror or type(e).__name__})") from None
     if not isinstance(meta, dict):
         raise CacheError("meta.json is not a JSON object")
     for key, want in _expected_meta(corpus, embedder, spec).items():
@@ -270,6 +274,8 @@ def load_cached(folder: Path, corpus: Corpus, embedder: Embedder, spec: IndexSpe
         data = (folder / "index.faiss").read_bytes()
     except FileNotFoundError:
         raise CacheError("index.faiss is missing") from None
+    except OSError as e:  # e.g. a folder named index.faiss
+        raise CacheError(f"index.faiss cannot be read ({e.strerror or type(e).__name__})") from None
     if hashlib.sha256(data).hexdigest() != meta.get("index_sha256"):
         raise CacheError(f"index.faiss checksum does not match meta.json ({len(data)} bytes): "
                          "the file is truncated or modified")
@@ -294,8 +300,10 @@ def save_cached(folder: Path, index: faiss.Index, meta: dict) -> None:
         _write_synced(tmp / "index.faiss", data)
         meta = {**meta, "index_sha256": hashlib.sha256(data).hexdigest()}
         _write_synced(tmp / "meta.json", json.dumps(meta, indent=2).encode("utf-8"))  # last: marks done
-        if folder.exists():  # a stale or corrupt folder we decided to replace
+        if folder.is_dir() and not folder.is_symlink():  # a stale or corrupt folder we decided to replace
             shutil.rmtree(folder)
+        elif folder.exists() or folder.is_symlink():  # a file (or link) where the folder belongs
+            folder.unlink()
         try:
             os.replace(tmp, folder)
         except OSError:
@@ -325,7 +333,7 @@ def build_index(corpus: Corpus, embedder: str | Embedder = "minilm", index: str 
     spec = IndexSpec.parse(index) if isinstance(index, str) else index
     folder = Path(cache_dir if cache_dir is not None else default_cache_dir()) / cache_key(corpus, embedder, spec)
     start = time.perf_counter()
-    if folder.exists() and not rebuild:
+    if (folder.exists() or folder.is_symlink()) and not rebuild:
         try:
             loaded = load_cached(folder, corpus, embedder, spec)
             return SearchIndex(corpus, embedder, spec, loaded, cache_path=folder, from_cache=True,
