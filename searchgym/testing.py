@@ -33,7 +33,8 @@ class InvariantChecker:
     Invariants: ``step`` never raises; observations lie in the observation space; rewards lie in the
     documented bounds; ``terminated`` only right after a valid answer; ``truncated`` exactly when the
     step budget is used without an answer; every shown/opened doc id belongs to the corpus; the
-    gold answer earns the maximum reward (1.0); the same seed and actions replay identically.
+    gold answer earns the maximum reward (1.0); the same seed and actions replay identically; a plain
+    ``open: ID`` / ``open(ID)`` of a corpus id opens exactly that id (parentheses in the id included).
     """
 
     def __init__(self, env_id: str, env_kwargs: dict | None = None):
@@ -52,7 +53,8 @@ class InvariantChecker:
                         "truncated": False, "steps": 0}
         return obs
 
-    def step(self, action) -> tuple:
+    def step(self, action, opens: str | None = None) -> tuple:
+        """One step, checked; ``opens``: the doc id this action must open (a plain-form open of a real id)."""
         ep = self.episode
         was_over = ep["answered"] or ep["truncated"]
         try:
@@ -78,6 +80,9 @@ class InvariantChecker:
             ep["truncated"] = truncated
         for doc_id in (*info["shown"], *info["seen_docs"]):
             self._expect(doc_id in self.corpus, f"doc id {doc_id!r} is not in the corpus")
+        if opens is not None and not was_over:
+            opened = self.base.tools.state.opened[-1:] if info["error"] is None else [info["error"]]
+            self._expect(opened == [opens], f"{action!r:.120} opened {opened[0]!r:.120}, not {opens!r}")
         if valid_answer and info["correct"]:
             self._expect(reward == self.high == 1.0, f"the gold answer earned {reward}, not the maximum 1.0")
         return obs, reward, terminated, truncated, info
@@ -110,20 +115,60 @@ _GARBAGE = [
 
 
 def random_action(rng: random.Random, base, answers=()) -> object:
-    """One action: a valid call, a near-miss, or garbage (roughly a third each)."""
+    """One action (see `random_case`)."""
+    return random_case(rng, base, answers)[0]
+
+
+def random_case(rng: random.Random, base, answers=()) -> tuple[object, str | None]:
+    """One action: a valid call, a near-miss, garbage or hostile text (deep JSON, huge numbers, long
+    whitespace), with the doc id it must open when it is a plain-form open of a real id (else None)."""
     roll = rng.random()
     shown = base.tools.state.shown
     if roll < 0.35:
         words = rng.sample(_vocabulary(base), k=min(3, len(_vocabulary(base))))
-        return format_tool_call(ToolCall("search", {"query": " ".join(words)}))
-    if roll < 0.5 and shown:
-        return format_tool_call(ToolCall("open", {"doc_id": rng.choice(shown)}))
+        return format_tool_call(ToolCall("search", {"query": " ".join(words)})), None
+    if roll < 0.45 and shown:
+        return format_tool_call(ToolCall("open", {"doc_id": rng.choice(shown)})), None
+    if roll < 0.5:
+        doc_id = rng.choice(shown if shown and rng.random() < 0.5 else _parenthesised_ids(base))
+        return plain_open(rng, doc_id), doc_id
     if roll < 0.58:
         text = rng.choice(list(answers) or ["unknown"]) if rng.random() < 0.5 else _random_text(rng, 12)
-        return format_tool_call(ToolCall("answer", {"text": text}))
+        return format_tool_call(ToolCall("answer", {"text": text})), None
+    if roll < 0.7:
+        return rng.choice(_GARBAGE), None
     if roll < 0.8:
-        return rng.choice(_GARBAGE)
-    return _random_text(rng, rng.randint(0, 200))
+        return rng.choice((deep_nesting, huge_number, whitespace_run))(rng), None
+    return _random_text(rng, rng.randint(0, 200)), None
+
+
+def plain_open(rng: random.Random, doc_id: str) -> str:
+    """The lenient plain form of ``open(doc_id)``, in one of its spellings."""
+    return rng.choice(["open: {}", "open({})", "OPEN ( {} )", "open:{}\n", "Open({})<|im_end|>"]).format(doc_id)
+
+
+def deep_nesting(rng: random.Random) -> str:
+    """JSON nested up to thousands deep (json.loads used to raise RecursionError near 1,000)."""
+    n = rng.choice([32, 33, 999, 1000, 2000, rng.randint(1, 4000)])
+    body = rng.choice(["[" * n + "]" * n, '{"a": ' * n + "1" + "}" * n, "[" * n, '"' + "[" * n + '"'])
+    return rng.choice(["<tool_call>BODY</tool_call>", "BODY", '<tool_call>{"name": "search", "arguments": BODY}',
+                       '{"name": "open", "arguments": {"doc_id": BODY}}']).replace("BODY", body)
+
+
+def huge_number(rng: random.Random) -> str:
+    """Number literals of up to 5,000 digits (json refuses ints over 4,300 with a ValueError)."""
+    n = rng.choice([100, 101, 4300, 4301, rng.randint(1, 5000)])
+    number = rng.choice(["", "-"]) + rng.choice(["9" * n, "1" + "0" * (n - 1), "1." + "0" * n, f"1e{'9' * min(n, 9)}"])
+    return rng.choice(['<tool_call>{"name": "answer", "arguments": {"text": NUM}}</tool_call>', '{"name": NUM}',
+                       '<tool_call>{"name": "search", "arguments": "{\\"query\\": NUM}"}</tool_call>',
+                       "answer: NUM"]).replace("NUM", number)
+
+
+def whitespace_run(rng: random.Random) -> str:
+    """Long runs of whitespace around the parser's anchors (regexes with \\s* used to take quadratic time)."""
+    ws = rng.choice([" ", "\n", "\t", "\u3000", "\r\n", " \n"]) * rng.choice([1000, 2000, 4096, rng.randint(1, 9000)])
+    return rng.choice(["WS", "search:WSx", "<tool_call>WS", "WS</tool", "<tool_call>WS<", "open(WSx)WS",
+                       "answerWS:WSy", "WS<|im_end|>WS", '{"name": "answer",WS"arguments": {"text": "x"}}']).replace("WS", ws)
 
 
 def _random_text(rng: random.Random, n: int) -> str:
@@ -132,6 +177,16 @@ def _random_text(rng: random.Random, n: int) -> str:
 
 
 _VOCAB: dict[int, list[str]] = {}
+_PAREN_IDS: dict[int, list[str]] = {}
+
+
+def _parenthesised_ids(base) -> list[str]:
+    """Corpus ids with parentheses ("wiki:Casablanca (film)"), else a few ids of any kind."""
+    key = id(base.index.corpus)
+    if key not in _PAREN_IDS:
+        ids = list(base.index.corpus.ids)
+        _PAREN_IDS[key] = [i for i in ids if "(" in i or ")" in i][:500] or ids[:50]
+    return _PAREN_IDS[key]
 
 
 def _vocabulary(base) -> list[str]:
@@ -169,6 +224,17 @@ def make_state_machine(env_id: str, env_kwargs: dict | None = None):
         def open_shown(self, data):
             doc_id = data.draw(st.sampled_from(self.checker.base.tools.state.shown))
             self.checker.step(format_tool_call(ToolCall("open", {"doc_id": doc_id})))
+
+        @rule(data=st.data())
+        def open_plain_form(self, data):
+            doc_id = data.draw(st.sampled_from(_parenthesised_ids(self.checker.base)))
+            rng = random.Random(data.draw(st.integers(0, 2**16)))
+            self.checker.step(plain_open(rng, doc_id), opens=doc_id)
+
+        @rule(kind=st.sampled_from(["deep", "number", "whitespace"]), seed=st.integers(0, 2**16))
+        def hostile_text(self, kind, seed):
+            generate = {"deep": deep_nesting, "number": huge_number, "whitespace": whitespace_run}[kind]
+            self.checker.step(generate(random.Random(seed)))
 
         @rule(doc_id=st.text(max_size=30))
         def open_anything(self, doc_id):
@@ -247,7 +313,7 @@ def fuzz(env_ids: list[str], actions: int, *, env_kwargs: dict | None = None, se
                     checker.reset(rng.randrange(2**31))
                     episodes += 1
             try:
-                checker.step(random_action(rng, checker.base, checker.base.task.answers))
+                checker.step(*random_case(rng, checker.base, checker.base.task.answers))
             except InvariantViolation as e:
                 kind = "exceptions" if e.__cause__ is not None else "violations"
                 report[kind] += 1
