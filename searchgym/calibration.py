@@ -70,6 +70,7 @@ ENTROPY_ERROR_TARGET = 0.05  # nats: max |measured MM - true| over mixtures at t
 MDE_TARGET = 0.10  # nats: the size sweep reports the smallest size whose MDE reaches this
 DEFAULT_MODEL = "tiny"  # until a reference prior exists, the random 2-layer model that loads offline
 TEMPERATURES = (0.3, 0.7, 1.0, 1.3)
+BIAS_AT_N = (4, 8, 16, 32)  # the exact Miller-Madow bias of every mixture is also reported at these n
 
 
 @dataclass
@@ -116,7 +117,7 @@ class CalibrationConfig:
     base_mixture: dict = field(default_factory=lambda: dict(PRIOR_MIX))
     sweep_questions: tuple[int, ...] = (20, 50, 100)
     sweep_samples: tuple[int, ...] = (8, 16)
-    sweep_seeds: tuple[int, ...] = (3,)
+    sweep_seeds: tuple[int, ...] = (3, 5)
     pass_rate: float = 0.3  # mean per-question success probability of the pass@k simulation's base arm
     pass_concentration: float = 2.0  # Beta(c r, c (1 - r)): small = questions very unequal in difficulty
     model: str = DEFAULT_MODEL
@@ -207,12 +208,13 @@ def mixture_truth(tasks, weights: dict[str, float], table, styles: Sequence[str]
         labelled = label_distribution(t, weights, table[t.id], styles)
         plugin, mm = expected_entropy_estimates(labelled, n)
         fidelity = sum(w / len(styles) for s, w in dist.items() for st in styles if table[t.id][(s, st)] == s)
-        rows.append((entropy(dist), entropy(labelled), plugin, mm, dist, labelled, fidelity))
+        bias = {m: expected_entropy_estimates(labelled, m)[1] - entropy(dist) for m in BIAS_AT_N}
+        rows.append((entropy(dist), entropy(labelled), plugin, mm, dist, labelled, fidelity, bias))
     if not rows:
         raise ValueError(f"mixture {weights} has no valid strategy on any of the {len(tasks)} questions")
     shares: Counter = Counter()
     label_shares: Counter = Counter()
-    for *_, dist, labelled, _ in rows:
+    for *_, dist, labelled, _, _ in rows:
         shares.update(dist)
         label_shares.update(labelled)
     q = len(rows)
@@ -223,6 +225,7 @@ def mixture_truth(tasks, weights: dict[str, float], table, styles: Sequence[str]
             "true_shares": {k: shares[k] / q for k in sorted(shares)},
             "expected_label_shares": {k: label_shares[k] / q for k in sorted(label_shares)},
             "expected_label_fidelity": float(np.mean([r[6] for r in rows])),
+            "bias_mm_by_n": {str(m): float(np.mean([r[7][m] for r in rows])) for m in BIAS_AT_N},
             "questions_with_support": q}
 
 
@@ -430,7 +433,13 @@ def entropy_power(tasks, base, table, styles, questions: int, samples: int, seed
         return rules.power(*arm(w, u_b))
 
     mde, mde_paired, curve = _scan(power_at, float(deltas.max()))
-    sd = float(np.std(rules.a_seed, axis=-1, ddof=1).mean()) if seeds >= 2 else math.nan
+    sd = math.nan  # the seed-to-seed sd of both arms at the MDE, pooled (what the report estimates from a study)
+    lam = _lambda_for(mde, lambdas, deltas) if math.isfinite(mde) else None
+    if seeds >= 2 and lam is not None:
+        w = {s: (1 - lam) * v / total for s, v in base.items()}
+        w[SHIFT_TOWARDS] = w.get(SHIFT_TOWARDS, 0.0) + lam
+        b_seed, _ = arm(w, u_b)
+        sd = math.sqrt(float(np.mean([np.var(rules.a_seed, axis=-1, ddof=1), np.var(b_seed, axis=-1, ddof=1)])))
     return {"questions": questions, "samples": samples, "seeds": seeds, "episodes_per_arm": questions * samples * seeds,
             "mde": mde, "mde_paired": mde_paired, "false_positive_seed_rule": curve[0]["power_seed_rule"],
             "false_positive_paired": curve[0]["power_paired"], "base_entropy": float(

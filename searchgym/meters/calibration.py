@@ -75,8 +75,8 @@ def expected_entropy_estimates(p: Mapping[str, float] | Sequence[float], n: int)
     if probs.size == 1:
         return 0.0, 0.0
     counts = _compositions(n, probs.size)
-    log_pmf = (math.lgamma(n + 1) - np.vectorize(math.lgamma)(counts + 1.0).sum(axis=1)
-               + (counts * np.log(probs)).sum(axis=1))
+    log_factorial = np.array([math.lgamma(i + 1.0) for i in range(n + 1)])
+    log_pmf = log_factorial[n] - log_factorial[counts].sum(axis=1) + (counts * np.log(probs)).sum(axis=1)
     pmf = np.exp(log_pmf)
     plugin, mm = entropy_from_counts(counts)
     return float(pmf @ plugin), float(pmf @ mm)
