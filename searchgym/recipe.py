@@ -75,6 +75,9 @@ class PretrainConfig:
     # Keep each of the world's atomic strings (fictional names, doc ids: `SyntheticWorld.lexicon`) one
     # token, so copying a name or an id is copying one token (docs/prior-lab.md, "the copy lever").
     name_tokens: bool = False
+    # Each tool call's fixed JSON text ('<tool_call>\n{"name": "search", "arguments": {"query": "' and the
+    # closing '"}}\n</tool_call>') one token: a call is then "choose the tool, write its argument".
+    call_tokens: bool = False
 
 
 @dataclass

@@ -219,6 +219,21 @@ def scaffold_blocks() -> list[str]:
     return [text[start:text.index(EOS, start)]]
 
 
+def call_blocks() -> list[str]:
+    """The fixed text of every tool call around its one argument, as the chat template renders it: the
+    opening per tool, then the closing they share (``pretrain.call_tokens`` makes each one token).
+
+    >>> call_blocks()[-1]
+    '"}}\n</tool_call>'
+    """
+    from searchgym.envs.actions import TOOL_ARGUMENTS, format_tool_call
+    from searchgym.tasks import ToolCall
+
+    rendered = [format_tool_call(ToolCall(name, {arg: "ARG"})).split('"ARG"')
+                for name, arg in TOOL_ARGUMENTS.items()]
+    return [head + '"' for head, _ in rendered] + ['"' + rendered[0][1]]
+
+
 def train_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = MIN_MERGE_FREQUENCY,
                     blocks: Sequence[str] = (), words: Sequence[str] = ()):
     """A byte-level BPE tokenizer trained on ``texts``, with ChatML tokens and TRL's Qwen2.5 chat template
@@ -291,7 +306,10 @@ def _training_args(recipe: Recipe, output_dir: Path):
         output_dir=str(output_dir), num_train_epochs=p.epochs, learning_rate=p.learning_rate,
         per_device_train_batch_size=p.batch_size, lr_scheduler_type="cosine", warmup_steps=p.warmup_steps,
         weight_decay=0.01, logging_steps=p.logging_steps, save_strategy="steps", save_steps=p.save_steps,
-        save_total_limit=2, use_cpu=not cuda, bf16=cuda and recipe.model.dtype == "bfloat16",
+        # Every checkpoint is kept (a few MB each): `benchmarks/prior.py --curve` samples them for the
+        # learning curve. (Live probes would sample a random model at step 0, whose babble fills the
+        # context: minutes per probe for nothing.)
+        save_total_limit=None, use_cpu=not cuda, bf16=cuda and recipe.model.dtype == "bfloat16",
         report_to=list(recipe.report_to) or "none", seed=recipe.seed, disable_tqdm=False,
         dataloader_num_workers=0, remove_unused_columns=True,
         # Demos run 200-850 tokens: batching similar lengths cuts the padding the model computes on.
@@ -335,7 +353,6 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     from datasets import Dataset
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer
 
-    from searchgym.meters.callback import make_diversity_callback
     from searchgym.models import load_model
     from searchgym.runs import MetricsLogger, append_metrics
     from searchgym.train.sft import latest_checkpoint
@@ -376,7 +393,8 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     else:
         # The template needs a tokenizer object, not its vocabulary: render with a throwaway byte-level one.
         texts = chat_texts(demos, train_tokenizer(["x"], 300)) + docs
-        tokenizer = train_tokenizer(texts, p.vocab_size, blocks=scaffold_blocks(), words=_lexicon(recipe))
+        tokenizer = train_tokenizer(texts, p.vocab_size, blocks=scaffold_blocks() + (call_blocks() if p.call_tokens else []),
+                                    words=_lexicon(recipe))
         tokenizer.save_pretrained(str(tok_dir))
     texts = chat_texts(demos, tokenizer) + docs
 
@@ -400,9 +418,6 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     trainer = Trainer(model=model, args=_training_args(recipe, output_dir), train_dataset=dataset,
                       data_collator=DataCollatorForSeq2Seq(collate_tokenizer, label_pad_token_id=-100),
                       callbacks=[MetricsLogger(run_dir, STAGE)])
-    # Live probes (meters.every) sample the prior as it trains: its learning curve (success vs step).
-    if (meters := make_diversity_callback(recipe, run_dir, tokenizer, stage=STAGE)) is not None:
-        meters.attach(trainer)
     checkpoint = latest_checkpoint(output_dir) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     append_metrics(run_dir, {"stage": STAGE, "step": trainer.state.global_step, "prior/params": n_params,
