@@ -224,7 +224,7 @@ def call_blocks() -> list[str]:
     opening per tool, then the closing they share (``pretrain.call_tokens`` makes each one token).
 
     >>> call_blocks()[-1]
-    '"}}\n</tool_call>'
+    '"}}\\n</tool_call>'
     """
     from searchgym.envs.actions import TOOL_ARGUMENTS, format_tool_call
     from searchgym.tasks import ToolCall
