@@ -187,3 +187,17 @@ def test_resume_continues_from_the_last_checkpoint(pretrained, tmp_path):
     assert new_steps and min(new_steps) == resume_from + 1 and max(new_steps) == last_step
     assert (copy / "stages" / "pretrain" / "demos.jsonl").read_bytes() == demos_before
     assert (model_dir(copy) / "model.safetensors").is_file()
+
+
+def test_extra_worlds_add_demos_documents_and_names_of_other_worlds():
+    from searchgym.train.pretrain import _lexicon, corpus_texts
+
+    one, two = tiny_recipe(num_demos=4, name_tokens=True), tiny_recipe(num_demos=4, name_tokens=True, extra_worlds=1)
+    demos = sample_demos(two, progress=False)
+    assert len(demos) == 8
+    assert {t.task_id.split("-")[1] for t in demos} == {"s0", "s1"}  # world seeds 0 and 1
+    assert len(corpus_texts(two)) == 2 * len(corpus_texts(one))
+    names_one, names_two = set(_lexicon(one)), set(_lexicon(two))
+    assert names_one < names_two and any(not w.startswith("syn:") for w in names_two - names_one)
+    with pytest.raises(RecipeError, match="extra_worlds"):
+        run_pretrain(tiny_recipe(extra_worlds=-1), "unused", progress=False)

@@ -109,23 +109,39 @@ def realised_mix(trajectories: Sequence[Trajectory]) -> dict[str, float]:
 
 # ---- 2. the pretraining corpus --------------------------------------------------------------------
 
-def _pretrain_env(recipe: Recipe):
+def _pretrain_env(recipe: Recipe, world: int = 0):
+    """The env's train split; ``world`` > 0: the same kind of world drawn with world seed + ``world``
+    (other names, other facts), one of the ``pretrain.extra_worlds``."""
     import gymnasium
 
     import searchgym  # noqa: F401  (registers the env ids)
 
-    return gymnasium.make(recipe.env.id, disable_env_checker=True, **{**recipe.env.kwargs, "split": "train"})
+    kwargs = {**recipe.env.kwargs, "split": "train"}
+    if world:
+        world_kwargs = dict(kwargs.get("world_kwargs") or {})
+        kwargs["world_kwargs"] = {**world_kwargs, "seed": world_kwargs.get("seed", 0) + world}
+    return gymnasium.make(recipe.env.id, disable_env_checker=True, **kwargs)
+
+
+def _worlds(recipe: Recipe) -> range:
+    """The env's own world (0) and the ``pretrain.extra_worlds`` beside it."""
+    return range(1 + recipe.pretrain.extra_worlds)
 
 
 def sample_demos(recipe: Recipe, *, progress: bool = True) -> list[Trajectory]:
     """``pretrain.num_demos`` correct demonstrator episodes on train tasks of at most ``pretrain.max_hops``
-    hops: a task drawn at random, its strategy by `task_distribution`, the query style uniformly."""
+    hops: a task drawn at random, its strategy by `task_distribution`, the query style uniformly; as many
+    again from each of the ``pretrain.extra_worlds``."""
+    return [t for world in _worlds(recipe) for t in _sample_world_demos(recipe, world, progress)]
+
+
+def _sample_world_demos(recipe: Recipe, world_index: int, progress: bool) -> list[Trajectory]:
     from tqdm.auto import tqdm
 
     from searchgym.envs.episodes import play
 
     p = recipe.pretrain
-    env = _pretrain_env(recipe)
+    env = _pretrain_env(recipe, world_index)
     world = env.unwrapped.taskset
     if not getattr(world, "strategies", None):
         raise RecipeError(f"env.id: {recipe.env.id} has no scripted strategies to pretrain on; use "
@@ -135,10 +151,11 @@ def sample_demos(recipe: Recipe, *, progress: bool = True) -> list[Trajectory]:
     if not tasks:
         raise RecipeError(f"pretrain: no train task of {recipe.env.id} has <= {p.max_hops} hops and a strategy "
                           "with weight > 0; raise pretrain.max_hops or change pretrain.mixture")
-    rng = random.Random(f"pretrain:{recipe.seed}")
+    rng = random.Random(f"pretrain:{recipe.seed}" + (f":{world_index}" if world_index else ""))
     demos: list[Trajectory] = []
     attempts = 0
-    with tqdm(total=p.num_demos, desc="pretrain demos", disable=not progress) as bar:
+    desc = "pretrain demos" + (f" (world +{world_index})" if world_index else "")
+    with tqdm(total=p.num_demos, desc=desc, disable=not progress) as bar:
         while len(demos) < p.num_demos and attempts < 5 * p.num_demos:  # a few demos fail; never loop forever
             attempts += 1
             task = rng.choice(tasks)
@@ -160,20 +177,25 @@ def _lexicon(recipe: Recipe) -> list[str]:
     """The world's atomic strings when ``pretrain.name_tokens`` asks for them (else none)."""
     if not recipe.pretrain.name_tokens:
         return []
-    env = _pretrain_env(recipe)
-    world = env.unwrapped.taskset
-    env.close()
-    if not callable(getattr(world, "lexicon", None)):
-        raise RecipeError(f"pretrain.name_tokens: the world of {recipe.env.id} lists no lexicon (names, doc ids) "
-                          "to keep whole; set pretrain.name_tokens = false")
-    return list(world.lexicon())
+    words: dict[str, None] = {}
+    for index in _worlds(recipe):
+        env = _pretrain_env(recipe, index)
+        world = env.unwrapped.taskset
+        env.close()
+        if not callable(getattr(world, "lexicon", None)):
+            raise RecipeError(f"pretrain.name_tokens: the world of {recipe.env.id} lists no lexicon (names, doc "
+                              "ids) to keep whole; set pretrain.name_tokens = false")
+        words.update(dict.fromkeys(world.lexicon()))
+    return list(words)
 
 
 def corpus_texts(recipe: Recipe) -> list[str]:
-    """The world's documents as plain text, so the prior also knows the world it will search."""
-    env = _pretrain_env(recipe)
-    docs = [f"{d.title}\n{d.text}" for d in env.unwrapped.taskset.corpus]
-    env.close()
+    """The worlds' documents as plain text, so the prior also knows the world it will search."""
+    docs = []
+    for index in _worlds(recipe):
+        env = _pretrain_env(recipe, index)
+        docs += [f"{d.title}\n{d.text}" for d in env.unwrapped.taskset.corpus]
+        env.close()
     return docs
 
 
@@ -361,6 +383,8 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     for name in ("num_demos", "max_hops", "num_layers", "num_heads", "batch_size", "max_length", "epochs"):
         if getattr(p, name) < 1:
             raise RecipeError(f"pretrain.{name}: must be >= 1, got {getattr(p, name)}")
+    if p.extra_worlds < 0:
+        raise RecipeError(f"pretrain.extra_worlds: must be >= 0 (0 = the env's world only), got {p.extra_worlds}")
     stage_dir = run_dir / "stages" / STAGE
     stage_dir.mkdir(parents=True, exist_ok=True)
 
@@ -378,7 +402,7 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     env.close()
     mix = {"configured": {s: w / sum(weights.values()) for s, w in weights.items()},
            "expected": expected_mix(weights, eligible), "realised": realised_mix(demos),
-           "demos": len(demos), "max_hops": p.max_hops, "seed": recipe.seed}
+           "demos": len(demos), "max_hops": p.max_hops, "seed": recipe.seed, "extra_worlds": p.extra_worlds}
     atomic_write(stage_dir / "prior_mix.json", json.dumps(mix, indent=2).encode("utf-8"))
     append_metrics(run_dir, {"stage": STAGE, "step": 0, **{f"prior/share_{s}": v for s, v in mix["realised"].items()}})
     if progress:
