@@ -38,7 +38,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, help="samples per question (default: the quick study's)")
     parser.add_argument("--seeds", type=int, help="seeds per arm (default: the quick study's)")
     parser.add_argument("--reps", type=int, help="simulated studies per point of a power curve")
-    parser.add_argument("--model", default="tiny", help="model of the temperature sweep (alias or folder)")
+    parser.add_argument("--model", help="model of the temperature sweep: alias or folder (default: the reference "
+                        "prior searchgym-prior where it is shipped, else tiny)")
     parser.add_argument("--skip-temperature", action="store_true", help="no temperature sweep")
     parser.add_argument("--out", help="also write calibration.json into this folder (or to this .json path)")
     args = parser.parse_args()

@@ -68,9 +68,17 @@ MIXTURES = {
 SHIFT_TOWARDS = "forward"  # the power simulation's second arm: the base mix shifted towards this strategy
 ENTROPY_ERROR_TARGET = 0.05  # nats: max |measured MM - true| over mixtures at the study's sizes
 MDE_TARGET = 0.10  # nats: the size sweep reports the smallest size whose MDE reaches this
-DEFAULT_MODEL = "tiny"  # until a reference prior exists, the random 2-layer model that loads offline
+FALLBACK_MODEL = "tiny"  # the random 2-layer model that loads offline, until the reference prior exists
 TEMPERATURES = (0.3, 0.7, 1.0, 1.3)
 BIAS_AT_N = (4, 8, 16, 32)  # the exact Miller-Madow bias of every mixture is also reported at these n
+
+
+def default_model() -> str:
+    """The temperature sweep's model: the reference prior (alias ``searchgym-prior``) where its folder
+    exists, else ``tiny``."""
+    from searchgym.priors import REFERENCE_PRIOR
+
+    return "searchgym-prior" if (REFERENCE_PRIOR / "config.json").is_file() else FALLBACK_MODEL
 
 
 @dataclass
@@ -120,7 +128,7 @@ class CalibrationConfig:
     sweep_seeds: tuple[int, ...] = (3, 5)
     pass_rate: float = 0.3  # mean per-question success probability of the pass@k simulation's base arm
     pass_concentration: float = 2.0  # Beta(c r, c (1 - r)): small = questions very unequal in difficulty
-    model: str = DEFAULT_MODEL
+    model: str | None = None  # None: `default_model()`
     temperatures: tuple[float, ...] = TEMPERATURES
     temp_questions: int = 4  # measured: ~5-10 s per temperature on 2 busy cores (tiny model)
     temp_samples: int = 4
@@ -592,7 +600,7 @@ def calibrate(config: CalibrationConfig | None = None) -> dict:
     temperature = None
     if not config.skip_temperature:
         mark = time.perf_counter()
-        temperature = temperature_sweep(config.model, setup, [t.id for t in pool[:config.temp_questions]],
+        temperature = temperature_sweep(config.model or default_model(), setup, [t.id for t in pool[:config.temp_questions]],
                                         config.temperatures, config.temp_samples, config.temp_max_turns,
                                         config.temp_max_new_tokens, config.seed, config.progress)
         timings["temperature"] = time.perf_counter() - mark

@@ -19,8 +19,9 @@ def _fail(message: str) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    # escape: messages quote TOML tables like [lora], which rich would otherwise eat as markup
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
+    # escape: messages quote TOML tables like [lora], which rich would otherwise eat as markup;
+    # soft_wrap: one message is one line (a terminal may wrap it, rich must not break it into several)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code=2)
 
 
@@ -94,38 +95,49 @@ def train(recipe: Annotated[Path, typer.Argument(help="agent recipe, e.g. agents
 
 @app.command(name="eval")
 def eval_(model: Annotated[str, typer.Argument(help="model alias, HF folder, or a training run folder")],
-          env: Annotated[str, typer.Option(help="environment id")] = "searchgym/SyntheticWorld-Easy-v0",
+          env: Annotated[str | None, typer.Option(help="environment id (default: a run folder's own env, else "
+                                                       "searchgym/SyntheticWorld-Easy-v0)")] = None,
+          env_kwargs: Annotated[list[str] | None, typer.Option(
+              "--env-kwargs", help="env kwargs: a JSON object or key=value (repeatable; world_kwargs.size=small "
+                                   "nests); merged over a run folder's own")] = None,
           questions: Annotated[int, typer.Option(help="held-out questions (the first N of the split)")] = 20,
           samples: Annotated[int, typer.Option(help="episodes sampled per question")] = 4,
           split: Annotated[str, typer.Option(help="task split")] = "test",
           temperature: Annotated[float, typer.Option(help="sampling temperature (0 = greedy)")] = 1.0,
-          max_new_tokens: Annotated[int, typer.Option(help="tokens per assistant turn")] = 128,
+          max_turns: Annotated[int | None, typer.Option(help="assistant turns per episode (default: a run's "
+                                                             "eval.max_turns, else 8)")] = None,
+          max_new_tokens: Annotated[int, typer.Option(help="tokens per assistant turn")] = 64,
           out: Annotated[Path | None, typer.Option(help="output folder (default runs/eval-<timestamp>)")] = None,
           ) -> None:
     """Sample a model on held-out questions; write trajectories.jsonl and print a summary."""
+    from searchgym.recipe import parse_kwargs
     from searchgym.rollout import eval_command
-    from searchgym.runs import new_run_dir
 
     try:
-        eval_command(model, env, questions, samples, split=split, temperature=temperature,
-                     max_new_tokens=max_new_tokens, out=new_run_dir("eval", out))
+        eval_command(model, env, questions, samples, split=split, temperature=temperature, max_turns=max_turns,
+                     max_new_tokens=max_new_tokens, out=out, env_kwargs=parse_kwargs(env_kwargs or ()) or None)
     except ValueError as e:
         _fail(str(e))
 
 
 @app.command()
 def experiment(study: Annotated[Path, typer.Argument(help="study file, e.g. agents/breadth-study.toml")],
-               preset: Annotated[str | None, typer.Option(help="a preset of the study (its presets table), e.g. quick, smollm2 or gpu")] = None,
+               preset: Annotated[str | None, typer.Option(help="a preset of the study (its presets table), e.g. "
+                                                               "tiny, quick, smollm2 or gpu")] = None,
                out: Annotated[Path | None, typer.Option(help="study folder (default runs/<study>-<preset>)")] = None,
-               set_: Annotated[list[str] | None, typer.Option("--set", help="override for every arm: "
-                                                                           "section.key=value")] = None,
+               arms: Annotated[str | None, typer.Option(help="run only these arms, comma-separated, e.g. "
+                                                             "base,sft-diverse")] = None,
+               seeds: Annotated[str | None, typer.Option(help="seeds for every arm, comma-separated, e.g. 0,1")] = None,
+               set_: Annotated[list[str] | None, typer.Option("--set", help="override for every arm, applied "
+                                                                           "last: section.key=value")] = None,
                report: Annotated[bool, typer.Option(help="write report.html when all runs are done")] = True,
                ) -> None:
     """Run (or resume) a multi-arm study: every arm × seed, evaluated alike; then write its report."""
-    from searchgym.study import StudyError, experiment_command
+    from searchgym.study import StudyError, experiment_command, parse_list
 
     try:
-        experiment_command(study, preset=preset, out=out, overrides=set_ or (), report=report)
+        experiment_command(study, preset=preset, out=out, overrides=set_ or (), report=report,
+                           arms=parse_list(arms, "--arms"), seeds=parse_list(seeds, "--seeds", int))
     except StudyError as e:
         _fail(str(e))
 
@@ -149,8 +161,9 @@ def calibrate_(
         questions: Annotated[int | None, typer.Option(help="held-out questions (default: the quick study's)")] = None,
         samples: Annotated[int | None, typer.Option(help="samples per question (default: the quick study's)")] = None,
         seeds: Annotated[int | None, typer.Option(help="seeds per arm (default: the quick study's)")] = None,
-        model: Annotated[str, typer.Option(help="model for the temperature sweep: alias, model folder or run "
-                                                "folder")] = "tiny",
+        model: Annotated[str | None, typer.Option(help="model for the temperature sweep: alias, model folder or "
+                                                       "run folder (default: searchgym-prior if shipped, else "
+                                                       "tiny)")] = None,
         reps: Annotated[int | None, typer.Option(help="simulated studies per point of a power curve")] = None,
         temp_questions: Annotated[int | None, typer.Option(help="questions of the temperature sweep")] = None,
         temp_samples: Annotated[int | None, typer.Option(help="samples per question of the temperature sweep")] = None,
