@@ -9,6 +9,7 @@ when none fits); each demonstrator is a script the classifier labels as its own 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 
 from searchgym.tasks import Step, Task, ToolCall
@@ -49,14 +50,15 @@ def lookup_query(name: str, relation: str, inverse: bool, style: str) -> str:
 
 
 def question_query(question: str, style: str) -> str:
-    """The whole question as a query: verbatim in natural style, its content words otherwise.
+    """The whole question as a query: verbatim in natural style, its content words otherwise, each as the
+    question spells it (names keep their case, so a query copies them rather than rewrites them).
 
     >>> question_query("Who founded the Ostra Press?", "keyword")
-    'founded ostra press'
+    'founded Ostra Press'
     """
     if style == "natural":
         return question
-    return " ".join(t for t in T.tokens(question) if t not in T.STOPWORDS)
+    return " ".join(w for w in re.findall(r"[A-Za-z0-9]+", question) if w.lower() not in T.STOPWORDS)
 
 
 def _names(task: Task, query_tokens: set[str]) -> set[int]:
