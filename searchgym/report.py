@@ -102,13 +102,61 @@ def _breadth_label(ref: ArmSummary) -> str:
     return "strategy entropy" if math.isfinite(ref.table["strategy entropy"].value) else "query breadth"
 
 
+def _claim(data: StudyData, label: str, a: ArmSummary, b: ArmSummary) -> str:
+    """One comparison in a few words: 'lower'/'higher' with both CIs, or 'no change larger than X'."""
+    side = compare(a.table[label], b.table[label])
+    values = f"{_ci(a.table[label])} vs {_ci(b.table[label])}"
+    if side in ("lower", "higher"):
+        return f"{side} ({values}; 95% CIs do not overlap)"
+    if side == "n/a":
+        return "not measured"
+    mde, _ = detectable_difference(data, label, a, b)
+    bound = f"no change larger than {mde:.2f}" if math.isfinite(mde) else "no change claimed"
+    return f"{bound} ({values}; CIs overlap)"
+
+
+def headlines(data: StudyData) -> list[str]:
+    """One sentence per question the study exists to answer, where its arms are present: RL vs base
+    breadth, narrow vs diverse SFT, base vs RL at the largest k, whether RL amplifies the prior's
+    dominant strategy, and whether a strategy absent from the prior is ever sampled."""
+    base, rl = data.arm(BASE), data.arm("grpo")
+    narrow, diverse = data.arm("sft-narrow"), data.arm("sft-diverse")
+    out = []
+    if base and rl:
+        label = _breadth_label(base)
+        out.append(f"**RL vs base, {label}:** GRPO {_claim(data, label, rl, base)}.")
+    if narrow and diverse:
+        label = _breadth_label(diverse)
+        out.append(f"**Narrow vs diverse SFT, {label}:** SFT-narrow {_claim(data, label, narrow, diverse)}.")
+    if base and rl:
+        out.append(f"**Base vs RL at the largest k (pass@{data.n}):** GRPO {_claim(data, 'pass@n', rl, base)}.")
+    prior = next((a.prior_share for a in data.arms if a.prior_share), None)
+    if prior and rl and rl.shares and base and base.shares:
+        top = max(prior, key=prior.get)
+        before, after = base.shares.get(top, 0.0), rl.shares.get(top, 0.0)
+        out.append(f"**Does RL amplify the prior's dominant strategy ({top}, {prior[top]:.0%} of its demos)?** "
+                   f"It takes {after:.0%} of GRPO's samples vs {before:.0%} of the base's "
+                   f"({'more' if after > before else 'not more'}; pooled over seeds, no CI).")
+    if prior:
+        absent = sorted(s for a in data.arms for s in (a.shares or {}) if s != "other" and not prior.get(s))
+        world = sorted({s for a in data.arms for s in (a.demo_share or {})} - set(prior) - {"other"})
+        candidates = sorted(set(absent) | {s for s in world if not prior.get(s)})
+        if candidates:
+            counts = [f"{a.name} {round(a.shares.get(s, 0.0) * data.n * data.questions * len(a.runs))}"
+                      for a in data.arms for s in candidates[:1]]
+            out.append(f"**Is a strategy absent from the prior ever sampled ({candidates[0]})?** Samples labelled "
+                       f"{candidates[0]}, of {data.n * data.questions} per seed: " + ", ".join(counts) + ".")
+    return out
+
+
 def verdict(data: StudyData) -> list[str]:
-    """Plain-language findings, each derived from the table by a fixed rule."""
+    """Plain-language findings, each derived from the table by a fixed rule: the headline claims first
+    (`headlines`), then the details arm by arm."""
     if not data.arms:
         return ["No runs to compare."]
     ref = data.arm(BASE) or data.arms[0]
     label = _breadth_label(ref)
-    out = []
+    out = headlines(data)
     others = [a for a in data.arms if a is not ref]
     for arm in others:
         a, b = arm.table[label], ref.table[label]

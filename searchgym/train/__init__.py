@@ -54,21 +54,9 @@ def _run_dir(recipe: Recipe, out: str | Path | None, resume: bool) -> Path:
 
 
 def check_env_names(recipe: Recipe) -> None:
-    """A recipe names code only through registries: ``env.id`` a registered env (gymnasium would import the
-    module in a "module:Env" id) and ``env.kwargs.world`` a registered world (SearchEnv checks it again)."""
-    import gymnasium
-
-    from searchgym.envs import register_all, registered_envs
-    from searchgym.worlds import world_names
-
-    register_all()
-    if ":" in recipe.env.id or recipe.env.id not in gymnasium.registry:
-        raise RecipeError(f"env.id: {recipe.env.id!r:.80} is not a registered environment; allowed: "
-                          f"{list(registered_envs())}")
-    world = recipe.env.kwargs.get("world")
-    if world is not None and world not in world_names():
-        raise RecipeError(f"env.kwargs.world: unknown world {world!r:.80}; allowed: {world_names()} (plug-ins "
-                          "register worlds in the 'searchgym.worlds' entry-point group)")
+    """A recipe names code only through registries (``env.id`` a registered env, ``env.kwargs.world`` a
+    registered world); `Recipe.validate` checks it on load, this re-checks a recipe built in code."""
+    recipe._check_env()
 
 
 def _flat(table: dict, prefix: str = "") -> dict:
@@ -103,7 +91,6 @@ def train_command(recipe_path: str | Path, overrides: list[str] | tuple[str, ...
 
     # 1. Recipe, run folder and its lock: a bad recipe or a busy folder stops here, before any heavy import.
     recipe = load_recipe(recipe_path, overrides)
-    check_env_names(recipe)
     run_dir = _run_dir(recipe, out, resume)
     with run_lock(run_dir):
         return _train_locked(recipe, run_dir, resume, progress)
@@ -170,7 +157,21 @@ def _train_locked(recipe: Recipe, run_dir: Path, resume: bool, progress: bool) -
 
     # 3. Held-out evaluation, trained vs untrained base on the same questions and seeds.
     evaluate_run(recipe, run_dir, model, tokenizer, progress=progress)
+    _draw(run_dir)
     return run_dir
+
+
+def _draw(run_dir: Path) -> None:
+    """The run's report beside it: training curves (report_training.png), strategy shares, pass@k."""
+    from searchgym.report import report_command
+
+    try:
+        page = report_command([run_dir], out=run_dir)
+    except (ValueError, OSError) as e:  # a report is a view of the run: never fail a finished training
+        print(f"no report drawn for {run_dir}: {e}")
+        return
+    figures = sorted(p.name for p in run_dir.glob("report_*.png"))
+    print(f"report: {page} ({', '.join(figures) or 'no figures'})")
 
 
 def trim_to_latest_checkpoint(run_dir: Path, stage: str) -> None:

@@ -1,0 +1,86 @@
+"""The shipped reference prior (searchgym/data/searchgym-prior): it loads offline, solves held-out questions
+through the real env and rollout, and its tokenizer's whole-token names and calls survive TRL's parsing."""
+
+import json
+
+import pytest
+import torch
+
+from searchgym.models import PRIOR, load_model
+from searchgym.priors import REFERENCE_PRIOR, evaluate_prior, export_prior, prior_metadata, total_variation
+from searchgym.recipe import PretrainConfig
+from searchgym.train.pretrain import build_model, call_blocks, train_tokenizer
+
+CALL = '<tool_call>\n{"name": "open", "arguments": {"doc_id": "syn:person:0042:b"}}\n</tool_call>'
+# Measured 2026-12-02 (docs/prior-lab.md): see the floor's comment in the test below.
+SUCCESS_FLOOR = 0.2
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_whole_token_calls_and_names_round_trip_and_trl_parses_them():
+    from trl.chat_template_utils import add_response_schema, parse_response
+
+    words = ["Ilvar", "Tessa", "syn:person:0042", "syn:person:0042:b"]
+    tok = train_tokenizer([CALL] * 20, 300, blocks=call_blocks(), words=words)
+    ids = tok(CALL + "<|im_end|>")["input_ids"]
+    pieces = tok.convert_ids_to_tokens(ids)
+    assert pieces[:3] == [call_blocks()[1], "syn:person:0042:b", call_blocks()[-1]]  # three tokens, longest id
+    assert tok.decode(ids, skip_special_tokens=True) == CALL
+    parser = add_response_schema(tok)
+    prefix = parser.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
+                                        return_dict=False)
+    parsed = parse_response(parser, ids, prefix=prefix)
+    assert parsed["tool_calls"][0]["function"] == {"name": "open", "arguments": {"doc_id": "syn:person:0042:b"}}
+    assert tok.tokenize("Tessas Tessa")[-1] == "Tessa"  # whole words only: "Tessas" is not "Tessa" + "s"
+    assert "Tessa" not in tok.tokenize("Tessas")
+
+
+def test_export_writes_a_loadable_float16_prior_with_its_provenance(tmp_path):
+    run = tmp_path / "run"
+    tok = train_tokenizer(["hello world"] * 20, 300)
+    model = build_model(PretrainConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), tok, 0)
+    (run / "stages" / "pretrain").mkdir(parents=True)
+    model.save_pretrained(run / "stages" / "pretrain" / "model")
+    tok.save_pretrained(run / "stages" / "pretrain" / "model")
+    (run / "recipe.toml").write_text('name = "p"\n[env]\nid = "searchgym/SyntheticWorld-Easy-v0"\n'
+                                     'kwargs = { embedder = "hashing" }\n', encoding="utf-8")
+    (run / "stages" / "pretrain" / "prior_mix.json").write_text(json.dumps({"realised": {"forward": 1.0}}))
+    (run / "metrics.jsonl").write_text(json.dumps({"stage": "sft", "step": 1}) + "\n" + json.dumps(
+        {"stage": "pretrain", "step": 7, "train/train_runtime": 12.5}) + "\n", encoding="utf-8")
+    dest = export_prior(run, tmp_path / "prior")
+    weights = dest / "model.safetensors"
+    assert weights.stat().st_size < (run / "stages" / "pretrain" / "model" / "model.safetensors").stat().st_size
+    loaded, _ = load_model(str(dest))
+    assert loaded.dtype == torch.float32
+    for name, p in model.named_parameters():  # float16 round trip: equal to ~3 significant digits
+        assert torch.allclose(dict(loaded.named_parameters())[name], p, rtol=1e-2, atol=1e-3)
+    meta = prior_metadata(dest)
+    assert meta["env_id"] == "searchgym/SyntheticWorld-Easy-v0" and meta["mix"] == {"forward": 1.0}
+    assert meta["pretrain_seconds"] == 12.5 and meta["steps"] == 7
+    assert [json.loads(x)["stage"] for x in (dest / "training.jsonl").read_text().splitlines()] == ["pretrain"]
+
+
+def test_total_variation_of_identical_and_disjoint_shares():
+    assert total_variation({"a": 0.5, "b": 0.5}, {"b": 0.5, "a": 0.5}) == 0
+    assert total_variation({"a": 1.0}, {"b": 1.0}) == 1
+
+
+@pytest.mark.skipif(not (REFERENCE_PRIOR / "config.json").is_file(), reason="reference prior not exported")
+def test_reference_prior_loads_by_alias_and_solves_held_out_questions(one_thread):
+    model, tokenizer = load_model(PRIOR)
+    assert sum(p.numel() for p in model.parameters()) < 3_000_000
+    assert (REFERENCE_PRIOR / "model.safetensors").stat().st_size < 5_000_000
+    r = evaluate_prior(PRIOR, questions=20, samples=2)
+    # 20 questions x 2 samples at temperature 1.0. The prior's measured success on its 125 held-out questions
+    # is in docs/prior-lab.md; the floor sits far below it so sampling noise never fails this test, and far
+    # above the < 1% of the priors before name/call tokens (an untrained or broken prior scores 0).
+    assert r["success_at_1"] >= SUCCESS_FLOOR, r
+    assert r["invalid_share"] <= 0.2, r
+    assert r["strategy_tv"] is not None and 0 <= r["strategy_tv"] <= 1
