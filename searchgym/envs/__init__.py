@@ -9,6 +9,7 @@ Gymnasium 1.x has no discovery of its own, so `register_all` loads the group on 
 from __future__ import annotations
 
 import importlib.metadata
+import sys
 import warnings
 
 import gymnasium
@@ -29,26 +30,49 @@ BUILTIN: dict[str, tuple[str, dict, str]] = {
 
 _DESCRIPTIONS: dict[str, str] = {}
 _REGISTERED = False
+_PENDING: list[importlib.metadata.EntryPoint] = []  # plug-ins whose module was still being imported
 
 
 def register_all() -> None:
-    """Register built-in ids and load plug-ins (idempotent)."""
+    """Register built-in ids and load plug-ins (idempotent; retries plug-ins deferred earlier)."""
     global _REGISTERED
-    if _REGISTERED:
-        return
-    _REGISTERED = True
-    for env_id, (entry_point, kwargs, description) in BUILTIN.items():
-        if env_id not in gymnasium.registry:
-            gymnasium.register(env_id, entry_point=entry_point, kwargs=kwargs, disable_env_checker=True)
-        _DESCRIPTIONS[env_id] = description
-    for ep in importlib.metadata.entry_points(group="searchgym.envs"):
+    if not _REGISTERED:
+        _REGISTERED = True
+        for env_id, (entry_point, kwargs, description) in BUILTIN.items():
+            if env_id not in gymnasium.registry:
+                gymnasium.register(env_id, entry_point=entry_point, kwargs=kwargs, disable_env_checker=True)
+            _DESCRIPTIONS[env_id] = description
+        _PENDING.extend(importlib.metadata.entry_points(group="searchgym.envs"))
+    _load_plugins()
+
+
+def _load_plugins() -> None:
+    still: list[importlib.metadata.EntryPoint] = []
+    for ep in list(_PENDING):
         try:
             described = ep.load()()
         except Exception as e:  # a broken plug-in must not break `import searchgym`
-            warnings.warn(f"searchgym plug-in {ep.name!r} ({ep.value}) failed to load: {e}", stacklevel=2)
+            if _initializing(ep.module):
+                # `import mypkg` ran first and mypkg imports searchgym at its top: mypkg is half-built here,
+                # its register() not defined yet. Retried by the next register_all (searchgym's commands,
+                # recipe validation, registered_envs) once mypkg has finished importing.
+                still.append(ep)
+                continue
+            warnings.warn(f"searchgym plug-in {ep.name!r} ({ep.value}) failed to load: {e}", stacklevel=3)
             continue
         for env_id, description in (described or {}).items():
             _DESCRIPTIONS[env_id] = description
+    _PENDING[:] = still
+
+
+def _initializing(module: str) -> bool:
+    """Whether ``module`` (or a package above it) is in the middle of its own import."""
+    parts = module.split(".")
+    for i in range(len(parts), 0, -1):
+        spec = getattr(sys.modules.get(".".join(parts[:i])), "__spec__", None)
+        if getattr(spec, "_initializing", False):
+            return True
+    return False
 
 
 def registered_envs() -> dict[str, str]:

@@ -158,7 +158,10 @@ class SearchEnv(gymnasium.Env):
         self.taskset = load_world(world, world_kwargs)
         self.tasks: list[Task] = list(self.taskset.tasks(split))
         if not self.tasks:
-            raise ValueError(f"world {self.taskset.name!r} has no {split!r} tasks; use split='train' or 'test'")
+            have = [s for s in ("train", "test", "validation", "dev") if s != split and self.taskset.tasks(s)]
+            raise ValueError(f"world {self.taskset.name!r} has no {split!r} tasks; splits with tasks: {have} "
+                             "(choose one: split= in gymnasium.make, --split in searchgym eval, eval.split in "
+                             "a recipe)")
         self._by_id = {t.id: t for t in self.tasks}
         self.split = split
         self.env_id = env_id or f"searchgym/{self.taskset.name}"

@@ -56,10 +56,25 @@ def _names(paths: list[Path]) -> list[str]:
     return [f"{p.parent.name}/{name}" if names.count(name) > 1 else name for p, name in zip(paths, names)]
 
 
+def check_same_questions(paths: list[Path], loaded: list[list[Trajectory]]) -> None:
+    """Refuse inputs where one task id asks different questions: they were sampled in different env settings
+    (world size, seed, split…), so pairing them by task id would compare unrelated questions."""
+    first: dict[str, tuple[str, Path]] = {}
+    for path, trajs in zip(paths, loaded):
+        for t in trajs:
+            seen = first.setdefault(t.task_id, (t.question, path))
+            if seen[0] != t.question:
+                raise ValueError(f"task {t.task_id!r} asks different questions in {seen[1]} ({seen[0]!r:.70}) and "
+                                 f"{path} ({t.question!r:.70}): the inputs were sampled with different env "
+                                 "settings (world size, seed, split); evaluate them in the same env (`searchgym "
+                                 "eval RUN` uses the run's own env) before metering them together")
+
+
 def meter_inputs(paths: list[Path], samples: int | None = None, n_boot: int = 1000
                  ) -> tuple[list[MeteredInput], str]:
     """Meter every input at one common n; returns the metered inputs and a note on how n was chosen."""
     loaded = [_load(Path(p)) for p in paths]
+    check_same_questions(paths, loaded)
     sizes = []
     for path, trajs in zip(paths, loaded):
         counts = {}
@@ -125,9 +140,9 @@ def _fmt(value: float | None, ci: tuple[float, float] | list | None = None) -> s
 
 def meter_command(paths: list[Path], samples: int | None = None, out: Path | None = None,
                   n_boot: int = 1000) -> list[Path]:
-    """Print a table of every meter (one column per input, 95% bootstrap CIs on the main rows) and write
-    meters.json: into each run folder, and for .jsonl inputs (or all inputs, when ``out`` is given) one
-    combined file at ``out`` or ./meters.json. Returns the files written."""
+    """Print a table of every meter (one column per input, 95% bootstrap CIs on the main rows) and write one
+    meters.json with every input and comparison: at ``out`` (a file, or a folder to write it into), else in
+    the current folder. The input folders are only read. Returns the files written."""
     from rich.console import Console
     from rich.table import Table
 
@@ -141,10 +156,15 @@ def meter_command(paths: list[Path], samples: int | None = None, out: Path | Non
     keys = sorted({k for m in metered for k in m.meters})
     ordered = ([k for k in keys if k.startswith("meta/")] + [k for k in MAIN_KEYS if k in keys]
                + [k for k in keys if not k.startswith("meta/") and k not in MAIN_KEYS])
-    table = Table("meter", *[m.name for m in metered], title=f"searchgym meters ({note})")
+    # The meter names never truncate (at 80 columns "diversity/strategy_entropy…" rows looked identical):
+    # the name column takes its full width and the value columns fold their CIs onto a second line.
+    table = Table(title=f"searchgym meters ({note})")
+    table.add_column("meter", no_wrap=True, min_width=max(map(len, ordered), default=5))
+    for m in metered:
+        table.add_column(m.name, overflow="fold")
     deltas = [c for c in comparisons if "delta" in c]
     for c in deltas:
-        table.add_column(f"Δ {c['input']} − {c['against']}")
+        table.add_column(f"Δ {c['input']} − {c['against']}", overflow="fold")
     for key in ordered:
         row = [_fmt(m.meters.get(key), m.ci.get(key)) for m in metered]
         for c in deltas:
@@ -160,18 +180,13 @@ def meter_command(paths: list[Path], samples: int | None = None, out: Path | Non
             console.print(f"solvable sets: {c['solved_only_input']} questions solved only by {c['input']}, "
                           f"{c['solved_only_against']} only by {c['against']}, {c['solved_both']} by both")
 
-    # 2. meters.json, written atomically.
-    written = []
-    for m in metered:
-        if m.path.is_dir():
-            doc = {"note": note, "inputs": [m.to_json(note)]}
-            atomic_write(m.path / "meters.json", (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
-            written.append(m.path / "meters.json")
-    if out is not None or any(not m.path.is_dir() for m in metered):
-        target = Path(out) if out is not None else Path("meters.json")
-        doc = {"note": note, "inputs": [m.to_json(note) for m in metered], "comparisons": comparisons}
-        atomic_write(target, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
-        written.append(target)
+    # 2. meters.json, written once (atomically): to --out, else into the current folder; never into the inputs.
+    target = Path(out) if out is not None else Path("meters.json")
+    if target.is_dir():
+        target = target / "meters.json"
+    doc = {"note": note, "inputs": [m.to_json(note) for m in metered], "comparisons": comparisons}
+    atomic_write(target, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    written = [target]
     for path in written:
         console.print(f"wrote {path}")
     return written

@@ -1,0 +1,155 @@
+"""Issue #14.9-11: bad values stop at load (one line, exit 2, nothing written, no slow work); `searchgym eval`
+of a run folder uses the run's env and `searchgym meter` refuses to pair different questions; a study is
+sized from the command line and its --set overrides come last."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import searchgym  # noqa: F401  (registers the envs and plug-ins)
+from searchgym import recipe as recipe_mod
+from searchgym.cli import app
+from searchgym.recipe import RecipeError, load_recipe, parse_kwargs
+from searchgym.trajectory import Trajectory, write_trajectories
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_SFT = REPO / "agents" / "smoke-sft.toml"
+
+
+@pytest.fixture
+def no_slow_work(monkeypatch):
+    """Loading a model or building an index during validation is a bug: make both fail loudly."""
+    import searchgym.envs.search_env as search_env
+    import searchgym.models as models
+
+    def slow(*args, **kwargs):
+        raise AssertionError("slow work started before the recipe was validated")
+
+    monkeypatch.setattr(models, "load_model", slow)
+    monkeypatch.setattr(search_env, "load_index", slow)
+
+
+# ---- 9. validation at load ---------------------------------------------------------------------------------
+BAD = [
+    ("sft.learning_rate=-1", "sft.learning_rate: must be a finite number > 0"),
+    ("sft.learning_rate=nan", "sft.learning_rate: must be a finite number > 0, got nan"),
+    ("grpo.learning_rate=0", "grpo.learning_rate: must be a finite number > 0"),
+    ("sft.epochs=-1", "sft.epochs: must be a finite number of epochs > 0"),
+    ("sft.save_steps=0", "sft.save_steps: must be an integer >= 1"),
+    ("eval.temperature=-1", "eval.temperature: must be a finite number >= 0"),
+    ("lora.r=0", "lora.r: must be the LoRA rank"),
+    ("lora.dropout=5", r"lora.dropout: must be a probability in \[0, 1\)"),
+    ("env.id=searchgym/Nope-v0", "env.id: 'searchgym/Nope-v0' is not a registered environment; allowed: "),
+    ("env.kwargs.embedder=no-such-embedder", "env.kwargs.embedder: unknown embedder 'no-such-embedder'"),
+    ("env.kwargs.max_step=3", "env.kwargs: unknown key 'max_step'; allowed: "),
+    ("env.kwargs.world_kwargs.max_hop=3", "env.kwargs.world_kwargs: world 'synthetic' takes no 'max_hop'"),
+    ("model.base=tinyy", r"model.base: 'tinyy' is not an alias \(smollm2-135m-instruct, tiny"),
+    ("model.base=nobody/no-such-model", "model.base: 'nobody/no-such-model' is not in the local Hugging Face cache"),
+    ('report_to=["nonsense"]', r"report_to: unknown backend 'nonsense'; allowed: \[.*'tensorboard'"),
+    ("sft.narrow_strategy=zigzag", r"sft.narrow_strategy: 'zigzag' is not a strategy of world 'synthetic'; allowed"),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_values_stop_at_load_with_one_line(override, message, no_slow_work, tmp_path):
+    with pytest.raises(RecipeError, match=f"^{message}"):
+        load_recipe(SMOKE_SFT, [override])
+
+
+def test_report_to_needs_an_installed_backend_and_takes_a_string(monkeypatch, no_slow_work):
+    monkeypatch.setattr(recipe_mod, "REPORT_TO", {**recipe_mod.REPORT_TO, "tensorboard": ("no_such_module_xyz",)})
+    for value in ('["tensorboard"]', '"tensorboard"'):
+        with pytest.raises(RecipeError, match=r"^report_to: 'tensorboard' is not installed \(pip install"):
+            load_recipe(SMOKE_SFT, [f"report_to={value}"])
+    monkeypatch.setattr(recipe_mod, "REPORT_TO", {**recipe_mod.REPORT_TO, "tensorboard": ("json",)})
+    assert load_recipe(SMOKE_SFT, ['report_to="tensorboard"']).report_to == ["tensorboard"]  # as HF accepts
+    assert load_recipe(SMOKE_SFT, ['report_to="none"']).report_to == []
+    assert 'report_to = ["tensorboard"]' in load_recipe(SMOKE_SFT, ['report_to="tensorboard"']).to_toml()
+
+
+def test_hf_ids_are_allowed_with_downloads_on(monkeypatch, no_slow_work):
+    monkeypatch.setenv("SEARCHGYM_ALLOW_DOWNLOAD", "1")
+    assert load_recipe(SMOKE_SFT, ["model.base=nobody/no-such-model"]).model.base == "nobody/no-such-model"
+
+
+@pytest.mark.parametrize("override, field", [
+    ("sft.learning_rate=nan", "sft.learning_rate"), ("lora.r=0", "lora.r"),
+    ("env.id=searchgym/Nope-v0", "env.id"), ("env.kwargs.embedder=no-such-embedder", "env.kwargs.embedder"),
+    ("model.base=tinyy", "model.base"), ('report_to=["nonsense"]', "report_to"),
+])
+def test_cli_train_exits_2_with_one_unwrapped_line_and_no_run_folder(override, field, tmp_path, monkeypatch,
+                                                                      no_slow_work):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(SMOKE_SFT), "--set", override, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}: "), result.output  # not wrapped at 80
+    assert "Traceback" not in result.output
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_cli_eval_with_an_unknown_env_writes_nothing(tmp_path, monkeypatch, no_slow_work):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["eval", "tiny", "--env", "searchgym/Nope-v0"])
+    assert result.exit_code == 2 and "--env: 'searchgym/Nope-v0' is not a registered environment" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+    result = CliRunner().invoke(app, ["eval", "tiny", "--env-kwargs", "max_steps=0", "--out", "e"])
+    assert result.exit_code == 2 and "max_steps must be >= 1" in result.output and not (tmp_path / "e").exists()
+    result = CliRunner().invoke(app, ["eval", "no-such-model", "--out", "e"])
+    assert result.exit_code == 2 and "model: 'no-such-model' is not an alias" in result.output
+
+
+def test_env_kwargs_from_the_command_line():
+    assert parse_kwargs(['{"max_steps": 4}', "embedder=hashing", "world_kwargs.size=small"]) == \
+        {"max_steps": 4, "embedder": "hashing", "world_kwargs": {"size": "small"}}
+    with pytest.raises(RecipeError, match="--env-kwargs 'nope': write it as key=value"):
+        parse_kwargs(["nope"])
+    with pytest.raises(RecipeError, match="not a JSON object"):
+        parse_kwargs(["{bad"])
+
+
+# ---- 10. eval of a run folder uses the run's env; meter refuses different questions --------------------------
+def test_eval_of_a_run_folder_uses_the_runs_env(tmp_path, monkeypatch):
+    import gymnasium
+
+    from searchgym.models import resolve_model_path
+    from searchgym.rollout import eval_command
+
+    run = tmp_path / "run"
+    run.mkdir()
+    kwargs = {"embedder": "hashing", "max_steps": 3,
+              "world_kwargs": {"size": "small", "max_hops": 2, "n_train": 30, "n_test": 10, "seed": 7}}
+    (run / "recipe.toml").write_text(recipe_mod._to_toml({"name": "x", "env": {
+        "id": "searchgym/SyntheticWorld-Easy-v0", "kwargs": kwargs}, "eval": {"max_turns": 1}}))
+    (run / "config.json").symlink_to(resolve_model_path("tiny") / "config.json")  # a model folder too
+    import searchgym.models as models
+
+    real = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda name, **kw: real("tiny", **kw))
+    path = eval_command(str(run), None, 1, 1, out=tmp_path / "e", max_new_tokens=4, progress=False)
+    settings = json.loads((tmp_path / "e" / "eval.json").read_text())["settings"]
+    assert settings["env_kwargs"] == {**kwargs, "split": "test"} and settings["max_turns"] == 1
+    [trajectory] = [json.loads(line) for line in path.read_text().splitlines()]
+    expected = gymnasium.make("searchgym/SyntheticWorld-Easy-v0", **kwargs, split="test").unwrapped.tasks[0]
+    assert (trajectory["task_id"], trajectory["question"]) == (expected.id, expected.question)
+
+
+def _traj(task_id: str, question: str, sample: int) -> Trajectory:
+    return Trajectory(task_id, "env", sample, question, [], [], "A", None, [], [], [], "x", 1.0, True, ["x"], [], 1)
+
+
+def test_meter_refuses_to_pair_different_questions(tmp_path):
+    from searchgym.meters.cli import meter_command
+
+    write_trajectories(tmp_path / "a.jsonl", [_traj("q1", "Who founded Ilvar?", i) for i in range(2)])
+    write_trajectories(tmp_path / "b.jsonl", [_traj("q1", "Where is Tessa?", i) for i in range(2)])
+    with pytest.raises(ValueError, match="task 'q1' asks different questions in .*a.jsonl.* and .*b.jsonl"):
+        meter_command([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], out=tmp_path / "m.json")
+    assert not (tmp_path / "m.json").exists()
+    result = CliRunner().invoke(app, ["meter", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")])
+    assert result.exit_code == 2 and "asks different questions" in result.output
