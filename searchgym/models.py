@@ -156,7 +156,7 @@ _HF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 def model_problem(name: object) -> str | None:
     """Why ``load_model(name)`` cannot work, found without loading or converting anything; None when it can.
 
-    Accepted: an alias (the prior only once shipped), a model folder (``config.json``), a training run folder
+    Accepted: an alias, a model folder (``config.json``), a training run folder
     (``adapter/adapter_config.json``), or a Hugging Face id that is in the local cache (any id with
     ``SEARCHGYM_ALLOW_DOWNLOAD=1``).
 
@@ -167,13 +167,7 @@ def model_problem(name: object) -> str | None:
     """
     if not isinstance(name, str) or not name.strip():
         return f"give an alias ({', '.join(ALIASES)}), a model folder, a run folder or a Hugging Face id"
-    if name == PRIOR:
-        from searchgym.priors import REFERENCE_PRIOR
-
-        return None if (REFERENCE_PRIOR / "config.json").is_file() else \
-            f"the reference prior {PRIOR!r} is not shipped in this install ({REFERENCE_PRIOR}); use 'tiny', " \
-            f"{SMOLLM2!r} or regenerate it with `make prior`"
-    if name == TINY:
+    if name in (TINY, PRIOR):  # the prior may be regenerated before it is used: load_model says how if not
         return None
     if name == SMOLLM2:
         if (cache_root() / "models" / SMOLLM2 / _CHECKSUMS).is_file():  # converted (verified when loaded)
