@@ -65,11 +65,63 @@ class Trajectory:
         return cls(**{k: v for k, v in row.items() if k in known})
 
 
-def write_trajectories(path: str | os.PathLike, trajectories: Iterable[Trajectory]) -> Path:
-    """Write a JSONL file atomically (a crash never leaves half a file)."""
+def write_trajectories(path: str | os.PathLike, trajectories: Iterable[Trajectory], *,
+                       parquet: bool = True) -> Path:
+    """Write a JSONL file atomically (a crash never leaves half a file), and the same records as a Hugging
+    Face dataset in Parquet beside it (``x.jsonl`` -> ``x.parquet``, see `write_parquet`)."""
+    trajectories = list(trajectories)
     text = "".join(json.dumps(t.to_json(), ensure_ascii=False) + "\n" for t in trajectories)
     atomic_write(path, text.encode("utf-8"))
+    if parquet:
+        write_parquet(Path(path).with_suffix(".parquet"), trajectories)
     return Path(path)
+
+
+# Fields whose values are free-form nested structures (tool arguments, world-specific meta): one JSON string
+# each in Parquet, so every file has the same schema whatever the env put in them.
+JSON_COLUMNS = ("messages", "calls", "meta", "evidence")
+
+
+def write_parquet(path: str | os.PathLike, trajectories: Iterable[Trajectory]) -> Path:
+    """Trajectories as Parquet, one row each, loadable as a dataset::
+
+        datasets.load_dataset("parquet", data_files="runs/x/trajectories.parquet")["train"]
+
+    Scalar and list fields keep their types; ``messages``, ``calls``, ``meta`` and ``evidence`` are JSON
+    strings (``json.loads`` them; `read_parquet` does). Written atomically like the JSONL.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{k: json.dumps(v, ensure_ascii=False) if k in JSON_COLUMNS else v for k, v in t.to_json().items()}
+            for t in trajectories]
+    schema = pa.schema([
+        ("task_id", pa.string()), ("env_id", pa.string()), ("sample", pa.int64()), ("question", pa.string()),
+        ("messages", pa.string()), ("calls", pa.string()), ("signature", pa.string()), ("strategy", pa.string()),
+        ("queries", pa.list_(pa.string())), ("docs_retrieved", pa.list_(pa.string())),
+        ("docs_opened", pa.list_(pa.string())), ("answer", pa.string()), ("reward", pa.float64()),
+        ("correct", pa.bool_()), ("gold_answers", pa.list_(pa.string())), ("evidence", pa.string()),
+        ("difficulty", pa.int64()), ("truncated", pa.bool_()), ("num_turns", pa.int64()),
+        ("token_logprobs", pa.list_(pa.float32())), ("token_entropies", pa.list_(pa.float32())),
+        ("token_roles", pa.list_(pa.string())), ("source", pa.string()), ("meta", pa.string())])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_parquet(path: str | os.PathLike) -> list[Trajectory]:
+    """Trajectories back from `write_parquet` (token floats come back as float32 values)."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(path).to_pylist()
+    return [Trajectory.from_json({k: json.loads(v) if k in JSON_COLUMNS else v for k, v in row.items()})
+            for row in rows]
 
 
 def read_trajectories(path: str | os.PathLike) -> Iterator[Trajectory]:

@@ -167,7 +167,7 @@ def _draw(run_dir: Path) -> None:
 
     try:
         page = report_command([run_dir], out=run_dir)
-    except (ValueError, OSError) as e:  # a report is a view of the run: never fail a finished training
+    except Exception as e:  # noqa: BLE001  a report is a view of the run: never fail a finished training
         print(f"no report drawn for {run_dir}: {e}")
         return
     figures = sorted(p.name for p in run_dir.glob("report_*.png"))
@@ -196,17 +196,26 @@ def _load_stage_adapter(model, adapter: Path):
 
 
 def _save_adapter(model, folder: Path, base_alias: str | None) -> None:
-    """Save the LoRA adapter in standard PEFT format. Its config then names the base as the alias, not
-    this machine's cache folder, so `load_model(run_dir)` can rebuild it anywhere."""
+    """Save the LoRA adapter in standard PEFT format, loadable two ways:
+
+        searchgym.models.load_model("runs/x")                                   # model + tokenizer, any machine
+        peft.AutoPeftModelForCausalLM.from_pretrained("runs/x/adapter")          # model only, this machine
+
+    Its config names the base by the alias's resolved folder (``$SEARCHGYM_CACHE/models/tiny``…), a path
+    transformers can open (an alias is not a Hugging Face id); the folder is named after the alias, so
+    `load_model` maps it back to the alias and rebuilds the base on a machine with another cache.
+    """
     from peft import PeftModel
+
+    from searchgym.models import resolve_model_path
 
     if not isinstance(model, PeftModel):
         raise RuntimeError("training returned a model without a LoRA adapter; nothing to save")
     model.save_pretrained(str(folder))
     config_path = folder / "adapter_config.json"
-    if base_alias and config_path.exists():  # after saving: PEFT would try to open the alias as a folder
+    if base_alias and config_path.exists():
         config = json.loads(config_path.read_text(encoding="utf-8"))
-        config["base_model_name_or_path"] = base_alias
+        config["base_model_name_or_path"] = str(resolve_model_path(base_alias).resolve())
         atomic_write(config_path, json.dumps(config, indent=2).encode("utf-8"))
 
 

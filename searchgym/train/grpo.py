@@ -20,6 +20,7 @@ from searchgym.meters.callback import make_diversity_callback
 from searchgym.recipe import Recipe
 from searchgym.runs import MetricsLogger, checkpoint_step, trim_metrics
 from searchgym.train.grpo_env import make_environment_factory
+from searchgym.train.sft import use_readable_progress
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,7 @@ def run_grpo(recipe: Recipe, run_dir: str | Path, model, tokenizer, *, resume: b
     trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, processing_class=tokenizer,
                           train_dataset=Dataset.from_list(rows), environment_factory=factory,
                           callbacks=[MetricsLogger(run_dir, "grpo")])
+    use_readable_progress(trainer, "grpo")  # a bar with ETA and one line per logged step, not raw dicts
     if g.ref_reset_steps:
         trainer.add_callback(ReferenceReset(trainer.model, g.ref_reset_steps))
     if (meters := make_diversity_callback(recipe, run_dir, tokenizer, stage="grpo")) is not None:
