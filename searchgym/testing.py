@@ -271,12 +271,82 @@ def make_state_machine(env_id: str, env_kwargs: dict | None = None):
     return SearchEnvMachine
 
 
+def _world_of(env_id: str, env_kwargs: dict | None):
+    """The task set a SearchEnv id builds (whatever its splits hold)."""
+    from searchgym.envs.search_env import load_world
+
+    kwargs = {**gymnasium.spec(env_id).kwargs, **(env_kwargs or {})}
+    return load_world(kwargs.get("world", "synthetic"), kwargs.get("world_kwargs"))
+
+
+def training_readiness(env_id: str, env_kwargs: dict | None = None, *, tasks_per_strategy: int = 3) -> dict:
+    """What `searchgym train` and `searchgym eval` will need from ``env_id``'s world, checked by playing it.
+
+    Returns ``{"sft": [...], "grpo": [...], "eval": [...]}``: for each, the problems that would stop it
+    (empty: ready). SFT needs ``strategies`` and ``query_styles`` (non-empty), train tasks that list a
+    strategy in ``Task.strategies``, and a ``demonstrator(strategy, style)`` whose policy ``(task, history)
+    -> ToolCall`` answers correctly and is labelled that strategy by ``classify_strategy``; GRPO needs train
+    tasks; eval (default split "test") needs test tasks.
+    """
+    from searchgym.envs.episodes import play
+
+    kwargs = {k: v for k, v in (env_kwargs or {}).items() if k != "split"}
+    world = _world_of(env_id, kwargs)
+    splits = {s: list(world.tasks(s)) for s in ("train", "test")}
+    out: dict[str, list[str]] = {"sft": [], "grpo": [], "eval": []}
+    if not splits["train"]:
+        out["grpo"].append("world.tasks('train') is empty: GRPO and SFT train on the train split")
+        out["sft"].append("world.tasks('train') is empty")
+    if not splits["test"]:
+        out["eval"].append("world.tasks('test') is empty: evaluation defaults to the test split (pass --split "
+                           "train to searchgym eval, or set eval.split in the recipe)")
+    strategies, styles = tuple(getattr(world, "strategies", ())), tuple(getattr(world, "query_styles", ()))
+    if not strategies:
+        out["sft"].append("world.strategies is empty: SFT builds its demonstrations from the world's strategies "
+                          "(and sft.narrow_strategy must be one of them); GRPO and eval need none")
+    if not styles:
+        out["sft"].append("world.query_styles is empty: SFT plays demonstrator(strategy, style) for each style; "
+                          "give at least one, e.g. (\"plain\",)")
+    if out["sft"]:
+        return out
+    env = gymnasium.make(env_id, disable_env_checker=True, **{**kwargs, "split": "train"})
+    for strategy in strategies:
+        candidates = [t for t in splits["train"] if strategy in t.strategies][:tasks_per_strategy]
+        if not candidates:
+            out["sft"].append(f"strategy {strategy!r}: no train task lists it in Task.strategies (SFT demonstrates "
+                              "a strategy only on the tasks that list it)")
+            continue
+        outcomes = []
+        for task in candidates:
+            try:
+                t = play(env, world.demonstrator(strategy, styles[0]), task_id=task.id)
+            except Exception as e:  # a demonstrator may raise anything
+                outcomes.append(f"demonstrator({strategy!r}, {styles[0]!r}) raised {type(e).__name__}: {e}")
+                break
+            if not t.correct:
+                outcomes.append(f"did not answer {task.id!r} correctly (answer {t.answer!r})")
+            elif t.strategy != strategy:
+                outcomes.append(f"classify_strategy labelled its episode on {task.id!r} {t.strategy!r}")
+            else:
+                outcomes = []
+                break  # one good demo per strategy is enough to train on it
+        if outcomes:
+            out["sft"].append(f"strategy {strategy!r}: no usable demo on {len(candidates)} train task(s): "
+                              f"{outcomes[0]}")
+    env.close()
+    return out
+
+
 def check_search_env(env_id: str, env_kwargs: dict | None = None, *, max_examples: int = 25,
-                     steps: int = 20, check_gymnasium: bool = True) -> None:
-    """Run Gymnasium's env checker and the searchgym invariant state machine on ``env_id``.
+                     steps: int = 20, check_gymnasium: bool = True, sft: bool | None = None) -> dict:
+    """Run Gymnasium's env checker and the searchgym invariant state machine on ``env_id``, then say what
+    training will need (`training_readiness`, printed).
 
     Raises AssertionError (an `InvariantViolation` or Gymnasium's error) on the first failure, with
-    Hypothesis' minimal failing sequence of actions.
+    Hypothesis' minimal failing sequence of actions. ``sft``: True raises when SFT could not run on this
+    world; None (default) raises only when the world declares strategies whose demonstrators do not work
+    (a world without strategies is fine for GRPO and eval, and the report says so); False never.
+    Returns the readiness report.
     """
     from hypothesis import HealthCheck, settings
     from hypothesis.stateful import run_state_machine_as_test
@@ -290,6 +360,13 @@ def check_search_env(env_id: str, env_kwargs: dict | None = None, *, max_example
     run_state_machine_as_test(machine, settings=settings(
         max_examples=max_examples, stateful_step_count=steps, deadline=None, database=None,
         suppress_health_check=list(HealthCheck)))
+    readiness = training_readiness(env_id, env_kwargs)
+    for stage, problems in readiness.items():
+        print(f"{env_id}: {stage}: " + ("ready" if not problems else "NOT ready: " + "; ".join(problems)))
+    declared = getattr(_world_of(env_id, env_kwargs), "strategies", ())
+    if readiness["sft"] and (sft or (sft is None and declared)):
+        raise AssertionError(f"{env_id}: SFT cannot train on this world: " + "; ".join(readiness["sft"]))
+    return readiness
 
 
 def fuzz(env_ids: list[str], actions: int, *, env_kwargs: dict | None = None, seed: int = 0,

@@ -3,7 +3,9 @@
 `ElementsWorld` implements searchgym's TaskSet protocol (corpus + train/test questions) and is
 registered as world ``"elements"`` in the ``searchgym.worlds`` entry-point group; `register` is the
 ``searchgym.envs`` entry point searchgym calls on import. It enumerates no strategies, so trajectories get no
-strategy label (meters fall back to action signatures).
+strategy label (meters fall back to action signatures), and it can be trained with GRPO and evaluated but not
+SFT-trained: SFT needs strategies, query styles and a demonstrator (the README's plug-in section shows a
+minimal one; `searchgym.testing.check_search_env` says what a world lacks).
 """
 
 from __future__ import annotations
