@@ -82,6 +82,9 @@ class PretrainConfig:
     # Also pretrain on this many other worlds of the same kind (world seed + 1, + 2 ...; num_demos each, their
     # documents too): other names in the same roles, so copying pays and memorising names does not.
     extra_worlds: int = 0
+    # Rename every demo consistently (a random permutation of the world's names, and of its doc ids within
+    # each kind): the roles stay, the names no longer tell the question, so only copying pays.
+    scramble_names: bool = False
 
 
 @dataclass

@@ -9,9 +9,11 @@ RL amplifies, what it loses and whether it ever finds a strategy the prior never
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -187,6 +189,42 @@ def _lexicon(recipe: Recipe) -> list[str]:
                               "ids) to keep whole; set pretrain.name_tokens = false")
         words.update(dict.fromkeys(world.lexicon()))
     return list(words)
+
+
+def _lexicon_of(recipe: Recipe) -> list[str]:
+    """The worlds' lexicon whatever ``pretrain.name_tokens`` says (scrambling needs it either way)."""
+    return _lexicon(dataclasses.replace(recipe, pretrain=dataclasses.replace(recipe.pretrain, name_tokens=True)))
+
+
+def scramble_names(text: str, lexicon: Sequence[str], rng: random.Random) -> str:
+    """Rename a conversation consistently: every name word of ``lexicon`` is swapped for another name word
+    and every doc id for another id of the same kind (``syn:person:0042`` -> ``syn:person:0017``, its ``:b``
+    page following), one random permutation per call. The facts inside the conversation stay coherent,
+    but no name or id says which question it belongs to, so a model can only act well by copying from
+    the context (``pretrain.scramble_names``).
+
+    >>> lex = ["Ilvar", "Tessa", "Morut", "syn:person:0001", "syn:person:0001:b", "syn:person:0002"]
+    >>> out = scramble_names("Ilvar Tessa [syn:person:0001:b] Ilvar", lex, random.Random(1))
+    >>> words = out.replace("[", " ").replace("]", " ").split()
+    >>> words[0] == words[3] and words[0] in lex and words[2].endswith(":b") and out != "Ilvar Tessa [syn:person:0001:b] Ilvar"
+    True
+    """
+    groups: dict[str, list[str]] = {}  # capitalised names, lower-case words (currencies), ids per kind
+    for w in lexicon:
+        if w.startswith("syn:"):
+            if w.count(":") == 2:
+                groups.setdefault(w.split(":")[1], []).append(w)
+        else:
+            groups.setdefault("Name" if w[0].isupper() else "word", []).append(w)
+    mapping: dict[str, str] = {}
+    for members in groups.values():
+        mapping.update(zip(members, rng.sample(members, len(members))))
+    pattern = re.compile(r"(?<![\w:])(syn:[a-z]+:\d+|[A-Za-z]\w*)")
+
+    def swap(m: re.Match) -> str:
+        return mapping.get(m.group(1), m.group(1))
+
+    return pattern.sub(swap, text)
 
 
 def corpus_texts(recipe: Recipe) -> list[str]:
@@ -420,7 +458,11 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
         tokenizer = train_tokenizer(texts, p.vocab_size, blocks=scaffold_blocks() + (call_blocks() if p.call_tokens else []),
                                     words=_lexicon(recipe))
         tokenizer.save_pretrained(str(tok_dir))
-    texts = chat_texts(demos, tokenizer) + docs
+    texts = chat_texts(demos, tokenizer)
+    if p.scramble_names:
+        lexicon, rng = _lexicon(recipe) or _lexicon_of(recipe), random.Random(f"scramble:{recipe.seed}")
+        texts = [scramble_names(t, lexicon, rng) for t in texts]
+    texts += docs
 
     # 3. A small Llama from scratch, trained on the whole text (a prior, not an instruction tune).
     model = build_model(p, tokenizer, recipe.seed)
