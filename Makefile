@@ -15,7 +15,7 @@ export TRL_EXPERIMENTAL_SILENCE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup browser run test lint fuzz bench clean
+.PHONY: setup browser run test lint fuzz bench prior clean
 setup: $(STAMP)
 
 $(STAMP):
@@ -33,6 +33,13 @@ run: setup
 
 test: setup browser lint
 	$(BIN)/python -m pytest -q --durations=15
+
+# Regenerate the shipped reference prior (searchgym/data/searchgym-prior/) from its recipe: pretraining
+# (~35 min on 2 cores, resumable), its learning curve over the checkpoints, then the export.
+prior: setup
+	$(BIN)/searchgym train agents/prior-reference.toml --out runs/prior-reference --resume
+	$(BIN)/python benchmarks/prior.py --curve runs/prior-reference
+	$(BIN)/python -m searchgym.priors runs/prior-reference
 
 # Headless Chromium renders report.html in a test. Best effort: without it that one test skips.
 browser:
