@@ -16,10 +16,30 @@ from searchgym.meters.alarms import (
     check_alarms,
     parse_alarms,
 )
-from searchgym.meters.passk import k_ladder, pass_at_k, pass_at_k_curve, solvable_set_overlap
+from searchgym.meters.coverage import compare_with_base, coverage, crossing, delta_se
+from searchgym.meters.literature import (
+    cross_input_accuracy,
+    depth_adaptivity,
+    entropy_reward_points,
+    fit_entropy_reward,
+    question_retrieval_credit,
+)
+from searchgym.meters.passk import (
+    crossing_k,
+    k_ladder,
+    pass_at_k,
+    pass_at_k_curve,
+    pass_at_k_table,
+    pass_hat_k,
+    pass_hat_k_curve,
+    pass_hat_k_table,
+    solvable_set_overlap,
+)
 
 __all__ = [
     "MAIN_KEYS", "Above", "AlarmEvent", "AlarmRule", "Below", "ModeCollapse", "RelativeDrop", "aggregate",
-    "check_alarms", "group_by_task", "k_ladder", "parse_alarms", "pass_at_k", "pass_at_k_curve",
-    "per_question", "question_meters", "solvable_set_overlap",
+    "check_alarms", "compare_with_base", "coverage", "cross_input_accuracy", "crossing", "crossing_k",
+    "delta_se", "depth_adaptivity", "entropy_reward_points", "fit_entropy_reward", "group_by_task", "k_ladder",
+    "parse_alarms", "pass_at_k", "pass_at_k_curve", "pass_at_k_table", "pass_hat_k", "pass_hat_k_curve",
+    "pass_hat_k_table", "per_question", "question_meters", "question_retrieval_credit", "solvable_set_overlap",
 ]

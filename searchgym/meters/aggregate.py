@@ -18,7 +18,8 @@ import numpy as np
 
 from searchgym.meters.diversity import cluster_stats, distinct_n, self_bleu, vendi_ngram
 from searchgym.meters.entropy import kl_k1, kl_k3, mean_token_entropy, role_split_entropy, sequence_entropy
-from searchgym.meters.passk import k_ladder, pass_at_k
+from searchgym.meters.literature import cross_input_accuracy, depth_adaptivity, question_retrieval_credit
+from searchgym.meters.passk import k_ladder, pass_at_k, pass_hat_k
 from searchgym.meters.reward import is_zero_variance, nanmean, reward_std
 from searchgym.meters.search import (
     call_count_stats,
@@ -115,6 +116,8 @@ def question_meters(group: Sequence[Trajectory]) -> dict[str, float]:
     out["reward/zero_var_frac"] = float(is_zero_variance(rewards))
     for k in k_ladder(n):
         out[f"passk/pass@{k}"] = pass_at_k(n, c, k)
+    for k in k_ladder(n):  # all k correct: the reliability side of the same samples
+        out[f"passk/pass^{k}"] = pass_hat_k(n, c, k)
 
     # 2. Cluster meters: strategy label, action signature, final answer.
     strategies = [t.strategy for t in group]
@@ -167,16 +170,35 @@ def question_meters(group: Sequence[Trajectory]) -> dict[str, float]:
     return out
 
 
+def cross_input_meters(groups: dict[str, list[Trajectory]]) -> dict[str, dict[str, float]]:
+    """Template collapse per question: the share of its n trajectories whose text retrieves its own question
+    among all the batch's questions (`question_retrieval_credit`), with the chance level 1/B and the lift
+    over chance; averaged over questions these are `cross_input_accuracy` of the whole batch (equal n)."""
+    questions = {q: g[0].question for q, g in groups.items()}
+    if len(questions) < 2:
+        return {q: cross_input_accuracy([], [], questions) for q in groups}
+    chance = 1.0 / len(questions)
+    out = {}
+    for q, g in groups.items():
+        acc = float(question_retrieval_credit([trajectory_text(t) for t in g], [q] * len(g), questions).mean())
+        out[q] = {"diversity/cross_input": acc, "diversity/cross_input_chance": chance,
+                  "diversity/cross_input_lift": (acc - chance) / (1.0 - chance)}
+    return out
+
+
 def per_question(trajectories: Iterable[Trajectory], samples: int | None = None
                  ) -> tuple[dict[str, dict[str, float]], dict[str, int], int]:
     """Per-question meters: ({task_id: meters}, {task_id: difficulty}, n)."""
     groups, n = group_by_task(trajectories, samples)
-    meters = {q: question_meters(g) for q, g in sorted(groups.items())}
+    cross = cross_input_meters(groups)
+    meters = {q: question_meters(g) | cross[q] for q, g in sorted(groups.items())}
     return meters, {q: int(g[0].difficulty) for q, g in groups.items()}, n
 
 
 def average(meters: dict[str, dict[str, float]], difficulty: dict[str, int], n: int) -> dict[str, float]:
-    """Average per-question meters over questions, plus reward meters stratified by difficulty."""
+    """Average per-question meters over questions, plus reward meters stratified by difficulty and the
+    depth adaptivity of search (``search/depth_adaptivity``: Spearman's rho of per-question mean tool calls
+    against hops, with ``_lo``/``_hi`` from a bootstrap over questions; NaN with one difficulty level)."""
     keys = sorted({k for m in meters.values() for k in m})
     out: dict[str, float] = {"meta/n": float(n), "meta/questions": float(len(meters))}
     for k in keys:
@@ -186,6 +208,9 @@ def average(meters: dict[str, dict[str, float]], difficulty: dict[str, int], n: 
         qs = [q for q in meters if difficulty[q] == d]
         for k in ("reward/success", "reward/std", "reward/zero_var_frac"):
             out[f"{k}_d{d}"] = nanmean([meters[q][k] for q in qs])
+    qs = sorted(meters)  # one (mean calls, hops) pair per question: the CI is a bootstrap over questions
+    out.update(depth_adaptivity([meters[q].get("search/calls_mean", math.nan) for q in qs],
+                                [difficulty.get(q, math.nan) for q in qs]))
     return out
 
 
@@ -193,7 +218,9 @@ def aggregate(trajectories: Iterable[Trajectory], samples: int | None = None) ->
     """Compute every meter over trajectories grouped by task at a fixed n, averaged over questions.
 
     ``meta/n`` is the n used and ``meta/questions`` the number of tasks; ``reward/std`` is the reward
-    spread (mean within-group std) and ``*_d{k}`` keys are stratified by difficulty k.
+    spread (mean within-group std) and ``*_d{k}`` keys are stratified by difficulty k. Beside pass@k
+    (``passk/pass@k``) come pass^k (``passk/pass^k``, all k samples correct), the template-collapse score
+    (``diversity/cross_input``, its ``_chance`` and ``_lift``) and ``search/depth_adaptivity``.
     """
     meters, difficulty, n = per_question(trajectories, samples)
     return average(meters, difficulty, n)
