@@ -41,7 +41,7 @@ def curve(run: Path, questions: int, samples: int) -> list[dict]:
     checkpoints = sorted((run / "checkpoints" / "pretrain").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     points = []
     for ckpt in tqdm(checkpoints, desc="checkpoints"):
-        r = evaluate_prior(ckpt, questions=questions, samples=samples, tokenizer=run / "stages" / "pretrain" / "tokenizer")
+        r = evaluate_prior(ckpt, questions=questions, samples=samples)
         points.append({"step": int(ckpt.name.split("-")[1]), **{k: r[k] for k in ("success_at_1", "invalid_share",
                                                                                  "tool_calls", "strategy_tv")}})
         print(json.dumps(points[-1]))

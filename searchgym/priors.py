@@ -98,7 +98,7 @@ def evaluate_prior(model: str | Path = REFERENCE_PRIOR, *, questions: int = 100,
                    temperature: float = 1.0, seed: int = 0, tokenizer: str | Path | None = None,
                    progress: bool = False) -> dict:
     """Sample a prior on the first ``questions`` held-out questions of the world it was pretrained in
-    (its folder's recipe; ``tokenizer`` for a bare checkpoint folder, whose prior is its parent run) and
+    (its folder's recipe, or its run's for a model or checkpoint inside a run folder) and
     return its competence: success (mean over every sample, i.e. success@1), pass@n, the invalid-call
     share, tool calls per episode, the strategy shares and their total variation from the pretraining mix.
     """
@@ -112,9 +112,15 @@ def evaluate_prior(model: str | Path = REFERENCE_PRIOR, *, questions: int = 100,
     from searchgym.train.evaluate import strategy_share
 
     folder = resolve_model_path(str(model))
-    meta = prior_metadata(folder if tokenizer is None else Path(tokenizer).parent.parent.parent)
-    if meta["env_id"] is None:
-        raise FileNotFoundError(f"{folder} has no recipe.toml: cannot tell which world it was pretrained in")
+    # A shipped prior holds its recipe; a run's stages/pretrain/model or checkpoints/pretrain/checkpoint-N
+    # find it two folders up.
+    home = next((p for p in (folder, *list(folder.resolve().parents)[:3]) if (p / "recipe.toml").is_file()), None)
+    if home is None:
+        raise FileNotFoundError(f"{folder} has no recipe.toml (nor its run folder): cannot tell which world "
+                                "it was pretrained in")
+    meta = prior_metadata(home)
+    if tokenizer is None and not (folder / "tokenizer.json").is_file():
+        tokenizer = home / "stages" / "pretrain" / "tokenizer"
     if tokenizer is None:
         net, tok = load_model(str(folder))
     else:  # a trainer checkpoint: weights only, the run's tokenizer beside it
