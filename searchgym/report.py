@@ -149,6 +149,31 @@ def headlines(data: StudyData) -> list[str]:
     return out
 
 
+def coverage_sentence(arm: ArmSummary, n: int) -> str:
+    """The arm against the base at k = n in one sentence: coverage inclusion, ΔSE and the pass@k crossing
+    (`searchgym.meters.coverage.compare_with_base`)."""
+    v = arm.vs_base or {}
+
+    def ci(key: str) -> str:
+        return f"{fmt(v.get(key, math.nan))} [{fmt(v.get(key + '_lo', math.nan))}, {fmt(v.get(key + '_hi', math.nan))}]"
+
+    if math.isfinite(v.get("coverage/inclusion", math.nan)):
+        cover = (f"of the questions it solves in n = {n}, a share of {ci('coverage/inclusion')} is also solved by "
+                 f"the base (coverage inclusion, 1 = a subset; new {ci('coverage/new')}, lost {ci('coverage/lost')} "
+                 "of all questions)")
+    else:
+        cover = f"it solves no question in n = {n}"
+    state = v.get("passk/crossing_state", math.nan)
+    if state == 1.0:
+        cross = (f"the base's pass@k catches up at k = {v['passk/crossing_k']:.0f} (a crossing in "
+                 f"{v.get('passk/crossing_boot_share', math.nan):.0%} of bootstrap resamples of the questions)")
+    elif state == 0.0:
+        cross = f"it stays ahead of the base up to k = {n}"
+    else:
+        cross = "it is not ahead of the base at k = 1, so there is no crossing"
+    return (f"{arm.name} vs base: {cover}; ΔSE = pass@1 − base pass@{n} = {ci('coverage/delta_se')}; {cross}.")
+
+
 def verdict(data: StudyData) -> list[str]:
     """Plain-language findings, each derived from the table by a fixed rule: the headline claims first
     (`headlines`), then the details arm by arm."""
@@ -187,6 +212,8 @@ def verdict(data: StudyData) -> list[str]:
             out.append(f"{arm.name} solves {_count(o['only_a'])} question(s) the base never solves in n = {data.n} "
                        f"and misses {_count(o['only_b'])} that the base solves (of {_count(o['questions'])}; "
                        "mean over seed pairs).")
+        if arm.vs_base and ref.name == BASE:
+            out.append(coverage_sentence(arm, data.n))
     ranked = [a for a in others if math.isfinite(a.table[label].value)]
     if len(ranked) >= 2:
         ranked.sort(key=lambda a: a.table[label].value, reverse=True)
@@ -306,6 +333,13 @@ def render_markdown(data: StudyData, findings: list[str], figs: dict[str, tuple[
     return "\n".join(lines) + "\n"
 
 
+def _finite(values: dict[str, float] | None) -> dict[str, float | None] | None:
+    """A flat meter dict for JSON: NaN becomes null."""
+    if values is None:
+        return None
+    return {k: (float(v) if math.isfinite(v) else None) for k, v in values.items()}
+
+
 def to_json(data: StudyData, findings: list[str]) -> dict:
     def est(e: Estimate) -> dict:
         return {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
@@ -317,7 +351,11 @@ def to_json(data: StudyData, findings: list[str]) -> dict:
                               "passk": {str(k): est(e) for k, e in a.passk.items()},
                               "strategy_share": a.shares, "demo_strategy_share": a.demo_share,
                               "prior_strategy_share": a.prior_share,
-                              "solvable_overlap_with_base": a.overlap} for a in data.arms}}
+                              "solvable_overlap_with_base": a.overlap,
+                              "pass_hat_k": {str(k): est(e) for k, e in a.passhat.items()},
+                              "meters": {k: est(e) for k, e in a.extra.items()},
+                              "vs_base": _finite(a.vs_base), "entropy_reward_fit": _finite(a.fit),
+                              "entropy_reward_run_fits": [_finite(f) for f in a.run_fits]} for a in data.arms}}
 
 
 def report_command(paths: list[str | Path], out: str | Path | None = None) -> Path:

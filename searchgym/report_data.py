@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from searchgym.meters.aggregate import average, per_question
-from searchgym.meters.passk import k_ladder, pass_at_k, solvable_set_overlap
+from searchgym.meters.coverage import compare_with_base
+from searchgym.meters.literature import entropy_reward_points, fit_entropy_reward
+from searchgym.meters.passk import k_ladder, pass_at_k_table, pass_hat_k_table, solvable_set_overlap
 from searchgym.meters.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
 from searchgym.runs import read_metrics
 from searchgym.trajectory import Trajectory, read_trajectories
@@ -43,6 +45,15 @@ TABLE_METRICS = (
     ("strategy entropy", "diversity/strategy_entropy_mm"),
     ("unique docs", "search/unique_docs"),
     ("query breadth", "search/query_breadth"),
+)
+# Further per-run meters summarised like the table's (IQM over seeds, or CIs over questions with one seed):
+# the template-collapse panel (cross-input identifiability beside within-input entropy) and depth adaptivity.
+EXTRA_METRICS = (
+    ("cross-input accuracy", "diversity/cross_input"),
+    ("cross-input lift", "diversity/cross_input_lift"),
+    ("signature entropy", "diversity/signature_entropy_mm"),
+    ("strategy entropy", "diversity/strategy_entropy_mm"),
+    ("depth adaptivity", "search/depth_adaptivity"),
 )
 
 
@@ -82,6 +93,16 @@ class ArmSummary:
     overlap: dict[str, float] | None = None  # solvable-set overlap with the base arm (mean over run pairs)
     demo_share: dict[str, float] | None = None
     prior_share: dict[str, float] | None = None  # the realised strategy mix a prior-lab base was pretrained on
+    passhat: dict[int, Estimate] = field(default_factory=dict)  # k -> pass^k (all k correct), like passk
+    extra: dict[str, Estimate] = field(default_factory=dict)  # EXTRA_METRICS label -> estimate
+    # Against the base arm (`searchgym.meters.coverage.compare_with_base`, seeds pooled): coverage/…,
+    # ΔSE and the pass@k crossing, flat keys with _lo/_hi; None for the base itself or without a base.
+    vs_base: dict[str, float] | None = None
+    # The entropy–reward law per run: (entropy, reward, (keys)) points from metrics.jsonl, each run's fit,
+    # and the arm's fit over all its runs' points (its tail check: the mean of the runs' own).
+    entropy_reward: list[tuple[list[float], list[float], tuple[str, str] | None]] = field(default_factory=list)
+    run_fits: list[dict[str, float]] = field(default_factory=list)
+    fit: dict[str, float] | None = None
 
     @property
     def seeds(self) -> list[int]:
@@ -322,6 +343,38 @@ def _series(rows: list[dict], key: str) -> list[tuple[float, float]]:
     return out
 
 
+def _key_estimate(metered: list[dict[str, float]], per_qs: list[dict[str, dict[str, float]]], tasks: set[str],
+                  key: str) -> Estimate:
+    """A per-run meter as IQM over seeds (`_seed_estimate`); a key with no per-question values (a
+    correlation over questions) falls back, with one seed, to the run's own ``_lo``/``_hi`` keys."""
+    per_q = [float(np.nanmean([pq[q].get(key, math.nan) for pq in per_qs])) if
+             any(math.isfinite(pq[q].get(key, math.nan)) for pq in per_qs) else math.nan
+             for q in sorted(tasks)]
+    values = [m.get(key, math.nan) for m in metered]
+    if sum(math.isfinite(v) for v in values) < 2 and not any(math.isfinite(v) for v in per_q):
+        run = next((m for m in metered if math.isfinite(m.get(key, math.nan))), None)
+        if run is None:
+            return Estimate(math.nan, math.nan, math.nan, "not measured")
+        return Estimate(run[key], run.get(f"{key}_lo", math.nan), run.get(f"{key}_hi", math.nan),
+                        "1 seed: bootstrap over questions")
+    return _seed_estimate(values, per_q)
+
+
+def _entropy_reward(arm_runs: list[RunData]) -> tuple[list, list[dict[str, float]], dict[str, float] | None]:
+    """Each run's entropy–reward points and fit, and the arm's fit over all its points (tail check: the
+    mean of the runs' own, each fitted on its first half; pooled points have no single time order)."""
+    points = [entropy_reward_points(r.metrics) for r in arm_runs]
+    fits = [fit_entropy_reward(h, y) for h, y, _ in points]
+    pooled_h = [x for h, _, _ in points for x in h]
+    if not pooled_h:
+        return points, fits, None
+    fit = fit_entropy_reward(pooled_h, [y for _, ys, _ in points for y in ys])
+    for key in ("fit/entropy_reward_tail_mae", "fit/entropy_reward_tail_mae_flat"):
+        tails = [f[key] for f in fits if math.isfinite(f[key])]
+        fit[key] = float(np.mean(tails)) if tails else math.nan
+    return points, fits, fit
+
+
 def summarise(runs: list[RunData]) -> StudyData:
     """Group runs into arms and compute everything the report shows."""
     n, tasks, notes = equalise(runs)
@@ -330,6 +383,7 @@ def summarise(runs: list[RunData]) -> StudyData:
         by_arm.setdefault(r.arm, []).append(r)
     counts: dict[str, list[dict[str, int]]] = {}
     arms = []
+    ks = k_ladder(n)
     for name, arm_runs in by_arm.items():
         metered, per_qs, arm_counts = [], [], []
         for r in arm_runs:
@@ -343,28 +397,28 @@ def summarise(runs: list[RunData]) -> StudyData:
             arm_counts.append({q: sum(t.correct for t in sorted(g, key=lambda t: t.sample)[:n])
                                for q, g in groups.items()})
         counts[name] = arm_counts
-        table = {}
-        for label, key in TABLE_METRICS:
-            key = key.format(n=n)
-            per_q = [float(np.nanmean([pq[q].get(key, math.nan) for pq in per_qs])) if
-                     any(math.isfinite(pq[q].get(key, math.nan)) for pq in per_qs) else math.nan
-                     for q in sorted(tasks)]
-            table[label] = _seed_estimate([m.get(key, math.nan) for m in metered], per_q)
-        passk = {}
-        for k in k_ladder(n):
-            per_q = [float(np.mean([pass_at_k(n, c[q], k) for c in arm_counts])) for q in sorted(tasks)]
-            passk[k] = Estimate(*bootstrap_ci(per_q, n_boot=1000), "bootstrap over questions")
+        table = {label: _key_estimate(metered, per_qs, tasks, key.format(n=n)) for label, key in TABLE_METRICS}
+        extra = {label: _key_estimate(metered, per_qs, tasks, key) for label, key in EXTRA_METRICS}
+        matrix = np.array([[c[q] for q in sorted(tasks)] for c in arm_counts])  # (runs, questions)
+        curves = {}
+        for kind, table_fn in (("passk", pass_at_k_table), ("passhat", pass_hat_k_table)):
+            per_q = table_fn(n, matrix.ravel(), ks).reshape(len(arm_counts), len(tasks), len(ks)).mean(axis=0)
+            curves[kind] = {k: Estimate(*bootstrap_ci(per_q[:, j], n_boot=1000), "bootstrap over questions")
+                            for j, k in enumerate(ks)}
         strategies = Counter(t.strategy or "other" for r in arm_runs for t in r.trajectories if t.task_id in tasks)
         demo = next((r.demo_share for r in arm_runs if r.demo_share), None)
         prior = next((r.prior_share for r in arm_runs if r.prior_share), None)
-        arms.append(ArmSummary(name, arm_runs, metered, table, passk, _normalise(dict(strategies)),
+        points, run_fits, fit = _entropy_reward(arm_runs)
+        arms.append(ArmSummary(name, arm_runs, metered, table, curves["passk"], _normalise(dict(strategies)),
                                training_curves([r.metrics for r in arm_runs]), demo_share=demo,
-                               prior_share=prior))
+                               prior_share=prior, passhat=curves["passhat"], extra=extra,
+                               entropy_reward=points, run_fits=run_fits, fit=fit))
     if BASE in counts:
         for arm in arms:
             if arm.name != BASE:
                 pairs = [solvable_set_overlap(a, b) for a in counts[arm.name] for b in counts[BASE]]
                 arm.overlap = {k: float(np.mean([p[k] for p in pairs])) for k in pairs[0]}
+                arm.vs_base = compare_with_base(counts[BASE], counts[arm.name], n, n_boot=1000)
     else:
         notes.append("no base arm: solvable-set overlap and comparisons with the untrained model are omitted")
     return StudyData(arms, n, len(tasks), notes)

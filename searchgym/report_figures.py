@@ -14,8 +14,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+import numpy as np  # noqa: E402
 
-from searchgym.report_data import BASE, TRAINING_PANELS, StudyData  # noqa: E402
+from searchgym.report_data import BASE, TRAINING_PANELS, Estimate, StudyData  # noqa: E402
+
+_NAN = Estimate(math.nan, math.nan, math.nan)
 
 # Fixed colours for the study's arms so reports of different studies match; other arms take the rest.
 ARM_COLOURS = {BASE: "#7f7f7f", "sft-narrow": "#ff7f0e", "sft-diverse": "#2ca02c", "grpo": "#d62728",
@@ -101,13 +104,23 @@ def passk_figure(data: StudyData) -> bytes | None:
                 ls="--" if arm.name == BASE else "-")
         ax.fill_between(ks, [arm.passk[k].lo for k in ks], [arm.passk[k].hi for k in ks],
                         color=colours[arm.name], alpha=0.15, lw=0)
+    for arm in data.arms:  # where the base catches up with an arm that led at k = 1 (Yue et al. 2025)
+        k = (arm.vs_base or {}).get("passk/crossing_k", math.nan)
+        if math.isfinite(k):
+            share = arm.vs_base.get("passk/crossing_boot_share", math.nan)
+            ax.axvline(k, color=colours[arm.name], ls=":", lw=1.4)
+            ax.annotate(f"base ≥ {arm.name}\nfrom k = {k:.0f}" + (f"\n({share:.0%} of resamples)"
+                                                                 if math.isfinite(share) else ""),
+                        (k, 0.02), xytext=(4, 0), textcoords="offset points", fontsize=7.5,
+                        color=colours[arm.name], va="bottom")
     ax.set_xscale("log", base=2)
     ks = sorted(data.arms[0].passk)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("k (samples per question, log scale)")
     ax.set_ylabel("pass@k (unbiased estimator)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"pass@k on {data.questions} held-out questions (n = {data.n}; band: 95% CI)", fontsize=11)
+    ax.set_title(f"pass@k on {data.questions} held-out questions (n = {data.n}; band: 95% CI;\n"
+                 "dotted: k where the base catches up)", fontsize=11)
     ax.grid(alpha=0.3, which="both")
     ax.legend(frameon=False, fontsize=9)
     if with_overlap:
@@ -174,6 +187,152 @@ def strategy_figure(data: StudyData) -> bytes | None:
     return _png(fig)
 
 
+def _ci_bar(ax, y: float, est: tuple[float, float, float], colour: str, height: float = 0.6, label=None,
+            **bar_kw) -> None:
+    """One horizontal bar with its 95% CI as an error bar (nothing for a NaN)."""
+    value, lo, hi = est
+    if not math.isfinite(value):
+        return
+    ax.barh(y, value, color=colour, height=height, alpha=0.85, label=label, **bar_kw)
+    if math.isfinite(lo) and math.isfinite(hi):
+        ax.errorbar(value, y, xerr=[[value - lo], [hi - value]], color="#222222", capsize=3, lw=1)
+
+
+def coverage_figure(data: StudyData) -> bytes | None:
+    """Each arm against the base at k = n: coverage inclusion (share of the arm's solved questions the base
+    also solves), new and lost questions (shares of all questions) and ΔSE, with 95% CIs over questions."""
+    arms = [a for a in data.arms if a.vs_base]
+    if not arms:
+        return None
+    colours = arm_colours([a.name for a in data.arms])
+    fig, axes = plt.subplots(1, 3, figsize=(13, max(3.2, 2.0 + 0.6 * len(arms))), squeeze=False)
+    names = [a.name for a in arms]
+    y = np.arange(len(arms), dtype=float)
+
+    def get(arm, key):
+        v = arm.vs_base
+        return v.get(key, math.nan), v.get(f"{key}_lo", math.nan), v.get(f"{key}_hi", math.nan)
+
+    ax = axes[0][0]
+    for yi, arm in zip(y, arms):
+        est = get(arm, "coverage/inclusion")
+        if math.isfinite(est[0]):
+            _ci_bar(ax, yi, est, colours[arm.name])
+            ax.text(min(est[0], 0.97), yi, f" {est[0]:.2f}", va="center", ha="right" if est[0] > 0.8 else "left",
+                    fontsize=8)
+        else:
+            ax.text(0.02, yi, "solves no question in n samples", va="center", fontsize=8, color="#888888")
+    ax.axvline(1.0, color="#555555", ls="--", lw=1)
+    ax.set_xlim(0, 1.05)
+    ax.set_title("Inclusion: share of the arm's solved\nquestions the base also solves (1 = subset)", fontsize=10)
+    ax = axes[0][1]
+    for yi, arm in zip(y, arms):
+        _ci_bar(ax, yi - 0.18, get(arm, "coverage/new"), colours[arm.name], 0.34,
+                "new (only the arm)" if yi == 0 else None)
+        _ci_bar(ax, yi + 0.18, get(arm, "coverage/lost"), "#ffffff", 0.34, "lost (only the base)" if yi == 0 else None,
+                edgecolor="#555555", hatch="//")
+    tops = [v for a in arms for key in ("coverage/new", "coverage/lost") for v in get(a, key) if math.isfinite(v)]
+    ax.set_xlim(0, max(0.05, 1.15 * max(tops)) if tops else 1.0)
+    ax.set_title("Questions solved by one side only\n(share of all questions)", fontsize=10)
+    ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    ax = axes[0][2]
+    for yi, arm in zip(y, arms):
+        _ci_bar(ax, yi, get(arm, "coverage/delta_se"), colours[arm.name])
+    ax.axvline(0.0, color="#555555", lw=1)
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_title(f"ΔSE = arm pass@1 − base pass@{data.n}\n(< 0: the base sampled n times solves more)", fontsize=10)
+    for ax in axes[0]:
+        ax.set_yticks(list(y), names)
+        ax.invert_yaxis()
+        ax.grid(alpha=0.3, axis="x")
+    for ax in axes[0][1:]:
+        ax.tick_params(labelleft=False)
+    fig.suptitle(f"Coverage against the base model at k = n = {data.n} ({data.questions} questions; bars: 95% CI "
+                 "over questions; seeds pooled)", fontsize=11)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def entropy_reward_figure(data: StudyData) -> bytes | None:
+    """Reward against policy entropy over each run's logged probes (or the trainer's own rows), with each
+    arm's fitted R = −a·exp(H) + b (Cui et al. 2025) and its predicted ceiling b − a."""
+    arms = [a for a in data.arms if any(h for h, _, _ in a.entropy_reward)]
+    if not arms:
+        return None
+    colours = arm_colours([a.name for a in data.arms])
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    keys = set()
+    for arm in arms:
+        hs = [x for h, _, _ in arm.entropy_reward for x in h]
+        rs = [x for _, r, _ in arm.entropy_reward for x in r]
+        keys |= {k for _, _, k in arm.entropy_reward if k}
+        fit = arm.fit or {}
+        a, b, r2 = (fit.get(f"fit/entropy_reward_{k}", math.nan) for k in ("a", "b", "r2"))
+        if math.isfinite(a):
+            label = (f"{arm.name}: a = {a:.3g}, b = {b:.3g}, ceiling b − a = {b - a:.3g}"
+                     + (f", R² = {r2:.2f}" if math.isfinite(r2) else ""))
+        else:
+            label = f"{arm.name} (too few distinct entropies to fit)"
+        ax.scatter(hs, rs, s=16, alpha=0.55, color=colours[arm.name], label=label)
+        if math.isfinite(a):
+            grid = np.linspace(min(0.0, min(hs)), max(hs), 100)
+            ax.plot(grid, b - a * np.exp(grid), color=colours[arm.name], lw=1.6)
+    entropy_keys = sorted({k[0] for k in keys})
+    reward_keys = sorted({k[1] for k in keys})
+    ax.set_xlabel(f"policy entropy H (nats per token; {', '.join(entropy_keys)})")
+    ax.set_ylabel(", ".join(reward_keys))
+    ax.set_title("Entropy–reward law: points = logged probes, line = fit R = −a·exp(H) + b", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def template_collapse_figure(data: StudyData) -> bytes | None:
+    """Template collapse (RAGEN-2): how often a trajectory identifies its own question among the batch's
+    (against chance 1/B), beside the within-question diversity entropy sees."""
+    arms = [a for a in data.arms if math.isfinite(a.extra.get("cross-input accuracy", _NAN).value)]
+    if not arms:
+        return None
+    colours = arm_colours([a.name for a in data.arms])
+    fig, axes = plt.subplots(1, 2, figsize=(12, max(3.4, 2.0 + 0.5 * len(arms))), squeeze=False)
+    y = list(range(len(arms)))
+    ax = axes[0][0]
+    for yi, arm in zip(y, arms):
+        e = arm.extra["cross-input accuracy"]
+        _ci_bar(ax, yi, (e.value, e.lo, e.hi), colours[arm.name])
+    chance = float(np.nanmean([m.get("diversity/cross_input_chance", math.nan) for a in arms for m in a.meters]))
+    if math.isfinite(chance):
+        ax.axvline(chance, color="#555555", ls="--", lw=1, label=f"chance 1/B = {chance:.2f}")
+        ax.legend(frameon=False, fontsize=8, loc="lower right")
+    ax.set_xlim(0, 1.02)
+    ax.set_yticks(y, [a.name for a in arms])
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy of retrieving a trajectory's own question (TF-IDF)")
+    ax.set_title("Across inputs: is the question identifiable?", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    ax = axes[0][1]
+    within = "signature entropy"
+    if all(not math.isfinite(a.extra.get(within, _NAN).value) for a in arms):
+        ax.text(0.5, 0.5, "no within-question entropy measured", ha="center", va="center", transform=ax.transAxes,
+                color="#888888")
+    for arm in arms:
+        w, lift = arm.extra.get(within, _NAN), arm.extra["cross-input lift"]
+        if math.isfinite(w.value) and math.isfinite(lift.value):
+            ax.errorbar(w.value, lift.value, xerr=[[w.value - w.lo], [w.hi - w.value]] if math.isfinite(w.lo) else None,
+                        yerr=[[lift.value - lift.lo], [lift.hi - lift.value]] if math.isfinite(lift.lo) else None,
+                        fmt="o", color=colours[arm.name], capsize=3, label=arm.name)
+    ax.axhline(0.0, color="#555555", ls="--", lw=1)
+    ax.set_xlabel("within-question action-signature entropy (Miller–Madow, nats)")
+    ax.set_ylabel("cross-input lift over chance")
+    ax.set_title("Diverse within, collapsed across? (low right = template collapse)", fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def figures(data: StudyData) -> dict[str, tuple[str, bytes]]:
     """Every figure that has data: {file stem: (caption, PNG bytes)}."""
     out = {}
@@ -182,6 +341,12 @@ def figures(data: StudyData) -> dict[str, tuple[str, bytes]]:
         ("passk", "pass@k with 95% bootstrap CIs over questions, and the solvable-set overlap with the base "
                   "model.", passk_figure),
         ("strategy", "Strategy share per arm against the demonstration mix.", strategy_figure),
+        ("coverage", "Coverage against the base model at k = n: inclusion, new and lost questions, ΔSE (Yue et al. "
+                     "2025), 95% bootstrap CIs over questions.", coverage_figure),
+        ("entropy_reward", "Reward against policy entropy over each run's logged probes, with each arm's fitted "
+                           "R = −a·exp(H) + b (Cui et al. 2025).", entropy_reward_figure),
+        ("template", "Template collapse: cross-input identifiability of the question against chance, beside "
+                     "within-question entropy (RAGEN-2).", template_collapse_figure),
     ):
         png = make(data)
         if png is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
 import re
 import shutil
@@ -128,9 +129,10 @@ def test_report_files_are_self_contained(report):
     page = report.read_text()
     assert {p.name for p in out.glob("report*")} >= {"report.html", "report.md", "report.json",
                                                       "report_training.png", "report_passk.png",
-                                                      "report_strategy.png"}
+                                                      "report_strategy.png", "report_coverage.png",
+                                                      "report_entropy_reward.png", "report_template.png"}
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(images) == 3 and 'data-figures-expected="3"' in page
+    assert len(images) == 6 and 'data-figures-expected="6"' in page
     assert all(base64.b64decode(b).startswith(b"\x89PNG") for b in images)
     assert "src='http" not in page and "<link" not in page  # nothing fetched from elsewhere
     md = (out / "report.md").read_text()
@@ -173,7 +175,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert pixels.shape[0] >= 2000 and pixels.std() > 0.05  # not a blank page
     dom = subprocess.run([str(CHROMIUM), *flags, "--dump-dom", f"file://{report.resolve()}"], check=True,
                          capture_output=True, text=True, timeout=120).stdout
-    assert 'data-figures-loaded="3"' in dom  # every embedded figure decoded with a non-zero size
+    assert 'data-figures-loaded="6"' in dom  # every embedded figure decoded with a non-zero size
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
 
 
@@ -220,3 +222,42 @@ def test_training_curves_prefer_the_probe_meters_every_arm_shares():
         assert [y for _, y, _, _ in curves["Tool calls per episode"]] == [rows[0]["search/calls_mean"]]
     # without probes, the trainer's own values are used
     assert [y for _, y, _, _ in training_curves([grpo[1:]])["Reward"]] == [0.5]
+
+
+def test_literature_measurements_against_the_base_and_over_the_log(study, report):
+    """Issue #16 in the report: coverage, ΔSE and the pass@k crossing against the base, pass^k, the
+    entropy–reward fit over each run's log and the template-collapse meters, in report.json and figures."""
+    from searchgym.report_figures import coverage_figure, entropy_reward_figure, template_collapse_figure
+
+    data = summarise(discover_runs([study]))
+    base, grpo = data.arm("base"), data.arm("grpo")
+    assert base.vs_base is None and base.fit is None  # the base neither compares with itself nor trains
+    v = grpo.vs_base
+    # grpo solves only the even questions (p = 0.95); the base (p = 0.3, n = 8) solves nearly every question
+    assert v["coverage/inclusion"] == 1.0 and v["coverage/new"] == 0.0
+    assert v["coverage/lost_lo"] > 0.2 and v["coverage/lost"] == pytest.approx(0.5, abs=0.1)
+    assert v["coverage/delta_se_hi"] < 0  # grpo pass@1 ~0.47 against base pass@8 ~1
+    assert v["passk/crossing_state"] == 1.0 and v["passk/crossing_k"] in (2.0, 4.0)
+    # pass^k falls with k; grpo is the reliable one at k = n
+    hat = [grpo.passhat[k].value for k in sorted(grpo.passhat)]
+    assert hat == sorted(hat, reverse=True) and grpo.passhat[N].value > base.passhat[N].value
+    # the fabricated grpo log: reward rises as train/entropy falls, so a > 0 and the fit explains it
+    assert grpo.fit["fit/entropy_reward_a"] > 0 and grpo.fit["fit/entropy_reward_r2"] > 0.9
+    assert len(grpo.run_fits) == 3 and grpo.entropy_reward[0][2] == ("train/entropy", "train/reward")
+    assert math.isfinite(grpo.extra["cross-input accuracy"].value)
+    for draw in (coverage_figure, entropy_reward_figure, template_collapse_figure):
+        assert draw(data).startswith(b"\x89PNG")
+    numbers = json.loads((report.parent / "report.json").read_text())
+    arm = numbers["arms"]["grpo"]
+    assert arm["vs_base"]["coverage/inclusion"] == 1.0 and arm["entropy_reward_fit"]["fit/entropy_reward_a"] > 0
+    assert set(arm["pass_hat_k"]) == {"1", "2", "4", "8"} and numbers["arms"]["base"]["vs_base"] is None
+    assert "grpo vs base: of the questions it solves in n = 8" in " ".join(numbers["verdict"])
+
+
+def test_new_figures_draw_nothing_without_their_data(tmp_path):
+    """No base arm: no coverage figure; no training log: no entropy–reward figure."""
+    from searchgym.report_figures import coverage_figure, entropy_reward_figure
+
+    make_run(tmp_path / "base-only" / "seed0", "base", 0, n=4, questions=4)
+    data = summarise(discover_runs([tmp_path / "base-only" / "seed0"]))
+    assert coverage_figure(data) is None and entropy_reward_figure(data) is None
