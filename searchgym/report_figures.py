@@ -202,8 +202,8 @@ def coverage_figure(data: StudyData) -> bytes | None:
     """Each arm against the base at k = n: coverage inclusion (share of the arm's solved questions the base
     also solves), new and lost questions (shares of all questions) and ΔSE, with 95% CIs over questions."""
     arms = [a for a in data.arms if a.vs_base]
-    if not arms:
-        return None
+    if not any(sum(a.vs_base.get(f"coverage/{k}", 0.0) for k in ("only_arm", "only_base", "both")) > 0 for a in arms):
+        return None  # no arm and no base solves any question: nothing to compare (the verdict says so)
     colours = arm_colours([a.name for a in data.arms])
     fig, axes = plt.subplots(1, 3, figsize=(13, max(3.2, 2.0 + 0.6 * len(arms))), squeeze=False)
     names = [a.name for a in arms]
@@ -233,17 +233,24 @@ def coverage_figure(data: StudyData) -> bytes | None:
                 edgecolor="#555555", hatch="//")
     tops = [v for a in arms for key in ("coverage/new", "coverage/lost") for v in get(a, key) if math.isfinite(v)]
     ax.set_xlim(0, max(0.05, 1.15 * max(tops)) if tops else 1.0)
+    for yi, arm in zip(y, arms):
+        if get(arm, "coverage/new")[0] == 0 and get(arm, "coverage/lost")[0] == 0:
+            ax.text(0.02, yi, "none: both solve the same questions", va="center", fontsize=8, color="#888888",
+                    transform=ax.get_yaxis_transform())
     ax.set_title("Questions solved by one side only\n(share of all questions)", fontsize=10)
     ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     ax = axes[0][2]
     for yi, arm in zip(y, arms):
-        _ci_bar(ax, yi, get(arm, "coverage/delta_se"), colours[arm.name])
+        est = get(arm, "coverage/delta_se")
+        _ci_bar(ax, yi, est, colours[arm.name])
+        if math.isfinite(est[0]):
+            ax.text(est[0], yi - 0.32, f"{est[0]:+.2f}", ha="center", va="bottom", fontsize=8)
     ax.axvline(0.0, color="#555555", lw=1)
     ax.set_xlim(-1.05, 1.05)
     ax.set_title(f"ΔSE = arm pass@1 − base pass@{data.n}\n(< 0: the base sampled n times solves more)", fontsize=10)
     for ax in axes[0]:
         ax.set_yticks(list(y), names)
-        ax.invert_yaxis()
+        ax.set_ylim(len(arms) - 0.5, -0.5)  # top to bottom in arm order, whatever was drawn
         ax.grid(alpha=0.3, axis="x")
     for ax in axes[0][1:]:
         ax.tick_params(labelleft=False)
@@ -270,7 +277,7 @@ def entropy_reward_figure(data: StudyData) -> bytes | None:
         a, b, r2 = (fit.get(f"fit/entropy_reward_{k}", math.nan) for k in ("a", "b", "r2"))
         if math.isfinite(a):
             label = (f"{arm.name}: a = {a:.3g}, b = {b:.3g}, ceiling b − a = {b - a:.3g}"
-                     + (f", R² = {r2:.2f}" if math.isfinite(r2) else ""))
+                     + (f", R² = {r2:.2f}" if math.isfinite(r2) else "") + f" ({len(hs)} points)")
         else:
             label = f"{arm.name} (too few distinct entropies to fit)"
         ax.scatter(hs, rs, s=16, alpha=0.55, color=colours[arm.name], label=label)
