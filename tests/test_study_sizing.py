@@ -62,9 +62,9 @@ def test_arms_and_seeds_from_the_command_line(study_file, tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
     assert fake.calls == [("base", 0, False), ("base", 1, False), ("grpo", 0, True), ("grpo", 1, True)]
     # a subset of a finished study runs (nothing new here) and adding an arm keeps the earlier ones
-    run_study(load_study(study_file, ["eval.questions=1"], arms=["base"], seeds=[1]), out, train=fake,
+    run_study(load_study(study_file, overrides=["eval.questions=1"], arms=["base"], seeds=[1]), out, train=fake,
               evaluate=fake, log=lambda _: None)
-    run_study(load_study(study_file, ["eval.questions=1"], arms=["diverse"], seeds=[0]), out, train=fake,
+    run_study(load_study(study_file, overrides=["eval.questions=1"], arms=["diverse"], seeds=[0]), out, train=fake,
               evaluate=fake, log=lambda _: None)
     assert fake.calls[4:] == [("diverse", 0, True)]
     claimed = tomllib.loads((out / "study.toml").read_text())
