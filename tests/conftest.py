@@ -7,3 +7,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+import pytest  # noqa: E402  (after the environment is set: torch must not read it first)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module: two threads on a shared 2-core runner spend most of their time
+    waiting on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -35,15 +35,6 @@ def tiny_recipe(**pretrain):
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    # Two threads on a shared 2-core runner spend most of their time waiting on each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, one_thread):
     run_dir = tmp_path_factory.mktemp("pretrain-run")
     recipe = tiny_recipe()

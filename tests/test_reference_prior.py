@@ -16,14 +16,6 @@ CALL = '<tool_call>\n{"name": "open", "arguments": {"doc_id": "syn:person:0042:b
 SUCCESS_FLOOR = 0.2
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_whole_token_calls_and_names_round_trip_and_trl_parses_them():
     from trl.chat_template_utils import add_response_schema, parse_response
 
