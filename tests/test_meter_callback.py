@@ -85,7 +85,9 @@ def test_probes_run_at_begin_every_and_end(trained):
     probes = [r for r in read_metrics(run_dir) if r.get("probe")]
     assert [r["step"] for r in probes] == [0, 2, 4, 5]
     assert {r["stage"] for r in probes} == {"sft"}
-    assert sorted(p.name for p in (run_dir / "probes").iterdir()) == [f"step{k}.jsonl" for k in (0, 2, 4, 5)]
+    # Each probe's trajectories as JSON lines, with a Parquet copy beside them (datasets.load_dataset("parquet")).
+    assert sorted(p.name for p in (run_dir / "probes").glob("*.jsonl")) == [f"step{k}.jsonl" for k in (0, 2, 4, 5)]
+    assert sorted(p.stem for p in (run_dir / "probes").glob("*.parquet")) == [f"step{k}" for k in (0, 2, 4, 5)]
     trajectories = list(read_trajectories(run_dir / "probes" / "step4.jsonl"))
     assert len(trajectories) == 4 and len({t.task_id for t in trajectories}) == 2  # 2 questions x 2 samples
     assert {t.task_id for t in trajectories} == set(callback.task_ids)
