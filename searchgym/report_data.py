@@ -32,7 +32,9 @@ BASE = "base"
 # for SFT and GRPO arms, so the arms are comparable), then what the trainers log themselves (GRPO's own
 # rollouts on train questions; used only for runs without probes).
 TRAINING_PANELS = (
-    ("Token entropy", "nats per token", ("entropy/token", "diversity/token_entropy", "train/entropy")),
+    # Sampled token entropy (live probes) only: SFT's train/entropy is the entropy on demonstration tokens
+    # under teacher forcing, a different quantity on a different scale.
+    ("Token entropy", "nats per token (sampled)", ("entropy/token", "diversity/token_entropy")),
     ("Strategy entropy", "nats (Miller–Madow)", ("diversity/strategy_entropy_mm", "diversity/strategy_entropy")),
     ("Tool calls per episode", "tool calls", ("search/calls_mean", "search/tool_calls_per_episode")),
     ("Reward", "mean episode reward", ("reward/mean", "train/reward")),

@@ -24,6 +24,8 @@ _NAN = Estimate(math.nan, math.nan, math.nan)
 ARM_COLOURS = {BASE: "#7f7f7f", "sft-narrow": "#ff7f0e", "sft-diverse": "#2ca02c", "grpo": "#d62728",
                "sft-diverse-grpo": "#9467bd", "grpo-kl": "#1f77b4"}
 SPARE = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#843c39")
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "x")
 STRATEGY_COLOURS = ("#66c2a5", "#fc8d62", "#8da0cb", "#e78ac3", "#a6d854", "#ffd92f", "#e5c494", "#b3b3b3")
 
 
@@ -56,12 +58,15 @@ def training_figure(data: StudyData) -> bytes | None:
     cells = list(axes.flat)
     for ax, (title, ylabel, _) in zip(cells, TRAINING_PANELS):
         drawn = False
-        for arm in trained:
+        for i, arm in enumerate(trained):
             points = arm.curves.get(title)
             if not points:
                 continue
             x, mean, lo, hi = zip(*points)
-            ax.plot(x, mean, color=colours[arm.name], lw=1.8, label=f"{arm.name} ({len(arm.runs)} seeds)")
+            seeds = f"{len(arm.runs)} seed{'' if len(arm.runs) == 1 else 's'}"
+            # Line styles and markers differ per arm: two arms on the same values must not hide each other.
+            ax.plot(x, mean, color=colours[arm.name], lw=1.8, alpha=0.9, ls=LINE_STYLES[i % len(LINE_STYLES)],
+                    marker=MARKERS[i % len(MARKERS)], markersize=3.5, label=f"{arm.name} ({seeds})")
             if len(arm.runs) > 1:
                 ax.fill_between(x, lo, hi, color=colours[arm.name], alpha=0.18, lw=0)
             drawn = True

@@ -106,7 +106,8 @@ def test_summary_numbers_match_what_was_fabricated(study):
     # training curves: stage steps, mean with min-max band over the 3 seeds
     curve = grpo.curves["Strategy entropy"]
     assert [x for x, *_ in curve] == list(range(1, 13)) and all(lo <= m <= hi for _, m, lo, hi in curve)
-    assert base.curves == {} and "Token entropy" in diverse.curves
+    # The fabricated SFT log holds train/entropy only (teacher-forced on demos), never drawn as sampled entropy.
+    assert base.curves == {} and "Token entropy" not in diverse.curves and "Strategy entropy" in diverse.curves
 
 
 def test_verdict_follows_the_numbers(study):
