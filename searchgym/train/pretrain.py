@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import random
-import re
 import shutil
 import tempfile
 from collections import Counter
@@ -24,21 +23,18 @@ import torch
 
 from searchgym.corpus.documents import atomic_write
 from searchgym.recipe import PretrainConfig, Recipe, RecipeError
+from searchgym.train.prior_tokenizer import (  # noqa: F401  (re-exported: the stage's tokenizer)
+    BOS,
+    EOS,
+    PAD,
+    call_blocks,
+    scaffold_blocks,
+    scramble_names,
+    train_tokenizer,
+)
 from searchgym.trajectory import Trajectory, read_trajectories, write_trajectories
 
-# ChatML as SmolLM2 and TRL's qwen2_5 template write it. The tool tags are added as whole tokens but NOT
-# special: TRL decodes completions with skip_special_tokens=True and must still see <tool_call> to parse.
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-TOOL_TAGS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
-PAD, BOS, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 STAGE = "pretrain"
-# BPE merges stay inside words (GPT-2's pre-tokenizer regex): a name then splits into the same tokens in a
-# question, a document and a query, so copying it is one skill. (Merging across spaces made a first prior
-# 3x shorter per demo but tokenised "Morutrofair" differently before a space and before a quote, and it
-# hallucinated names instead of copying them.) The fixed scaffolding of every conversation, the system
-# prompt plus the tool schemas (~550 word tokens), becomes ONE added token instead (`scaffold_blocks`).
-# A merge must recur this often, so rare text is not swallowed whole into a token the model cannot generalise.
-MIN_MERGE_FREQUENCY = 10
 
 
 # ---- 1. the strategy mixture ----------------------------------------------------------------------
@@ -196,37 +192,6 @@ def _lexicon_of(recipe: Recipe) -> list[str]:
     return _lexicon(dataclasses.replace(recipe, pretrain=dataclasses.replace(recipe.pretrain, name_tokens=True)))
 
 
-def scramble_names(text: str, lexicon: Sequence[str], rng: random.Random) -> str:
-    """Rename a conversation consistently: every name word of ``lexicon`` is swapped for another name word
-    and every doc id for another id of the same kind (``syn:person:0042`` -> ``syn:person:0017``, its ``:b``
-    page following), one random permutation per call. The facts inside the conversation stay coherent,
-    but no name or id says which question it belongs to, so a model can only act well by copying from
-    the context (``pretrain.scramble_names``).
-
-    >>> lex = ["Ilvar", "Tessa", "Morut", "syn:person:0001", "syn:person:0001:b", "syn:person:0002"]
-    >>> out = scramble_names("Ilvar Tessa [syn:person:0001:b] Ilvar", lex, random.Random(1))
-    >>> words = out.replace("[", " ").replace("]", " ").split()
-    >>> words[0] == words[3] and words[0] in lex and words[2].endswith(":b") and out != "Ilvar Tessa [syn:person:0001:b] Ilvar"
-    True
-    """
-    groups: dict[str, list[str]] = {}  # capitalised names, lower-case words (currencies), ids per kind
-    for w in lexicon:
-        if w.startswith("syn:"):
-            if w.count(":") == 2:
-                groups.setdefault(w.split(":")[1], []).append(w)
-        else:
-            groups.setdefault("Name" if w[0].isupper() else "word", []).append(w)
-    mapping: dict[str, str] = {}
-    for members in groups.values():
-        mapping.update(zip(members, rng.sample(members, len(members))))
-    pattern = re.compile(r"(?<![\w:])(syn:[a-z]+:\d+|[A-Za-z]\w*)")
-
-    def swap(m: re.Match) -> str:
-        return mapping.get(m.group(1), m.group(1))
-
-    return pattern.sub(swap, text)
-
-
 def corpus_texts(recipe: Recipe) -> list[str]:
     """The worlds' documents as plain text, so the prior also knows the world it will search."""
     docs = []
@@ -266,70 +231,6 @@ def agent_labels(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, int
         spans.append((begin, end))
         start = text.find(head, end)
     return [i if any(a <= s < b for a, b in spans) else -100 for i, (s, _) in zip(ids, offsets, strict=True)]
-
-
-def scaffold_blocks() -> list[str]:
-    """The text every conversation repeats verbatim: the system turn with the env's system prompt and tool
-    schemas, as the Qwen2.5 template (SFT, rollouts, TRL's GRPO) renders it, minus the ChatML markers."""
-    from searchgym.envs.tools import SYSTEM_PROMPT, SearchTools
-
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "?"}]
-    text = train_tokenizer(["x"], 300).apply_chat_template(messages, tools=SearchTools.schemas(), tokenize=False)
-    start = text.index(BOS) + len(BOS)
-    return [text[start:text.index(EOS, start)]]
-
-
-def call_blocks() -> list[str]:
-    """The fixed text of every tool call around its one argument, as the chat template renders it: the
-    opening per tool, then the closing they share (``pretrain.call_tokens`` makes each one token).
-
-    >>> call_blocks()[-1]
-    '"}}\\n</tool_call>'
-    """
-    from searchgym.envs.actions import TOOL_ARGUMENTS, format_tool_call
-    from searchgym.tasks import ToolCall
-
-    rendered = [format_tool_call(ToolCall(name, {arg: "ARG"})).split('"ARG"')
-                for name, arg in TOOL_ARGUMENTS.items()]
-    return [head + '"' for head, _ in rendered] + ['"' + rendered[0][1]]
-
-
-def train_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = MIN_MERGE_FREQUENCY,
-                    blocks: Sequence[str] = (), words: Sequence[str] = ()):
-    """A byte-level BPE tokenizer trained on ``texts``, with ChatML tokens and TRL's Qwen2.5 chat template
-    (the one TRL parses tool calls from), as a transformers fast tokenizer. The ChatML and tool tags are
-    added tokens, so they also bound every merge; ``blocks`` (long fixed texts) become one token each, and
-    so does each of ``words`` where it stands as a whole word (a name, a doc id; the longest match wins).
-
-    >>> tok = train_tokenizer(["<tool_call>\\n{}\\n</tool_call><|im_end|> Mor Morut"] * 20, 300, blocks=["fixed text"])
-    >>> tok.tokenize('<tool_call>\\n{}\\n</tool_call><|im_end|>')
-    ['<tool_call>', 'Ċ', '{}', 'Ċ', '</tool_call>', '<|im_end|>']
-    >>> tok.tokenize('of Morut" Morut.'), tok.tokenize("a fixed text")
-    (['o', 'f', 'ĠMorut', '"', 'ĠMorut', '.'], ['a', 'Ġ', 'fixed text'])
-    >>> tok = train_tokenizer(["x"] * 20, 300, words=["Morut", "syn:city:0001", "syn:city:0001:b"])
-    >>> tok.tokenize('"Morut syn:city:0001:b Moruts [syn:city:0001]')[:4]
-    ['"', 'Morut', 'Ġ', 'syn:city:0001:b']
-    """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    from trl.chat_template_utils import qwen2_5_chat_template
-
-    if vocab_size < 300:
-        raise RecipeError(f"pretrain.vocab_size: byte-level BPE needs >= 300 (256 bytes + merges), got {vocab_size}")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in (*TOOL_TAGS, *blocks)])
-    tok.add_tokens([AddedToken(w, special=False, normalized=False, single_word=True) for w in words])
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-                                        unk_token=PAD)
-    tokenizer.chat_template = qwen2_5_chat_template
-    tokenizer.padding_side = "left"  # as load_model leaves it: generation appends on the right
-    return tokenizer
 
 
 def build_model(p: PretrainConfig, tokenizer, seed: int):
