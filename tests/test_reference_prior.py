@@ -12,7 +12,8 @@ from searchgym.recipe import PretrainConfig
 from searchgym.train.pretrain import build_model, call_blocks, train_tokenizer
 
 CALL = '<tool_call>\n{"name": "open", "arguments": {"doc_id": "syn:person:0042:b"}}\n</tool_call>'
-# Measured 2026-12-02 (docs/prior-lab.md): see the floor's comment in the test below.
+# No prior ships yet (the best CPU prior solves 3.5%, docs/prior-lab.md), so the last test skips until
+# `make prior` exports one; the floor is what a shipped prior must clear on 20 questions x 2 samples.
 SUCCESS_FLOOR = 0.2
 
 
@@ -70,9 +71,8 @@ def test_reference_prior_loads_by_alias_and_solves_held_out_questions(one_thread
     assert sum(p.numel() for p in model.parameters()) < 3_000_000
     assert (REFERENCE_PRIOR / "model.safetensors").stat().st_size < 5_000_000
     r = evaluate_prior(PRIOR, questions=20, samples=2)
-    # 20 questions x 2 samples at temperature 1.0. The prior's measured success on its 125 held-out questions
-    # is in docs/prior-lab.md; the floor sits far below it so sampling noise never fails this test, and far
-    # above the < 1% of the priors before name/call tokens (an untrained or broken prior scores 0).
+    # 20 questions x 2 samples at temperature 1.0: a prior worth shipping (>= 30% on its held-out questions)
+    # clears 0.2 despite sampling noise; an untrained or broken prior scores ~0.
     assert r["success_at_1"] >= SUCCESS_FLOOR, r
     assert r["invalid_share"] <= 0.2, r
     assert r["strategy_tv"] is not None and 0 <= r["strategy_tv"] <= 1
