@@ -96,8 +96,8 @@ def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
 
 def evaluate_prior(model: str | Path = REFERENCE_PRIOR, *, questions: int = 100, samples: int = 2,
                    temperature: float = 1.0, seed: int = 0, tokenizer: str | Path | None = None,
-                   progress: bool = False) -> dict:
-    """Sample a prior on the first ``questions`` held-out questions of the world it was pretrained in
+                   progress: bool = False, split: str = "test") -> dict:
+    """Sample a prior on the first ``questions`` held-out questions (``split="train"``: its training questions) of the world it was pretrained in
     (its folder's recipe, or its run's for a model or checkpoint inside a run folder) and
     return its competence: success (mean over every sample, i.e. success@1), pass@n, the invalid-call
     share, tool calls per episode, the strategy shares and their total variation from the pretraining mix.
@@ -127,7 +127,7 @@ def evaluate_prior(model: str | Path = REFERENCE_PRIOR, *, questions: int = 100,
         tok = prepare_tokenizer(AutoTokenizer.from_pretrained(str(tokenizer)), chatml=True)
         net = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
         net.generation_config.pad_token_id, net.generation_config.eos_token_id = tok.pad_token_id, stop_token_ids(tok)
-    env_kwargs = {**meta["env_kwargs"], "split": "test"}
+    env_kwargs = {**meta["env_kwargs"], "split": split}
     env = gymnasium.make(meta["env_id"], **env_kwargs)
     task_ids = [t.id for t in env.unwrapped.tasks[:questions]]
     env.close()

@@ -213,3 +213,21 @@ def test_bad_knobs_say_what_to_set(world):
         SyntheticWorld(distractors=1.5)
     with pytest.raises(ValueError, match="choose one of"):
         world.demonstrator("breadth", "keyword")
+
+
+def test_question_holdout_keeps_questions_apart_but_shares_anchors():
+    kwargs = dict(seed=3, size=30, max_hops=2, n_train=600, n_test=150)
+    w = SyntheticWorld(**kwargs, holdout="question")
+    train, test = w.tasks("train"), w.tasks("test")
+    assert len(test) >= 100 and not {t.question for t in train} & {t.question for t in test}
+    start = lambda t: t.meta["steps"][0]["target"]  # noqa: E731
+    train_starts = {start(t) for t in train if t.kind == "bridge"}
+    test_starts = [start(t) for t in test if t.kind == "bridge"]
+    # Unlike the anchor split, most held-out bridges start where some train bridge starts.
+    assert sum(s in train_starts for s in test_starts) > 0.5 * len(test_starts)
+    assert SyntheticWorld(**kwargs, holdout="question").tasks("test") == test  # still a function of the knobs
+    anchor = SyntheticWorld(**kwargs)
+    assert not {start(t) for t in anchor.tasks("test") if t.kind == "bridge"} & {
+        start(t) for t in anchor.tasks("train") if t.kind == "bridge"}
+    with pytest.raises(ValueError, match="holdout must be 'anchor' or 'question'"):
+        SyntheticWorld(holdout="entity")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import defaultdict
+from typing import Literal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -414,6 +415,12 @@ class SyntheticWorld:
         redundancy: pages per entity (main + secondary ``:b``, ``:c``...), each stating all its facts.
         aliases: fraction of entities with an alias, used in some mentions; answers include it.
         n_train, n_test: questions per split (fewer when the world is too small to supply them).
+        holdout: what a test question holds out. ``"anchor"`` (default): its named start entity is never
+            the start of a train question, so copying that name from the question is the generalisation
+            tested. ``"question"``: only the question is new (a relation chain, comparison or intersection
+            no train question asks); its entities start other train questions, so an agent that learned
+            the world's names can answer it (what a from-scratch prior lab model can reach on a CPU,
+            docs/prior-lab.md).
 
     >>> w = SyntheticWorld(seed=1, size="small", n_train=20, n_test=5)
     >>> len(w.tasks("train")), len(w.tasks("test")), w.tasks("test")[0].id
@@ -424,7 +431,10 @@ class SyntheticWorld:
     query_styles = QUERY_STYLES
 
     def __init__(self, seed: int = 0, size: str | int = "medium", max_hops: int = 4, distractors: float = 0.3,
-                 redundancy: int = 2, aliases: float = 0.3, n_train: int = 2000, n_test: int = 500):
+                 redundancy: int = 2, aliases: float = 0.3, n_train: int = 2000, n_test: int = 500,
+                 holdout: Literal["anchor", "question"] = "anchor"):
+        if holdout not in ("anchor", "question"):
+            raise ValueError(f"holdout must be 'anchor' or 'question', got {holdout!r}")
         if not 1 <= max_hops <= 4:
             raise ValueError(f"max_hops must be 1-4, got {max_hops}")
         if not 1 <= redundancy <= 5:
@@ -435,6 +445,7 @@ class SyntheticWorld:
         if n_train < 0 or n_test < 0:
             raise ValueError("n_train and n_test must be >= 0")
         self.seed, self.size, self.max_hops, self.redundancy = seed, size, max_hops, redundancy
+        self.holdout = holdout
         self.name = f"synthetic-s{seed}"
         rng = random.Random(seed)
         self.entities = generate_entities(rng, size, distractors, aliases)
@@ -449,6 +460,12 @@ class SyntheticWorld:
         fraction = min(0.5, max(0.1, n_test / max(1, n_train + n_test)))
         test_ids = set(rng.sample(real, round(fraction * len(real))))
         pools = candidate_questions(rng, self.entities, self.max_hops, test_ids)
+        if self.holdout == "question":  # re-split every candidate by a hash of its key, not its anchor
+            every = [(pool, c) for (_s, pool), cs in sorted(pools.items()) for c in cs]
+            pools = defaultdict(list)
+            for pool, (key, spec) in every:
+                draw = random.Random(f"{self.seed}:split:{key}").random()
+                pools[("test" if draw < fraction else "train", pool)].append((key, spec))
         out: dict[str, list[Task]] = {}
         seen: set[str] = set()
         for split, n in (("test", n_test), ("train", n_train)):
