@@ -2,7 +2,9 @@
 
 Inputs evaluated at different n are refused unless ``--samples`` equalises them (the first n samples of
 each task), because diversity meters and pass@k grow with n. With two or more inputs the later ones are
-compared with the first by a paired bootstrap over questions, plus the solvable-set overlap.
+compared with the first by a paired bootstrap over questions, plus the solvable-set overlap and the
+base-vs-arm meters of Yue et al. 2025 (`compare_with_base`: coverage inclusion, new, lost, ΔSE, the pass@k
+crossing), the first input playing the base.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from searchgym.corpus.documents import atomic_write
 from searchgym.meters.aggregate import MAIN_KEYS, average, per_question
+from searchgym.meters.coverage import compare_with_base
 from searchgym.meters.passk import solvable_set_overlap
 from searchgym.meters.stats import bootstrap_ci, paired_bootstrap
 from searchgym.trajectory import Trajectory, read_trajectories
@@ -121,18 +124,65 @@ def compare(ref: MeteredInput, other: MeteredInput, n_boot: int = 1000) -> dict:
         r = paired_bootstrap(a, b, n_boot=n_boot)
         deltas[key] = {"diff": _finite_or_none(r["diff"]),
                        "ci95": [_finite_or_none(r["lo_diff"]), _finite_or_none(r["hi_diff"])]}
-    n_ref, n_other = ref.meters["meta/n"], other.meters["meta/n"]
-    solved = solvable_set_overlap({q: round(m["reward/success"] * n_ref) for q, m in ref.per_question.items()},
-                                  {q: round(m["reward/success"] * n_other) for q, m in other.per_question.items()})
-    return {"against": ref.name, "input": other.name, "delta": deltas,
-            "solved_only_against": solved["only_a"], "solved_only_input": solved["only_b"],
-            "solved_both": solved["both"]}
+    ref_counts, other_counts = success_counts(ref), success_counts(other)
+    solved = solvable_set_overlap(ref_counts, other_counts)
+    out = {"against": ref.name, "input": other.name, "delta": deltas,
+           "solved_only_against": solved["only_a"], "solved_only_input": solved["only_b"],
+           "solved_both": solved["both"]}
+    # The coverage meters compare both sides at one k_max = n; `meter_inputs` has already equalised n (or
+    # refused), so this only guards a caller that builds MeteredInputs by hand.
+    n = int(ref.meters["meta/n"])
+    if int(other.meters["meta/n"]) == n:
+        out["vs_base"] = {k: _finite_or_none(v) for k, v in
+                          compare_with_base(ref_counts, other_counts, n, n_boot=n_boot).items()}
+    return out
 
 
-def _fmt(value: float | None, ci: tuple[float, float] | list | None = None) -> str:
+def success_counts(m: MeteredInput) -> dict[str, int]:
+    """Correct samples per question, ``{task_id: c}`` out of n: the input `compare_with_base` takes."""
+    n = m.meters["meta/n"]
+    return {q: round(v["reward/success"] * n) for q, v in m.per_question.items()}
+
+
+def vs_base_line(c: dict, width: int = 80) -> str:
+    """One line of the base-vs-arm meters of a comparison, at most ``width`` columns (names are shortened).
+
+    >>> c = {"input": "grpo", "against": "base", "vs_base": {"coverage/inclusion": 0.95, "coverage/new": 0.02,
+    ...      "coverage/lost": 0.1, "coverage/delta_se": -0.125, "passk/crossing_k": 8.0, "passk/crossing_state": 1.0}}
+    >>> vs_base_line(c)
+    'grpo vs base: inclusion 0.95, new 0.02, lost 0.1, ΔSE -0.125, crossing k 8'
+    >>> c["vs_base"].update({"passk/crossing_k": None, "passk/crossing_state": -1.0})
+    >>> vs_base_line(c | {"input": "a-very-long-arm-name-from-a-study-folder/seed0"})
+    'a-ve… vs base: inclusion 0.95, new 0.02, lost 0.1, ΔSE -0.125, arm behind at k=1'
+    """
+    v = c["vs_base"]
+    # crossing_state: 1 the curves cross at crossing_k; 0 the arm stays ahead to k = n; -1 never ahead.
+    crossing = {1.0: f"crossing k {_fmt(v.get('passk/crossing_k'))}", 0.0: "no crossing",
+                -1.0: "arm behind at k=1"}.get(v.get("passk/crossing_state"), "crossing —")
+    values = ", ".join([f"{label} {_fmt(v.get(key), digits=3)}" for label, key in (
+        ("inclusion", "coverage/inclusion"), ("new", "coverage/new"), ("lost", "coverage/lost"),
+        ("ΔSE", "coverage/delta_se"))] + [crossing])
+    a, b = c["input"], c["against"]
+    room = max(width - len(values) - len(" vs : "), 8)
+    if len(a) + len(b) > room:  # a short name keeps its length, a long one gives way
+        half = room // 2
+        if len(b) <= half:
+            a = _shorten(a, room - len(b))
+        elif len(a) <= half:
+            b = _shorten(b, room - len(a))
+        else:
+            a, b = _shorten(a, half), _shorten(b, room - half)
+    return f"{a} vs {b}: {values}"
+
+
+def _shorten(name: str, size: int) -> str:
+    return name if len(name) <= size else name[:max(size - 1, 1)] + "…"
+
+
+def _fmt(value: float | None, ci: tuple[float, float] | list | None = None, digits: int = 4) -> str:
     if value is None or not math.isfinite(value):
         return "—"
-    text = f"{value:.4g}"
+    text = f"{value:.{digits}g}"
     if ci is not None and ci[0] is not None and math.isfinite(ci[0]):
         text += f" [{ci[0]:.3g}, {ci[1]:.3g}]"
     return text
@@ -179,6 +229,8 @@ def meter_command(paths: list[Path], samples: int | None = None, out: Path | Non
         else:
             console.print(f"solvable sets: {c['solved_only_input']} questions solved only by {c['input']}, "
                           f"{c['solved_only_against']} only by {c['against']}, {c['solved_both']} by both")
+            if "vs_base" in c:  # plain text: rich would re-wrap it, and a name may hold [brackets]
+                console.print(vs_base_line(c), markup=False, highlight=False)
 
     # 2. meters.json, written once (atomically): to --out, else into the current folder; never into the inputs.
     target = Path(out) if out is not None else Path("meters.json")
