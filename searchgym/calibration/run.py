@@ -1,0 +1,239 @@
+"""`calibrate`: the three checks run together into one JSON-ready dict; its summary lines, rich tables and
+``calibration.json``; `calibrate_command` behind ``searchgym calibrate``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from searchgym.calibration.config import (
+    ENTROPY_ERROR_TARGET,
+    MDE_TARGET,
+    CalibrationConfig,
+    default_model,
+    study_setup,
+)
+from searchgym.calibration.mixtures import label_table, make_env, recover_mixture
+from searchgym.calibration.power import _questions, entropy_power, passk_power
+from searchgym.calibration.temperature import temperature_sweep
+
+
+def _smallest(sweep: list[dict], key: str, target: float) -> dict | None:
+    """The cheapest size (fewest episodes per arm, then fewest seeds) whose ``key`` reaches ``target``."""
+    ok = [r for r in sweep if math.isfinite(r[key]) and r[key] <= target]
+    if not ok:
+        return None
+    best = min(ok, key=lambda r: (r["episodes_per_arm"], r["seeds"], r["questions"]))
+    return {k: best[k] for k in ("questions", "samples", "seeds", "episodes_per_arm", key)}
+
+
+def calibrate(config: CalibrationConfig | None = None) -> dict:
+    """Run the three checks; returns one JSON-ready dict (see docs/calibration.md for every key)."""
+    from tqdm.auto import tqdm
+
+    config = config or CalibrationConfig()
+    started = time.perf_counter()
+    setup = study_setup(config.study_file, config.preset)
+    if config.env_id:
+        setup.env_id, setup.source = config.env_id, "config"
+    if config.env_kwargs is not None:
+        setup.env_kwargs, setup.source = dict(config.env_kwargs), "config"
+    for name in ("questions", "samples", "seeds"):
+        if getattr(config, name) is not None:
+            setattr(setup, name, getattr(config, name))
+    if min(setup.questions, setup.samples, setup.seeds) < 1:
+        raise ValueError("questions, samples and seeds must all be >= 1")
+    env = make_env(setup)
+    pool = list(env.unwrapped.tasks)
+    need = max([setup.questions, *config.sweep_questions])
+    tasks = pool[:min(need, len(pool))]
+    study_tasks = _questions(pool, setup.questions, config.seed)
+    table = label_table(env, tasks, progress=config.progress)
+    styles = env.unwrapped.taskset.query_styles
+
+    # 1. Recovery of known mixtures.
+    timings = {"labels": time.perf_counter() - started}
+    mixtures = [recover_mixture(env, study_tasks, name, weights, table, setup.samples, setup.seeds,
+                                config.coverage_reps, config.seed)
+                for name, weights in tqdm(config.mixtures.items(), desc="mixtures", disable=not config.progress)]
+    timings["recovery"] = time.perf_counter() - started - timings["labels"]
+
+    # 2. Power: the study's sizes, then the sweep.
+    mark = time.perf_counter()
+    sizes = [(setup.questions, setup.samples, setup.seeds)] + [
+        (q, n, s) for q in config.sweep_questions for n in config.sweep_samples for s in config.sweep_seeds
+        if (q, n, s) != (setup.questions, setup.samples, setup.seeds)]
+    results = [entropy_power(pool, config.base_mixture, table, styles, q, n, s, config.reps, config.seed)
+               for q, n, s in tqdm(sizes, desc="power (strategy entropy)", disable=not config.progress)]
+    study, sweep = results[0], results
+    passk = passk_power(setup.questions, setup.samples, setup.seeds, config.reps, setup.samples,
+                        config.pass_rate, config.pass_concentration, config.seed)
+    success1 = passk_power(setup.questions, setup.samples, setup.seeds, config.reps, 1,
+                           config.pass_rate, config.pass_concentration, config.seed)
+    timings["power"] = time.perf_counter() - mark
+
+    # 3. Temperature sweep of a real model.
+    temperature = None
+    if not config.skip_temperature:
+        mark = time.perf_counter()
+        temperature = temperature_sweep(config.model or default_model(), setup, [t.id for t in pool[:config.temp_questions]],
+                                        config.temperatures, config.temp_samples, config.temp_max_turns,
+                                        config.temp_max_new_tokens, config.seed, config.progress)
+        timings["temperature"] = time.perf_counter() - mark
+    env.close()
+
+    errors = [abs(m["error_mm"]) for m in mixtures]
+    fidelity = float(np.average([m["label_fidelity"] for m in mixtures], weights=[m["episodes"] for m in mixtures]))
+    timings["total"] = time.perf_counter() - started
+    return {
+        "setup": {**dataclasses.asdict(setup), "pool_questions": len(pool),
+                  "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("mixtures",)}},
+        "max_entropy_error": max(errors),
+        "entropy_error_target": ENTROPY_ERROR_TARGET,
+        "meets_entropy_target": max(errors) <= ENTROPY_ERROR_TARGET,
+        "max_entropy_bias_mm": max(abs(m["bias_mm"]) for m in mixtures),
+        "max_entropy_bias_plugin": max(abs(m["bias_plugin"]) for m in mixtures),
+        "mean_coverage": float(np.nanmean([m["coverage"] for m in mixtures])) if config.coverage_reps else math.nan,
+        "label_fidelity": fidelity,
+        "mixtures": mixtures,
+        "mde_strategy_entropy": study["mde"],
+        "mde_strategy_entropy_paired": study["mde_paired"],
+        "mde_strategy_entropy_from_seed_sd": study["mde_from_seed_sd"],
+        "false_positive_seed_rule": study["false_positive_seed_rule"],
+        "false_positive_paired": study["false_positive_paired"],
+        "mde_pass_at_k": passk["mde"],
+        "mde_pass_at_k_paired": passk["mde_paired"],
+        "mde_success_at_1": success1["mde"],
+        "mde_success_at_1_paired": success1["mde_paired"],
+        "power_strategy_entropy": study,
+        "power_pass_at_k": passk,
+        "power_success_at_1": success1,
+        "size_sweep": [{k: r[k] for k in ("questions", "samples", "seeds", "episodes_per_arm", "mde", "mde_paired",
+                                          "false_positive_seed_rule", "false_positive_paired", "seed_sd")}
+                       for r in sweep],
+        "mde_target": MDE_TARGET,
+        "smallest_size_for_target": _smallest(sweep, "mde", MDE_TARGET),
+        "smallest_size_for_target_paired": _smallest(sweep, "mde_paired", MDE_TARGET),
+        "temperature": temperature,
+        "temperature_monotone": temperature["monotone"] if temperature else None,
+        "seconds": timings,
+    }
+
+
+# ---- printing and writing -------------------------------------------------------------------------------
+
+def _f(x, digits: int = 3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def summary_lines(result: dict) -> list[str]:
+    """The headline numbers as plain lines (the benchmark prints these before its JSON)."""
+    s = result["setup"]
+    lines = [f"setup: {s['env_id']} ({s['source']}), {s['questions']} questions x {s['samples']} samples x "
+             f"{s['seeds']} seeds",
+             f"max |MM measured - true| = {_f(result['max_entropy_error'])} nats (target <= "
+             f"{result['entropy_error_target']}); exact MM bias <= {_f(result['max_entropy_bias_mm'])}, plug-in "
+             f"<= {_f(result['max_entropy_bias_plugin'])}; label fidelity {_f(result['label_fidelity'])}; "
+             f"CI coverage of the truth {_f(result['mean_coverage'], 2)}"]
+    for m in result["mixtures"]:
+        lines.append(f"  {m['name']:<40} true {_f(m['true_entropy'])}  E[MM] {_f(m['expected_mm'])}  measured MM "
+                     f"{_f(m['measured_mm'])} [{_f(m['ci_mm'][0])}, {_f(m['ci_mm'][1])}]  plug-in "
+                     f"{_f(m['measured_plugin'])}  error {m['error_mm']:+.3f}  coverage {_f(m['coverage'], 2)}")
+    lines.append(f"MDE strategy entropy: {_f(result['mde_strategy_entropy'], 2)} nats (seed CIs must not overlap; "
+                 f"false positives {_f(result['false_positive_seed_rule'], 2)}), "
+                 f"{_f(result['mde_strategy_entropy_paired'], 2)} paired over questions (false positives "
+                 f"{_f(result['false_positive_paired'], 2)})")
+    pk = result["power_pass_at_k"]
+    lines.append(f"MDE pass@{pk['k']}: {_f(result['mde_pass_at_k'], 2)} (paired {_f(result['mde_pass_at_k_paired'], 2)}); "
+                 f"success@1: {_f(result['mde_success_at_1'], 2)} (paired {_f(result['mde_success_at_1_paired'], 2)}); "
+                 f"base success rate {pk['base_rate']}")
+    lines.append("size sweep (MDE nats: seed rule / paired):")
+    for r in result["size_sweep"]:
+        lines.append(f"  {r['questions']:>4} questions x {r['samples']:>3} samples x {r['seeds']} seeds: "
+                     f"{_f(r['mde'], 2)} / {_f(r['mde_paired'], 2)}")
+    for key, rule in (("smallest_size_for_target", "seed rule"), ("smallest_size_for_target_paired", "paired")):
+        best = result[key]
+        lines.append(f"smallest size with MDE <= {result['mde_target']} ({rule}): " + (
+            f"{best['questions']} x {best['samples']} x {best['seeds']}" if best else "none in the sweep"))
+    t = result["temperature"]
+    if t:
+        cells = ", ".join(f"T={r['temperature']}: token {_f(r['token_entropy'])}, strategy "
+                          f"{_f(r['strategy_entropy'])}" for r in t["rows"])
+        lines.append(f"temperature sweep ({t['model']}): {cells}; monotone = {t['monotone']}")
+    return lines
+
+
+def print_calibration(result: dict) -> None:
+    """Rich tables: recovery per mixture, the MDEs and the size sweep, the temperature sweep."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    s = result["setup"]
+    table = Table("mixture", "true H", "E[MM] at n", "measured MM [95% CI]", "plug-in", "error", "coverage",
+                  "label fidelity", title=f"Recovery: {s['questions']} questions x {s['samples']} samples x "
+                                          f"{s['seeds']} seeds ({s['env_id']})")
+    for m in result["mixtures"]:
+        table.add_row(m["name"], _f(m["true_entropy"]), _f(m["expected_mm"]),
+                      f"{_f(m['measured_mm'])} [{_f(m['ci_mm'][0])}, {_f(m['ci_mm'][1])}]", _f(m["measured_plugin"]),
+                      f"{m['error_mm']:+.3f}", _f(m["coverage"], 2), _f(m["label_fidelity"], 3))
+    console.print(table)
+    table = Table("questions", "samples", "seeds", "episodes/arm", "MDE (CI rule)", "MDE (paired)",
+                  "false pos. (CI rule)", title="Minimum detectable drop in strategy entropy (nats, 80% power)")
+    for r in result["size_sweep"]:
+        table.add_row(str(r["questions"]), str(r["samples"]), str(r["seeds"]), str(r["episodes_per_arm"]),
+                      _f(r["mde"], 2), _f(r["mde_paired"], 2), _f(r["false_positive_seed_rule"], 2))
+    console.print(table)
+    t = result["temperature"]
+    if t:
+        table = Table("temperature", "token entropy", "strategy entropy [95% CI]", "tokens",
+                      title=f"Temperature sweep: {t['model']} ({t['questions']} questions x {t['samples']} samples); "
+                            f"monotone = {t['monotone']}")
+        for r in t["rows"]:
+            table.add_row(str(r["temperature"]), _f(r["token_entropy"]),
+                          f"{_f(r['strategy_entropy'])} [{_f(r['strategy_ci'][0])}, {_f(r['strategy_ci'][1])}]",
+                          str(r["tokens"]))
+        console.print(table)
+    for line in summary_lines(result):  # the headline numbers under the tables
+        if line.startswith(("max |MM", "MDE", "smallest")):
+            console.print(line, markup=False, highlight=False)
+
+
+def write_calibration(result: dict, out: str | Path) -> Path:
+    """Write ``calibration.json`` (``out`` a folder, or a path ending in .json)."""
+    from searchgym.corpus.documents import atomic_write
+
+    out = Path(out)
+    path = out if out.suffix == ".json" else out / "calibration.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(jsonable(result), indent=2).encode("utf-8"))
+    return path
+
+
+def jsonable(x):
+    """NaN and infinities as null (strict JSON), tuples as lists."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [jsonable(v) for v in x]
+    if isinstance(x, float | np.floating):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def calibrate_command(config: CalibrationConfig, out: str | Path | None = None) -> Path:
+    """`searchgym calibrate`: run, print the tables, write calibration.json; returns its path."""
+    from searchgym.runs import new_run_dir
+
+    result = calibrate(config)
+    print_calibration(result)
+    return write_calibration(result, out if out and Path(out).suffix == ".json" else new_run_dir("calibration", out))
