@@ -67,12 +67,15 @@ def envs() -> None:
 @app.command()
 def meter(paths: Annotated[list[Path], typer.Argument(help="run folders or trajectories.jsonl files")],
           samples: Annotated[int | None, typer.Option(help="compute every meter at this fixed n")] = None,
-          out: Annotated[Path | None, typer.Option(help="where to write meters.json")] = None) -> None:
+          out: Annotated[Path | None, typer.Option(help="where to write meters.json")] = None,
+          base_nll: Annotated[bool, typer.Option("--base-nll", help="also score each run's trajectories under "
+                                                 "its base and its own model (support/…; loads the models)")] = False
+          ) -> None:
     """Compute the diversity meters of runs or trajectory files; prints a table, writes meters.json."""
     from searchgym.meters.cli import meter_command
 
     try:
-        meter_command(paths, samples=samples, out=out)
+        meter_command(paths, samples=samples, out=out, base_nll=base_nll)
     except ValueError as e:
         _fail(str(e))
 

@@ -3,6 +3,8 @@
 `aggregate` computes every meter of a trajectory list at a fixed n per question and returns one flat
 dict of namespaced keys; the submodules hold the single estimators (entropy, pass@k, cluster and text
 diversity, search behaviour, reward spread), the statistics (bootstrap CIs) and the collapse alarms.
+The support meters (`assistant_nll`, `support_meters`, `run_models`) score trajectories with a model, so they
+import torch: they load on first use, and ``import searchgym.meters`` stays light.
 """
 
 from searchgym.meters.aggregate import MAIN_KEYS, aggregate, group_by_task, per_question, question_meters
@@ -42,4 +44,18 @@ __all__ = [
     "delta_se", "depth_adaptivity", "entropy_reward_points", "fit_entropy_reward", "group_by_task", "k_ladder",
     "parse_alarms", "pass_at_k", "pass_at_k_curve", "pass_at_k_table", "pass_hat_k", "pass_hat_k_curve",
     "pass_hat_k_table", "per_question", "question_meters", "question_retrieval_credit", "solvable_set_overlap",
+    "assistant_nll", "run_models", "support_meters",
 ]
+
+_LAZY = {"assistant_nll": "searchgym.meters.support", "run_models": "searchgym.meters.support",
+         "support_meters": "searchgym.meters.support"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

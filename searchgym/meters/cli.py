@@ -4,18 +4,20 @@ Inputs evaluated at different n are refused unless ``--samples`` equalises them 
 each task), because diversity meters and pass@k grow with n. With two or more inputs the later ones are
 compared with the first by a paired bootstrap over questions, plus the solvable-set overlap and the
 base-vs-arm meters of Yue et al. 2025 (`compare_with_base`: coverage inclusion, new, lost, ΔSE, the pass@k
-crossing), the first input playing the base.
+crossing), the first input playing the base. ``--base-nll`` also scores each run's trajectories under the
+base model its run names and under its own model (`searchgym.meters.support`); it loads models, so it is off
+by default.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchgym.corpus.documents import atomic_write
-from searchgym.meters.aggregate import MAIN_KEYS, average, per_question
+from searchgym.meters.aggregate import MAIN_KEYS, average, group_by_task, per_question
 from searchgym.meters.coverage import compare_with_base
 from searchgym.meters.passk import solvable_set_overlap
 from searchgym.meters.stats import bootstrap_ci, paired_bootstrap
@@ -32,12 +34,17 @@ class MeteredInput:
     per_question: dict[str, dict[str, float]]
     meters: dict[str, float]
     ci: dict[str, tuple[float, float]]
+    trajectories: list[Trajectory] = field(default_factory=list, repr=False)  # the n metered per task
+    models: dict[str, str] = field(default_factory=dict)  # {"base", "own"} when the support meters ran
 
     def to_json(self, note: str) -> dict:
-        return {"input": str(self.path), "n": int(self.meters["meta/n"]), "original_n": self.original_n,
-                "questions": int(self.meters["meta/questions"]), "note": note,
-                "meters": {k: _finite_or_none(v) for k, v in self.meters.items()},
-                "ci95": {k: [_finite_or_none(lo), _finite_or_none(hi)] for k, (lo, hi) in self.ci.items()}}
+        out = {"input": str(self.path), "n": int(self.meters["meta/n"]), "original_n": self.original_n,
+               "questions": int(self.meters["meta/questions"]), "note": note,
+               "meters": {k: _finite_or_none(v) for k, v in self.meters.items()},
+               "ci95": {k: [_finite_or_none(lo), _finite_or_none(hi)] for k, (lo, hi) in self.ci.items()}}
+        if self.models:
+            out["support_models"] = self.models
+        return out
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -108,8 +115,36 @@ def meter_inputs(paths: list[Path], samples: int | None = None, n_boot: int = 10
             if key in meters:
                 _, lo, hi = bootstrap_ci([m.get(key, math.nan) for m in pq.values()], n_boot=n_boot)
                 ci[key] = (lo, hi)
-        metered.append(MeteredInput(Path(path), name, size, pq, meters, ci))
+        kept = [t for group in group_by_task(trajs, samples)[0].values() for t in group]
+        metered.append(MeteredInput(Path(path), name, size, pq, meters, ci, kept))
     return metered, note
+
+
+def add_support_meters(metered: list[MeteredInput], *, batch_size: int = 4) -> list[str]:
+    """Score every input's trajectories under the base model its run names and under its own model
+    (`support_meters`), adding the ``support/…`` keys to its meters. Returns notes for the inputs that
+    name no model (a bare .jsonl file). A base shared by several arms is loaded once."""
+    import torch
+
+    from searchgym.meters.support import run_models, support_meters
+    from searchgym.models import load_model
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bases: dict[str, tuple] = {}
+    notes = []
+    for m in metered:
+        try:
+            base, own = run_models(m.path)
+        except ValueError as e:
+            notes.append(f"support meters skipped for {m.name}: {e}")
+            continue
+        if base not in bases:
+            bases[base] = load_model(base, device=device)
+        # An untrained input is its own base: one scoring serves both keys. An arm's model is used once.
+        own_pair = bases[base] if own == base else load_model(own, device=device)
+        m.meters.update(support_meters(m.trajectories, bases[base], own_pair, batch_size=batch_size))
+        m.models = {"base": base, "own": own}
+    return notes
 
 
 def compare(ref: MeteredInput, other: MeteredInput, n_boot: int = 1000) -> dict:
@@ -189,10 +224,11 @@ def _fmt(value: float | None, ci: tuple[float, float] | list | None = None, digi
 
 
 def meter_command(paths: list[Path], samples: int | None = None, out: Path | None = None,
-                  n_boot: int = 1000) -> list[Path]:
+                  n_boot: int = 1000, base_nll: bool = False) -> list[Path]:
     """Print a table of every meter (one column per input, 95% bootstrap CIs on the main rows) and write one
     meters.json with every input and comparison: at ``out`` (a file, or a folder to write it into), else in
-    the current folder. The input folders are only read. Returns the files written."""
+    the current folder. ``base_nll`` adds the support meters (`add_support_meters`: loads each run's base and
+    own model). The input folders are only read. Returns the files written."""
     from rich.console import Console
     from rich.table import Table
 
@@ -200,6 +236,7 @@ def meter_command(paths: list[Path], samples: int | None = None, out: Path | Non
         raise ValueError("pass at least one run folder or trajectories .jsonl file")
     paths = [Path(p) for p in paths]
     metered, note = meter_inputs(paths, samples, n_boot)
+    support_notes = add_support_meters(metered) if base_nll else []
     comparisons = [compare(metered[0], m, n_boot) for m in metered[1:]]
 
     # 1. The table: meta rows, then the headline meters with CIs, then every other key.
@@ -223,6 +260,8 @@ def meter_command(paths: list[Path], samples: int | None = None, out: Path | Non
         table.add_row(key, *row)
     console = Console()
     console.print(table)
+    for line in support_notes:
+        console.print(line, markup=False, highlight=False)
     for c in comparisons:
         if "error" in c:
             console.print(f"{c['input']} vs {c['against']}: {c['error']}")

@@ -1,0 +1,146 @@
+"""Support meters: how likely an arm's trajectories are under the base model (Yue et al. 2025).
+
+If RL only sharpens what the base already does, the trajectories it samples stay inside the base's support:
+the base finds them about as likely, per token, as its own samples. A trained arm whose trajectories the base
+finds much less likely has moved somewhere the base would rarely go. ``support/base_nll`` is the mean per-token
+negative log-likelihood of the arm's *own* words (the assistant turns; the question, system prompt and tool
+results are context) under the base model, ``support/own_nll`` the same under the model that sampled them.
+
+The conversation is scored as the rollout showed it to the model: the chat template of the model's tokenizer
+with the env's tool schemas (`chat_texts`), and the assistant turns found by the very mask the prior lab
+trains with (`agent_labels`, ``pretrain.loss_on = "agent"``), so "agent tokens" means the same everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from searchgym.train.pretrain import agent_labels, chat_texts, model_dir
+from searchgym.trajectory import Trajectory
+
+IGNORE = -100  # agent_labels' label for a context token
+
+
+def agent_token_labels(tokenizer, trajectories: Sequence[Trajectory]) -> list[tuple[list[int], list[int]]]:
+    """``(input ids, labels)`` per trajectory: the conversation rendered as the rollout rendered it, each
+    token labelled with its id when it starts inside an assistant turn and `IGNORE` otherwise.
+
+    Tokenised without added special tokens, as the rollout tokenises its prompts.
+    """
+    texts = chat_texts(trajectories, tokenizer)
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return [(list(ids), agent_labels(text, ids, offsets))
+            for text, ids, offsets in zip(texts, encoded["input_ids"], encoded["offset_mapping"], strict=True)]
+
+
+def assistant_nll(model, tokenizer, trajectories: Sequence[Trajectory], *, batch_size: int = 4) -> dict[str, float]:
+    """Mean negative log-likelihood per assistant token of ``trajectories`` under ``model``::
+
+        nll = −(1/T) Σ_i Σ_{t ∈ A_i} log p_model(y_{i,t} | y_{i,<t}),   ppl = exp(nll),   T = Σ_i |A_i|
+
+    where A_i are the tokens of trajectory i inside its assistant turns (`agent_token_labels`). The mean is
+    pooled over tokens, so a long trajectory weighs in by its length, as in a perplexity. Returns
+    ``{"nll", "ppl", "tokens"}``; a conversation longer than the model's context is cut there (the rollout
+    never lets one outgrow it). Scores in eval mode under inference mode and restores the training mode.
+
+    >>> from types import SimpleNamespace
+    >>> from searchgym.train.prior_tokenizer import train_tokenizer
+    >>> tok = train_tokenizer(["x"], 300)
+    >>> class Uniform(torch.nn.Module):  # equal logits everywhere: every token costs ln(vocabulary)
+    ...     config = SimpleNamespace(max_position_embeddings=4096)
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.w = torch.nn.Parameter(torch.zeros(1))
+    ...     def forward(self, input_ids, attention_mask):
+    ...         return SimpleNamespace(logits=torch.zeros(*input_ids.shape, len(tok)))
+    >>> t = Trajectory("q", "e", 0, "Who?", [{"role": "user", "content": "Who?"},
+    ...                {"role": "assistant", "content": "Ada"}], [], "A", None, [], [], [], "Ada", 1.0, True, [], [], 1)
+    >>> r = assistant_nll(Uniform(), tok, [t])
+    >>> r["tokens"], round(r["nll"], 6) == round(math.log(len(tok)), 6)  # "A", "d", "a", "<|im_end|>"
+    (4.0, True)
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    context = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+    rows = [(ids[:context], labels[:context]) for ids, labels in agent_token_labels(tokenizer, trajectories)]
+    rows.sort(key=lambda r: len(r[0]))  # similar lengths share a batch: less padding to compute on
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start:start + batch_size]
+            width = max(len(ids) for ids, _ in batch)
+            # Right padding: positions start at 0 as in training, and the pads come after every scored token.
+            ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in batch], device=device)
+            labels = torch.tensor([lab + [IGNORE] * (width - len(lab)) for _, lab in batch], device=device)
+            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=device)
+            with torch.inference_mode():
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            # The logits at t predict token t + 1; a sum in float32, whatever dtype the model runs in.
+            targets = labels[:, 1:]
+            total += F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                     ignore_index=IGNORE, reduction="sum").item()
+            count += int((targets != IGNORE).sum())
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("no assistant tokens to score: the trajectories hold no assistant turns, or the "
+                         "tokenizer's chat template does not write ChatML (<|im_start|>assistant ... <|im_end|>)")
+    nll = total / count
+    return {"nll": nll, "ppl": math.exp(nll), "tokens": float(count)}
+
+
+def support_meters(trajectories: Sequence[Trajectory], base, own=None, *, batch_size: int = 4) -> dict[str, float]:
+    """``support/base_nll``, ``support/base_ppl`` (the trajectories under ``base``), ``support/own_nll``,
+    ``support/own_ppl`` (under ``own``, the model that sampled them; NaN without it) and ``support/tokens``.
+    ``base`` and ``own`` are ``(model, tokenizer)`` pairs; pass the same pair to score a base's own samples.
+    """
+    b = assistant_nll(*base, trajectories, batch_size=batch_size)
+    o = (b if own is base else assistant_nll(*own, trajectories, batch_size=batch_size)) if own is not None \
+        else {"nll": math.nan, "ppl": math.nan}
+    return {"support/base_nll": b["nll"], "support/base_ppl": b["ppl"], "support/own_nll": o["nll"],
+            "support/own_ppl": o["ppl"], "support/tokens": b["tokens"]}
+
+
+def run_models(path: str | Path) -> tuple[str, str]:
+    """``(base, own)``: the base model an input's run names and the model that sampled it, as `load_model`
+    takes them. ``path`` is a run folder or its ``trajectories.jsonl``:
+
+    - a trained run (``adapter/``): the base its adapter was trained on, and the run folder itself;
+    - a run's ``baseline/`` evaluation: the parent run's base, twice;
+    - a prior-lab run without adapter (``stages/pretrain/model``): that model, twice (it is its own base);
+    - an untrained run (a study's base arm: ``recipe.toml`` only): its ``model.base``, twice.
+
+    >>> run_models("/no/such/run.jsonl")
+    Traceback (most recent call last):
+    ...
+    ValueError: /no/such/run.jsonl is not in a run folder: no adapter, pretrained model or recipe.toml names its model
+    """
+    # The same resolution load_model applies to a run folder (its adapter, and the base the adapter records).
+    from searchgym.models import _adapter_base, _run_adapter
+
+    path = Path(path)
+    folder = path.parent if path.suffix == ".jsonl" else path
+    if folder.name == "baseline" and (folder.parent / "recipe.toml").is_file():
+        base, _ = run_models(folder.parent)
+        return base, base
+    adapter = _run_adapter(folder) if folder.is_dir() else None
+    if adapter is not None:
+        return _adapter_base(adapter), str(folder)
+    if (model_dir(folder) / "config.json").is_file():
+        prior = str(model_dir(folder).resolve())
+        return prior, prior
+    if (folder / "recipe.toml").is_file():
+        base = tomllib.loads((folder / "recipe.toml").read_text(encoding="utf-8")).get("model", {}).get("base")
+        if base:
+            return base, base
+    raise ValueError(f"{path} is not in a run folder: no adapter, pretrained model or recipe.toml names its model")
