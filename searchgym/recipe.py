@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 import tomllib
 import types
@@ -25,6 +24,14 @@ class RecipeError(ValueError):
 
 # A recipe's name becomes a folder under runs/ and a prefix `--resume` looks up: a slug, never a path.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+# Hugging Face Trainer report_to backends -> the modules that provide them (any one will do).
+REPORT_TO = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "trackio": ("trackio",),
+             "mlflow": ("mlflow",), "comet_ml": ("comet_ml",), "clearml": ("clearml",), "dvclive": ("dvclive",),
+             "swanlab": ("swanlab",), "neptune": ("neptune",), "azure_ml": ("azureml",),
+             "codecarbon": ("codecarbon",), "dagshub": ("dagshub",), "flyte": ("flytekit",),
+             "kubeflow": ("kubeflow",), "all": ("transformers",)}
+SEARCH_ENV = "searchgym.envs.search_env:SearchEnv"  # env ids with this entry point get their kwargs checked
 
 
 @dataclass
@@ -178,49 +185,14 @@ class Recipe:
         Nothing here loads a model or builds an index: numbers are range-checked, ``env.id``, the world, the
         embedder and ``report_to`` backends are looked up, and ``model.base`` is resolved to an alias, a
         folder or a cached Hugging Face id (``check_model=False`` skips that last check, for a base model a
-        study builds before its arms run).
+        study builds before its arms run). The checks live in `searchgym.recipe_checks`, which imports this
+        module (so it is imported here, not at the top).
         """
-        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
-            raise RecipeError(f"name: {self.name!r:.60} is not a run-folder name; use 1-100 letters, digits, '.', "
-                              "'_' or '-', not starting with '.' (pass --out DIR to write elsewhere)")
-        allowed = ("pretrain", "sft", "grpo")
-        for s in self.stages:
-            if s not in allowed:
-                raise RecipeError(f"stages: unknown stage {s!r}; allowed: {list(allowed)}")
-        if not self.stages:
-            raise RecipeError("stages: give at least one stage, e.g. stages = [\"sft\"]")
-        if "pretrain" in self.stages and (self.stages[0] != "pretrain" or self.stages.count("pretrain") > 1):
-            raise RecipeError("stages: 'pretrain' must come first (once), optionally followed by sft and/or "
-                              "grpo, e.g. stages = [\"pretrain\", \"grpo\"]")
-        if self.sft.demos not in ("diverse", "narrow"):
-            raise RecipeError(f"sft.demos: must be 'diverse' or 'narrow', got {self.sft.demos!r}")
-        if self.model.dtype not in ("float32", "bfloat16", "float16"):
-            raise RecipeError(f"model.dtype: must be float32, bfloat16 or float16, got {self.model.dtype!r}")
-        g = self.grpo
-        if g.num_generations < 2:
-            raise RecipeError("grpo.num_generations: GRPO needs >= 2 generations per prompt to compare them")
-        if (g.batch_size * g.grad_accum) % g.num_generations:
-            raise RecipeError(f"grpo.batch_size: batch_size × grad_accum ({g.batch_size}×{g.grad_accum}) must be "
-                              f"a multiple of num_generations ({g.num_generations}); set grpo.batch_size to "
-                              f"{g.num_generations} or a multiple of it")
-        for section, names in (("sft", ("num_questions", "demos_per_question", "batch_size", "max_length")),
-                               ("grpo", ("steps", "num_questions", "max_completion_length")),
-                               ("eval", ("questions", "samples", "max_turns", "max_new_tokens", "batch_size"))):
-            for n in names:
-                if getattr(getattr(self, section), n) < 1:
-                    raise RecipeError(f"{section}.{n}: must be >= 1, got {getattr(getattr(self, section), n)}")
-        if g.beta < 0:
-            raise RecipeError(f"grpo.beta: the KL coefficient must be >= 0, got {g.beta}")
-        if g.ref_reset_steps and not g.beta:
-            raise RecipeError("grpo.ref_reset_steps: reference resets need a reference model; set grpo.beta > 0")
-        if self.pretrain.loss_on not in ("all", "agent"):
-            raise RecipeError(f"pretrain.loss_on: 'all' (every token) or 'agent' (the assistant's turns only), "
-                              f"got {self.pretrain.loss_on!r}")
-        if not 0 <= self.meters.max_overhead < 1:
-            raise RecipeError(f"meters.max_overhead: a fraction of training time in [0, 1) (0 = probe on "
-                              f"schedule whatever it costs), got {self.meters.max_overhead}")
-        self._check_numbers()
-        self._check_report_to()
+        from searchgym.recipe_checks import check_fields, check_numbers, check_report_to
+
+        check_fields(self)
+        check_numbers(self)
+        self.report_to = check_report_to(self.report_to, REPORT_TO)
         self._check_env()
         if check_model and self.stages[0] != "pretrain":
             from searchgym.models import model_problem
@@ -229,91 +201,12 @@ class Recipe:
                 raise RecipeError(f"model.base: {problem}")
         return self
 
-    def _check_numbers(self) -> None:
-        """Ranges of the numeric fields (NaN fails every one of them)."""
-        positive = "a finite number > 0"
-        rules = [  # (key, ok, what is allowed)
-            *((f"{sec}.learning_rate", _finite(getattr(self, sec).learning_rate)
-               and getattr(self, sec).learning_rate > 0, positive) for sec in ("sft", "grpo", "pretrain")),
-            ("sft.epochs", _finite(self.sft.epochs) and self.sft.epochs > 0, "a finite number of epochs > 0"),
-            *((f"{sec}.{k}", getattr(getattr(self, sec), k) >= 1, "an integer >= 1")
-              for sec, keys in (("sft", ("save_steps", "logging_steps", "grad_accum")),
-                                ("grpo", ("save_steps", "logging_steps", "grad_accum", "batch_size",
-                                          "max_tool_calling_iterations")),
-                                ("pretrain", ("epochs", "save_steps", "logging_steps", "num_demos", "vocab_size",
-                                              "hidden_size", "num_layers", "num_heads", "batch_size",
-                                              "max_length")),
-                                ("meters", ("probe_questions", "samples")))
-              for k in keys),
-            *((f"{sec}.{k}", getattr(getattr(self, sec), k) >= 0, "an integer >= 0")
-              for sec, k in (("pretrain", "warmup_steps"), ("pretrain", "intermediate_size"),
-                             ("grpo", "ref_reset_steps"), ("meters", "every"))),
-            ("eval.temperature", _finite(self.eval.temperature) and self.eval.temperature >= 0,
-             "a finite number >= 0 (0 = greedy)"),
-            ("grpo.temperature", _finite(self.grpo.temperature) and self.grpo.temperature > 0, positive),
-            *((f"{sec}.top_p", _finite(getattr(self, sec).top_p) and 0 < getattr(self, sec).top_p <= 1,
-               "a number in (0, 1]") for sec in ("eval", "grpo")),
-            ("grpo.beta", _finite(self.grpo.beta), "a finite number >= 0"),
-            ("grpo.format_reward", _finite(self.grpo.format_reward), "a finite number"),
-            ("grpo.search_cost", _finite(self.grpo.search_cost) and self.grpo.search_cost >= 0,
-             "a finite cost >= 0"),
-            ("lora.r", self.lora.r >= 1, "the LoRA rank, an integer >= 1 (e.g. 8 or 16)"),
-            ("lora.alpha", self.lora.alpha >= 1, "an integer >= 1 (e.g. 2 × lora.r)"),
-            ("lora.dropout", _finite(self.lora.dropout) and 0 <= self.lora.dropout < 1, "a probability in [0, 1)"),
-        ]
-        for key, ok, allowed in rules:
-            if not ok:
-                section, _, name = key.rpartition(".")
-                raise RecipeError(f"{key}: must be {allowed}, got {getattr(getattr(self, section), name)!r}")
-
-    def _check_report_to(self) -> None:
-        """``report_to``: a list (or one string, as Hugging Face accepts) of installed tracker backends."""
-        import importlib.util
-
-        value = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
-        value = [] if value in (["none"], []) else value
-        for name in value:
-            if not isinstance(name, str) or name not in REPORT_TO:
-                raise RecipeError(f"report_to: unknown backend {name!r:.60}; allowed: {sorted(REPORT_TO)} (or "
-                                  "\"none\"), e.g. report_to = [\"tensorboard\"]")
-            if not any(importlib.util.find_spec(m) for m in REPORT_TO[name]):
-                raise RecipeError(f"report_to: {name!r} is not installed (pip install {REPORT_TO[name][0]}); "
-                                  "remove it or install it")
-        self.report_to = value
-
     def _check_env(self) -> None:
-        """``env.id`` registered, ``env.kwargs`` known to SearchEnv, its world registered and its world_kwargs
-        the world's own, the embedder resolvable, and (for SFT) the world's strategies: all without building
-        a world's index or loading a model."""
-        import gymnasium
+        """``env.id``, ``env.kwargs``, the world and its world_kwargs, the embedder and (for SFT) the world's
+        strategies: `searchgym.recipe_checks.check_env` (world_kwargs of another world are dropped)."""
+        from searchgym.recipe_checks import check_env
 
-        from searchgym.envs import register_all, registered_envs
-
-        register_all()
-        env_id = self.env.id
-        # A "module:Env" id would make gymnasium import a module named by the recipe.
-        if ":" in env_id or env_id not in gymnasium.registry:
-            raise RecipeError(f"env.id: {env_id!r:.80} is not a registered environment; allowed: "
-                              f"{list(registered_envs())}")
-        spec = gymnasium.spec(env_id)
-        if spec.entry_point != SEARCH_ENV:
-            return  # not a SearchEnv: its kwargs are its own business
-        _check_env_kwargs(self.env.kwargs)
-        self.env.kwargs = _world_kwargs_for(spec.kwargs, self.env.kwargs)
-        kwargs = {**spec.kwargs, **self.env.kwargs}
-        world = _world(kwargs.get("world", "synthetic"))
-        from searchgym.corpus.embedders import EmbedderError, check_embedder
-
-        try:
-            check_embedder(kwargs.get("embedder", "minilm"))
-        except EmbedderError as e:
-            raise RecipeError(f"env.kwargs.embedder: {e}") from None
-        if "sft" in self.stages:
-            _check_sft_world(self.sft, world, kwargs.get("world", "synthetic"))
-        from searchgym.worlds import BUILTIN
-
-        if kwargs.get("world", "synthetic") not in BUILTIN:  # a plug-in world: cheap to build, so check its splits
-            _check_splits(self, kwargs, env_id)
+        check_env(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -371,131 +264,6 @@ def parse_kwargs(items: list[str] | tuple[str, ...], option: str = "--env-kwargs
             raise RecipeError(f"{option} {item!r:.80}: write it as key=value (e.g. max_steps=4) or a JSON "
                               "object") from None
     return data
-
-
-# Hugging Face Trainer report_to backends -> the modules that provide them (any one will do).
-REPORT_TO = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "trackio": ("trackio",),
-             "mlflow": ("mlflow",), "comet_ml": ("comet_ml",), "clearml": ("clearml",), "dvclive": ("dvclive",),
-             "swanlab": ("swanlab",), "neptune": ("neptune",), "azure_ml": ("azureml",),
-             "codecarbon": ("codecarbon",), "dagshub": ("dagshub",), "flyte": ("flytekit",),
-             "kubeflow": ("kubeflow",), "all": ("transformers",)}
-SEARCH_ENV = "searchgym.envs.search_env:SearchEnv"
-
-
-def _finite(x) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)
-
-
-def _check_env_kwargs(kwargs: dict) -> None:
-    """The env kwargs a SearchEnv takes (names and the ranges its constructor would refuse later)."""
-    import inspect
-
-    from searchgym.envs.search_env import SearchEnv
-
-    allowed = sorted(p for p in inspect.signature(SearchEnv.__init__).parameters if p != "self")
-    for key, value in kwargs.items():
-        if key not in allowed:
-            raise RecipeError(f"env.kwargs: unknown key {key!r:.60}; allowed: {allowed}")
-        if key in ("max_steps", "top_k", "max_obs_chars") and not (isinstance(value, int) and value >= 1):
-            raise RecipeError(f"env.kwargs.{key}: must be an integer >= 1, got {value!r}")
-        if key in ("step_cost", "format_penalty") and not (_finite(value) and value >= 0):
-            raise RecipeError(f"env.kwargs.{key}: must be a finite penalty >= 0, got {value!r}")
-        if key == "reward" and value not in ("em", "f1"):
-            raise RecipeError(f"env.kwargs.reward: must be 'em' or 'f1', got {value!r}")
-        if key == "world_kwargs" and not isinstance(value, dict):
-            raise RecipeError(f"env.kwargs.world_kwargs: must be a table, got {type(value).__name__}")
-
-
-def _world(name):
-    from searchgym.worlds import world_class, world_names
-
-    try:
-        return world_class(name)
-    except ValueError:
-        raise RecipeError(f"env.kwargs.world: unknown world {name!r:.80}; allowed: {world_names()} (plug-ins "
-                          "register worlds in the 'searchgym.worlds' entry-point group)") from None
-
-
-def _init_params(world) -> set[str] | None:
-    """The keyword arguments a world's constructor takes (None: it takes any)."""
-    import inspect
-
-    try:
-        params = inspect.signature(world).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-
-
-def _world_kwargs_for(registered: dict, kwargs: dict) -> dict:
-    """``kwargs`` with world_kwargs that belong to another world dropped (with a note), so a recipe written
-    for the synthetic world (``size``, ``max_hops``…) runs on a plug-in's env when only ``env.id`` changes.
-    A key no registered world takes is a typo: refused, naming what the world takes."""
-    import sys
-
-    from searchgym.worlds import world_names
-
-    given = kwargs.get("world_kwargs")
-    name = kwargs.get("world", registered.get("world", "synthetic"))
-    if not given:
-        return kwargs
-    accepted = _init_params(_world(name))
-    foreign = [k for k in given if accepted is not None and k not in accepted]
-    if not foreign:
-        return kwargs
-    others = set()
-    for other in world_names():
-        if other != name:
-            others |= _init_params(_world(other)) or set()
-    typos = [k for k in foreign if k not in others]
-    if typos:
-        raise RecipeError(f"env.kwargs.world_kwargs: world {name!r} takes no {typos[0]!r}; allowed: "
-                          f"{sorted(accepted)}")
-    kept = {k: v for k, v in given.items() if k not in foreign}
-    print(f"note: env.kwargs.world_kwargs {foreign} belong to another world, not {name!r}; dropped",
-          file=sys.stderr)
-    return {**{k: v for k, v in kwargs.items() if k != "world_kwargs"}, **({"world_kwargs": kept} if kept else {})}
-
-
-def _check_sft_world(sft: SFTSettings, world, name: str) -> None:
-    """SFT plays the world's demonstrators: it needs strategies, and sft.narrow_strategy among them."""
-    strategies = getattr(world, "strategies", None)
-    if not isinstance(strategies, tuple | list):
-        return  # set per instance: checked when the demos are built
-    if not strategies:
-        raise RecipeError(f"stages: 'sft' needs demonstrations, but world {name!r} has no strategies (its "
-                          "demonstrator(strategy, style) makes them); give the world strategies and a "
-                          "demonstrator, or use stages = [\"grpo\"]")
-    styles = getattr(world, "query_styles", None)
-    if isinstance(styles, tuple | list) and not styles:
-        raise RecipeError(f"stages: 'sft' plays world {name!r}'s demonstrator(strategy, style) for each of its "
-                          "query_styles, and it has none; give the world query_styles = (\"plain\",) or more")
-    if sft.narrow_strategy not in strategies:
-        raise RecipeError(f"sft.narrow_strategy: {sft.narrow_strategy!r} is not a strategy of world {name!r}; "
-                          f"allowed: {list(strategies)}")
-    if sft.narrow_style and isinstance(styles, tuple | list) and sft.narrow_style not in styles:
-        raise RecipeError(f"sft.narrow_style: {sft.narrow_style!r} is not a query style of world {name!r}; "
-                          f"allowed: {list(styles)} (or \"\" for the first)")
-
-
-def _check_splits(recipe: Recipe, kwargs: dict, env_id: str) -> None:
-    """A plug-in world is built (it is small, and cached in-process) to check the splits the stages use."""
-    from searchgym.envs.search_env import load_world
-
-    try:
-        world = load_world(kwargs.get("world", "synthetic"), kwargs.get("world_kwargs"))
-    except Exception as e:  # a plug-in's constructor may raise anything
-        raise RecipeError(f"env.kwargs.world_kwargs: world {kwargs.get('world')!r} of {env_id} cannot be built "
-                          f"({type(e).__name__}: {e})") from None
-    needs = [("eval.split", recipe.eval.split)]
-    needs += [("stages", "train")] if {"sft", "grpo"} & set(recipe.stages) else []
-    for key, split in needs:
-        if not list(world.tasks(split)):
-            have = [s for s in ("train", "test", "validation", "dev") if list(world.tasks(s))]
-            raise RecipeError(f"{key}: world {kwargs.get('world')!r} of {env_id} has no {split!r} tasks; its splits "
-                              f"with tasks: {have}{' (set eval.split)' if key == 'eval.split' else ''}")
 
 
 def _apply_override(data: dict, item: str) -> None:
