@@ -2,7 +2,8 @@
 
 `aggregate` computes every meter of a trajectory list at a fixed n per question and returns one flat
 dict of namespaced keys; the submodules hold the single estimators (entropy, pass@k, cluster and text
-diversity, search behaviour, reward spread), the statistics (bootstrap CIs) and the collapse alarms.
+diversity, search behaviour, reward spread), the statistics (bootstrap CIs), the collapse alarms and the
+echo-trap warnings the live callback raises (`echo_trap`).
 The support meters (`assistant_nll`, `support_meters`, `run_models`) score trajectories with a model, so they
 import torch: they load on first use, and ``import searchgym.meters`` stays light.
 """
@@ -19,6 +20,13 @@ from searchgym.meters.alarms import (
     parse_alarms,
 )
 from searchgym.meters.coverage import compare_with_base, coverage, crossing, delta_se
+from searchgym.meters.echo_trap import (
+    ECHO_TRAP_RULES,
+    echo_trap_history,
+    echo_trap_readings,
+    grad_norm_spikes,
+    spike_ratio,
+)
 from searchgym.meters.literature import (
     cross_input_accuracy,
     depth_adaptivity,
@@ -44,7 +52,8 @@ __all__ = [
     "delta_se", "depth_adaptivity", "entropy_reward_points", "fit_entropy_reward", "group_by_task", "k_ladder",
     "parse_alarms", "pass_at_k", "pass_at_k_curve", "pass_at_k_table", "pass_hat_k", "pass_hat_k_curve",
     "pass_hat_k_table", "per_question", "question_meters", "question_retrieval_credit", "solvable_set_overlap",
-    "assistant_nll", "run_models", "support_meters",
+    "assistant_nll", "run_models", "support_meters", "ECHO_TRAP_RULES", "echo_trap_history", "echo_trap_readings",
+    "grad_norm_spikes", "spike_ratio",
 ]
 
 _LAZY = {"assistant_nll": "searchgym.meters.support", "run_models": "searchgym.meters.support",

@@ -12,6 +12,12 @@ hundred SFT steps of a prior-lab model. So the schedule has a budget, ``meters.m
 (predicted from the last one), stays within that fraction of the time spent training; otherwise it is
 skipped (logged once) and the next multiple of ``every`` tries again. Steps stay on the ``every`` grid,
 so seeds line up in the report. ``max_overhead = 0`` probes strictly on schedule.
+
+Between probes the callback also reads the trainer's own log (``on_log``: every ``logging_steps``) for the
+echo-trap warnings (`searchgym.meters.echo_trap`): GRPO's ``frac_reward_zero_std`` and gradient-norm spikes,
+beside the probes' within-group reward std. They are logged as ``alarm/…`` rows of metrics.jsonl and watched
+by their own rules (`ECHO_TRAP_RULES`, or the ``alarm/…`` rules of ``meters.alarms``), which warn, log and
+save a checkpoint like the collapse alarms.
 """
 
 from __future__ import annotations
@@ -27,13 +33,15 @@ from transformers import TrainerCallback
 
 from searchgym.meters.aggregate import aggregate
 from searchgym.meters.alarms import DEFAULT_RULES, RULES, AlarmEvent, AlarmRule, check_alarms, parse_alarms
-from searchgym.runs import append_metrics, read_metrics
+from searchgym.meters.echo_trap import ECHO_TRAP_RULES, GRAD_NORM, echo_trap_history, echo_trap_readings
+from searchgym.runs import append_metrics, namespaced, read_metrics
 from searchgym.trajectory import Trajectory, write_trajectories
 
 log = logging.getLogger(__name__)
 
 # The namespaces `aggregate` already uses; any other key is logged as diversity/<key>.
 NAMESPACES = ("diversity/", "search/", "reward/", "entropy/", "passk/", "kl/", "meta/")
+ALARM = "alarm/"  # the echo-trap readings: a rule on such a key watches them, not the probes
 _RULE_NAME = {cls: name for name, (cls, _) in RULES.items()}  # RelativeDrop -> "relative_drop"
 
 
@@ -114,7 +122,8 @@ class DiversityCallback(TrainerCallback):
     def __init__(self, run_dir: str | Path, tokenizer, env_id: str, *, every: int, probe_questions: int = 8,
                  samples: int = 4, seed: int = 0, env_kwargs: dict | None = None, decoding: dict | None = None,
                  rules: Sequence[AlarmRule] = DEFAULT_RULES, save_on_alarm: bool = True,
-                 stage: str | None = None, max_overhead: float = 0.05, clock=time.perf_counter):
+                 stage: str | None = None, max_overhead: float = 0.05, clock=time.perf_counter,
+                 echo_rules: Sequence[AlarmRule] = ECHO_TRAP_RULES):
         if every < 1:
             raise ValueError(f"meters.every must be >= 1 for a probe callback (0 = off), got {every}")
         if samples < 1:
@@ -125,8 +134,14 @@ class DiversityCallback(TrainerCallback):
         self.every, self.probe_questions, self.samples, self.seed = every, probe_questions, samples, seed
         self.env_kwargs = {**(env_kwargs or {}), "split": "test"}  # held out: never a training question
         self.decoding = dict(decoding or {})
-        self.rules, self.save_on_alarm, self.stage = list(rules), save_on_alarm, stage
+        # Rules on alarm/ keys (from meters.alarms) replace the default echo-trap rules; the rest watch probes.
+        self.rules = [r for r in rules if not r.key.startswith(ALARM)]
+        self.echo_rules = [r for r in rules if r.key.startswith(ALARM)] or list(echo_rules)
+        self.save_on_alarm, self.stage = save_on_alarm, stage
         self.history: list[dict[str, float]] = []  # one meter dict per probe, with its "step"
+        self.echo: list[dict[str, float]] = []  # echo-trap readings (probes' and trainer logs'), with "step"
+        self.grad_norms: list[float] = []  # every gradient norm the trainer logged: the spike baseline
+        self._warned_unattached = False
         self.events: list[AlarmEvent] = []
         self._fired: set[tuple[str, str]] = set()  # (rule id, key): each alarm is reported once per run
         self._task_ids: list[str] | None = None
@@ -186,7 +201,8 @@ class DiversityCallback(TrainerCallback):
         seconds = self.clock() - start
         self.probe_seconds += seconds
         self._last_probe_seconds = seconds
-        logs = {**meter_logs(values), "time/probe_seconds": seconds, "time/probe_overhead": self.overhead()}
+        readings = echo_trap_readings(values, self.grad_norms)
+        logs = {**meter_logs(values), **readings, "time/probe_seconds": seconds, "time/probe_overhead": self.overhead()}
         if trajectories:
             write_trajectories(self.run_dir / "probes" / f"step{step}.jsonl", trajectories)
         append_metrics(self.run_dir, {"stage": stage, "step": step, "time": time.time(), "probe": True,
@@ -194,15 +210,23 @@ class DiversityCallback(TrainerCallback):
         self._report(args, state, control, {k: v for k, v in logs.items() if _finite(v)})
 
         self.history.append({**values, "step": step})
-        events = [e for e in check_alarms(self.history, self.rules) if (_rule_id(e.rule), e.key) not in self._fired]
+        if readings:
+            self.echo.append({**readings, "step": step})
+        return (self._fire(stage, control, self.history, self.rules, "diversity")
+                + self._fire(stage, control, self.echo, self.echo_rules, "echo-trap"))
+
+    def _fire(self, stage: str, control, history: list[dict[str, float]], rules: Sequence[AlarmRule],
+              kind: str) -> list[AlarmEvent]:
+        """Warn, log and (``save_on_alarm``) checkpoint for every rule that fires for the first time."""
+        events = [e for e in check_alarms(history, rules) if (_rule_id(e.rule), e.key) not in self._fired]
         for e in events:
             self._fired.add((_rule_id(e.rule), e.key))
-            log.warning("diversity alarm at step %d: %s", e.step, e.message)
+            log.warning("%s alarm at step %d: %s", kind, e.step, e.message)
             append_metrics(self.run_dir, {"stage": stage, "step": e.step, "time": time.time(), "event": "alarm",
                                           "rule": _rule_id(e.rule), "key": e.key, "value": e.value,
                                           "message": e.message})
         if events and self.save_on_alarm:
-            control.should_save = True  # the trainer saves after on_step_end: a checkpoint at the alarm
+            control.should_save = True  # the trainer saves after on_step_end / on_log: a checkpoint at the alarm
         self.events += events
         return events
 
@@ -239,7 +263,8 @@ class DiversityCallback(TrainerCallback):
         """Hand the probe values to the report_to callbacks only (not to MetricsLogger: the probe row is
         already in metrics.jsonl; not to callbacks that edit a training log in place)."""
         if self._handler is None:
-            if args.report_to and args.report_to != ["none"]:
+            if args.report_to and args.report_to != ["none"] and not self._warned_unattached:
+                self._warned_unattached = True
                 log.warning("DiversityCallback was not attached to the trainer, so probe meters reach "
                             "metrics.jsonl but not %s; register it with callback.attach(trainer)", args.report_to)
             return
@@ -249,12 +274,16 @@ class DiversityCallback(TrainerCallback):
                 callback.on_log(args, state, control, logs=dict(logs))
 
     def _resume_history(self, stage: str, step: int) -> None:
-        """On a resumed run, earlier probes (the baseline above all) and fired alarms come from metrics.jsonl."""
+        """On a resumed run, earlier probes (the baseline above all), the echo-trap readings (the gradient
+        norms a spike is measured against) and fired alarms come from metrics.jsonl."""
         if self.history or step == 0:
             return
-        for row in read_metrics(self.run_dir):
-            if row.get("stage") != stage or row.get("step", math.inf) >= step:
-                continue
+        # Rows up to the checkpoint's step (trimmed after it), bar that step's probe: it is taken again now.
+        earlier = [row for row in read_metrics(self.run_dir) if row.get("stage") == stage
+                   and row.get("step", math.inf) <= step and not (row.get("probe") and row["step"] == step)]
+        self.echo = echo_trap_history(earlier)
+        self.grad_norms = [float(row[GRAD_NORM]) for row in earlier if _finite(row.get(GRAD_NORM))]
+        for row in earlier:
             if row.get("probe"):
                 self.history.append({k: (math.nan if v is None else v) for k, v in row.items()
                                      if v is None or (isinstance(v, int | float) and not isinstance(v, bool))})
@@ -267,6 +296,24 @@ class DiversityCallback(TrainerCallback):
         self._resume_history(self.stage or _stage_of(args), state.global_step)
         self._t0, self.probe_seconds = self.clock(), 0.0
         self.probe(args, state, control, model)  # the baseline: always, the alarms compare against it
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        """The trainer's own log row: its echo-trap readings (GRPO's frac_reward_zero_std, the gradient norm
+        against the running median) are logged and checked. Transformers ran MetricsLogger and the report_to
+        backends before this callback, so the readings go out as a row of their own."""
+        if not logs or not state.is_world_process_zero:
+            return
+        row = namespaced(logs)  # as metrics.jsonl writes it: train/grad_norm, train/frac_reward_zero_std
+        readings = echo_trap_readings(row, self.grad_norms)
+        if _finite(row.get(GRAD_NORM)):
+            self.grad_norms.append(float(row[GRAD_NORM]))
+        if not readings:
+            return
+        stage, step = self.stage or _stage_of(args), state.global_step
+        append_metrics(self.run_dir, {"stage": stage, "step": step, "time": time.time(), **readings})
+        self._report(args, state, control, readings)
+        self.echo.append({**readings, "step": step})
+        self._fire(stage, control, self.echo, self.echo_rules, "echo-trap")
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         step = state.global_step
