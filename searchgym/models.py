@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from searchgym.paths import cache_root
+
 log = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -49,11 +51,6 @@ TINY_CONFIG = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, n
 
 class ModelError(ValueError):
     """A model that cannot be loaded, with a message that says what to install or pass instead."""
-
-
-def cache_root() -> Path:
-    """``$SEARCHGYM_CACHE`` (default ``~/.cache/searchgym``)."""
-    return Path(os.environ.get("SEARCHGYM_CACHE", "~/.cache/searchgym")).expanduser()
 
 
 def gguf_path() -> Path:

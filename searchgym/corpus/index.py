@@ -26,6 +26,7 @@ import numpy as np
 
 from searchgym.corpus.documents import Corpus, Document
 from searchgym.corpus.embedders import DEFAULT_BATCH_SIZE, Embedder, get_embedder
+from searchgym.paths import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -239,9 +240,8 @@ class SearchIndex:
 
 # -- cache ---------------------------------------------------------------------------------------
 def default_cache_dir() -> Path:
-    """``$SEARCHGYM_CACHE/indexes``, else ``~/.cache/searchgym/indexes``."""
-    root = os.environ.get("SEARCHGYM_CACHE") or Path.home() / ".cache" / "searchgym"
-    return Path(root) / "indexes"
+    """``cache_root()/indexes``: ``$SEARCHGYM_CACHE/indexes``, else ``~/.cache/searchgym/indexes``."""
+    return cache_root() / "indexes"
 
 
 def cache_key(corpus: Corpus, embedder: Embedder, spec: IndexSpec) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from searchgym.corpus.documents import MAX_DOC_CHARS, Corpus, Document, atomic_write
 from searchgym.corpus.sources import SOURCE_VERSIONS, load_source
 from searchgym.envs.rewards import normalize_answer
+from searchgym.paths import cache_root
 from searchgym.tasks import Task
 from searchgym.worlds.wikifactbook_extract import (
     Country,
@@ -316,12 +317,10 @@ def read_questions(path: str | Path = DEFAULT_QUESTIONS) -> tuple[dict, list[Tas
 
 # == 3. Which set a world uses: the shipped file, else the user cache, else generated and cached =======
 def cache_path(corpus_hash: str) -> Path:
-    """Where the set generated from a corpus is cached: ``$SEARCHGYM_CACHE/questions`` (the index cache's
-    root, default ``~/.cache/searchgym``), named by the set's version and the corpus hash."""
-    from searchgym.corpus.index import default_cache_dir  # imports faiss: only once the cache is needed
-
+    """Where the set generated from a corpus is cached: ``cache_root()/questions`` (``$SEARCHGYM_CACHE``,
+    default ``~/.cache/searchgym``), named by the set's version and the corpus hash."""
     name = f"wikifactbook-questions-{QUESTION_SET_VERSION}-{corpus_hash[:16]}.jsonl"
-    return default_cache_dir().parent / "questions" / name
+    return cache_root() / "questions" / name
 
 
 def _current(path: Path, by_id: dict[str, Document]) -> tuple[list[Task] | None, str]:

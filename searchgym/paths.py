@@ -1,0 +1,18 @@
+"""Where searchgym keeps what it builds: one cache root for converted models, FAISS indexes and
+generated question sets.
+
+Standard library only, so any module can import it without pulling in torch or faiss.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """``$SEARCHGYM_CACHE`` (``~`` expanded) when set and non-empty, else ``~/.cache/searchgym``.
+
+    Under it: ``models/`` (searchgym.models), ``indexes/`` (searchgym.corpus.index) and ``questions/``
+    (searchgym.worlds.wikifactbook_questions)."""
+    return Path(os.environ.get("SEARCHGYM_CACHE") or "~/.cache/searchgym").expanduser()
