@@ -1,0 +1,208 @@
+"""The study file: its data types (`Study`, `Arm`, `RunSpec`) and `load_study` (presets, --set, checks).
+
+Section 1 of `searchgym.study`, which re-exports every name here; see that module for the study format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from searchgym.recipe import EvalConfig, read_toml
+
+DONE = "done.json"
+STUDY_FILE = "study.toml"
+EVAL_KEYS = tuple(EvalConfig.__dataclass_fields__)
+# Fields that define the SFT information budget: every SFT arm must agree on them.
+SFT_BUDGET = ("num_questions", "demos_per_question", "epochs")
+
+
+class StudyError(ValueError):
+    """A study that cannot run as written; the message says what to set."""
+
+
+@dataclass
+class Arm:
+    """One training method: a recipe plus overrides; ``train = false`` only evaluates the recipe's base model."""
+
+    name: str
+    recipe: Path
+    overrides: list[str] = field(default_factory=list)
+    train: bool = True
+    seeds: list[int] | None = None  # None = the study's seeds
+
+
+@dataclass
+class Study:
+    name: str
+    preset: str
+    seeds: list[int]
+    eval: dict  # every EvalConfig field: replaces each arm's [eval] whole (unset keys take the defaults)
+    overrides: list[str]  # applied to every arm, after the arm's own
+    arms: list[Arm]
+    prior: Path | None = None  # a pretrain-only recipe every arm starts from (see run_study)
+    last: list[str] = field(default_factory=list)  # --set overrides: applied after everything the study sets
+
+    def runs(self, prior_model: str | Path | None = None) -> list[RunSpec]:
+        """Arm × seed expansion, in file order (arms first, seeds within), with each run's overrides;
+        ``prior_model`` (the pretrained prior's folder) becomes every arm's ``model.base``."""
+        out = []
+        base = (f"model.base={_literal(str(Path(prior_model).resolve()))}",) if prior_model else ()
+        for arm in self.arms:
+            for seed in arm.seeds if arm.seeds is not None else self.seeds:
+                overrides = (*arm.overrides, *self.overrides, *base, f"seed={seed}",
+                             *(f"eval.{k}={_literal(v)}" for k, v in self.eval.items()), *self.last)
+                out.append(RunSpec(arm.name, seed, arm.recipe, tuple(overrides), arm.train))
+        return out
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "preset": self.preset, "seeds": self.seeds,
+                "overrides": [*self.overrides, *self.last],
+                "prior": str(self.prior) if self.prior else None, "eval": self.eval,
+                "arms": {a.name: {"recipe": str(a.recipe), "train": a.train, "overrides": a.overrides,
+                                  "seeds": a.seeds if a.seeds is not None else self.seeds} for a in self.arms}}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    arm: str
+    seed: int
+    recipe: Path
+    overrides: tuple[str, ...]
+    train: bool
+
+    def folder(self, study_dir: Path) -> Path:
+        return Path(study_dir) / self.arm / f"seed{self.seed}"
+
+
+def _literal(value) -> str:
+    """A value as a TOML literal for ``--set`` (what `searchgym.recipe` parses back).
+
+    >>> _literal(1.0), _literal("test"), _literal(True), _literal(64)
+    ('1.0', '"test"', 'true', '64')
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value) if isinstance(value, str | list) else repr(value)
+
+
+# ---- 1. the study file -----------------------------------------------------------------------------
+
+def parse_list(text: str | None, option: str, kind: Callable = str) -> list | None:
+    """A comma-separated command-line list (``--arms a,b``, ``--seeds 0,1``); None when not given.
+
+    >>> parse_list("base, sft-diverse", "--arms"), parse_list("0,1", "--seeds", int), parse_list(None, "--arms")
+    (['base', 'sft-diverse'], [0, 1], None)
+    """
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        values = [kind(t) for t in items]
+    except ValueError:
+        raise StudyError(f"{option} {text!r}: give a comma-separated list of {kind.__name__}s, e.g. "
+                         f"{option} {'0,1' if kind is int else 'base,sft-diverse'}") from None
+    if not values or len(set(values)) != len(values):
+        raise StudyError(f"{option} {text!r}: give distinct, non-empty values")
+    return values
+
+
+# What a study sets itself: --set cannot change it (a --set on anything else wins over the study).
+PINNED = {"seed": "the study sets each run's seed; use --seeds 0,1 instead",
+          "name": "run folders are named by arm and seed",
+          "stages": "each arm's stages are what the arm is; choose arms with --arms",
+          "eval.baseline": "the study's base arm is the baseline"}
+
+
+def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[str] = (), *,
+               arms: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> Study:
+    """Read a study file, apply a ``[presets.<name>]`` table, then the command line: ``arms`` (a subset of
+    the study's arms), ``seeds`` (every arm's seeds) and ``--set`` ``overrides``, which are applied to every
+    arm LAST, after the study's own overrides, its prior and its ``[eval]`` (what the study must set itself,
+    `PINNED`, is refused; ``model.base`` is refused when the study pretrains a prior).
+
+    A preset may set ``seeds``, ``arms`` (the subset to run, in order), ``eval`` keys and ``overrides``
+    (appended after the study's). Recipe paths are relative to the repository root (the working folder)
+    or, failing that, to the study file.
+    """
+    path = Path(path)
+    data = read_toml(path, StudyError, f"no study file at {path}; see agents/breadth-study.toml")
+    presets = data.pop("presets", {})
+    allowed = {"name", "seeds", "eval", "overrides", "arms", "default_preset", "description", "prior"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise StudyError(f"{path}: unknown key {unknown[0]!r}; allowed: {sorted(allowed)}")
+    preset = preset or data.get("default_preset", "")
+    chosen = {}
+    if preset:
+        if preset not in presets:
+            raise StudyError(f"{path}: no preset {preset!r}; choose one of {sorted(presets)}")
+        chosen = presets[preset]
+        bad = sorted(set(chosen) - {"seeds", "arms", "eval", "overrides", "description", "prior"})
+        if bad:
+            raise StudyError(f"{path}: [presets.{preset}] unknown key {bad[0]!r}; allowed: arms, eval, "
+                             "overrides, prior, seeds")
+    arms_table = data.get("arms") or {}
+    if not arms_table:
+        raise StudyError(f"{path}: define at least one arm, e.g. [arms.grpo] recipe = \"agents/grpo.toml\"")
+    names = chosen.get("arms", list(arms_table))
+    missing = [n for n in names if n not in arms_table]
+    if missing:
+        raise StudyError(f"{path}: preset {preset!r} lists arm {missing[0]!r}, which has no [arms.{missing[0]}]")
+    if arms is not None:
+        unknown_arms = [n for n in arms if n not in arms_table]
+        if unknown_arms:
+            raise StudyError(f"--arms: {path} has no arm {unknown_arms[0]!r}; its arms: {list(arms_table)}")
+        names = list(arms)
+    arm_list = [_arm(name, arms_table[name], path) for name in names]
+    if seeds is not None:
+        for arm in arm_list:
+            arm.seeds = None  # --seeds is every arm's
+    eval_ = {**data.get("eval", {}), **chosen.get("eval", {})}
+    bad = sorted(set(eval_) - set(EVAL_KEYS) | ({"baseline"} & set(eval_)))
+    if bad:
+        raise StudyError(f"{path}: [eval] key {bad[0]!r} not allowed (baseline: the base arm is the baseline); "
+                         f"allowed: {sorted(set(EVAL_KEYS) - {'baseline'})}")
+    eval_ = {**dataclasses.asdict(EvalConfig(baseline=False)), **eval_}
+    seeds = list(seeds if seeds is not None else chosen.get("seeds", data.get("seeds", [0, 1, 2])))
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise StudyError(f"{path}: seeds must be distinct and non-empty, got {seeds}")
+    prior = chosen.get("prior", data.get("prior")) or None  # a preset may switch it off with prior = ""
+    if prior is not None:
+        prior = _recipe_path(str(prior), path)
+        if not prior.is_file():
+            raise StudyError(f"{path}: prior = {str(prior)!r} is not a file; name a recipe with stages = "
+                             "[\"pretrain\"], e.g. agents/prior-study.toml")
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in PINNED:
+            raise StudyError(f"--set {item!r}: a study pins {key} ({PINNED[key]})")
+        if key == "model.base" and prior is not None:
+            raise StudyError(f"--set {item!r}: this study pretrains a prior ({prior}) as every arm's model.base; "
+                             "choose a preset without one (e.g. --preset tiny) to set model.base")
+    return Study(name=data.get("name", path.stem), preset=preset, seeds=seeds, eval=eval_,
+                 overrides=[*data.get("overrides", []), *chosen.get("overrides", [])], arms=arm_list,
+                 prior=prior, last=list(overrides))
+
+
+def _recipe_path(name: str, study_path: Path) -> Path:
+    """Relative to the working folder (the repository root) or, failing that, to the study file."""
+    recipe = Path(name)
+    if not recipe.is_absolute() and not recipe.exists() and (study_path.parent / recipe).exists():
+        recipe = study_path.parent / recipe
+    return recipe
+
+
+def _arm(name: str, table: dict, study_path: Path) -> Arm:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):  # it names a folder and a TOML table
+        raise StudyError(f"{study_path}: arm name {name!r} may use only letters, digits, '-' and '_'")
+    bad = sorted(set(table) - {"recipe", "overrides", "train", "seeds", "description"})
+    if bad or "recipe" not in table:
+        raise StudyError(f"{study_path}: [arms.{name}] needs recipe = \"agents/<name>.toml\" and allows only "
+                         f"recipe, overrides, train, seeds{f' (got {bad[0]!r})' if bad else ''}")
+    return Arm(name=name, recipe=_recipe_path(table["recipe"], study_path), overrides=list(table.get("overrides", [])),
+               train=bool(table.get("train", True)), seeds=table.get("seeds"))
