@@ -35,10 +35,10 @@ test: setup browser lint
 	$(BIN)/python -m pytest -q --durations=15
 
 # Regenerate the shipped reference prior (searchgym/data/searchgym-prior/) from its recipe: pretraining
-# (~35 min on 2 cores, resumable), its learning curve over the checkpoints, then the export.
+# (~50 min on 2 cores, resumable), its learning curve over every 3rd checkpoint, then the export.
 prior: setup
 	$(BIN)/searchgym train agents/prior-reference.toml --out runs/prior-reference --resume
-	$(BIN)/python benchmarks/prior.py --curve runs/prior-reference
+	$(BIN)/python benchmarks/prior.py --curve runs/prior-reference --every 3
 	$(BIN)/python -m searchgym.priors runs/prior-reference
 
 # Headless Chromium renders report.html in a test. Best effort: without it that one test skips.

@@ -34,11 +34,12 @@ def meets(result: dict) -> dict[str, bool]:
             if result.get(k) is not None}
 
 
-def curve(run: Path, questions: int, samples: int) -> list[dict]:
-    """Success vs step: every ``checkpoint-N`` of the run's pretraining, then its final model."""
+def curve(run: Path, questions: int, samples: int, every: int = 1) -> list[dict]:
+    """Success vs step: every ``every``-th ``checkpoint-N`` of the run's pretraining and its last one."""
     from tqdm.auto import tqdm
 
     checkpoints = sorted((run / "checkpoints" / "pretrain").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    checkpoints = [c for i, c in enumerate(checkpoints) if i % every == every - 1 or c == checkpoints[-1]]
     points = []
     for ckpt in tqdm(checkpoints, desc="checkpoints"):
         r = evaluate_prior(ckpt, questions=questions, samples=samples)
@@ -57,12 +58,13 @@ def main() -> None:
     ap.add_argument("--samples", type=int)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--curve", type=Path, metavar="RUN", help="evaluate every checkpoint of a pretraining run")
+    ap.add_argument("--every", type=int, default=1, metavar="N", help="with --curve: every N-th checkpoint (and the last)")
     args = ap.parse_args()
     questions = args.questions or (100 if args.quick or args.curve else 200)
     samples = args.samples or (2 if args.quick or args.curve else 4)
     start = time.perf_counter()
     if args.curve:
-        points = curve(args.curve, questions, samples)
+        points = curve(args.curve, questions, samples, max(1, args.every))
         print(json.dumps({"run": str(args.curve), "questions": questions, "samples": samples, "curve": points,
                           "seconds": round(time.perf_counter() - start, 1)}))
         return

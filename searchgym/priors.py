@@ -44,8 +44,9 @@ def prior_metadata(folder: str | Path = REFERENCE_PRIOR) -> dict:
     if log:
         for line in log.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            if "train/train_runtime" in row and row.get("stage") == "pretrain":
-                meta["pretrain_seconds"], meta["steps"] = row["train/train_runtime"], row.get("step")
+            if "train/train_runtime" in row and row.get("stage") == "pretrain":  # one row per (resumed) segment
+                meta["pretrain_seconds"] = (meta["pretrain_seconds"] or 0.0) + row["train/train_runtime"]
+                meta["steps"] = row.get("step")
     return meta
 
 

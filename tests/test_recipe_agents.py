@@ -12,7 +12,7 @@ from searchgym.train import train_command
 AGENTS = Path(__file__).resolve().parents[1] / "agents"
 
 
-@pytest.mark.parametrize("name", ["quick", "sft-diverse", "sft-narrow", "smoke-sft"])
+@pytest.mark.parametrize("name", ["quick-smollm2", "sft-diverse", "sft-narrow", "smoke-sft"])
 def test_shipped_recipes_validate(name):
     recipe = load_recipe(AGENTS / f"{name}.toml")
     assert recipe.name == name
@@ -28,10 +28,19 @@ def test_diverse_and_narrow_differ_only_in_the_demo_set():
     assert diverse == narrow
 
 
-def test_quick_is_smollm2_sft_on_diverse_demos():
+def test_quick_is_grpo_on_the_reference_prior_in_its_own_world():
+    import tomllib
+
+    from searchgym.priors import REFERENCE_PRIOR
+
     quick = load_recipe(AGENTS / "quick.toml")
-    assert quick.model.base == "smollm2-135m-instruct" and quick.sft.demos == "diverse"
-    assert quick.eval.samples >= 2  # n samples per question: the meters need n > 1
+    assert quick.model.base == "searchgym-prior" and quick.stages == ["grpo"]
+    assert quick.eval.samples >= 2 and quick.eval.baseline  # n > 1 for the meters; trained vs base
+    prior = tomllib.loads((REFERENCE_PRIOR / "recipe.toml").read_text())
+    assert quick.env.id == prior["env"]["id"]
+    assert quick.env.kwargs["world_kwargs"] == prior["env"]["kwargs"]["world_kwargs"]  # the world it knows
+    smollm2 = load_recipe(AGENTS / "quick-smollm2.toml")
+    assert smollm2.model.base == "smollm2-135m-instruct" and smollm2.sft.demos == "diverse"
 
 
 def _write(tmp_path, text: str) -> Path:
