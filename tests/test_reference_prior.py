@@ -3,7 +3,6 @@ through the real env and rollout, and its tokenizer's whole-token names and call
 
 import json
 
-import pytest
 import torch
 
 from searchgym.models import PRIOR, load_model
