@@ -126,7 +126,7 @@ def test_study_setup_reads_the_quick_preset():
     setup, study = study_setup(), load_study("agents/breadth-study.toml", "quick")
     assert (setup.questions, setup.samples, setup.seeds) == (study.eval["questions"], study.eval["samples"],
                                                              len(study.seeds))
-    assert setup.env_kwargs["world_kwargs"]["size"] == "small" and "quick" in setup.source
+    assert setup.env_kwargs["world_kwargs"]["size"] == 30 and "quick" in setup.source  # the shipped prior's world
 
 
 def _arm(name: str, values: list[float], lo: float, hi: float) -> ArmSummary:

@@ -11,10 +11,11 @@ STUDY_FILE, STUDY_PRESET = Path("agents/breadth-study.toml"), "quick"
 # What agents/breadth-study.toml's quick preset says, for an installed package without agents/.
 FALLBACK_ENV_ID = "searchgym/SyntheticWorld-Easy-v0"
 FALLBACK_ENV_KWARGS = {"embedder": "hashing", "top_k": 3, "max_obs_chars": 400, "max_steps": 8,
-                       "world_kwargs": {"size": "small", "max_hops": 2, "n_train": 2000, "n_test": 100}}
-FALLBACK_SIZES = (20, 8, 3)  # questions, samples per question, seeds
+                       "world_kwargs": {"size": 30, "max_hops": 2, "n_train": 1500, "n_test": 300,
+                                        "holdout": "question"}}
+FALLBACK_SIZES = (30, 8, 3)  # questions, samples per question, seeds
 
-# The quick study's prior mix (agents/prior-study.toml pretrain.mixture): the base of the power simulation.
+# The quick study's prior mix (agents/prior-reference.toml pretrain.mixture): the base of the power simulation.
 PRIOR_MIX = {"forward": 0.35, "question_first": 0.25, "snippet": 0.2, "parallel": 0.2}
 MIXTURES = {
     "one: forward": {"forward": 1.0},
