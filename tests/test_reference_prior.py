@@ -72,3 +72,11 @@ def test_reference_prior_loads_by_alias_and_solves_held_out_questions(one_thread
     assert r["success_at_1"] >= SUCCESS_FLOOR, r
     assert r["invalid_share"] <= 0.2, r
     assert r["strategy_tv"] is not None and 0 <= r["strategy_tv"] <= 1
+
+
+def test_metadata_sums_the_pretraining_seconds_of_resumed_segments(tmp_path):
+    # The shipped prior was pretrained in three resumed segments: each logs its own train_runtime row.
+    rows = [{"stage": "pretrain", "step": s, "train/train_runtime": t} for s, t in ((10, 5.0), (20, 2.5), (30, 1.5))]
+    (tmp_path / "training.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    meta = prior_metadata(tmp_path)
+    assert meta["pretrain_seconds"] == 9.0 and meta["steps"] == 30
