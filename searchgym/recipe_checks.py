@@ -146,6 +146,22 @@ def check_env(recipe: Recipe) -> None:
         _check_splits(recipe, kwargs, env_id)
 
 
+def _check_literals(world, name: str, given: dict) -> None:
+    """A world kwarg annotated ``Literal[...]`` must be one of its values: refused at load, not when the
+    world is first built minutes later (built-in worlds are not built at load)."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(world.__init__)
+    except Exception:  # a plug-in's annotations may not resolve: its constructor will say
+        return
+    for key, value in given.items():
+        hint = hints.get(key)
+        if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
+            raise RecipeError(f"env.kwargs.world_kwargs.{key}: world {name!r} takes one of "
+                              f"{list(typing.get_args(hint))}, got {value!r:.60}")
+
+
 def _finite(x) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
 
@@ -206,6 +222,7 @@ def _world_kwargs_for(registered: dict, kwargs: dict) -> dict:
     if not given:
         return kwargs
     accepted = _init_params(_world(name))
+    _check_literals(_world(name), name, given)
     foreign = [k for k in given if accepted is not None and k not in accepted]
     if not foreign:
         return kwargs

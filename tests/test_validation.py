@@ -153,3 +153,14 @@ def test_meter_refuses_to_pair_different_questions(tmp_path):
     assert not (tmp_path / "m.json").exists()
     result = CliRunner().invoke(app, ["meter", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")])
     assert result.exit_code == 2 and "asks different questions" in result.output
+
+
+def test_a_literal_world_kwarg_is_checked_at_load_before_any_run_folder(tmp_path):
+    """The synthetic world is not built at load; its Literal-typed holdout must still be refused there."""
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "agents/quick.toml", "--set",
+                                      'env.kwargs.world_kwargs.holdout="entity"', "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "world_kwargs.holdout" in result.output and "'anchor', 'question'" in result.output
+    assert not out.exists()
+    assert load_recipe(Path("agents/quick.toml"), ['env.kwargs.world_kwargs.holdout="anchor"']).env.kwargs
