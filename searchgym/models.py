@@ -134,7 +134,30 @@ def prepare_tokenizer(tokenizer, *, chatml: bool = False):
     elif tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"  # generation appends on the right, so prompts must end aligned
+    declare_merged_control_tokens(tokenizer)
     return tokenizer
+
+
+def declare_merged_control_tokens(tokenizer) -> list[str]:
+    """Declare as chat control tokens the added tokens that *contain* one, and return them.
+
+    A prior-lab tokenizer has whole-call tokens such as ``<tool_call>\\n{"name": "search", ...`` (the
+    ``pretrain.call_tokens`` lever). transformers (>= 5.25) parses generated token ids, and a control token's
+    spelling (``<tool_call>``) that is not emitted as a control token id is defused as plain text, so TRL's
+    GRPO saw no tool call from such a model (every reward 0, trained = base). A token that spells a tag is
+    the model's way of emitting that tag: listing it in ``chat_control_tokens`` makes the parser read it so.
+    No-op for tokenizers without such tokens (SmolLM2) and for transformers without the attribute.
+    """
+    template = tokenizer.chat_template
+    get_control = getattr(tokenizer, "_get_control_tokens", None)
+    if get_control is None or not isinstance(template, str):
+        return []
+    control = set(get_control(template))
+    merged = sorted(t.content for t in tokenizer.added_tokens_decoder.values()
+                    if t.content not in control and any(c in t.content for c in control if len(c) > 1))
+    if merged:
+        tokenizer.chat_control_tokens = sorted(control | set(merged))
+    return merged
 
 
 def stop_token_ids(tokenizer) -> list[int]:

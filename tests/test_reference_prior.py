@@ -34,6 +34,25 @@ def test_whole_token_calls_and_names_round_trip_and_trl_parses_them():
     assert "Tessa" not in tok.tokenize("Tessas")
 
 
+def test_shipped_prior_tool_calls_reach_trl_as_tool_calls():
+    """transformers >= 5.25 parses token ids and defuses a <tool_call> spelled inside a larger token; the
+    prior's whole-call tokens are declared control tokens (models.declare_merged_control_tokens), or GRPO
+    sees no call at all (every reward 0, trained = base: what `make run` printed before the fix)."""
+    from trl.chat_template_utils import add_response_schema, parse_response
+
+    _, tok = load_model(PRIOR, device="cpu")
+    parser = add_response_schema(tok)
+    prefix = parser.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
+                                        return_dict=False)
+    for call, expected in [(CALL, {"name": "open", "arguments": {"doc_id": "syn:person:0042:b"}}),
+                           ('<tool_call>\n{"name": "search", "arguments": {"query": "capital of Togo"}}\n</tool_call>',
+                            {"name": "search", "arguments": {"query": "capital of Togo"}})]:
+        ids = tok(call + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        assert len(ids) < len(call) / 3  # the call's JSON scaffold came as whole tokens
+        parsed = parse_response(parser, ids, prefix=prefix)
+        assert parsed["tool_calls"][0]["function"] == expected
+
+
 def test_export_writes_a_loadable_float16_prior_with_its_provenance(tmp_path):
     run = tmp_path / "run"
     tok = train_tokenizer(["hello world"] * 20, 300)

@@ -121,4 +121,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = 
                                         unk_token=PAD)
     tokenizer.chat_template = qwen2_5_chat_template
     tokenizer.padding_side = "left"  # as load_model leaves it: generation appends on the right
+    from searchgym.models import declare_merged_control_tokens
+
+    declare_merged_control_tokens(tokenizer)  # whole-call tokens emit <tool_call> (see its docstring)
     return tokenizer
