@@ -34,7 +34,7 @@ from searchgym.meters.calibration import (
 from searchgym.meters.diversity import cluster_stats
 from searchgym.meters.stats import bootstrap_ci, paired_bootstrap
 from searchgym.report import verdict
-from searchgym.report_data import ArmSummary, Estimate, StudyData, _seed_estimate
+from searchgym.report.data import ArmSummary, Estimate, StudyData, _seed_estimate
 
 SMALL = StudySetup("searchgym/SyntheticWorld-Easy-v0",
                    {"embedder": "hashing", "top_k": 3, "max_obs_chars": 400, "max_steps": 8,

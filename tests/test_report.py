@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from searchgym.report import compare, report_command, verdict
-from searchgym.report_data import Estimate, discover_runs, summarise
+from searchgym.report.data import Estimate, summarise
+from searchgym.report.discover import discover_runs
 from searchgym.runs import append_metrics
 from searchgym.trajectory import Trajectory, write_trajectories
 
@@ -201,7 +202,7 @@ def test_a_prior_lab_base_shows_its_strategy_mix_beside_the_arms(tmp_path, monke
     assert summary["arms"]["grpo"]["prior_strategy_share"] == {"forward": 0.5, "verify": 0.5}
 
     # A base named by alias or hub id is no prior, whatever lies in the working folder.
-    from searchgym.report_data import prior_strategy_share
+    from searchgym.report.discover import prior_strategy_share
 
     monkeypatch.chdir(prior_model.parent)
     other = make_run(tmp_path / "smol", "base", 0)
@@ -210,7 +211,7 @@ def test_a_prior_lab_base_shows_its_strategy_mix_beside_the_arms(tmp_path, monke
 
 
 def test_training_curves_prefer_the_probe_meters_every_arm_shares():
-    from searchgym.report_data import training_curves
+    from searchgym.report.data import training_curves
 
     # A GRPO run logs its own rollouts (train/…) and the probes (reward/…, search/…); an SFT run only the
     # probes. The panels must show the probe values for both, or SFT and GRPO arms are not comparable.
@@ -228,7 +229,7 @@ def test_training_curves_prefer_the_probe_meters_every_arm_shares():
 def test_literature_measurements_against_the_base_and_over_the_log(study, report):
     """Issue #16 in the report: coverage, ΔSE and the pass@k crossing against the base, pass^k, the
     entropy–reward fit over each run's log and the template-collapse meters, in report.json and figures."""
-    from searchgym.report_figures import coverage_figure, entropy_reward_figure, template_collapse_figure
+    from searchgym.report.figures import coverage_figure, entropy_reward_figure, template_collapse_figure
 
     data = summarise(discover_runs([study]))
     base, grpo = data.arm("base"), data.arm("grpo")
@@ -261,7 +262,7 @@ def test_literature_measurements_against_the_base_and_over_the_log(study, report
 
 def test_new_figures_draw_nothing_without_their_data(tmp_path):
     """No base arm: no coverage figure; no training log: no entropy–reward figure."""
-    from searchgym.report_figures import coverage_figure, entropy_reward_figure
+    from searchgym.report.figures import coverage_figure, entropy_reward_figure
 
     make_run(tmp_path / "base-only" / "seed0", "base", 0, n=4, questions=4)
     data = summarise(discover_runs([tmp_path / "base-only" / "seed0"]))

@@ -135,7 +135,7 @@ def recover_mixture(env, tasks, name: str, weights: dict[str, float], table, sam
     """One mixture at the study's sizes: played and metered per seed, with the report's seed CI, against
     the exact truth; coverage of the truth by that CI over ``coverage_reps`` simulated studies."""
     from searchgym.meters.aggregate import average, per_question
-    from searchgym.report_data import _seed_estimate
+    from searchgym.report.data import _seed_estimate
 
     styles = env.unwrapped.taskset.query_styles
     truth = mixture_truth(tasks, weights, table, styles, samples)

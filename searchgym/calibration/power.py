@@ -78,7 +78,7 @@ class _Rules:
 
     @staticmethod
     def _ci(seed_values: np.ndarray, per_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # the report's rule (report_data._seed_estimate): seeds when >= 2, else questions
+        # the report's rule (report.data._seed_estimate): seeds when >= 2, else questions
         _, lo, hi = seed_ci(seed_values) if seed_values.shape[-1] >= 2 else question_ci(per_q)
         return lo, hi
 

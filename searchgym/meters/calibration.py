@@ -6,7 +6,7 @@ minimum detectable difference:
 - the exact entropy of a label distribution and the exact expectation of the plug-in and Miller–Madow
   estimators at n samples (what the meter should read on a policy whose label distribution is known);
 - vectorised twins of the two claim rules, bit-for-bit on the same bootstrap draws as the report's code:
-  the seed rule (IQM over seeds with a stratified bootstrap CI, `searchgym.report_data._seed_estimate`,
+  the seed rule (IQM over seeds with a stratified bootstrap CI, `searchgym.report.data._seed_estimate`,
   a difference claimed when two CIs do not overlap) and the paired bootstrap over questions
   (`searchgym.meters.stats.paired_bootstrap`), so thousands of simulated studies cost seconds;
 - the minimum detectable effect (MDE): the smallest true difference a rule detects in >= 80% of studies.
@@ -26,7 +26,7 @@ import numpy as np
 from searchgym.meters.passk import pass_at_k
 
 POWER = 0.8  # an effect is "detectable" when the rule claims it in at least this share of studies
-SEED_BOOT = 1000  # n_boot of the report's seed CI (report_data._seed_estimate)
+SEED_BOOT = 1000  # n_boot of the report's seed CI (report.data._seed_estimate)
 PAIRED_BOOT = 2000  # n_boot of stats.paired_bootstrap's default
 
 
@@ -138,7 +138,7 @@ def _iqm_last(values: np.ndarray) -> np.ndarray:
 def seed_ci(values: np.ndarray, n_boot: int = SEED_BOOT, alpha: float = 0.05,
             seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IQM over seeds and its stratified-bootstrap CI for every row of ``values`` (shape (..., seeds)):
-    what `report_data._seed_estimate` reports for an arm with these seed-level meter values.
+    what `report.data._seed_estimate` reports for an arm with these seed-level meter values.
 
     >>> point, lo, hi = seed_ci(np.array([[0.60, 0.65, 0.70]]))
     >>> [round(float(x[0]), 6) for x in (point, lo, hi)]  # with 3 seeds the 95% CI is their range
@@ -152,7 +152,7 @@ def seed_ci(values: np.ndarray, n_boot: int = SEED_BOOT, alpha: float = 0.05,
 
 
 def nonoverlap(lo_a: np.ndarray, hi_a: np.ndarray, lo_b: np.ndarray, hi_b: np.ndarray) -> np.ndarray:
-    """The report's claim (`searchgym.report.compare`): True where the two CIs do not overlap.
+    """The report's claim (`searchgym.report.rules.compare`): True where the two CIs do not overlap.
 
     >>> nonoverlap(np.array([0.0, 0.0]), np.array([1.0, 1.0]), np.array([1.5, 0.5]), np.array([2.0, 2.0])).tolist()
     [True, False]

@@ -1,41 +1,20 @@
-"""`searchgym report`: one readable page per study — figures, a table with CIs, and a verdict from rules.
+"""Step 3 of a report: the verdict — plain-language findings derived from the numbers by fixed rules.
 
-Takes a study folder or several run folders, meters every run at one fixed n on the shared questions
-(`searchgym.report_data`), draws the figures (`searchgym.report_figures`) and writes ``report.html``
-(self-contained: PNGs embedded as base64), the PNGs, ``report.md`` and ``report.json``. The verdict is
-derived from the numbers by fixed rules: a difference is claimed only when the 95% CIs do not overlap.
+A difference is claimed only when the 95% CIs do not overlap (`compare`); a "no change" states the
+smallest difference the rule would detect at the study's sizes (`detectable_difference`, from
+`searchgym.meters.calibration`). `headlines` answers the questions the study exists for; `verdict` adds
+the details arm by arm. Reads only `searchgym.report.data`'s summaries.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 import math
-import time
-from pathlib import Path
 
-from searchgym.corpus.documents import atomic_write
 from searchgym.meters.calibration import question_rule_mde, study_mde
-from searchgym.report_data import (
-    BASE,
-    TABLE_METRICS,
-    ArmSummary,
-    Estimate,
-    StudyData,
-    discover_runs,
-    summarise,
-)
-from searchgym.report_figures import arm_colours, figures, fmt
+from searchgym.report.data import BASE, TABLE_METRICS, ArmSummary, Estimate, StudyData, ci_text, fmt
 
 CLOSE_TO_DEMOS = 0.15  # total-variation distance under which an arm "stayed near" its demonstration mix
 DOMINANT_SHARE = 0.8  # one strategy taking this share of samples is called a collapse onto it
-
-
-# ---- 1. the verdict: rules over the numbers ----------------------------------------------------------
-
-def _ci(e: Estimate) -> str:
-    return f"{fmt(e.value)} [{fmt(e.lo)}, {fmt(e.hi)}]"
 
 
 def _count(x: float) -> str:
@@ -105,7 +84,7 @@ def _breadth_label(ref: ArmSummary) -> str:
 def _claim(data: StudyData, label: str, a: ArmSummary, b: ArmSummary) -> str:
     """One comparison in a few words: 'lower'/'higher' with both CIs, or 'no change larger than X'."""
     side = compare(a.table[label], b.table[label])
-    values = f"{_ci(a.table[label])} vs {_ci(b.table[label])}"
+    values = f"{ci_text(a.table[label])} vs {ci_text(b.table[label])}"
     if side in ("lower", "higher"):
         return f"{side} ({values}; 95% CIs do not overlap)"
     if side == "n/a":
@@ -188,25 +167,25 @@ def verdict(data: StudyData) -> list[str]:
         side = compare(a, b)
         if side in ("lower", "higher"):
             verb = "collapsed" if side == "lower" else "widened"
-            out.append(f"**{arm.name} {verb} exploration breadth**: {label} {_ci(a)} against {ref.name}'s "
-                       f"{_ci(b)} (95% CIs do not overlap).")
+            out.append(f"**{arm.name} {verb} exploration breadth**: {label} {ci_text(a)} against {ref.name}'s "
+                       f"{ci_text(b)} (95% CIs do not overlap).")
         elif side == "overlap":
-            out.append(f"{arm.name} kept {label} within noise of {ref.name} ({_ci(a)} vs {_ci(b)}): the CIs "
+            out.append(f"{arm.name} kept {label} within noise of {ref.name} ({ci_text(a)} vs {ci_text(b)}): the CIs "
                        f"overlap, so no change in breadth is claimed{_mde_note(data, label, arm, ref)}.")
         s1, sn = compare(arm.table["success@1"], ref.table["success@1"]), compare(arm.table["pass@n"],
                                                                                    ref.table["pass@n"])
         ceiling = ref.table["pass@n"].value >= 0.98  # the reference solves ~everything: no room to widen
         if s1 == "higher" and (sn == "lower" or (sn == "overlap" and not ceiling)):
-            out.append(f"{arm.name} sharpened rather than widened: success@1 rose ({_ci(arm.table['success@1'])} "
-                       f"vs {_ci(ref.table['success@1'])}) but pass@{data.n} did "
-                       f"{'not rise' if sn == 'overlap' else 'fall'} ({_ci(arm.table['pass@n'])} vs "
-                       f"{_ci(ref.table['pass@n'])}).")
+            out.append(f"{arm.name} sharpened rather than widened: success@1 rose ({ci_text(arm.table['success@1'])} "
+                       f"vs {ci_text(ref.table['success@1'])}) but pass@{data.n} did "
+                       f"{'not rise' if sn == 'overlap' else 'fall'} ({ci_text(arm.table['pass@n'])} vs "
+                       f"{ci_text(ref.table['pass@n'])}).")
         elif sn == "higher":
             out.append(f"{arm.name} solved more of the question set at k = n = {data.n}: pass@{data.n} "
-                       f"{_ci(arm.table['pass@n'])} vs {_ci(ref.table['pass@n'])}.")
+                       f"{ci_text(arm.table['pass@n'])} vs {ci_text(ref.table['pass@n'])}.")
         elif sn == "lower":
-            out.append(f"{arm.name} lost coverage: pass@{data.n} {_ci(arm.table['pass@n'])} vs "
-                       f"{_ci(ref.table['pass@n'])}.")
+            out.append(f"{arm.name} lost coverage: pass@{data.n} {ci_text(arm.table['pass@n'])} vs "
+                       f"{ci_text(ref.table['pass@n'])}.")
         if arm.overlap and ref.name == BASE:
             o = arm.overlap
             out.append(f"{arm.name} solves {_count(o['only_a'])} question(s) the base never solves in n = {data.n} "
@@ -220,7 +199,7 @@ def verdict(data: StudyData) -> list[str]:
         top, second = ranked[0], ranked[1]
         if compare(top.table[label], second.table[label]) == "higher":
             out.append(f"Of the trained arms, **{top.name} kept the most breadth**, clearly ahead of "
-                       f"{second.name} ({_ci(top.table[label])} vs {_ci(second.table[label])}).")
+                       f"{second.name} ({ci_text(top.table[label])} vs {ci_text(second.table[label])}).")
         else:
             out.append(f"Of the trained arms {top.name} has the highest {label} ({fmt(top.table[label].value)}), "
                        f"but its CI overlaps {second.name}'s: no ranking is claimed between them.")
@@ -246,138 +225,3 @@ def verdict(data: StudyData) -> list[str]:
     if few:
         out.append(f"Fewer than 3 seeds for {', '.join(few)}: treat their comparisons as anecdotes.")
     return out
-
-
-# ---- 2. writing the report --------------------------------------------------------------------------
-
-def _table_rows(data: StudyData) -> tuple[list[str], list[list[str]]]:
-    header = ["arm", "seeds"] + [label.replace("pass@n", f"pass@{data.n}") for label, _ in TABLE_METRICS]
-    rows = [[a.name, str(len(a.runs))] + [_ci(a.table[label]) for label, _ in TABLE_METRICS] for a in data.arms]
-    return header, rows
-
-
-def _md_inline(text: str) -> str:
-    """**bold** → <strong>, everything else escaped."""
-    parts = html.escape(text).split("**")
-    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def render_html(data: StudyData, findings: list[str], figs: dict[str, tuple[str, bytes]], sources: list[str]) -> str:
-    colours = arm_colours([a.name for a in data.arms])
-    header, rows = _table_rows(data)
-    methods = sorted({e.method for a in data.arms for e in a.table.values() if e.method})
-    table = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>\n" + "\n".join(
-        "<tr>" + f"<td><span class='dot' style='background:{colours[r[0]]}'></span>{html.escape(r[0])}</td>"
-        + "".join(f"<td>{html.escape(c)}</td>" for c in r[1:]) + "</tr>" for r in rows)
-    figure_html = "\n".join(
-        f"<figure id='fig-{stem}'><img alt='{html.escape(caption)}' src='data:image/png;base64,"
-        f"{base64.b64encode(png).decode()}'><figcaption>{html.escape(caption)}</figcaption></figure>"
-        for stem, (caption, png) in figs.items())
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>searchgym report: exploration breadth by training method</title>
-<style>
-body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1180px; margin: 2em auto;
-       padding: 0 1em; color: #222; line-height: 1.45; }}
-h1 {{ font-size: 1.6em; margin-bottom: 0.2em; }} h2 {{ border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }}
-.sub {{ color: #666; margin-top: 0; }}
-table {{ border-collapse: collapse; font-size: 0.92em; }}
-th, td {{ border: 1px solid #ddd; padding: 0.35em 0.7em; text-align: right; white-space: nowrap; }}
-th {{ background: #f4f4f4; }} td:first-child, th:first-child {{ text-align: left; }}
-.dot {{ display: inline-block; width: 0.8em; height: 0.8em; border-radius: 50%; margin-right: 0.4em; }}
-figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; }} figcaption {{ color: #555; font-size: 0.9em; }}
-.verdict li {{ margin: 0.3em 0; }} .small {{ color: #666; font-size: 0.88em; }}
-</style></head>
-<body data-figures-expected="{len(figs)}">
-<h1>Which training method preserves exploration breadth?</h1>
-<p class="sub">{len(data.arms)} arms · {data.questions} held-out questions · n = {data.n} samples per question ·
-generated {time.strftime('%Y-%m-%d %H:%M')}</p>
-<h2>Verdict</h2>
-<ul class="verdict">{''.join(f'<li>{_md_inline(f)}</li>' for f in findings)}</ul>
-<p class="small">Rules: a difference is claimed only where the 95% CIs do not overlap; the reference is the
-untrained base model where the study has one. A "no change" gives the smallest difference the rule would
-detect in 80% of studies of this size, estimated from this study's own spread (docs/calibration.md).</p>
-<h2>Summary</h2>
-<table>{table}</table>
-<p class="small">Cells: estimate [95% CI]; {html.escape('; '.join(methods))}. success@1 = mean success of single
-samples; pass@{data.n} = unbiased pass@k at k = n; strategy entropy is Miller–Madow over n samples per question;
-unique docs = distinct documents retrieved over the n samples; query breadth = diversity of queries across
-samples.</p>
-<h2>Figures</h2>
-{figure_html}
-<h2>Inputs and notes</h2>
-<ul class="small">{''.join(f'<li>{html.escape(s)}</li>' for s in sources)}{notes}</ul>
-<script>
-window.addEventListener("load", function () {{
-  var ok = Array.prototype.filter.call(document.images, function (i) {{ return i.complete && i.naturalWidth > 0; }});
-  document.body.setAttribute("data-figures-loaded", String(ok.length));
-}});
-</script>
-</body></html>
-"""
-
-
-def render_markdown(data: StudyData, findings: list[str], figs: dict[str, tuple[str, bytes]],
-                    sources: list[str]) -> str:
-    header, rows = _table_rows(data)
-    lines = ["# Which training method preserves exploration breadth?", "",
-             f"{len(data.arms)} arms · {data.questions} held-out questions · n = {data.n} samples per question", "",
-             "## Verdict", ""] + [f"- {f}" for f in findings] + [
-             "", "## Summary (estimate [95% CI])", "", "| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", "## Figures", ""]
-    for stem, (caption, _) in figs.items():
-        lines += [f"![{caption}](report_{stem}.png)", "", f"*{caption}*", ""]
-    lines += ["## Inputs and notes", ""] + [f"- {s}" for s in sources] + [f"- {n}" for n in data.notes]
-    return "\n".join(lines) + "\n"
-
-
-def _finite(values: dict[str, float] | None) -> dict[str, float | None] | None:
-    """A flat meter dict for JSON: NaN becomes null."""
-    if values is None:
-        return None
-    return {k: (float(v) if math.isfinite(v) else None) for k, v in values.items()}
-
-
-def to_json(data: StudyData, findings: list[str]) -> dict:
-    def est(e: Estimate) -> dict:
-        return {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                for k, v in (("value", e.value), ("lo", e.lo), ("hi", e.hi), ("method", e.method))}
-
-    return {"n": data.n, "questions": data.questions, "notes": data.notes, "verdict": findings,
-            "arms": {a.name: {"seeds": a.seeds, "runs": [str(r.path) for r in a.runs],
-                              "table": {k: est(e) for k, e in a.table.items()},
-                              "passk": {str(k): est(e) for k, e in a.passk.items()},
-                              "strategy_share": a.shares, "demo_strategy_share": a.demo_share,
-                              "prior_strategy_share": a.prior_share,
-                              "solvable_overlap_with_base": a.overlap,
-                              "pass_hat_k": {str(k): est(e) for k, e in a.passhat.items()},
-                              "meters": {k: est(e) for k, e in a.extra.items()},
-                              "vs_base": _finite(a.vs_base), "entropy_reward_fit": _finite(a.fit),
-                              "entropy_reward_run_fits": [_finite(f) for f in a.run_fits]} for a in data.arms}}
-
-
-def report_command(paths: list[str | Path], out: str | Path | None = None) -> Path:
-    """Write report.html, report.md, report.json and the PNGs into ``out`` (default: the single input
-    folder, else ./report); returns the path of report.html."""
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise ValueError("give a study folder or one or more run folders")
-    for p in paths:
-        if not p.is_dir():
-            raise ValueError(f"{p} is not a folder; pass a study folder or run folders")
-    out = Path(out) if out else (paths[0] if len(paths) == 1 else Path("report"))
-    out.mkdir(parents=True, exist_ok=True)
-    runs = discover_runs(paths)
-    data = summarise(runs)
-    findings = verdict(data)
-    figs = figures(data)
-    sources = [f"{a.name}: " + ", ".join(str(r.path) for r in a.runs) for a in data.arms]
-    for stem, (_, png) in figs.items():
-        atomic_write(out / f"report_{stem}.png", png)
-    atomic_write(out / "report.md", render_markdown(data, findings, figs, sources).encode("utf-8"))
-    atomic_write(out / "report.json", json.dumps(to_json(data, findings), indent=2).encode("utf-8"))
-    page = out / "report.html"
-    atomic_write(page, render_html(data, findings, figs, sources).encode("utf-8"))
-    return page

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 import numpy as np  # noqa: E402
 
-from searchgym.report_data import BASE, TRAINING_PANELS, Estimate, StudyData  # noqa: E402
+from searchgym.report.data import BASE, TRAINING_PANELS, Estimate, StudyData  # noqa: E402
 
 _NAN = Estimate(math.nan, math.nan, math.nan)
 
@@ -364,12 +364,3 @@ def figures(data: StudyData) -> dict[str, tuple[str, bytes]]:
         if png is not None:
             out[stem] = (caption, png)
     return out
-
-
-def fmt(value: float, digits: int = 3) -> str:
-    """A number for a table; '–' for a meter that is not available.
-
-    >>> fmt(0.12345), fmt(float("nan"))
-    ('0.123', '–')
-    """
-    return f"{value:.{digits}f}" if value is not None and math.isfinite(value) else "–"

@@ -1,20 +1,17 @@
-"""The numbers behind a study report: runs grouped into arms, metered at one fixed n on shared questions.
+"""Step 2 of a report: the numbers — runs grouped into arms, metered at one fixed n on shared questions.
 
-Reads run folders (``trajectories.jsonl``, ``metrics.jsonl``, and where present a demonstration mix) and
-summarises each arm over its seeds with `searchgym.meters`: IQM and 95% CIs of the headline meters,
-pass@k curves with bootstrap CIs over questions, solvable-set overlap with the base arm, strategy shares
-and training curves (mean and min–max band over seeds). Figures and text are built from these summaries.
+Summarises each arm of the runs `searchgym.report.discover` found over its seeds with `searchgym.meters`:
+IQM and 95% CIs of the headline meters, pass@k curves with bootstrap CIs over questions, solvable-set
+overlap with the base arm, strategy shares and training curves (mean and min–max band over seeds). The
+verdict (`searchgym.report.rules`), the figures (`searchgym.report.figures`) and the page
+(`searchgym.report.page`) are built from these summaries.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
-import tomllib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -23,10 +20,8 @@ from searchgym.meters.coverage import compare_with_base
 from searchgym.meters.literature import entropy_reward_points, fit_entropy_reward
 from searchgym.meters.passk import k_ladder, pass_at_k_table, pass_hat_k_table, solvable_set_overlap
 from searchgym.meters.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
-from searchgym.runs import read_metrics
-from searchgym.trajectory import Trajectory, read_trajectories
+from searchgym.report.discover import BASE, RunData, normalise
 
-BASE = "base"
 # Training-curve panels: title, y label, metric keys in order of preference (the first one a run logged is
 # used): live meter probes first (diversity/…, search/…, reward/…: the same held-out questions and decoding
 # for SFT and GRPO arms, so the arms are comparable), then what the trainers log themselves (GRPO's own
@@ -60,17 +55,6 @@ EXTRA_METRICS = (
 
 
 @dataclass
-class RunData:
-    arm: str
-    seed: int
-    path: Path
-    trajectories: list[Trajectory]
-    metrics: list[dict]
-    demo_share: dict[str, float] | None = None
-    prior_share: dict[str, float] | None = None
-
-
-@dataclass
 class Estimate:
     """A point estimate with its 95% CI and how the CI was made."""
 
@@ -81,6 +65,24 @@ class Estimate:
 
     def overlaps(self, other: Estimate) -> bool:
         return not (self.lo > other.hi or self.hi < other.lo)
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    """A number for a table; '–' for a meter that is not available.
+
+    >>> fmt(0.12345), fmt(float("nan"))
+    ('0.123', '–')
+    """
+    return f"{value:.{digits}f}" if value is not None and math.isfinite(value) else "–"
+
+
+def ci_text(e: Estimate) -> str:
+    """An estimate with its CI, as the table and the verdict show it.
+
+    >>> ci_text(Estimate(0.5, 0.25, 0.75)), ci_text(Estimate(math.nan, math.nan, math.nan))
+    ('0.500 [0.250, 0.750]', '– [–, –]')
+    """
+    return f"{fmt(e.value)} [{fmt(e.lo)}, {fmt(e.hi)}]"
 
 
 @dataclass
@@ -122,151 +124,7 @@ class StudyData:
         return next((a for a in self.arms if a.name == name), None)
 
 
-# ---- 1. finding runs --------------------------------------------------------------------------------
-
-def _seed_of(folder: Path) -> int | None:
-    m = re.fullmatch(r"seed(\d+)", folder.name)
-    return int(m.group(1)) if m else None
-
-
-def _recipe_seed(folder: Path) -> int:
-    try:
-        return int(tomllib.loads((folder / "recipe.toml").read_text(encoding="utf-8")).get("seed", 0))
-    except (OSError, tomllib.TOMLDecodeError, TypeError, ValueError):
-        return 0
-
-
-def _load_run(arm: str, seed: int, folder: Path) -> RunData:
-    return RunData(arm, seed, folder, list(read_trajectories(folder)), read_metrics(folder),
-                   demo_strategy_share(folder), prior_strategy_share(folder))
-
-
-def discover_runs(paths: list[Path]) -> list[RunData]:
-    """Runs from study folders (``<arm>/seed<k>/``) and single run folders, in a stable arm order.
-
-    A single run folder's arm is its parent's name when the folder is ``seed<k>``, else its own name; its
-    ``baseline/`` evaluation (written by ``searchgym train``) becomes a ``base`` run when no base arm is given.
-    """
-    runs: list[RunData] = []
-    baselines: list[RunData] = []
-    for path in map(Path, paths):
-        if (path / "trajectories.jsonl").is_file():
-            seed = _seed_of(path)
-            arm = path.parent.name if seed is not None else path.name
-            seed = seed if seed is not None else _recipe_seed(path)
-            runs.append(_load_run(arm, seed, path))
-            if (path / "baseline" / "trajectories.jsonl").is_file():
-                baselines.append(_load_run(BASE, seed, path / "baseline"))
-            continue
-        order = _study_arm_order(path)
-        found = sorted(path.glob("*/seed*/trajectories.jsonl"),
-                       key=lambda p: (order.get(p.parent.parent.name, len(order)), p.parent.parent.name,
-                                      _seed_of(p.parent) or 0))
-        if not found:
-            raise ValueError(f"{path}: neither a run folder (no trajectories.jsonl) nor a study folder (no "
-                             "<arm>/seed<k>/trajectories.jsonl); pass the folder `searchgym experiment` or "
-                             "`searchgym train` wrote")
-        for p in found:
-            if _seed_of(p.parent) is not None:
-                runs.append(_load_run(p.parent.parent.name, _seed_of(p.parent), p.parent))
-    if not any(r.arm == BASE for r in runs):
-        runs = baselines + runs
-    runs.sort(key=lambda r: r.arm != BASE)  # stable: the base arm first, everything else in given order
-    return runs
-
-
-def _study_arm_order(folder: Path) -> dict[str, int]:
-    try:
-        arms = tomllib.loads((folder / "study.toml").read_text(encoding="utf-8")).get("arms", {})
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
-    return {name: i for i, name in enumerate(arms)}
-
-
-def demo_strategy_share(folder: Path) -> dict[str, float] | None:
-    """The strategy mix of the demonstrations a run was trained on, where the run folder records it:
-    ``demos/stats.json`` (written by the SFT stage, one entry per demo set; the set named by the recipe's
-    ``sft.demos`` is used), else ``demos/<set>.jsonl``, else ``demo_strategy_share`` in summary.json.
-    None when the run has no demonstrations.
-
-    >>> import tempfile; d = Path(tempfile.mkdtemp()); (d / "demos").mkdir()
-    >>> _ = (d / "recipe.toml").write_text('[sft]\\ndemos = "narrow"\\n')
-    >>> _ = (d / "demos" / "diverse.jsonl").write_text('{"strategy": "a"}\\n{"strategy": "b"}\\n')
-    >>> _ = (d / "demos" / "narrow.jsonl").write_text('{"strategy": "a"}\\n{"strategy": "a"}\\n')
-    >>> demo_strategy_share(d)
-    {'a': 1.0}
-    """
-    folder = Path(folder)
-    try:
-        kind = tomllib.loads((folder / "recipe.toml").read_text(encoding="utf-8")).get("sft", {}).get("demos")
-    except (OSError, tomllib.TOMLDecodeError):
-        kind = None
-    kind = kind or "diverse"
-    stats = folder / "demos" / "stats.json"
-    if stats.is_file():
-        try:
-            share = json.loads(stats.read_text(encoding="utf-8")).get(kind, {}).get("strategy_share")
-        except (json.JSONDecodeError, AttributeError):
-            share = None
-        if share:
-            return _normalise({str(k): float(v) for k, v in share.items()})
-    demos = folder / "demos" / f"{kind}.jsonl"
-    if demos.is_file():
-        counts: Counter = Counter()
-        for line in demos.read_text(encoding="utf-8").splitlines():
-            try:
-                strategy = json.loads(line).get("strategy")
-            except (json.JSONDecodeError, AttributeError):
-                continue
-            if strategy is not None:
-                counts[strategy] += 1
-        if counts:
-            return _normalise(dict(counts))
-    summary = folder / "summary.json"
-    if summary.is_file():
-        try:
-            share = json.loads(summary.read_text(encoding="utf-8")).get("demo_strategy_share")
-        except (json.JSONDecodeError, AttributeError):
-            share = None
-        if share:
-            return _normalise({str(k): float(v) for k, v in share.items()})
-    return None
-
-
-def prior_strategy_share(folder: Path) -> dict[str, float] | None:
-    """The realised strategy mix of a prior-lab base model: ``stages/pretrain/prior_mix.json`` of a run that
-    pretrained its own prior, else the ``prior_mix.json`` next to the model folder its recipe's
-    ``model.base`` names (a study's shared prior). None for any other base model.
-
-    >>> import tempfile; d = Path(tempfile.mkdtemp()); (d / "stages" / "pretrain").mkdir(parents=True)
-    >>> _ = (d / "stages" / "pretrain" / "prior_mix.json").write_text('{"realised": {"b": 1, "a": 3}}')
-    >>> prior_strategy_share(d)
-    {'a': 0.75, 'b': 0.25}
-    """
-    folder = Path(folder)
-    candidates = [folder / "stages" / "pretrain" / "prior_mix.json"]
-    try:
-        base = tomllib.loads((folder / "recipe.toml").read_text(encoding="utf-8")).get("model", {}).get("base")
-    except (OSError, tomllib.TOMLDecodeError):
-        base = None
-    if isinstance(base, str) and base and Path(base).is_dir():  # a model folder, not an alias or a hub id
-        candidates.append(Path(base).parent / "prior_mix.json")
-    for path in candidates:
-        try:
-            share = json.loads(path.read_text(encoding="utf-8")).get("realised")
-        except (OSError, json.JSONDecodeError, AttributeError):
-            continue
-        if share:
-            return _normalise({str(k): float(v) for k, v in share.items()})
-    return None
-
-
-def _normalise(counts: dict[str, float]) -> dict[str, float]:
-    total = sum(counts.values())
-    return {k: v / total for k, v in sorted(counts.items())} if total else {}
-
-
-# ---- 2. one fixed n on one question set -------------------------------------------------------------
+# ---- one fixed n on one question set ----------------------------------------------------------------
 
 def equalise(runs: list[RunData]) -> tuple[int, set[str], list[str]]:
     """The common n (smallest samples-per-question of any run) and the questions every run answered."""
@@ -291,7 +149,7 @@ def equalise(runs: list[RunData]) -> tuple[int, set[str], list[str]]:
     return n, tasks, notes
 
 
-# ---- 3. per-arm summaries ---------------------------------------------------------------------------
+# ---- per-arm summaries ------------------------------------------------------------------------------
 
 def _seed_estimate(values: list[float], per_q: list[float]) -> Estimate:
     """IQM over seeds with a stratified bootstrap CI (rliable); with one seed, the mean over questions with
@@ -411,7 +269,7 @@ def summarise(runs: list[RunData]) -> StudyData:
         demo = next((r.demo_share for r in arm_runs if r.demo_share), None)
         prior = next((r.prior_share for r in arm_runs if r.prior_share), None)
         points, run_fits, fit = _entropy_reward(arm_runs)
-        arms.append(ArmSummary(name, arm_runs, metered, table, curves["passk"], _normalise(dict(strategies)),
+        arms.append(ArmSummary(name, arm_runs, metered, table, curves["passk"], normalise(dict(strategies)),
                                training_curves([r.metrics for r in arm_runs]), demo_share=demo,
                                prior_share=prior, passhat=curves["passhat"], extra=extra,
                                entropy_reward=points, run_fits=run_fits, fit=fit))

@@ -1,0 +1,35 @@
+"""`searchgym report`: a study's runs become one page with figures, a table with CIs and a verdict.
+
+The modules are the report's steps, in order:
+
+1. `discover` — find the runs (study folder or run folders) and read each run folder;
+2. `data` — meter every run at one fixed n on the shared questions and summarise each arm;
+3. `rules` — the verdict: plain-language findings from the summaries by fixed rules (CIs must not overlap);
+4. `figures` — the PNGs (matplotlib, Agg);
+5. `page` — ``report.html``/``.md``/``.json`` and `report_command`, which runs 1–4.
+
+This package only re-exports (``from searchgym.report import report_command, verdict``); names load on
+first use, so importing ``searchgym.report.data`` does not import matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "report_command": "page", "render_html": "page", "render_markdown": "page", "to_json": "page",
+    "verdict": "rules", "headlines": "rules", "compare": "rules", "coverage_sentence": "rules",
+    "detectable_difference": "rules", "total_variation": "rules",
+    "summarise": "data", "equalise": "data", "training_curves": "data", "Estimate": "data",
+    "ArmSummary": "data", "StudyData": "data", "TABLE_METRICS": "data", "EXTRA_METRICS": "data",
+    "TRAINING_PANELS": "data",
+    "discover_runs": "discover", "RunData": "discover", "BASE": "discover",
+    "demo_strategy_share": "discover", "prior_strategy_share": "discover",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

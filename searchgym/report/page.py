@@ -1,0 +1,156 @@
+"""`searchgym report`: one readable page per study — figures, a table with CIs, and a verdict from rules.
+
+Takes a study folder or several run folders and runs the report's steps in order: find the runs
+(`searchgym.report.discover`), meter every run at one fixed n on the shared questions
+(`searchgym.report.data`), derive the verdict (`searchgym.report.rules`), draw the figures
+(`searchgym.report.figures`), then write ``report.html`` (self-contained: PNGs embedded as base64), the
+PNGs, ``report.md`` and ``report.json`` (this module).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import time
+from pathlib import Path
+
+from searchgym.corpus.documents import atomic_write
+from searchgym.report.data import TABLE_METRICS, Estimate, StudyData, ci_text, summarise
+from searchgym.report.discover import discover_runs
+from searchgym.report.figures import arm_colours, figures
+from searchgym.report.rules import verdict
+
+
+def _table_rows(data: StudyData) -> tuple[list[str], list[list[str]]]:
+    header = ["arm", "seeds"] + [label.replace("pass@n", f"pass@{data.n}") for label, _ in TABLE_METRICS]
+    rows = [[a.name, str(len(a.runs))] + [ci_text(a.table[label]) for label, _ in TABLE_METRICS] for a in data.arms]
+    return header, rows
+
+
+def _md_inline(text: str) -> str:
+    """**bold** → <strong>, everything else escaped."""
+    parts = html.escape(text).split("**")
+    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def render_html(data: StudyData, findings: list[str], figs: dict[str, tuple[str, bytes]], sources: list[str]) -> str:
+    colours = arm_colours([a.name for a in data.arms])
+    header, rows = _table_rows(data)
+    methods = sorted({e.method for a in data.arms for e in a.table.values() if e.method})
+    table = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>\n" + "\n".join(
+        "<tr>" + f"<td><span class='dot' style='background:{colours[r[0]]}'></span>{html.escape(r[0])}</td>"
+        + "".join(f"<td>{html.escape(c)}</td>" for c in r[1:]) + "</tr>" for r in rows)
+    figure_html = "\n".join(
+        f"<figure id='fig-{stem}'><img alt='{html.escape(caption)}' src='data:image/png;base64,"
+        f"{base64.b64encode(png).decode()}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+        for stem, (caption, png) in figs.items())
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>searchgym report: exploration breadth by training method</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1180px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }}
+h1 {{ font-size: 1.6em; margin-bottom: 0.2em; }} h2 {{ border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }}
+.sub {{ color: #666; margin-top: 0; }}
+table {{ border-collapse: collapse; font-size: 0.92em; }}
+th, td {{ border: 1px solid #ddd; padding: 0.35em 0.7em; text-align: right; white-space: nowrap; }}
+th {{ background: #f4f4f4; }} td:first-child, th:first-child {{ text-align: left; }}
+.dot {{ display: inline-block; width: 0.8em; height: 0.8em; border-radius: 50%; margin-right: 0.4em; }}
+figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; }} figcaption {{ color: #555; font-size: 0.9em; }}
+.verdict li {{ margin: 0.3em 0; }} .small {{ color: #666; font-size: 0.88em; }}
+</style></head>
+<body data-figures-expected="{len(figs)}">
+<h1>Which training method preserves exploration breadth?</h1>
+<p class="sub">{len(data.arms)} arms · {data.questions} held-out questions · n = {data.n} samples per question ·
+generated {time.strftime('%Y-%m-%d %H:%M')}</p>
+<h2>Verdict</h2>
+<ul class="verdict">{''.join(f'<li>{_md_inline(f)}</li>' for f in findings)}</ul>
+<p class="small">Rules: a difference is claimed only where the 95% CIs do not overlap; the reference is the
+untrained base model where the study has one. A "no change" gives the smallest difference the rule would
+detect in 80% of studies of this size, estimated from this study's own spread (docs/calibration.md).</p>
+<h2>Summary</h2>
+<table>{table}</table>
+<p class="small">Cells: estimate [95% CI]; {html.escape('; '.join(methods))}. success@1 = mean success of single
+samples; pass@{data.n} = unbiased pass@k at k = n; strategy entropy is Miller–Madow over n samples per question;
+unique docs = distinct documents retrieved over the n samples; query breadth = diversity of queries across
+samples.</p>
+<h2>Figures</h2>
+{figure_html}
+<h2>Inputs and notes</h2>
+<ul class="small">{''.join(f'<li>{html.escape(s)}</li>' for s in sources)}{notes}</ul>
+<script>
+window.addEventListener("load", function () {{
+  var ok = Array.prototype.filter.call(document.images, function (i) {{ return i.complete && i.naturalWidth > 0; }});
+  document.body.setAttribute("data-figures-loaded", String(ok.length));
+}});
+</script>
+</body></html>
+"""
+
+
+def render_markdown(data: StudyData, findings: list[str], figs: dict[str, tuple[str, bytes]],
+                    sources: list[str]) -> str:
+    header, rows = _table_rows(data)
+    lines = ["# Which training method preserves exploration breadth?", "",
+             f"{len(data.arms)} arms · {data.questions} held-out questions · n = {data.n} samples per question", "",
+             "## Verdict", ""] + [f"- {f}" for f in findings] + [
+             "", "## Summary (estimate [95% CI])", "", "| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", "## Figures", ""]
+    for stem, (caption, _) in figs.items():
+        lines += [f"![{caption}](report_{stem}.png)", "", f"*{caption}*", ""]
+    lines += ["## Inputs and notes", ""] + [f"- {s}" for s in sources] + [f"- {n}" for n in data.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _finite(values: dict[str, float] | None) -> dict[str, float | None] | None:
+    """A flat meter dict for JSON: NaN becomes null."""
+    if values is None:
+        return None
+    return {k: (float(v) if math.isfinite(v) else None) for k, v in values.items()}
+
+
+def to_json(data: StudyData, findings: list[str]) -> dict:
+    def est(e: Estimate) -> dict:
+        return {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                for k, v in (("value", e.value), ("lo", e.lo), ("hi", e.hi), ("method", e.method))}
+
+    return {"n": data.n, "questions": data.questions, "notes": data.notes, "verdict": findings,
+            "arms": {a.name: {"seeds": a.seeds, "runs": [str(r.path) for r in a.runs],
+                              "table": {k: est(e) for k, e in a.table.items()},
+                              "passk": {str(k): est(e) for k, e in a.passk.items()},
+                              "strategy_share": a.shares, "demo_strategy_share": a.demo_share,
+                              "prior_strategy_share": a.prior_share,
+                              "solvable_overlap_with_base": a.overlap,
+                              "pass_hat_k": {str(k): est(e) for k, e in a.passhat.items()},
+                              "meters": {k: est(e) for k, e in a.extra.items()},
+                              "vs_base": _finite(a.vs_base), "entropy_reward_fit": _finite(a.fit),
+                              "entropy_reward_run_fits": [_finite(f) for f in a.run_fits]} for a in data.arms}}
+
+
+def report_command(paths: list[str | Path], out: str | Path | None = None) -> Path:
+    """Write report.html, report.md, report.json and the PNGs into ``out`` (default: the single input
+    folder, else ./report); returns the path of report.html."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("give a study folder or one or more run folders")
+    for p in paths:
+        if not p.is_dir():
+            raise ValueError(f"{p} is not a folder; pass a study folder or run folders")
+    out = Path(out) if out else (paths[0] if len(paths) == 1 else Path("report"))
+    out.mkdir(parents=True, exist_ok=True)
+    runs = discover_runs(paths)
+    data = summarise(runs)
+    findings = verdict(data)
+    figs = figures(data)
+    sources = [f"{a.name}: " + ", ".join(str(r.path) for r in a.runs) for a in data.arms]
+    for stem, (_, png) in figs.items():
+        atomic_write(out / f"report_{stem}.png", png)
+    atomic_write(out / "report.md", render_markdown(data, findings, figs, sources).encode("utf-8"))
+    atomic_write(out / "report.json", json.dumps(to_json(data, findings), indent=2).encode("utf-8"))
+    page = out / "report.html"
+    atomic_write(page, render_html(data, findings, figs, sources).encode("utf-8"))
+    return page
