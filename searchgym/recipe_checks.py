@@ -169,13 +169,18 @@ def _finite(x) -> bool:
 def _check_env_kwargs(kwargs: dict) -> None:
     """The env kwargs a SearchEnv takes (names and the ranges its constructor would refuse later)."""
     import inspect
+    import typing
 
     from searchgym.envs.search_env import SearchEnv
 
     allowed = sorted(p for p in inspect.signature(SearchEnv.__init__).parameters if p != "self")
+    hints = typing.get_type_hints(SearchEnv.__init__)
     for key, value in kwargs.items():
         if key not in allowed:
             raise RecipeError(f"env.kwargs: unknown key {key!r:.60}; allowed: {allowed}")
+        choices = typing.get_args(hints.get(key)) if typing.get_origin(hints.get(key)) is typing.Literal else None
+        if choices and value not in choices:  # e.g. retriever: refused at load, not when the env is built
+            raise RecipeError(f"env.kwargs.{key}: must be one of {list(choices)}, got {value!r:.60}")
         if key in ("max_steps", "top_k", "max_obs_chars") and not (isinstance(value, int) and value >= 1):
             raise RecipeError(f"env.kwargs.{key}: must be an integer >= 1, got {value!r}")
         if key in ("step_cost", "format_penalty") and not (_finite(value) and value >= 0):

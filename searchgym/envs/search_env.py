@@ -1,14 +1,15 @@
 """SearchEnv: a Gymnasium environment where an agent answers questions by searching a corpus.
 
 The agent's actions are the text an LLM emits (tool calls); observations are the tool results an LLM
-reads. Any task set (a `searchgym.tasks.TaskSet`: corpus + questions) becomes an env; the FAISS index
-is built once per (corpus, embedder, index spec) and cached on disk, so envs are cheap to make.
+reads. Any task set (a `searchgym.tasks.TaskSet`: corpus + questions) becomes an env; its retriever (a
+FAISS index, BM25, or both fused) is built once per (corpus, settings) and cached on disk, so envs are
+cheap to make.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Literal, get_args
 
 import gymnasium
 from gymnasium import spaces
@@ -27,6 +28,9 @@ MAX_ACTION_CHARS = 4096
 
 _WORLD_CACHE: dict[tuple, TaskSet] = {}
 _INDEX_CACHE: dict[tuple, Any] = {}
+
+Retriever = Literal["dense", "bm25", "hybrid"]
+RETRIEVERS: tuple[str, ...] = get_args(Retriever)
 
 
 def load_world(world: str | TaskSet, world_kwargs: dict | None = None) -> TaskSet:
@@ -49,13 +53,34 @@ def load_world(world: str | TaskSet, world_kwargs: dict | None = None) -> TaskSe
     return _WORLD_CACHE[key]
 
 
-def load_index(taskset: TaskSet, embedder: str, index: str, progress: bool = True):
-    """The FAISS index over ``taskset.corpus`` (memoised in-process, cached on disk by build_index)."""
-    from searchgym.corpus.index import build_index
+def check_retriever(retriever: object) -> None:
+    """Refuse a retriever name outside RETRIEVERS with one line naming the field and the allowed values."""
+    if not isinstance(retriever, str) or retriever not in RETRIEVERS:
+        raise ValueError(f"retriever must be one of {list(RETRIEVERS)}, got {retriever!r:.60}")
 
-    key = (taskset.corpus.hash, embedder, index)
+
+def load_index(taskset: TaskSet, embedder: str, index: str, progress: bool = True, retriever: str = "dense"):
+    """The search index over ``taskset.corpus`` (memoised in-process, cached on disk by its builder):
+    ``"dense"`` the FAISS index of ``embedder``/``index`` (corpus.index.build_index), ``"bm25"`` the BM25
+    index (corpus.lexical; ``embedder``/``index`` unused), ``"hybrid"`` both fused by reciprocal rank
+    fusion (corpus.hybrid)."""
+    check_retriever(retriever)
+    corpus = taskset.corpus
+    key = (retriever, corpus.hash) if retriever == "bm25" else (retriever, corpus.hash, embedder, index)
     if key not in _INDEX_CACHE:
-        _INDEX_CACHE[key] = build_index(taskset.corpus, embedder=embedder, index=index, progress=progress)
+        if retriever == "dense":
+            from searchgym.corpus.index import build_index
+
+            _INDEX_CACHE[key] = build_index(corpus, embedder=embedder, index=index, progress=progress)
+        elif retriever == "bm25":
+            from searchgym.corpus.lexical import build_lexical_index
+
+            _INDEX_CACHE[key] = build_lexical_index(corpus, progress=progress)
+        else:
+            from searchgym.corpus.hybrid import HybridIndex
+
+            _INDEX_CACHE[key] = HybridIndex(load_index(taskset, embedder, index, progress, "dense"),
+                                            load_index(taskset, embedder, index, progress, "bm25"))
     return _INDEX_CACHE[key]
 
 
@@ -91,7 +116,8 @@ class SearchEnv(gymnasium.Env):
     returns a document's text, ``answer(text)`` submits the answer and ends the episode. Questions
     come from a task set (``SyntheticWorld``: a fictional, procedurally generated world whose
     questions know their gold evidence chains and valid strategies; ``WikiFactbook``: Wikipedia
-    leads + CIA World Factbook passages).
+    leads + CIA World Factbook passages). ``search`` ranks documents with the ``retriever``: dense
+    embeddings (FAISS), BM25 keywords, or both fused.
 
     ## Action Space
     ``Text(max_length=4096, charset=CHARSET)``: the text an LLM emits. Canonical form (what the bundled
@@ -130,22 +156,35 @@ class SearchEnv(gymnasium.Env):
 
     ## Arguments
     ```python
-    gymnasium.make("searchgym/SyntheticWorld-v0", split="train", embedder="minilm", index="flat",
-                   top_k=5, max_steps=10, max_obs_chars=1500, reward="em", step_cost=0.0,
+    gymnasium.make("searchgym/SyntheticWorld-v0", split="train", retriever="dense", embedder="minilm",
+                   index="flat", top_k=5, max_steps=10, max_obs_chars=1500, reward="em", step_cost=0.0,
                    format_penalty=0.1, world_kwargs={"seed": 0})
     ```
     ``world`` is a built-in name (``"synthetic"``, ``"wikifactbook"``), a name a plug-in registers in the
-    ``searchgym.worlds`` entry-point group, or a `TaskSet` instance (never an import path);
-    ``embedder``/``index`` are searchgym.corpus specs (``"hashing"`` needs no model).
+    ``searchgym.worlds`` entry-point group, or a `TaskSet` instance (never an import path).
+    ``retriever`` chooses how ``search`` ranks documents:
+
+    * ``"dense"`` (default): cosine similarity of ``embedder`` vectors in a FAISS ``index``
+      (searchgym.corpus specs; ``"hashing"`` needs no model, ``"minilm"`` embeds the corpus once, which
+      takes minutes on a large corpus, then loads from the cache).
+    * ``"bm25"``: keyword BM25 (the ``bm25s`` package, k1=1.5, b=0.75, English stopwords, accents
+      folded); built in seconds, no model; ``embedder``/``index`` are ignored. A query that shares no
+      word with any document returns "No documents match".
+    * ``"hybrid"``: the BM25 and dense rankings fused by reciprocal rank fusion (k=60, top 50 of each).
+
+    Every index is cached under ``$SEARCHGYM_CACHE`` (default ``~/.cache/searchgym``) keyed by the corpus
+    hash and its settings; a corrupt cache is reported and rebuilt. Any other ``retriever`` is refused
+    at construction with a ValueError naming the allowed values.
 
     ## Version History
-    * v0: initial release.
+    * v0: initial release; ``retriever`` added later (default ``"dense"``: unchanged behaviour).
     """
 
     metadata = {"render_modes": ["ansi"]}
 
     def __init__(self, world: str | TaskSet = "synthetic", *, world_kwargs: dict | None = None,
-                 split: str = "train", embedder: str = "minilm", index: str = "flat", top_k: int = 5,
+                 split: str = "train", retriever: Retriever = "dense", embedder: str = "minilm",
+                 index: str = "flat", top_k: int = 5,
                  max_steps: int = 10, max_obs_chars: int = 1500, reward: str = "em", step_cost: float = 0.0,
                  format_penalty: float = 0.1, render_mode: str | None = None, env_id: str | None = None,
                  progress: bool = False):
@@ -155,6 +194,7 @@ class SearchEnv(gymnasium.Env):
             raise ValueError("step_cost and format_penalty are penalties: give them as values >= 0")
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        check_retriever(retriever)
         self.taskset = load_world(world, world_kwargs)
         self.tasks: list[Task] = list(self.taskset.tasks(split))
         if not self.tasks:
@@ -165,7 +205,8 @@ class SearchEnv(gymnasium.Env):
         self._by_id = {t.id: t for t in self.tasks}
         self.split = split
         self.env_id = env_id or f"searchgym/{self.taskset.name}"
-        self.index = load_index(self.taskset, embedder, index, progress=progress)
+        self.retriever = retriever
+        self.index = load_index(self.taskset, embedder, index, progress=progress, retriever=retriever)
         self.tools = SearchTools(self.index, top_k=top_k, max_obs_chars=max_obs_chars, scorer=reward)
         self.max_steps = max_steps
         self.max_obs_chars = max_obs_chars
