@@ -30,10 +30,10 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from searchgym.demos import build_demos, to_dataset  # noqa: E402
-from searchgym.meters.callback import make_diversity_callback  # noqa: E402
 from searchgym.models import load_model  # noqa: E402
 from searchgym.recipe import Recipe, recipe_from_dict  # noqa: E402
 from searchgym.runs import read_metrics  # noqa: E402
+from searchgym.train.probes import make_diversity_callback  # noqa: E402
 
 # A small world and the hashing embedder: the index builds in a second, and retrieval is a negligible
 # part of both a training step and a probe (generation dominates the probe).

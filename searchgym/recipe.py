@@ -16,6 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 
 class RecipeError(ValueError):
@@ -37,7 +38,7 @@ SEARCH_ENV = "searchgym.envs.search_env:SearchEnv"  # env ids with this entry po
 @dataclass
 class ModelConfig:
     base: str = "smollm2-135m-instruct"  # alias ("smollm2-135m-instruct", "tiny"), HF id, local path, or run dir
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     trust_remote_code: bool = False
 
 
@@ -79,7 +80,7 @@ class PretrainConfig:
     # Which tokens of a conversation the loss counts: "all", or "agent" (the assistant's turns only; the
     # question, tool results and scaffold are context). Documents always count whole. Measured
     # (docs/prior-lab.md): "agent" halves invalid calls but copies names worse; success is the same.
-    loss_on: str = "all"
+    loss_on: Literal["all", "agent"] = "all"
     # Keep each of the world's atomic strings (fictional names, doc ids: `SyntheticWorld.lexicon`) one
     # token, so copying a name or an id is copying one token (docs/prior-lab.md, "the copy lever").
     name_tokens: bool = False
@@ -96,7 +97,7 @@ class PretrainConfig:
 
 @dataclass
 class SFTSettings:
-    demos: str = "diverse"  # diverse | narrow
+    demos: Literal["diverse", "narrow"] = "diverse"
     narrow_strategy: str = "forward"  # the one strategy (and style) of the narrow set
     narrow_style: str = ""  # "" = the world's first query style
     num_questions: int = 200  # train questions; both demo sets use the same questions
@@ -130,7 +131,7 @@ class GRPOSettings:
     save_steps: int = 25
     logging_steps: int = 1
     use_vllm: bool = False
-    vllm_mode: str = "colocate"
+    vllm_mode: Literal["colocate", "server"] = "colocate"  # TRL's GRPOConfig.vllm_mode (docs/scale.md)
 
 
 @dataclass
@@ -178,6 +179,20 @@ class Recipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
     meters: MeterConfig = field(default_factory=MeterConfig)
     report_to: list[str] | str = field(default_factory=list)  # e.g. ["tensorboard"], ["wandb"] ("wandb" = ["wandb"])
+    # Settings of registered stages that are not fields here (`searchgym.train.stages.STAGES`): section name
+    # -> that stage's settings dataclass; written back as ordinary top-level sections.
+    stage_sections: dict = field(default_factory=dict, repr=False)
+
+    def settings(self, stage: str):
+        """A stage's settings: its section (``recipe.sft``…), or a registered stage's own (defaults if absent)."""
+        if stage in _SECTIONS:
+            return getattr(self, stage)
+        if stage not in self.stage_sections:
+            from searchgym.train.stages import get_stage
+
+            cls = get_stage(stage).settings
+            self.stage_sections[stage] = cls() if cls is not None else None
+        return self.stage_sections[stage]
 
     def validate(self, *, check_model: bool = True) -> Recipe:
         """Check every field before any work: one `RecipeError` naming the field and what is allowed.
@@ -209,11 +224,16 @@ class Recipe:
         check_env(self)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        extra = data.pop("stage_sections")
+        return {**data, **{k: v for k, v in extra.items() if v is not None}}
 
     def to_toml(self) -> str:
         """The resolved recipe as TOML (written into every run folder)."""
         return _to_toml(self.to_dict())
+
+
+_SECTIONS = frozenset(f.name for f in dataclasses.fields(Recipe) if f.name != "stage_sections")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, check_model: bool = True) -> Recipe:
@@ -288,6 +308,15 @@ def _build(cls, data: dict, prefix: str, where: str):
         raise RecipeError(f"{where}: {prefix.rstrip('.') or 'recipe'} must be a table, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
+    sections = {}
+    if cls is Recipe:  # a registered stage's own section: built into its settings dataclass
+        from searchgym.train.stages import STAGES
+
+        fields.pop("stage_sections")
+        data = dict(data)
+        for name in [k for k in data if k not in fields and getattr(STAGES.get(k), "settings", None)]:
+            sections[name] = _build(STAGES[name].settings, data.pop(name), f"{name}.", where)
+        fields.update({k: None for k in STAGES if k not in fields and STAGES[k].settings is not None})
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise RecipeError(f"{where}: unknown key {prefix + unknown[0]!r}; allowed keys"
@@ -299,10 +328,16 @@ def _build(cls, data: dict, prefix: str, where: str):
             kwargs[name] = _build(hint, value, f"{prefix}{name}.", where)
         else:
             kwargs[name] = _check_type(value, hint, f"{prefix}{name}", where)
+    if sections:
+        kwargs["stage_sections"] = sections
     return cls(**kwargs)
 
 
 def _check_type(value, hint, key: str, where: str):
+    if typing.get_origin(hint) is Literal:  # an enum: one of its values, named in the message
+        if value in typing.get_args(hint) and type(value) in (type(a) for a in typing.get_args(hint)):
+            return value
+        raise RecipeError(f"{where}: {key} must be one of {list(typing.get_args(hint))}, got {value!r:.60}")
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     for option in options:
         origin = typing.get_origin(option) or option

@@ -18,19 +18,44 @@ def check_fields(recipe: Recipe) -> None:
     if not isinstance(recipe.name, str) or not NAME_PATTERN.fullmatch(recipe.name):
         raise RecipeError(f"name: {recipe.name!r:.60} is not a run-folder name; use 1-100 letters, digits, '.', "
                           "'_' or '-', not starting with '.' (pass --out DIR to write elsewhere)")
-    allowed = ("pretrain", "sft", "grpo")
+    from searchgym.train.stages import STAGES
+
     for s in recipe.stages:
-        if s not in allowed:
-            raise RecipeError(f"stages: unknown stage {s!r}; allowed: {list(allowed)}")
+        if s not in STAGES:
+            raise RecipeError(f"stages: unknown stage {s!r}; allowed: {list(STAGES)}")
     if not recipe.stages:
         raise RecipeError("stages: give at least one stage, e.g. stages = [\"sft\"]")
-    if "pretrain" in recipe.stages and (recipe.stages[0] != "pretrain" or recipe.stages.count("pretrain") > 1):
-        raise RecipeError("stages: 'pretrain' must come first (once), optionally followed by sft and/or "
-                          "grpo, e.g. stages = [\"pretrain\", \"grpo\"]")
-    if recipe.sft.demos not in ("diverse", "narrow"):
-        raise RecipeError(f"sft.demos: must be 'diverse' or 'narrow', got {recipe.sft.demos!r}")
+    for s in recipe.stages:
+        if STAGES[s].builds_base and (recipe.stages[0] != s or recipe.stages.count(s) > 1):
+            later = [n for n, st in STAGES.items() if not st.builds_base]
+            raise RecipeError(f"stages: {s!r} must come first (once), optionally followed by "
+                              f"{' and/or '.join(later)}, e.g. stages = [\"{s}\", \"grpo\"]")
+    for name in recipe.stages:  # a stage with its own section (not a Recipe field) gets its defaults
+        if STAGES[name].settings is not None and not hasattr(recipe, name):
+            recipe.stage_sections.setdefault(name, STAGES[name].settings())
     if recipe.model.dtype not in ("float32", "bfloat16", "float16"):
         raise RecipeError(f"model.dtype: must be float32, bfloat16 or float16, got {recipe.model.dtype!r}")
+    for n in ("questions", "samples", "max_turns", "max_new_tokens", "batch_size"):
+        if getattr(recipe.eval, n) < 1:
+            raise RecipeError(f"eval.{n}: must be >= 1, got {getattr(recipe.eval, n)}")
+    if not 0 <= recipe.meters.max_overhead < 1:
+        raise RecipeError(f"meters.max_overhead: a fraction of training time in [0, 1) (0 = probe on "
+                          f"schedule whatever it costs), got {recipe.meters.max_overhead}")
+    for stage in STAGES.values():  # every stage's section is checked, listed in stages or not
+        stage.validate(recipe)
+
+
+def check_sft(recipe: Recipe) -> None:
+    """The SFT stage's own checks (`searchgym.train.stages.SFTStage.validate`)."""
+    if recipe.sft.demos not in ("diverse", "narrow"):
+        raise RecipeError(f"sft.demos: must be 'diverse' or 'narrow', got {recipe.sft.demos!r}")
+    for n in ("num_questions", "demos_per_question", "batch_size", "max_length"):
+        if getattr(recipe.sft, n) < 1:
+            raise RecipeError(f"sft.{n}: must be >= 1, got {getattr(recipe.sft, n)}")
+
+
+def check_grpo(recipe: Recipe) -> None:
+    """The GRPO stage's own checks (`searchgym.train.stages.GRPOStage.validate`)."""
     g = recipe.grpo
     if g.num_generations < 2:
         raise RecipeError("grpo.num_generations: GRPO needs >= 2 generations per prompt to compare them")
@@ -38,22 +63,27 @@ def check_fields(recipe: Recipe) -> None:
         raise RecipeError(f"grpo.batch_size: batch_size × grad_accum ({g.batch_size}×{g.grad_accum}) must be "
                           f"a multiple of num_generations ({g.num_generations}); set grpo.batch_size to "
                           f"{g.num_generations} or a multiple of it")
-    for section, names in (("sft", ("num_questions", "demos_per_question", "batch_size", "max_length")),
-                           ("grpo", ("steps", "num_questions", "max_completion_length")),
-                           ("eval", ("questions", "samples", "max_turns", "max_new_tokens", "batch_size"))):
-        for n in names:
-            if getattr(getattr(recipe, section), n) < 1:
-                raise RecipeError(f"{section}.{n}: must be >= 1, got {getattr(getattr(recipe, section), n)}")
+    for n in ("steps", "num_questions", "max_completion_length"):
+        if getattr(g, n) < 1:
+            raise RecipeError(f"grpo.{n}: must be >= 1, got {getattr(g, n)}")
     if g.beta < 0:
         raise RecipeError(f"grpo.beta: the KL coefficient must be >= 0, got {g.beta}")
     if g.ref_reset_steps and not g.beta:
         raise RecipeError("grpo.ref_reset_steps: reference resets need a reference model; set grpo.beta > 0")
+    if g.vllm_mode not in ("colocate", "server"):
+        raise RecipeError(f"grpo.vllm_mode: must be 'colocate' or 'server', got {g.vllm_mode!r}")
+
+
+def check_pretrain(recipe: Recipe) -> None:
+    """The prior lab's own checks (`searchgym.train.stages.PretrainStage.validate`)."""
+    p = recipe.pretrain
+    if p.max_hops < 1:
+        raise RecipeError(f"pretrain.max_hops: must be >= 1, got {p.max_hops}")
+    if p.extra_worlds < 0:
+        raise RecipeError(f"pretrain.extra_worlds: must be >= 0 (0 = the env's world only), got {p.extra_worlds}")
     if recipe.pretrain.loss_on not in ("all", "agent"):
         raise RecipeError(f"pretrain.loss_on: 'all' (every token) or 'agent' (the assistant's turns only), "
                           f"got {recipe.pretrain.loss_on!r}")
-    if not 0 <= recipe.meters.max_overhead < 1:
-        raise RecipeError(f"meters.max_overhead: a fraction of training time in [0, 1) (0 = probe on "
-                          f"schedule whatever it costs), got {recipe.meters.max_overhead}")
 
 
 def check_numbers(recipe: Recipe) -> None:

@@ -1,6 +1,9 @@
 """Run folders: where every training/eval run writes its recipe, metrics, adapter and trajectories.
 
-``runs/<recipe>-<timestamp>/`` by default (``--out`` to choose). `MetricsLogger` is the one
+``runs/<recipe>-<timestamp>/`` by default (``--out`` to choose). `RunFolder` owns the layout (which file is
+where) and its writes, all atomic (`atomic_write`: a temp file renamed into place) except the one-line appends
+to ``metrics.jsonl``; training, the study and the prior lab ask it for paths instead of assembling them.
+`MetricsLogger` is the one
 `transformers.TrainerCallback` that appends every trainer log (SFT and GRPO alike) to
 ``metrics.jsonl``, with its step, namespaced as ``train/<key>`` unless already namespaced.
 `run_lock` keeps a second process out of a folder a training is writing; `trim_metrics` drops the rows a
@@ -16,8 +19,12 @@ import os
 import time
 from pathlib import Path
 
-from searchgym.corpus.documents import atomic_write
+from searchgym.corpus.documents import atomic_write  # re-exported: the one atomic write every module uses
 from searchgym.recipe import RecipeError
+
+__all__ = ["LOCK_FILE", "RUNS_DIR", "RunFolder", "RunLocked", "append_metrics", "atomic_write",
+           "checkpoint_step", "namespaced", "new_run_dir", "read_metrics", "run_lock", "save_pretrained_atomic",
+           "trim_metrics", "write_text"]
 
 RUNS_DIR = Path("runs")
 LOCK_FILE = ".lock"
@@ -163,3 +170,157 @@ def write_text(run_dir: str | Path, name: str, text: str) -> Path:
     path = Path(run_dir) / name
     atomic_write(path, text.encode("utf-8"))
     return path
+
+
+def save_pretrained_atomic(model, tokenizer, target: str | Path) -> Path:
+    """``save_pretrained`` (model and tokenizer) into a temp folder next to ``target``, then rename: never a
+    half-written model folder."""
+    import shutil
+    import tempfile
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.chmod(0o755)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class RunFolder:
+    """One run folder: its layout and its (atomic) writes.
+
+    ::
+
+        recipe.toml                      the resolved recipe, written first
+        metrics.jsonl                    one JSON row per trainer log, probe, eval (append-only)
+        demos/                           SFT demonstration sets
+        stages/<stage>/adapter, done     each finished stage's LoRA adapter and its marker
+        stages/pretrain/model            a prior-lab base model (``stage_model``)
+        checkpoints/<stage>/checkpoint-N Trainer checkpoints (``--resume`` continues from the latest)
+        adapter/                         the final adapter (`searchgym.models.load_model(run)` rebuilds it)
+        trajectories.jsonl, eval.json, summary.md, baseline/trajectories.jsonl   the held-out evaluation
+        done.json                        a study run's marker, written last
+
+    >>> run = RunFolder("runs/x")
+    >>> run.stage_adapter("sft").as_posix(), run.checkpoints("grpo").as_posix(), run.trajectories("base").as_posix()
+    ('runs/x/stages/sft/adapter', 'runs/x/checkpoints/grpo', 'runs/x/baseline/trajectories.jsonl')
+    """
+
+    RECIPE, METRICS, SUMMARY, EVAL = "recipe.toml", "metrics.jsonl", "summary.md", "eval.json"
+    TRAJECTORIES, BASELINE, ADAPTER, DEMOS = "trajectories.jsonl", "baseline", "adapter", "demos"
+    STAGE_DONE, RUN_DONE = "done", "done.json"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @classmethod
+    def create(cls, name: str, out: str | Path | None = None) -> RunFolder:
+        """``out``, or a new ``runs/<name>-<timestamp>``; made if missing."""
+        return cls(new_run_dir(name, out))
+
+    @classmethod
+    def latest(cls, name: str, runs_dir: str | Path | None = None) -> RunFolder | None:
+        """The newest ``runs/<name>-<timestamp>`` folder (timestamps sort as text), or None.
+
+        >>> RunFolder.latest("no-such-recipe", "/nonexistent") is None
+        True
+        """
+        root, prefix = Path(runs_dir) if runs_dir else RUNS_DIR, f"{name}-"
+        if not root.is_dir():
+            return None
+        # A prefix test, not a glob: a name holding "*" or "[" must not match other recipes' runs.
+        runs = sorted(p for p in root.iterdir()
+                      if p.name.startswith(prefix) and p.name[len(prefix):][:1].isdigit() and p.is_dir())
+        return cls(runs[-1]) if runs else None
+
+    # ---- layout ------------------------------------------------------------------------------------------
+
+    @property
+    def recipe_file(self) -> Path:
+        return self.path / self.RECIPE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def adapter(self) -> Path:
+        return self.path / self.ADAPTER
+
+    @property
+    def demos(self) -> Path:
+        return self.path / self.DEMOS
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.path / "stages" / stage
+
+    def stage_adapter(self, stage: str) -> Path:
+        return self.stage_dir(stage) / self.ADAPTER
+
+    def stage_model(self, stage: str) -> Path:
+        """Where a stage that builds the base model (pretrain) saves it."""
+        return self.stage_dir(stage) / "model"
+
+    def checkpoints(self, stage: str) -> Path:
+        return self.path / "checkpoints" / stage
+
+    def eval_dir(self, label: str = "trained") -> Path:
+        """The trained model's evaluation lands in the folder itself, the base model's in ``baseline/``."""
+        return self.path / self.BASELINE if label == "base" else self.path
+
+    def trajectories(self, label: str = "trained") -> Path:
+        return self.eval_dir(label) / self.TRAJECTORIES
+
+    # ---- markers -----------------------------------------------------------------------------------------
+
+    def stage_done(self, stage: str) -> bool:
+        return (self.stage_dir(stage) / self.STAGE_DONE).exists()
+
+    def mark_stage_done(self, stage: str) -> None:
+        self.write_text(f"stages/{stage}/{self.STAGE_DONE}", "")
+
+    def finished_stages(self) -> list[str]:
+        return sorted(p.parent.name for p in self.path.glob(f"stages/*/{self.STAGE_DONE}"))
+
+    def is_done(self, marker_only: bool = False) -> bool:
+        """A finished study run: its ``done.json`` and its trajectories (the marker is written last)."""
+        return (self.path / self.RUN_DONE).is_file() and (marker_only or self.trajectories().is_file())
+
+    def mark_done(self, marker: dict) -> None:
+        self.write_json(self.RUN_DONE, marker)
+
+    # ---- writes ------------------------------------------------------------------------------------------
+
+    def write_text(self, name: str, text: str) -> Path:
+        return write_text(self.path, name, text)
+
+    def write_json(self, name: str, data) -> Path:
+        path = self.path / name
+        atomic_write(path, json.dumps(data, indent=2, default=float).encode("utf-8"))
+        return path
+
+    def append_metrics(self, row: dict) -> None:
+        append_metrics(self.path, row)
+
+    def read_metrics(self) -> list[dict]:
+        return read_metrics(self.path)
+
+    def trim_metrics(self, stage: str, step: int) -> int:
+        return trim_metrics(self.path, stage, step)
+
+    def lock(self):
+        """`run_lock` on this folder (a second process writing it stops with `RunLocked`)."""
+        return run_lock(self.path)

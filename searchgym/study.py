@@ -13,15 +13,14 @@ the arms differ only in how they were trained on top of one controlled prior.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from searchgym.corpus.documents import atomic_write
 from searchgym.recipe import Recipe, RecipeError, load_recipe
+from searchgym.runs import RunFolder, atomic_write
 from searchgym.study_file import (  # noqa: F401  (re-exported: section 1, the study file)
     DONE,
     EVAL_KEYS,
@@ -93,7 +92,7 @@ def resolve(study: Study, prior_model: str | Path | None = None) -> dict[RunSpec
 
 def is_done(run_dir: Path, marker_only: bool = False) -> bool:
     """A finished run: the done marker and its trajectories (the marker is written last)."""
-    return (Path(run_dir) / DONE).is_file() and (marker_only or (Path(run_dir) / "trajectories.jsonl").is_file())
+    return RunFolder(run_dir).is_done(marker_only)
 
 
 def _train(run: RunSpec, recipe: Recipe, run_dir: Path) -> None:
@@ -107,11 +106,10 @@ def _evaluate_base(run: RunSpec, recipe: Recipe, run_dir: Path) -> None:
     import torch
 
     from searchgym.models import load_model
-    from searchgym.runs import write_text
     from searchgym.train import evaluate_run
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir, "recipe.toml", recipe.to_toml())
+    run = RunFolder(run_dir)
+    run.write_text(run.RECIPE, recipe.to_toml())
     torch.manual_seed(recipe.seed)
     model, tokenizer = load_model(recipe.model.base, dtype=getattr(torch, recipe.model.dtype),
                                   trust_remote_code=recipe.model.trust_remote_code,
@@ -120,12 +118,11 @@ def _evaluate_base(run: RunSpec, recipe: Recipe, run_dir: Path) -> None:
 
 
 def _pretrain_prior(recipe: Recipe, prior_dir: Path) -> None:
-    from searchgym.runs import write_text
     from searchgym.train import trim_to_latest_checkpoint
     from searchgym.train.pretrain import run_pretrain
 
-    prior_dir.mkdir(parents=True, exist_ok=True)
-    write_text(prior_dir, "recipe.toml", recipe.to_toml())
+    run = RunFolder(prior_dir)
+    run.write_text(run.RECIPE, recipe.to_toml())
     trim_to_latest_checkpoint(prior_dir, "pretrain")  # the steps after that checkpoint get logged again
     run_pretrain(recipe, prior_dir, resume=True)  # resume: continues from its last checkpoint after a crash
 
@@ -140,10 +137,9 @@ def run_study(study: Study, out: str | Path, *, train: Callable | None = None, e
     folder too), so a second `searchgym experiment` on it stops with one line instead of racing.
     """
     from searchgym.runs import RunLocked, run_lock
-    from searchgym.train.pretrain import model_dir
 
     out = Path(out)
-    recipes = resolve(study, model_dir(out / "prior") if study.prior else None)  # a bad study writes nothing
+    recipes = resolve(study, _prior(out).stage_model("pretrain") if study.prior else None)  # a bad study writes nothing
     try:
         with run_lock(out):
             return _run_study(study, out, recipes, train or _train, evaluate or _evaluate_base, pretrain, log)
@@ -153,28 +149,27 @@ def run_study(study: Study, out: str | Path, *, train: Callable | None = None, e
 
 def _run_study(study: Study, out: Path, recipes: dict[RunSpec, Recipe], train: Callable, evaluate: Callable,
                pretrain: Callable | None, log: Callable[[str], None]) -> list[Path]:
-    from searchgym.train.pretrain import model_dir
-
-    prior_dir = out / "prior"
+    prior = _prior(out)
+    prior_dir, prior_model = prior.path, prior.stage_model("pretrain")
     _claim(out, study)
     if study.prior is not None:
-        if is_done(prior_dir, marker_only=True):
-            log(f"prior: done already ({model_dir(prior_dir)})")
+        if prior.is_done(marker_only=True):
+            log(f"prior: done already ({prior_model})")
         else:
             log(f"prior: pretraining {study.prior} → {prior_dir}")
             start = time.time()
             (pretrain or _pretrain_prior)(prior_recipe(study), prior_dir)
-            if not model_dir(prior_dir).is_dir():
-                raise StudyError(f"the prior finished without {model_dir(prior_dir)}")
-            marker = {"recipe": str(study.prior), "seconds": round(time.time() - start, 1),
-                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            atomic_write(prior_dir / DONE, json.dumps(marker, indent=2).encode("utf-8"))
+            if not prior_model.is_dir():
+                raise StudyError(f"the prior finished without {prior_model}")
+            prior.mark_done({"recipe": str(study.prior), "seconds": round(time.time() - start, 1),
+                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     folders = []
     for i, (run, recipe) in enumerate(recipes.items(), 1):
         run_dir = run.folder(out)
+        folder = RunFolder(run_dir)
         folders.append(run_dir)
         tag = f"[{i}/{len(recipes)}] {run.arm} seed {run.seed}"
-        if is_done(run_dir):
+        if folder.is_done():
             log(f"{tag}: done already, skipped")
             continue
         if run_dir.exists():  # a crash left it half-written: start this run over
@@ -183,13 +178,18 @@ def _run_study(study: Study, out: Path, recipes: dict[RunSpec, Recipe], train: C
         log(f"{tag}: {'training' if run.train else 'evaluating the base model'} → {run_dir}")
         start = time.time()
         (train if run.train else evaluate)(run, recipe, run_dir)
-        if not (run_dir / "trajectories.jsonl").is_file():
-            raise StudyError(f"{tag} finished without {run_dir / 'trajectories.jsonl'}; the arm's eval did not "
+        if not folder.trajectories().is_file():
+            raise StudyError(f"{tag} finished without {folder.trajectories()}; the arm's eval did not "
                              "run (check that the recipe's stages end with an evaluation)")
-        marker = {"arm": run.arm, "seed": run.seed, "recipe": str(run.recipe), "overrides": list(run.overrides),
-                  "seconds": round(time.time() - start, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        atomic_write(run_dir / DONE, json.dumps(marker, indent=2).encode("utf-8"))
+        folder.mark_done({"arm": run.arm, "seed": run.seed, "recipe": str(run.recipe),
+                          "overrides": list(run.overrides), "seconds": round(time.time() - start, 1),
+                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return folders
+
+
+def _prior(out: Path) -> RunFolder:
+    """The study's prior: a run folder of its own, ``<study>/prior``."""
+    return RunFolder(Path(out) / "prior")
 
 
 def _claim(out: Path, study: Study) -> None:

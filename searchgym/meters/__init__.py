@@ -3,7 +3,8 @@
 `aggregate` computes every meter of a trajectory list at a fixed n per question and returns one flat
 dict of namespaced keys; the submodules hold the single estimators (entropy, pass@k, cluster and text
 diversity, search behaviour, reward spread), the statistics (bootstrap CIs), the collapse alarms and the
-echo-trap warnings the live callback raises (`echo_trap`).
+echo-trap warnings the live probes raise (`echo_trap`; the probes themselves, a TrainerCallback, live in
+`searchgym.train.probes`).
 The support meters (`assistant_nll`, `support_meters`, `run_models`) score trajectories with a model, so they
 import torch: they load on first use, and ``import searchgym.meters`` stays light.
 """

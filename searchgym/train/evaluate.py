@@ -1,4 +1,5 @@
-"""The end-of-training report: the trained agent next to its untrained base, on the same held-out questions.
+"""The end-of-training evaluation (`evaluate_run`): the trained agent next to its untrained base, on the same
+held-out questions.
 
 Headline numbers come from `searchgym.meters.aggregate` (per question at a fixed n, averaged over
 questions) plus the share of episodes per strategy label and the mean number of search calls. The
@@ -10,9 +11,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from searchgym.meters import aggregate
 from searchgym.trajectory import Trajectory
+
+if TYPE_CHECKING:
+    from searchgym.recipe import Recipe
 
 # (label, key in eval_summary, format)
 ROWS = (
@@ -130,3 +136,44 @@ def print_summary(title: str, trained: dict, base: dict | None = None) -> None:
     Console().print(table)
     if base and trained.get("success_gain"):
         Console().print(f"success, trained − base (paired bootstrap over questions, 95% CI): {_gain(trained)}")
+
+
+def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, *, progress: bool = True) -> dict:
+    """Roll out the trained model (and the base, with the adapter disabled) on the first
+    ``recipe.eval.questions`` tasks of ``recipe.eval.split``; write trajectories and ``summary.md``."""
+    import contextlib
+
+    import gymnasium
+
+    from searchgym.rollout import rollout
+    from searchgym.runs import RunFolder
+    from searchgym.trajectory import write_trajectories
+
+    e, run = recipe.eval, RunFolder(run_dir)
+    env_kwargs = {**recipe.env.kwargs, "split": e.split}
+    env = gymnasium.make(recipe.env.id, **env_kwargs)
+    task_ids = [t.id for t in env.unwrapped.tasks[: e.questions]]
+    env.close()
+    settings = dict(samples=e.samples, temperature=e.temperature, top_p=e.top_p, max_turns=e.max_turns,
+                    max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=recipe.seed,
+                    env_kwargs=env_kwargs, progress=progress)
+    summaries, sampled = {}, {}
+    for label in ["trained"] + (["base"] if e.baseline else []):
+        print(f"evaluating the {label} model on {len(task_ids)} {e.split} questions × {e.samples} samples")
+        # The base model is the same weights with the LoRA adapter switched off: no second copy in memory.
+        with model.disable_adapter() if label == "base" else contextlib.nullcontext():
+            trajectories = rollout(model, tokenizer, recipe.env.id, task_ids,
+                                   source=f"{recipe.name}:{label}", **settings)
+        write_trajectories(run.trajectories(label), trajectories)
+        summaries[label], sampled[label] = eval_summary(trajectories), trajectories
+    if "base" in sampled:
+        summaries["trained"]["success_gain"] = success_gain(sampled["trained"], sampled["base"], seed=recipe.seed)
+    base = "a prior pretrained from scratch" if recipe.stages[0] == "pretrain" else recipe.model.base
+    trained = "+".join(s for s in recipe.stages if s != "pretrain")
+    title = f"{recipe.name}: {base}{f' + {trained}' if trained else ''} on {recipe.env.id} ({e.split})"
+    run.write_text(run.SUMMARY, summary_markdown(title, summaries["trained"], summaries.get("base")))
+    run.write_json(run.EVAL, summaries)
+    run.append_metrics({"stage": "eval", "step": -1, **{f"eval/{label}_{k}": v for label, s in summaries.items()
+                                                            for k, v in s.items() if isinstance(v, int | float)}})
+    print_summary(title, summaries["trained"], summaries.get("base"))
+    return summaries

@@ -16,11 +16,8 @@ import torch
 from transformers import TrainerCallback
 
 from searchgym.envs.tools import SYSTEM_PROMPT
-from searchgym.meters.callback import make_diversity_callback
 from searchgym.recipe import Recipe
-from searchgym.runs import MetricsLogger, checkpoint_step, trim_metrics
 from searchgym.train.grpo_env import make_environment_factory
-from searchgym.train.sft import use_readable_progress
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +149,11 @@ class ReferenceReset(TrainerCallback):
 # ---- the stage ------------------------------------------------------------------------------------
 
 def grpo_config(recipe: Recipe, run_dir: Path, reward_weights: list[float]):
-    """GRPOConfig from the recipe; CPU runs get use_cpu and fp32, GPU runs bf16 and optionally vLLM."""
+    """GRPOConfig from the recipe: CPU without a GPU; on a GPU the precision ``model.dtype`` asks for (bf16 for
+    "bfloat16", like every stage: `searchgym.train.context.precision`) and optionally vLLM."""
     from trl import GRPOConfig
+
+    from searchgym.train.context import precision
 
     g = recipe.grpo
     cuda = torch.cuda.is_available()
@@ -165,7 +165,7 @@ def grpo_config(recipe: Recipe, run_dir: Path, reward_weights: list[float]):
         learning_rate=g.learning_rate, beta=g.beta, loss_type=g.loss_type, temperature=g.temperature,
         top_p=g.top_p, max_completion_length=g.max_completion_length,
         max_tool_calling_iterations=g.max_tool_calling_iterations, reward_weights=reward_weights,
-        use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(), save_strategy="steps",
+        **precision(recipe), save_strategy="steps",
         save_steps=g.save_steps, logging_steps=g.logging_steps, report_to=list(recipe.report_to) or "none",
         seed=recipe.seed, use_vllm=g.use_vllm, vllm_mode=g.vllm_mode, log_completions=False,
         dataloader_num_workers=0, disable_tqdm=True,
@@ -176,66 +176,45 @@ def grpo_config(recipe: Recipe, run_dir: Path, reward_weights: list[float]):
     )
 
 
-def as_trainable_peft(model, recipe: Recipe):
-    """A PeftModel whose "default" adapter trains: a new LoRA from recipe.lora, or the SFT adapter continued.
-
-    We wrap the model ourselves (rather than passing TRL a peft_config) so both cases take one path: with
-    beta > 0 TRL then keeps a frozen copy of the starting adapter as the reference ("ref"; for a new LoRA
-    that is exactly the base model), which `ReferenceReset` can re-anchor.
-    """
-    from peft import LoraConfig, PeftModel, get_peft_model
-
-    if isinstance(model, PeftModel):
-        # PeftModel.from_pretrained loads adapters frozen (inference mode): unfreeze the one we continue.
-        for name, p in model.named_parameters():
-            if "lora_" in name and ".default." in name:
-                p.requires_grad_(True)
-        return model
-    lora = recipe.lora
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=lora.target_modules, task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
-
-
 def run_grpo(recipe: Recipe, run_dir: str | Path, model, tokenizer, *, resume: bool = False):
-    """Train ``model`` (a base model or the SFT PeftModel) with multi-turn GRPO; returns the PeftModel.
+    """Train ``model`` (a base model or the SFT PeftModel) with multi-turn GRPO; returns the PeftModel
+    (`train_grpo` in a context of its own: what the pipeline runs as the "grpo" stage)."""
+    from searchgym.train.context import TrainContext
 
-    Checkpoints go to ``run_dir/checkpoints/grpo``; ``resume`` continues from the latest one there.
-    Metrics append to ``run_dir/metrics.jsonl`` (stage "grpo").
+    return train_grpo(TrainContext(recipe, Path(run_dir), resume=resume, stage="grpo", model=model,
+                                   tokenizer=tokenizer))
+
+
+def train_grpo(ctx):
+    """The "grpo" stage on ``ctx.model``; returns the PeftModel.
+
+    We wrap the model in its LoRA ourselves (``ctx.wrap_lora``, rather than passing TRL a peft_config) so a
+    new adapter and a continued SFT adapter take one path: with beta > 0 TRL then keeps a frozen copy of the
+    starting adapter as the reference ("ref"; for a new LoRA that is exactly the base model), which
+    `ReferenceReset` can re-anchor. Checkpoints go to ``run_dir/checkpoints/grpo``; ``ctx.resume`` continues
+    from the latest one there. Metrics append to ``run_dir/metrics.jsonl`` (stage "grpo").
     """
     from datasets import Dataset
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOTrainer
 
-    run_dir, g = Path(run_dir), recipe.grpo
+    recipe, g = ctx.recipe, ctx.recipe.grpo
     factory = make_environment_factory(recipe.env.id, recipe.env.kwargs)
     rows = grpo_rows(factory.env.tasks, g.num_questions)
     if len(rows) < g.num_questions:
         log.warning("grpo.num_questions=%d but %s has only %d train tasks; using them all",
                     g.num_questions, recipe.env.id, len(rows))
-    checkpoint = None
-    if resume:
-        checkpoint = get_last_checkpoint(str(run_dir / "checkpoints" / "grpo")) \
-            if (run_dir / "checkpoints" / "grpo").is_dir() else None
-        if checkpoint is None:
-            raise FileNotFoundError(f"nothing to resume: no checkpoint-* under {run_dir / 'checkpoints' / 'grpo'}; "
-                                    "drop --resume to start the GRPO stage afresh")
-        # Steps logged after the checkpoint (a kill -9 between saves) are about to be trained and logged again.
-        trim_metrics(run_dir, "grpo", checkpoint_step(checkpoint))
-
-    model = as_trainable_peft(model, recipe)
+    checkpoint = ctx.resume_checkpoint()
+    model = ctx.wrap_lora(ctx.model)
     reward_funcs = [format_reward, make_search_calls_reward(g.max_tool_calling_iterations)]
     # TRL appends the env's own get_reward with weight 1 after these.
-    args = grpo_config(recipe, run_dir, reward_weights=[g.format_reward, -g.search_cost])
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, processing_class=tokenizer,
+    args = grpo_config(recipe, ctx.run_dir, reward_weights=[g.format_reward, -g.search_cost])
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, processing_class=ctx.tokenizer,
                           train_dataset=Dataset.from_list(rows), environment_factory=factory,
-                          callbacks=[MetricsLogger(run_dir, "grpo")])
-    use_readable_progress(trainer, "grpo")  # a bar with ETA and one line per logged step, not raw dicts
+                          callbacks=[ctx.metrics_logger()])
     if g.ref_reset_steps:
         trainer.add_callback(ReferenceReset(trainer.model, g.ref_reset_steps))
-    if (meters := make_diversity_callback(recipe, run_dir, tokenizer, stage="grpo")) is not None:
-        meters.attach(trainer)  # live diversity/* probes on held-out questions + collapse alarms
-    trainer.train(resume_from_checkpoint=checkpoint)
+    ctx.attach(trainer)  # a bar with ETA and one line per logged step; live diversity/* probes + alarms
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     model = trainer.model
     if "ref" in model.peft_config:  # the frozen reference is a training device; ship only the policy
         model.delete_adapter("ref")

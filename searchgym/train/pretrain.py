@@ -10,19 +10,15 @@ RL amplifies, what it loses and whether it ever finds a strategy the prior never
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import random
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from searchgym.corpus.documents import atomic_write
 from searchgym.recipe import PretrainConfig, Recipe, RecipeError
+from searchgym.runs import RunFolder, save_pretrained_atomic
 from searchgym.train.prior_tokenizer import (  # noqa: F401  (re-exported: the stage's tokenizer)
     BOS,
     EOS,
@@ -262,7 +258,9 @@ def build_model(p: PretrainConfig, tokenizer, seed: int):
 def _training_args(recipe: Recipe, output_dir: Path):
     from transformers import TrainingArguments
 
-    p, cuda = recipe.pretrain, torch.cuda.is_available()
+    from searchgym.train.context import precision
+
+    p = recipe.pretrain
     return TrainingArguments(
         output_dir=str(output_dir), num_train_epochs=p.epochs, learning_rate=p.learning_rate,
         per_device_train_batch_size=p.batch_size, lr_scheduler_type="cosine", warmup_steps=p.warmup_steps,
@@ -270,7 +268,7 @@ def _training_args(recipe: Recipe, output_dir: Path):
         # Every checkpoint is kept (a few MB each): `benchmarks/prior.py --curve` samples them for the
         # learning curve. (Live probes would sample a random model at step 0, whose babble fills the
         # context: minutes per probe for nothing.)
-        save_total_limit=None, use_cpu=not cuda, bf16=cuda and recipe.model.dtype == "bfloat16",
+        save_total_limit=None, **precision(recipe),
         report_to=list(recipe.report_to) or "none", seed=recipe.seed, disable_tqdm=False,
         dataloader_num_workers=0, remove_unused_columns=True,
         # Demos run 200-850 tokens: batching similar lengths cuts the padding the model computes on.
@@ -278,58 +276,44 @@ def _training_args(recipe: Recipe, output_dir: Path):
     )
 
 
-def _save_model(model, tokenizer, target: Path) -> None:
-    """save_pretrained into a temp folder next to ``target``, then rename: no half-written model."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        tmp.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def model_dir(run_dir: str | Path) -> Path:
-    """Where the pretrained base model lives: ``load_model(model_dir(run))`` loads it.
+    """Where the pretrained base model lives (`searchgym.runs.RunFolder.stage_model`): ``load_model(model_dir(run))``.
 
     >>> model_dir("runs/x").as_posix()
     'runs/x/stages/pretrain/model'
     """
-    return Path(run_dir) / "stages" / STAGE / "model"
+    return RunFolder(run_dir).stage_model(STAGE)
 
 
-def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: bool = True):
+def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: bool = True, ctx=None):
     """Pretrain the prior ``recipe.pretrain`` describes; return ``(model, tokenizer)`` loaded from its folder.
 
     Writes under ``run_dir/stages/pretrain/``: ``demos.jsonl`` (the pretraining trajectories),
     ``tokenizer/``, ``prior_mix.json`` (configured, expected and realised strategy shares) and ``model/``
     (model + tokenizer, loadable by `searchgym.models.load_model`). Checkpoints go to
     ``run_dir/checkpoints/pretrain``; ``resume`` reuses the demos and tokenizer and continues from the
-    latest checkpoint. Trainer logs append to ``run_dir/metrics.jsonl`` (stage "pretrain").
+    latest checkpoint. Trainer logs append to ``run_dir/metrics.jsonl`` (stage "pretrain"). With a
+    distributed ``ctx`` rank 0 writes the demos, tokenizer and model; the other ranks wait and read them.
     """
     from datasets import Dataset
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer
 
     from searchgym.models import load_model
-    from searchgym.runs import MetricsLogger, append_metrics
-    from searchgym.train.sft import latest_checkpoint
+    from searchgym.runs import MetricsLogger
+    from searchgym.train.context import barrier, latest_checkpoint, rank
 
     run_dir, p = Path(run_dir), recipe.pretrain
-    for name in ("num_demos", "max_hops", "num_layers", "num_heads", "batch_size", "max_length", "epochs"):
-        if getattr(p, name) < 1:
-            raise RecipeError(f"pretrain.{name}: must be >= 1, got {getattr(p, name)}")
-    if p.extra_worlds < 0:
-        raise RecipeError(f"pretrain.extra_worlds: must be >= 0 (0 = the env's world only), got {p.extra_worlds}")
-    stage_dir = run_dir / "stages" / STAGE
+    main = rank() == 0
+    run = RunFolder(run_dir)
+    stage_dir = run.stage_dir(STAGE)
     stage_dir.mkdir(parents=True, exist_ok=True)
+    if not main:
+        barrier()  # rank 0 samples the demos and trains the tokenizer; the other ranks read them
+    reuse = resume or not main
 
     # 1. Demonstrations with the chosen mixture (reused on resume: the same data the checkpoint saw).
     demos_path = stage_dir / "demos.jsonl"
-    if resume and demos_path.exists():
+    if reuse and demos_path.exists():
         demos = list(read_trajectories(demos_path))
     else:
         demos = sample_demos(recipe, progress=progress)
@@ -342,15 +326,16 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     mix = {"configured": {s: w / sum(weights.values()) for s, w in weights.items()},
            "expected": expected_mix(weights, eligible), "realised": realised_mix(demos),
            "demos": len(demos), "max_hops": p.max_hops, "seed": recipe.seed, "extra_worlds": p.extra_worlds}
-    atomic_write(stage_dir / "prior_mix.json", json.dumps(mix, indent=2).encode("utf-8"))
-    append_metrics(run_dir, {"stage": STAGE, "step": 0, **{f"prior/share_{s}": v for s, v in mix["realised"].items()}})
-    if progress:
+    if main:
+        run.write_json(f"stages/{STAGE}/prior_mix.json", mix)
+        run.append_metrics({"stage": STAGE, "step": 0, **{f"prior/share_{s}": v for s, v in mix["realised"].items()}})
+    if progress and main:
         print("prior mix (realised): " + ", ".join(f"{s} {v:.0%}" for s, v in mix["realised"].items()))
 
     # 2. Tokenizer trained on what the model will read: rendered conversations and the documents.
     docs = corpus_texts(recipe) if p.documents else []
     tok_dir = stage_dir / "tokenizer"
-    if resume and (tok_dir / "tokenizer.json").exists():
+    if reuse and (tok_dir / "tokenizer.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
         tokenizer.padding_side = "left"  # not saved with it; live probes generate with this tokenizer
     else:
@@ -359,6 +344,8 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
         tokenizer = train_tokenizer(texts, p.vocab_size, blocks=scaffold_blocks() + (call_blocks() if p.call_tokens else []),
                                     words=_lexicon(recipe))
         tokenizer.save_pretrained(str(tok_dir))
+    if main:
+        barrier()
     texts = chat_texts(demos, tokenizer)
     if p.scramble_names:
         lexicon, rng = _lexicon(recipe) or _lexicon_of(recipe), random.Random(f"scramble:{recipe.seed}")
@@ -368,7 +355,7 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     # 3. A small Llama from scratch, trained on the whole text (a prior, not an instruction tune).
     model = build_model(p, tokenizer, recipe.seed)
     n_params = sum(x.numel() for x in model.parameters())
-    if progress:
+    if progress and main:
         print(f"pretraining a {n_params / 1e6:.2f}M-parameter model on {len(demos)} demos + {len(docs)} documents")
     encoded = tokenizer(texts, truncation=True, max_length=p.max_length,
                         return_offsets_mapping=p.loss_on == "agent")  # offsets: only to place the agent's turns
@@ -381,18 +368,27 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
                                  "labels": labels})
     collate_tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     collate_tokenizer.padding_side = "right"  # causal training: positions must start at 0
-    output_dir = run_dir / "checkpoints" / STAGE
+    output_dir = run.checkpoints(STAGE)
     trainer = Trainer(model=model, args=_training_args(recipe, output_dir), train_dataset=dataset,
                       data_collator=DataCollatorForSeq2Seq(collate_tokenizer, label_pad_token_id=-100),
                       callbacks=[MetricsLogger(run_dir, STAGE)])
     checkpoint = latest_checkpoint(output_dir) if resume else None
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    append_metrics(run_dir, {"stage": STAGE, "step": trainer.state.global_step, "prior/params": n_params,
-                             "prior/tokens": sum(len(x) for x in encoded["input_ids"])})
 
     # 4. Save as an ordinary base model and hand back the reloaded copy: its name_or_path is the folder,
     # which PEFT records as the base of every adapter trained on top.
     target = model_dir(run_dir)
-    _save_model(trainer.model, tokenizer, target)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if main:
+        run.append_metrics({"stage": STAGE, "step": trainer.state.global_step, "prior/params": n_params,
+                            "prior/tokens": sum(len(x) for x in encoded["input_ids"])})
+        save_pretrained_atomic(trainer.model, tokenizer, target)
+    barrier()
+    device = ctx.device if ctx is not None else "cuda" if torch.cuda.is_available() else "cpu"
     return load_model(str(target.resolve()), dtype=getattr(torch, recipe.model.dtype), device=device)
+
+
+def train_pretrain(ctx):
+    """The "pretrain" stage: a prior from scratch; sets ``ctx.tokenizer`` and returns the model."""
+    ctx.resume_checkpoint()  # on --resume: drop the metrics rows logged after the latest checkpoint
+    model, ctx.tokenizer = run_pretrain(ctx.recipe, ctx.run_dir, resume=ctx.resume, progress=ctx.progress, ctx=ctx)
+    return model

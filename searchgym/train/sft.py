@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from transformers import TrainerCallback
 
-from searchgym.demos import build_demo_sets, save_demo_sets
-from searchgym.meters.callback import make_diversity_callback
+from searchgym.demos import build_demo_sets, save_demo_sets, to_dataset
 from searchgym.recipe import Recipe
-from searchgym.runs import MetricsLogger, append_metrics, checkpoint_step, trim_metrics
+from searchgym.train.context import latest_checkpoint  # noqa: F401  (re-exported: pretrain and tests use it)
 
 # The keys a progress line shows first, in this order (then any other numeric key, up to LINE_KEYS in all).
 _LINE_ORDER = ("loss", "reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "grad_norm", "learning_rate",
@@ -76,28 +74,19 @@ def use_readable_progress(trainer, stage: str) -> None:
     trainer.add_callback(ReadableProgress(stage))
 
 
-def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The ``checkpoint-<step>`` folder with the highest step, or None.
-
-    >>> latest_checkpoint("/nonexistent") is None
-    True
-    """
-    folder = Path(folder)
-    steps = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
-    return max(steps)[1] if steps else None
-
-
 def lora_config(recipe: Recipe):
-    from peft import LoraConfig
+    """The recipe's LoRA config (`searchgym.train.context.lora_config`, the one place it is built)."""
+    from searchgym.train.context import lora_config as build
 
-    return LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
-                      target_modules=recipe.lora.target_modules, task_type="CAUSAL_LM")
+    return build(recipe.lora)
 
 
 def sft_config(recipe: Recipe, output_dir: Path):
     from trl import SFTConfig
 
-    s, cuda = recipe.sft, torch.cuda.is_available()
+    from searchgym.train.context import precision
+
+    s = recipe.sft
     return SFTConfig(
         output_dir=str(output_dir),
         assistant_only_loss=True,  # TRL swaps in the template's training variant (generation markers)
@@ -112,8 +101,7 @@ def sft_config(recipe: Recipe, output_dir: Path):
         save_total_limit=2,
         # Small models: recomputing activations costs more time than the memory it saves.
         gradient_checkpointing=False,
-        use_cpu=not cuda,
-        bf16=cuda and recipe.model.dtype == "bfloat16",
+        **precision(recipe),
         report_to=recipe.report_to or "none",
         seed=recipe.seed,
         disable_tqdm=False,
@@ -122,44 +110,58 @@ def sft_config(recipe: Recipe, output_dir: Path):
 
 
 def run_sft(recipe: Recipe, run_dir: str | Path, model, tokenizer, *, resume: bool = False):
-    """Build the demos ``recipe.sft`` asks for, train a LoRA adapter on them, return the `PeftModel`.
+    """Build the demos ``recipe.sft`` asks for, train a LoRA adapter on them, return the `PeftModel`
+    (`train_sft` in a context of its own: what the pipeline runs as the "sft" stage)."""
+    from searchgym.train.context import TrainContext
+
+    return train_sft(TrainContext(recipe, Path(run_dir), resume=resume, stage="sft", model=model,
+                                  tokenizer=tokenizer))
+
+
+def _demo_dataset(ctx):
+    """The SFT dataset: rank 0 builds both demo sets over the same questions (saved for comparison under
+    ``demos/``) and logs their stats; other ranks wait for it and read the saved set they train on."""
+    s, recipe = ctx.recipe.sft, ctx.recipe
+    folder = ctx.run_dir / "demos"
+    if not ctx.is_main:
+        from datasets import load_from_disk
+
+        ctx.barrier()
+        return load_from_disk(str(folder / s.demos))
+    sets = build_demo_sets(recipe.env.id, num_questions=s.num_questions, demos_per_question=s.demos_per_question,
+                           seed=recipe.seed, narrow_strategy=s.narrow_strategy, narrow_style=s.narrow_style,
+                           env_kwargs=recipe.env.kwargs)
+    stats = save_demo_sets(sets, folder)
+    ctx.barrier()
+    ctx.log({"step": 0, **{f"demos/{kind}_{k}": v for kind in stats for k, v in stats[kind].items()
+                           if isinstance(v, int | float)}})
+    for kind, st in stats.items():
+        print(f"demos/{kind}: {st['demos']} demos on {st['questions']} questions, strategy entropy "
+              f"{st['strategy_entropy']:.3f} nats{'  <- training on this set' if kind == s.demos else ''}")
+    return to_dataset(sets[s.demos])
+
+
+def train_sft(ctx):
+    """The "sft" stage: demos -> LoRA SFT on ``ctx.model``; returns the `PeftModel`.
 
     Writes ``run_dir/demos/`` (both demo sets and their stats), checkpoints under
     ``run_dir/checkpoints/sft`` and every trainer log to ``run_dir/metrics.jsonl`` (stage "sft").
-    With ``resume`` training restarts from the latest checkpoint there, if any.
+    With ``ctx.resume`` training restarts from the latest checkpoint there, if any.
     """
     from peft import PeftModel
     from trl import SFTTrainer
 
-    from searchgym.demos import to_dataset
-
-    run_dir = Path(run_dir)
-    s = recipe.sft
     # 1. Demonstrations: both sets over the same questions (saved for comparison), train on one.
-    sets = build_demo_sets(recipe.env.id, num_questions=s.num_questions, demos_per_question=s.demos_per_question,
-                           seed=recipe.seed, narrow_strategy=s.narrow_strategy, narrow_style=s.narrow_style,
-                           env_kwargs=recipe.env.kwargs)
-    stats = save_demo_sets(sets, run_dir / "demos")
-    append_metrics(run_dir, {"stage": "sft", "step": 0, **{f"demos/{kind}_{k}": v for kind in stats
-                                                           for k, v in stats[kind].items()
-                                                           if isinstance(v, int | float)}})
-    for kind, st in stats.items():
-        print(f"demos/{kind}: {st['demos']} demos on {st['questions']} questions, strategy entropy "
-              f"{st['strategy_entropy']:.3f} nats{'  <- training on this set' if kind == s.demos else ''}")
-    dataset = to_dataset(sets[s.demos])
+    dataset = _demo_dataset(ctx)
 
     # 2. Trainer. A PeftModel (an earlier stage's adapter) keeps training; a plain model gets a new LoRA.
-    output_dir = run_dir / "checkpoints" / "sft"
+    model = ctx.model
     chained = isinstance(model, PeftModel)
     model.train()
-    trainer = SFTTrainer(model=model, args=sft_config(recipe, output_dir), train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=None if chained else lora_config(recipe),
-                         callbacks=[MetricsLogger(run_dir, "sft")])
-    use_readable_progress(trainer, "sft")
-    if (meters := make_diversity_callback(recipe, run_dir, tokenizer, stage="sft")) is not None:
-        meters.attach(trainer)  # live diversity/* probes + collapse alarms
-    checkpoint = latest_checkpoint(output_dir) if resume else None
-    if resume:  # the steps logged after the checkpoint are about to be trained and logged again
-        trim_metrics(run_dir, "sft", checkpoint_step(checkpoint))
+    trainer = SFTTrainer(model=model, args=sft_config(ctx.recipe, ctx.checkpoint_dir()), train_dataset=dataset,
+                         processing_class=ctx.tokenizer, peft_config=None if chained else ctx.lora_config(),
+                         callbacks=[ctx.metrics_logger()])
+    ctx.attach(trainer)  # readable progress; live diversity/* probes + collapse alarms
+    checkpoint = ctx.resume_checkpoint()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return trainer.model

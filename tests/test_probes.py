@@ -13,14 +13,14 @@ from transformers import TrainerControl, TrainerState
 from transformers.integrations import TensorBoardCallback
 
 from searchgym.meters.alarms import Above, RelativeDrop
-from searchgym.meters.callback import (
+from searchgym.recipe import recipe_from_dict
+from searchgym.runs import MetricsLogger, read_metrics
+from searchgym.train.probes import (
     DiversityCallback,
     alarm_rules,
     make_diversity_callback,
     probe_task_ids,
 )
-from searchgym.recipe import recipe_from_dict
-from searchgym.runs import MetricsLogger, read_metrics
 from searchgym.trajectory import read_trajectories
 
 SMALL_WORLD = {"embedder": "hashing", "top_k": 2, "max_obs_chars": 200, "max_steps": 4,

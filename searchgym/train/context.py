@@ -1,0 +1,264 @@
+"""The training context every stage runs in: device and dtype, LoRA, resume, metrics, probes, ranks.
+
+`searchgym.train.pipeline` builds one `TrainContext` per run and hands it to each stage's ``run`` (with
+``stage`` set to that stage's name). A stage asks the context instead of deciding for itself:
+
+- ``ctx.device`` / ``ctx.dtype`` / ``ctx.trainer_args()``: where the model lives and the precision flags a
+  Trainer config takes (``bf16`` on a GPU when ``model.dtype = "bfloat16"``, whatever the stage);
+- ``ctx.lora_config()`` / ``ctx.wrap_lora(model)``: the recipe's LoRA, built in one place;
+- ``ctx.checkpoint_dir()`` / ``ctx.resume_checkpoint()``: the stage's checkpoints and, on ``--resume``, the
+  latest one (its metrics rows logged after that step are dropped, since they are about to be logged again);
+- ``ctx.log(row)`` / ``ctx.attach(trainer)``: metrics.jsonl rows, the readable progress line and the live
+  probes (`searchgym.train.probes`);
+- ``ctx.is_main`` / ``ctx.barrier()`` / ``ctx.main_first()``: under ``torchrun`` or ``accelerate launch``
+  every rank runs the stages, but files, probes and logs come from rank 0 only (docs/scale.md).
+
+Heavy imports stay inside methods: recipes are checked before torch loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from searchgym.recipe import LoraSettings, Recipe
+
+DONE = "done"
+
+
+def world_size() -> int:
+    """Processes in this training (``WORLD_SIZE``, set by torchrun and accelerate launch; 1 otherwise)."""
+    try:
+        return max(int(os.environ.get("WORLD_SIZE", "1")), 1)
+    except ValueError:
+        return 1
+
+
+def init_distributed() -> None:
+    """Join the launcher's process group before any stage runs (rank 0 picks the run folder and builds the
+    demos while the others wait on a barrier, so the group must exist before the first Trainer would make it;
+    accelerate and the Trainer then use this one). No-op for one process."""
+    if world_size() > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def single_process_warning() -> str | None:
+    """What to tell a user whose launcher meant several processes but started one: ``accelerate launch --cpu
+    --num_processes N`` runs the script once, without RANK/WORLD_SIZE (it expects mpirun for multi-CPU), and
+    only its MASTER_ADDR/ACCELERATE_USE_CPU give it away (docs/scale.md)."""
+    if world_size() == 1 and os.environ.get("MASTER_ADDR") and os.environ.get("ACCELERATE_USE_CPU", "").lower() \
+            in ("true", "1"):
+        return ("accelerate launch --cpu started ONE process (it runs several CPU processes only through mpirun); "
+                "this run trains alone. For several CPU processes use: torchrun --nproc_per_node N -m "
+                "searchgym.cli train RECIPE (docs/scale.md)")
+    return None
+
+
+def rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+
+
+def lora_config(lora: LoraSettings):
+    """The recipe's ``[lora]`` as a PEFT config (the only place one is built)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
+
+
+def precision(recipe: Recipe) -> dict:
+    """The device and precision flags of every stage's Trainer config: CPU without a GPU, bf16 on a GPU when
+    ``model.dtype = "bfloat16"`` (the dtype the model was loaded in; fp32 otherwise)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {"use_cpu": not cuda, "bf16": cuda and recipe.model.dtype == "bfloat16"}
+
+
+@dataclasses.dataclass
+class TrainContext:
+    recipe: Recipe
+    run_dir: Path
+    resume: bool = False
+    progress: bool = True
+    stage: str = ""
+    model: object = None  # the current model (the base, then each stage's result)
+    tokenizer: object = None
+    base_alias: str | None = None  # adapters record the alias's cache folder as their base (see save_adapter)
+
+    # ---- device, precision, ranks ---------------------------------------------------------------------
+
+    @property
+    def device(self) -> str:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "cpu"
+        return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if world_size() > 1 else "cuda"
+
+    @property
+    def dtype(self):
+        import torch
+
+        return getattr(torch, self.recipe.model.dtype)
+
+    @property
+    def is_main(self) -> bool:
+        return rank() == 0
+
+    def barrier(self) -> None:
+        barrier()
+
+    @contextlib.contextmanager
+    def main_first(self):
+        """Rank 0 runs the block first (builds and writes files), then the other ranks run it (and find the
+        files there to read). One process: just the block."""
+        if not self.is_main:
+            barrier()
+        yield
+        if self.is_main:
+            barrier()
+
+    def trainer_args(self) -> dict:
+        """Keyword arguments every stage's Trainer config shares: device, precision, trackers, seed."""
+        return {**precision(self.recipe), "report_to": list(self.recipe.report_to) or "none",
+                "seed": self.recipe.seed}
+
+    # ---- folders, resume, metrics ---------------------------------------------------------------------
+
+    @property
+    def run(self):
+        """The run folder's layout (`searchgym.runs.RunFolder`)."""
+        from searchgym.runs import RunFolder
+
+        return RunFolder(self.run_dir)
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.run.stage_dir(self.stage)
+
+    def checkpoint_dir(self) -> Path:
+        return self.run.checkpoints(self.stage)
+
+    def resume_checkpoint(self) -> Path | None:
+        """On ``--resume``, the stage's latest ``checkpoint-<step>`` (None: start the stage afresh); the metrics
+        rows it logged after that step are dropped, because they are about to be trained and logged again."""
+        if not self.resume:
+            return None
+        from searchgym.runs import checkpoint_step
+
+        checkpoint = latest_checkpoint(self.checkpoint_dir())
+        if self.is_main:
+            self.run.trim_metrics(self.stage, checkpoint_step(checkpoint))
+        barrier()
+        return checkpoint
+
+    def log(self, row: dict) -> None:
+        """One metrics.jsonl row for this stage (rank 0 only)."""
+        if self.is_main:
+            self.run.append_metrics({"stage": self.stage, **row})
+
+    def metrics_logger(self):
+        """The TrainerCallback that appends every trainer log to metrics.jsonl (it writes on rank 0 only)."""
+        from searchgym.runs import MetricsLogger
+
+        return MetricsLogger(self.run_dir, self.stage)
+
+    def attach(self, trainer, *, probes: bool = True) -> None:
+        """The readable progress line instead of the Trainer's raw dicts, and (rank 0, ``meters.every`` > 0)
+        the live diversity probes with their collapse alarms."""
+        from searchgym.train.sft import use_readable_progress
+
+        use_readable_progress(trainer, self.stage)
+        if probes and self.is_main:
+            from searchgym.train.probes import make_diversity_callback
+
+            if (meters := make_diversity_callback(self.recipe, self.run_dir, self.tokenizer,
+                                                  stage=self.stage)) is not None:
+                meters.attach(trainer)
+
+    # ---- LoRA ------------------------------------------------------------------------------------------
+
+    def lora_config(self):
+        return lora_config(self.recipe.lora)
+
+    def wrap_lora(self, model):
+        """A PeftModel whose "default" adapter trains: a new LoRA from ``[lora]`` on a plain model, or the
+        previous stage's adapter continued (PeftModel.from_pretrained loads adapters frozen: unfreeze it)."""
+        from peft import PeftModel, get_peft_model
+
+        if isinstance(model, PeftModel):
+            for name, p in model.named_parameters():
+                if "lora_" in name and ".default." in name:
+                    p.requires_grad_(True)
+            return model
+        return get_peft_model(model, self.lora_config())
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The ``checkpoint-<step>`` folder with the highest step, or None.
+
+    >>> latest_checkpoint("/nonexistent") is None
+    True
+    """
+    folder = Path(folder)
+    steps = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    return max(steps)[1] if steps else None
+
+
+def load_stage_adapter(model, adapter: Path):
+    """Put a finished stage's adapter on the model, trainable, so the next stage continues from it."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):  # a later stage of a chained run: load its weights into the adapter
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(str(adapter / "adapter_model.safetensors")))
+        return model
+    return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+
+
+def save_adapter(model, folder: Path, base_alias: str | None) -> None:
+    """Save the LoRA adapter in standard PEFT format, loadable two ways:
+
+        searchgym.models.load_model("runs/x")                                   # model + tokenizer, any machine
+        peft.AutoPeftModelForCausalLM.from_pretrained("runs/x/adapter")          # model only, this machine
+
+    Its config names the base by the alias's resolved folder (``$SEARCHGYM_CACHE/models/tiny``…), a path
+    transformers can open (an alias is not a Hugging Face id); the folder is named after the alias, so
+    `load_model` maps it back to the alias and rebuilds the base on a machine with another cache.
+    """
+    from peft import PeftModel
+
+    from searchgym.models import resolve_model_path
+    from searchgym.runs import atomic_write
+
+    if not isinstance(model, PeftModel):
+        raise RuntimeError("training returned a model without a LoRA adapter; nothing to save")
+    model.save_pretrained(str(folder))
+    config_path = folder / "adapter_config.json"
+    if base_alias and config_path.exists():
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = str(resolve_model_path(base_alias).resolve())
+        atomic_write(config_path, json.dumps(config, indent=2).encode("utf-8"))
