@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import gymnasium
 import torch
@@ -119,26 +120,34 @@ class _Episode:
     after_tool: bool = False
     done: bool = False
     stop_reason: str = ""
+    kv: object = None  # its rollout_cache.SequenceCache with cache="prefix"
 
 
 def rollout(model, tokenizer, env_id: str, task_ids: Sequence[str], *, samples: int = 1,
             temperature: float = 1.0, top_p: float = 1.0, max_turns: int = 8, max_new_tokens: int = 128,
             batch_size: int = 16, seed: int = 0, env_kwargs: dict | None = None, progress: bool = True,
-            source: str = "") -> list[Trajectory]:
+            source: str = "", cache: Literal["prefix", "none"] = "prefix") -> list[Trajectory]:
     """Play ``samples`` episodes of every task in ``task_ids`` and return their trajectories, ordered by
     task then sample.
 
     An episode ends when its env terminates or truncates, after ``max_turns`` assistant turns, or when its
     prompt no longer fits the model's context (the last two are recorded as ``truncated``, with the
     reason in ``meta["stop_reason"]``). Results are deterministic given ``seed`` and ``batch_size``.
+
+    ``cache="prefix"`` encodes the shared system+tools prefix once and extends each episode's KV cache
+    turn by turn (`searchgym.rollout_cache`); ``"none"`` re-encodes every conversation every turn. Both
+    feed the model the same token ids, so they agree up to floating-point rounding.
     """
     from tqdm.auto import tqdm
 
+    from searchgym import rollout_cache
     from searchgym.envs.actions import assistant_message, tool_message
     from searchgym.models import stop_token_ids
 
     if samples < 1 or batch_size < 1 or max_turns < 1 or max_new_tokens < 1:
         raise ValueError("samples, batch_size, max_turns and max_new_tokens must all be >= 1")
+    if cache not in ("prefix", "none"):
+        raise ValueError(f"cache must be 'prefix' or 'none'; got {cache!r}")
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 (0 = greedy) and 0 < top_p <= 1; got {temperature}, {top_p}")
     queue = [(i, t, s) for i, (t, s) in enumerate((t, s) for t in task_ids for s in range(samples))]
@@ -153,7 +162,7 @@ def rollout(model, tokenizer, env_id: str, task_ids: Sequence[str], *, samples: 
     bar = tqdm(total=len(queue), desc="rollout", unit="episode", disable=not progress)
     was_training = model.training
     model.eval()
-    calls = 0
+    calls, prefix = 0, None
     try:
         while queue or active:
             # 1. Refill the batch: each new episode gets a free env (or a new one) reset to its task.
@@ -164,14 +173,22 @@ def rollout(model, tokenizer, env_id: str, task_ids: Sequence[str], *, samples: 
                 messages = [{"role": "system", "content": info["system_prompt"]},
                             {"role": "user", "content": obs}]
                 active.append(_Episode(index, task_id, sample, env, messages, info["tools"]))
+                if cache == "prefix":  # encoded once per call, shared by every episode (a copy is never made)
+                    prefix = prefix or rollout_cache.shared_prefix(model, tokenizer, info["system_prompt"],
+                                                                   info["tools"])
+                    active[-1].kv = prefix
             # 2. One batched generate for every active episode.
             prompts = [tokenizer.apply_chat_template(e.messages, tools=e.tools, tokenize=False,
                                                      add_generation_prompt=True) for e in active]
-            # Left padding whatever the tokenizer's default: generation appends on the right, so prompts must
-            # end aligned (a tokenizer reloaded from disk forgets padding_side, and right padding breaks it).
-            batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
-                              add_special_tokens=False).to(device)
-            lengths = batch["attention_mask"].sum(-1).tolist()
+            if cache == "prefix":
+                prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+                lengths = [len(ids) for ids in prompt_ids]
+            else:
+                # Left padding whatever the tokenizer's default: generation appends on the right, so prompts
+                # must end aligned (a tokenizer reloaded from disk forgets padding_side; right padding breaks it).
+                batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
+                                  add_special_tokens=False).to(device)
+                lengths = batch["attention_mask"].sum(-1).tolist()
             fits = [n + max_new_tokens <= context for n in lengths]
             if not all(fits):  # conversation outgrew the context window: end those episodes here
                 for e, ok in zip(active, fits):
@@ -179,6 +196,11 @@ def rollout(model, tokenizer, env_id: str, task_ids: Sequence[str], *, samples: 
                         e.done, e.stop_reason = True, "context"
                 active = _retire(active, finished, free_envs, bar, source, temperature, top_p)
                 continue
+            if cache == "prefix":
+                with torch.inference_mode():
+                    cached = rollout_cache.build_batch(model, [e.kv for e in active], prompt_ids,
+                                                       tokenizer.pad_token_id, device)
+                batch = cached.inputs
             with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]), torch.inference_mode():
                 torch.manual_seed(seed * 1_000_003 + calls)  # one stream per generate call: reproducible
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, eos_token_id=stops,
@@ -191,6 +213,7 @@ def rollout(model, tokenizer, env_id: str, task_ids: Sequence[str], *, samples: 
             stats = [token_stats(step, generated[:, t], temperature) for t, step in enumerate(out.logits)]
             logprobs = torch.stack([lp for lp, _ in stats], dim=1)
             entropies = torch.stack([h for _, h in stats], dim=1)
+            sequences = out.sequences
             del out, stats
             # 3. Each env executes its episode's text; finished episodes leave the batch.
             for row, e in enumerate(active):
@@ -213,6 +236,13 @@ def rollout(model, tokenizer, env_id: str, task_ids: Sequence[str], *, samples: 
                 else:
                     e.messages.append(tool_message(obs))
                     e.after_tool = True
+            if cache == "prefix":  # the continuing episodes keep their conversation's keys/values
+                with torch.inference_mode():
+                    rows = [row for row, e in enumerate(active) if not e.done]
+                    keep = [lengths[r] + active[r].turn_tokens[-1] for r in rows]
+                    for row, kv in zip(rows, rollout_cache.split_batch(cached, sequences, rows, keep)):
+                        active[row].kv = kv
+                del cached, batch
             active = _retire(active, finished, free_envs, bar, source, temperature, top_p)
     finally:
         bar.close()
@@ -247,6 +277,7 @@ def _retire(active: list[_Episode], finished: dict[int, Trajectory], free_envs: 
                                turn_tokens=e.turn_tokens, temperature=temperature, top_p=top_p)
         finished[e.index] = trajectory
         free_envs.append(e.env)
+        e.kv = None  # free its keys/values now, not when the rollout returns
         bar.update(1)
     return still
 
