@@ -23,7 +23,9 @@ from searchgym.corpus.specs import IndexSpec, configure
 from searchgym.paths import cache_root
 
 CACHE_FORMAT = 1  # bump when the folder layout or meta.json fields change
-MMAP_FLAGS = faiss.IO_FLAG_MMAP | getattr(faiss, "IO_FLAG_MMAP_IFC", 0)
+# IVF indexes (fourcc "Iw..", or an OPQ "IxPT" wrapping one) map their inverted lists with IO_FLAG_MMAP;
+# the others (flat, HNSW) map their vector codes with IO_FLAG_MMAP_IFC. The two cannot be combined.
+IVF_FOURCC = (b"Iw", b"IxPT")
 
 
 class CacheError(Exception):
@@ -55,7 +57,13 @@ def file_sha256(path: Path) -> str:
 
 def read_index_file(path: str | os.PathLike, mmap: bool = False) -> faiss.Index:
     """``faiss.read_index``, memory-mapped when ``mmap`` (the file must then stay where it is)."""
-    return faiss.read_index(str(path), MMAP_FLAGS if mmap else 0)
+    flags = 0
+    if mmap:
+        with open(path, "rb") as f:
+            fourcc = f.read(4)
+        ivf = fourcc.startswith(IVF_FOURCC)
+        flags = faiss.IO_FLAG_MMAP if ivf else getattr(faiss, "IO_FLAG_MMAP_IFC", faiss.IO_FLAG_MMAP)
+    return faiss.read_index(str(path), flags)
 
 
 def load_cached(folder: Path, corpus: Corpus, embedder: Embedder, spec: IndexSpec, *,

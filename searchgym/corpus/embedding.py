@@ -71,7 +71,10 @@ def _resume(folder: Path, corpus: Corpus, embedder: Embedder) -> tuple[np.ndarra
         done = marker.get("done")
         if isinstance(done, bool) or not isinstance(done, int) or not 0 <= done <= len(corpus):
             raise ValueError(f"progress.json has done={done!r}, expected 0..{len(corpus)}")
-        vectors = np.lib.format.open_memmap(vectors_path, mode="r+")
+        try:
+            vectors = np.lib.format.open_memmap(vectors_path, mode="r+")
+        except (OSError, ValueError) as e:
+            raise ValueError(f"vectors.npy cannot be read ({e})") from None
         if vectors.shape != (len(corpus), embedder.dim) or vectors.dtype != np.float32:
             raise ValueError(f"vectors.npy holds {vectors.dtype} {vectors.shape}, expected float32 "
                              f"{(len(corpus), embedder.dim)}")

@@ -5,11 +5,13 @@ embedder) is what tests use. Recipes are validated strictly: an unknown section 
 the wrong type, is a `RecipeError` naming it, because a typo silently falling back to a default would
 build the wrong index. Also home of the ``searchgym index`` / ``searchgym search`` commands.
 
-    [corpus]    source = "jsonl" | "wikipedia" | "factbook" | "wikifactbook", path, name, limit,
-                options = {...}  (passed to the source loader)
+    [corpus]    source = "jsonl" | "wiki18" | "wikipedia" | "factbook" | "wikifactbook", path, name,
+                limit, options = {...}  (passed to the source loader)
     [chunking]  max_chars = 4000
-    [embedder]  name = "minilm", batch_size = 64
-    [index]     type = "flat" | "hnsw" | "ivf", and that type's options (M, ef_search, nlist, ...)
+    [embedder]  name = "minilm", batch_size = 64, prefixes = "e5" | "bge" | "none",
+                query_prefix = "...", passage_prefix = "..."  (explicit prefixes override the preset)
+    [index]     type = "flat" | "hnsw" | "ivf" | "ivfpq" | "opq+ivfpq", that type's options (M, ef_search,
+                nlist, m, nbits, nprobe, ...), mmap = false
 """
 
 from __future__ import annotations
@@ -20,18 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchgym.corpus.documents import MAX_DOC_CHARS, Corpus, CorpusError
-from searchgym.corpus.embedders import DEFAULT_BATCH_SIZE, EmbedderError
+from searchgym.corpus.embedders import DEFAULT_BATCH_SIZE, PREFIX_PRESETS, EmbedderError
 from searchgym.corpus.index import INDEX_OPTIONS, IndexSpec, IndexSpecError, SearchIndex, build_index
 
 # Every section and key a recipe may use, with its expected type (the validation schema).
 SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "corpus": {"source": str, "path": str, "name": str, "limit": int, "options": dict},
     "chunking": {"max_chars": int},
-    "embedder": {"name": str, "batch_size": int},
-    "index": {"type": str, **{k: int for opts in INDEX_OPTIONS.values() for k in opts}, "nlist": (int, str)},
+    "embedder": {"name": str, "batch_size": int, "prefixes": str, "query_prefix": str, "passage_prefix": str},
+    "index": {"type": str, **{k: int for opts in INDEX_OPTIONS.values() for k in opts}, "nlist": (int, str),
+              "m": (int, str), "mmap": bool},
 }
-SOURCES_WITH_LOADERS = ("wikipedia", "factbook", "wikifactbook")  # in searchgym.corpus.sources
-_TYPE_NAMES = {str: "a string", int: "an integer", dict: "a table", (int, str): 'an integer or "auto"'}
+SOURCES_WITH_LOADERS = ("wikipedia", "factbook", "wikifactbook", "wiki18")  # in searchgym.corpus.sources
+SOURCES_NEEDING_PATH = ("jsonl", "wiki18")
+_TYPE_NAMES = {str: "a string", int: "an integer", dict: "a table", (int, str): 'an integer or "auto"',
+               bool: "true or false"}
 
 
 class RecipeError(ValueError):
@@ -52,6 +57,7 @@ class CorpusRecipe:
     batch_size: int = DEFAULT_BATCH_SIZE
     index: IndexSpec = field(default_factory=IndexSpec)
     path: Path | None = None
+    mmap: bool = False
 
     @classmethod
     def from_dict(cls, data: dict, *, base_dir: Path = Path("."), name: str = "corpus",
@@ -76,8 +82,9 @@ class CorpusRecipe:
         source_path = Path(corpus["path"]).expanduser() if "path" in corpus else None
         if source_path is not None and not source_path.is_absolute():
             source_path = base_dir / source_path
-        if corpus["source"] == "jsonl" and source_path is None:
-            raise RecipeError(f'{where}: [corpus] source = "jsonl" needs path = "<file.jsonl or folder>"')
+        if corpus["source"] in SOURCES_NEEDING_PATH and source_path is None:
+            raise RecipeError(f'{where}: [corpus] source = "{corpus["source"]}" needs path = "<file.jsonl'
+                              f'{" or folder" if corpus["source"] == "jsonl" else ""}>"')
         limit = corpus.get("limit")
         max_chars = data.get("chunking", {}).get("max_chars", MAX_DOC_CHARS)
         for key, value in (("[corpus] limit", limit), ("[chunking] max_chars", max_chars)):
@@ -86,6 +93,7 @@ class CorpusRecipe:
         embedder = data.get("embedder", {})
         index_options = dict(data.get("index", {}))
         kind = index_options.pop("type", "flat")
+        mmap = index_options.pop("mmap", False)
         if kind in INDEX_OPTIONS:
             for key in index_options:
                 if key not in INDEX_OPTIONS[kind]:
@@ -97,8 +105,8 @@ class CorpusRecipe:
             raise RecipeError(f"{where}: [index] {e}") from None
         return cls(source=corpus["source"], name=corpus.get("name", name), source_path=source_path,
                    limit=limit, source_options=dict(corpus.get("options", {})), max_chars=max_chars,
-                   embedder=embedder.get("name", "minilm"),
-                   batch_size=embedder.get("batch_size", DEFAULT_BATCH_SIZE), index=spec, path=path)
+                   embedder=_embedder_spec(embedder, where),
+                   batch_size=embedder.get("batch_size", DEFAULT_BATCH_SIZE), index=spec, path=path, mmap=mmap)
 
     def load_corpus(self) -> Corpus:
         """The documents the recipe names, chunked at ``max_chars`` and cut to ``limit`` passages."""
@@ -130,9 +138,28 @@ class CorpusRecipe:
         """
         try:
             return build_index(self.load_corpus(), self.embedder, self.index, cache_dir=cache_dir,
-                               progress=progress, rebuild=rebuild, batch_size=self.batch_size)
+                               progress=progress, rebuild=rebuild, batch_size=self.batch_size, mmap=self.mmap)
         except (CorpusError, EmbedderError, IndexSpecError) as e:
             raise RecipeError(f"{self.path or 'recipe'}: {e}") from None
+
+
+def _embedder_spec(table: dict, where: str) -> str:
+    """``[embedder]`` as one embedder spec: ``name`` plus ``|prefixes=``/``|query=``/``|passage=`` options.
+
+    >>> _embedder_spec({"name": "intfloat/e5-base-v2", "prefixes": "e5"}, "r")
+    'intfloat/e5-base-v2|prefixes=e5'
+    """
+    spec = table.get("name", "minilm")
+    for key, option in (("prefixes", "prefixes"), ("query_prefix", "query"), ("passage_prefix", "passage")):
+        if key not in table:
+            continue
+        value = table[key]
+        if key == "prefixes" and value not in PREFIX_PRESETS:
+            raise RecipeError(f"{where}: [embedder] prefixes must be one of {', '.join(PREFIX_PRESETS)}, got {value!r}")
+        if "|" in value:
+            raise RecipeError(f"{where}: [embedder] {key} must not contain '|', got {value!r}")
+        spec += f"|{option}={value}"
+    return spec
 
 
 def _check(data: dict, where: str) -> None:
@@ -147,7 +174,8 @@ def _check(data: dict, where: str) -> None:
                 raise RecipeError(f"{where}: unknown key {key!r} in [{section}]; allowed keys: "
                                   f"{', '.join(sorted(SCHEMA[section]))}")
             expected = SCHEMA[section][key]
-            wrong = isinstance(value, bool) or not isinstance(value, expected)
+            wrong = (not isinstance(value, bool)) if expected is bool else (
+                isinstance(value, bool) or not isinstance(value, expected))
             if wrong or (isinstance(value, str) and expected == (int, str) and value != "auto"):
                 raise RecipeError(f"{where}: [{section}] {key} must be {_TYPE_NAMES[expected]}, "
                                   f"got {type(value).__name__} {value!r}")

