@@ -1,8 +1,10 @@
 """The rollout engine: run an LLM agent, many episodes at once, in any registered search environment.
 
 Each turn, every active episode's conversation is rendered with the chat template and all of them are
-extended by ONE batched ``generate`` call (left padding, KV cache, inference mode); each episode's env then
-executes its generated text. Episodes that end leave the batch and waiting ones take their place, so the
+extended by ONE batched ``generate`` call (inference mode); each episode's env then executes its generated
+text. By default (``cache="prefix"``, `searchgym.rollout_cache`) the shared system+tools prefix is encoded
+once and each episode's KV cache is extended turn by turn; ``cache="none"`` re-encodes every conversation
+every turn (left padding), for comparison. Episodes that end leave the batch and waiting ones take their place, so the
 batch stays full. Per generated token we keep its log-probability, the entropy of the distribution it was
 sampled from and its role (query / answer / post_tool / other) — the inputs of the entropy meters.
 """
