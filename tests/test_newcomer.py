@@ -57,8 +57,9 @@ def test_trainers_swap_their_raw_printing_for_the_readable_progress():
     trainer = Trainer()
     use_readable_progress(trainer, "grpo")
     assert len(trainer.callbacks) == 1 and isinstance(trainer.callbacks[0], ReadableProgress)
-    source = (Path(__file__).resolve().parents[1] / "searchgym" / "train" / "grpo.py").read_text()
-    assert 'use_readable_progress(trainer, "grpo")' in source
+    train = Path(__file__).resolve().parents[1] / "searchgym" / "train"  # every stage attaches it through its context
+    assert "use_readable_progress(trainer, self.stage)" in (train / "context.py").read_text()
+    assert "ctx.attach(trainer)" in (train / "grpo.py").read_text() and "ctx.attach(trainer)" in (train / "sft.py").read_text()
 
 
 # ---- 13. adapters load with AutoPeft and with load_model ----------------------------------------------------

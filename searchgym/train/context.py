@@ -195,6 +195,9 @@ class TrainContext:
 
             if (meters := make_diversity_callback(self.recipe, self.run_dir, self.tokenizer,
                                                   stage=self.stage)) is not None:
+                # A checkpoint is a collective step under DDP: one asked for by rank 0 alone would hang the
+                # others, so with several processes alarms are logged and warned but save nothing.
+                meters.save_on_alarm = meters.save_on_alarm and world_size() == 1
                 meters.attach(trainer)
 
     # ---- LoRA ------------------------------------------------------------------------------------------
