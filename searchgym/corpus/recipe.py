@@ -209,6 +209,7 @@ def index_command(recipe: Path, rebuild: bool = False) -> None:
                          ("dimension", str(index.embedder.dim)), ("index", str(index.spec)),
                          ("cache", str(index.cache_path) if index.cache_path else "(not cached)"),
                          ("source", "loaded from cache" if index.from_cache else "built"),
+                         ("memory-mapped", "yes" if index.mmap else "no"),
                          ("seconds", f"{time.perf_counter() - start:.1f}")]:
         table.add_row(label, value)
     Console().print(table)
