@@ -187,11 +187,11 @@ class Recipe:
         """A stage's settings: its section (``recipe.sft``…), or a registered stage's own (defaults if absent)."""
         if stage in _SECTIONS:
             return getattr(self, stage)
-        if stage not in self.stage_sections:
+        if stage not in self.stage_sections:  # a stage the recipe neither lists nor configures: its defaults
             from searchgym.train.stages import get_stage
 
             cls = get_stage(stage).settings
-            self.stage_sections[stage] = cls() if cls is not None else None
+            return cls() if cls is not None else None
         return self.stage_sections[stage]
 
     def validate(self, *, check_model: bool = True) -> Recipe:
