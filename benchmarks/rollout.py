@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--model", default=SMOLLM2 if converted else TINY)
     parser.add_argument("--env", default=None, help="default: SyntheticWorld-v0; the prior's own world for the prior")
     parser.add_argument("--embedder", default="hashing", help="hashing keeps retrieval out of the timing")
-    parser.add_argument("--quick", action="store_true", help="a small budget (< 2 minutes on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="a small budget (a few minutes on 2 cores for SmolLM2)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate both measurements; keep the best")
     parser.add_argument("--size", default=None, help="questions,samples,turns,new_tokens (overrides --quick)")
