@@ -241,3 +241,17 @@ def test_a_batch_of_queries_is_one_faiss_call(tmp_path):
     one_by_one = [index.search([q], 3)[0] for q in ["word1", "word2 text", "shared 7"]]
     index.index = counting = Counting(index.index)
     assert index.search(["word1", "word2 text", "shared 7"], 3) == one_by_one and counting.calls == 1
+
+
+def test_a_long_build_shows_its_progress_bar_even_when_asked_for_quiet(tmp_path, capsys, monkeypatch):
+    from searchgym.corpus import index as index_module
+
+    monkeypatch.setattr(index_module, "QUIET_MAX_DOCS", 100)
+    build_index(_corpus(50), "hashing:dim=32", cache_dir=tmp_path, progress=False)
+    assert "embedding" not in capsys.readouterr().err  # small: quiet as asked
+    build_index(_corpus(150), "hashing:dim=32", cache_dir=tmp_path, progress=False)
+    err = capsys.readouterr().err
+    assert "embedding five (hashing-v2:dim=32)" in err and "150/150" in err
+    monkeypatch.setenv("SEARCHGYM_PROGRESS", "0")
+    build_index(_corpus(150), "hashing:dim=32", cache_dir=tmp_path, progress=False, rebuild=True)
+    assert "embedding" not in capsys.readouterr().err

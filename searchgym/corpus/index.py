@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 
 SNIPPET_CHARS = 200
 ADD_CHUNK = 65_536  # vectors added to FAISS per call (a memmap is read this much at a time)
+# progress=False silences builds up to this many documents only: a longer build always shows its bar
+# (an env that asked for quiet once spent 16 silent minutes on WikiFactbook), unless SEARCHGYM_PROGRESS=0.
+QUIET_MAX_DOCS = 10_000
 
 
 # -- search --------------------------------------------------------------------------------------
@@ -164,7 +167,9 @@ def build_index(corpus: Corpus, embedder: str | Embedder = "minilm", index: str 
     cannot be written (a read-only disk) is a warning, not an error: the index in memory is still
     returned. ``mmap=True`` returns the cached file memory-mapped (not part of the cache key: the same
     file serves both). ``checkpoint_every`` documents, an embedding of a larger corpus is checkpointed
-    so an interrupted build resumes (see corpus.embedding).
+    so an interrupted build resumes (see corpus.embedding). ``progress=False`` hides the progress bars
+    of corpora up to QUIET_MAX_DOCS documents; larger builds show them anyway (``SEARCHGYM_PROGRESS=0``
+    in the environment hides them too).
     """
     embedder = get_embedder(embedder) if isinstance(embedder, str) else embedder
     spec = IndexSpec.parse(index) if isinstance(index, str) else index
@@ -183,6 +188,7 @@ def build_index(corpus: Corpus, embedder: str | Embedder = "minilm", index: str 
             log.warning("index cache %s is unusable: %s; rebuilding it", folder, e)
     if rebuild:
         discard_partial(partial)
+    progress = bool(progress) or (len(corpus) > QUIET_MAX_DOCS and os.environ.get("SEARCHGYM_PROGRESS") != "0")
 
     vectors = embed_corpus(corpus, embedder, folder=partial, batch_size=batch_size, progress=progress,
                            checkpoint_every=checkpoint_every)
