@@ -46,7 +46,7 @@ def check_fields(recipe: Recipe) -> None:
 
 
 def check_sft(recipe: Recipe) -> None:
-    """The SFT stage's own checks (`searchgym.train.stages.SFTStage.validate`)."""
+    """The SFT stage's own checks (`searchgym.train.stages.STAGES["sft"]`)."""
     if recipe.sft.demos not in ("diverse", "narrow"):
         raise RecipeError(f"sft.demos: must be 'diverse' or 'narrow', got {recipe.sft.demos!r}")
     for n in ("num_questions", "demos_per_question", "batch_size", "max_length"):
@@ -55,7 +55,7 @@ def check_sft(recipe: Recipe) -> None:
 
 
 def check_grpo(recipe: Recipe) -> None:
-    """The GRPO stage's own checks (`searchgym.train.stages.GRPOStage.validate`)."""
+    """The GRPO stage's own checks (`searchgym.train.stages.STAGES["grpo"]`)."""
     g = recipe.grpo
     if g.num_generations < 2:
         raise RecipeError("grpo.num_generations: GRPO needs >= 2 generations per prompt to compare them")
@@ -75,7 +75,7 @@ def check_grpo(recipe: Recipe) -> None:
 
 
 def check_pretrain(recipe: Recipe) -> None:
-    """The prior lab's own checks (`searchgym.train.stages.PretrainStage.validate`)."""
+    """The prior lab's own checks (`searchgym.train.stages.STAGES["pretrain"]`)."""
     p = recipe.pretrain
     if p.max_hops < 1:
         raise RecipeError(f"pretrain.max_hops: must be >= 1, got {p.max_hops}")

@@ -18,6 +18,8 @@ object and one line in `STAGES` (docs/architecture.md, "A new training stage"). 
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from searchgym.recipe import GRPOSettings, PretrainConfig, Recipe, SFTSettings
@@ -34,59 +36,40 @@ class Stage(Protocol):
     def run(self, ctx): ...
 
 
-class PretrainStage:
-    """The prior lab: pretrain a small model from scratch (`searchgym.train.pretrain`)."""
+@dataclass(frozen=True)
+class BuiltinStage:
+    """A stage whose checks and trainer are named as ``"module:function"`` and imported when called, so
+    loading a recipe never imports what a stage trains with."""
 
-    name, settings, builds_base = "pretrain", PretrainConfig, True
-
-    def validate(self, recipe: Recipe) -> None:
-        from searchgym.recipe_checks import check_pretrain
-
-        check_pretrain(recipe)
-
-    def run(self, ctx):
-        from searchgym.train.pretrain import train_pretrain
-
-        return train_pretrain(ctx)
-
-
-class SFTStage:
-    """LoRA SFT on the world's demonstrations (`searchgym.train.sft`)."""
-
-    name, settings, builds_base = "sft", SFTSettings, False
+    name: str
+    settings: type | None
+    builds_base: bool
+    check: str  # validate(recipe): one RecipeError naming the field
+    train: str  # run(ctx) -> the trained model
 
     def validate(self, recipe: Recipe) -> None:
-        from searchgym.recipe_checks import check_sft
-
-        check_sft(recipe)
+        _function(self.check)(recipe)
 
     def run(self, ctx):
-        from searchgym.train.sft import train_sft
-
-        return train_sft(ctx)
+        return _function(self.train)(ctx)
 
 
-class GRPOStage:
-    """Multi-turn GRPO over the env's tools (`searchgym.train.grpo`)."""
-
-    name, settings, builds_base = "grpo", GRPOSettings, False
-
-    def validate(self, recipe: Recipe) -> None:
-        from searchgym.recipe_checks import check_grpo
-
-        check_grpo(recipe)
-
-    def run(self, ctx):
-        from searchgym.train.grpo import train_grpo
-
-        return train_grpo(ctx)
+def _function(path: str):
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 # name -> stage. A new stage: one module with its Stage object, and one line here.
 STAGES: dict[str, Stage] = {
-    "pretrain": PretrainStage(),
-    "sft": SFTStage(),
-    "grpo": GRPOStage(),
+    # the prior lab: pretrain a small model from scratch
+    "pretrain": BuiltinStage("pretrain", PretrainConfig, True, "searchgym.recipe_checks:check_pretrain",
+                             "searchgym.train.pretrain:train_pretrain"),
+    # LoRA SFT on the world's demonstrations
+    "sft": BuiltinStage("sft", SFTSettings, False, "searchgym.recipe_checks:check_sft",
+                        "searchgym.train.sft:train_sft"),
+    # multi-turn GRPO over the env's tools
+    "grpo": BuiltinStage("grpo", GRPOSettings, False, "searchgym.recipe_checks:check_grpo",
+                         "searchgym.train.grpo:train_grpo"),
 }
 
 
