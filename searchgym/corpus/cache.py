@@ -66,9 +66,9 @@ def read_index_file(path: str | os.PathLike, mmap: bool = False) -> faiss.Index:
     return faiss.read_index(str(path), flags)
 
 
-def load_cached(folder: Path, corpus: Corpus, embedder: Embedder, spec: IndexSpec, *,
-                mmap: bool = False) -> faiss.Index:
-    """Read and verify a cache folder; raise CacheError saying what is wrong."""
+def read_meta(folder: Path, expected: dict) -> dict:
+    """The ``meta.json`` of a cache folder, checked against ``expected`` (key -> value); raise CacheError
+    saying what is wrong. Shared by the FAISS and the BM25 caches."""
     if not folder.is_dir():
         raise CacheError("it is not a folder")
     try:
@@ -81,9 +81,16 @@ def load_cached(folder: Path, corpus: Corpus, embedder: Embedder, spec: IndexSpe
         raise CacheError(f"meta.json cannot be read ({e.strerror or type(e).__name__})") from None
     if not isinstance(meta, dict):
         raise CacheError("meta.json is not a JSON object")
-    for key, want in expected_meta(corpus, embedder, spec).items():
+    for key, want in expected.items():
         if meta.get(key) != want:
             raise CacheError(f"meta.json has {key}={meta.get(key)!r}, expected {want!r}")
+    return meta
+
+
+def load_cached(folder: Path, corpus: Corpus, embedder: Embedder, spec: IndexSpec, *,
+                mmap: bool = False) -> faiss.Index:
+    """Read and verify a cache folder; raise CacheError saying what is wrong."""
+    meta = read_meta(folder, expected_meta(corpus, embedder, spec))
     path = folder / "index.faiss"
     try:
         digest, size = file_sha256(path), path.stat().st_size

@@ -12,10 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import numpy as np
-
 from searchgym.corpus.documents import Corpus
-from searchgym.corpus.index import Hit
+from searchgym.corpus.index import Hit, check_search
 
 DEFAULT_RRF_K = 60
 DEFAULT_DEPTH = 50
@@ -65,12 +63,7 @@ class HybridIndex:
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         """Top-k fused hits per query, best first; one batched call to each index."""
-        if isinstance(queries, str):
-            raise TypeError("search takes a list of queries; wrap a single query: index.search([query], k)")
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
-            raise ValueError(f"k must be a positive integer (number of hits), got k={k!r}")
-        k = min(int(k), len(self.corpus))
-        queries = list(queries)
+        queries, k = check_search(queries, k, len(self.corpus))
         if not queries:
             return []
         depth = min(max(k, self.depth), len(self.corpus))

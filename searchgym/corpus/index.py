@@ -88,6 +88,33 @@ def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
     return cut.rstrip(" ,;:") + "…"
 
 
+def _check_k(k: int, n_docs: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
+        raise ValueError(f"k must be a positive integer (number of hits), got k={k!r}")
+    return min(int(k), n_docs)
+
+
+def check_search(queries: Sequence[str], k: int, n_docs: int) -> tuple[list[str], int]:
+    """The arguments of every index's ``search(queries, k)``, checked: a list of non-empty strings and a
+    positive k (capped at the corpus size). Shared by the dense, BM25 and hybrid indexes.
+
+    >>> check_search(["a", "b"], 10, 3)
+    (['a', 'b'], 3)
+    >>> check_search("a", 1, 3)
+    Traceback (most recent call last):
+    ...
+    TypeError: search takes a list of queries; wrap a single query: index.search([query], k)
+    """
+    if isinstance(queries, str):
+        raise TypeError("search takes a list of queries; wrap a single query: index.search([query], k)")
+    k = _check_k(k, n_docs)
+    queries = list(queries)
+    for i, q in enumerate(queries):
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(f"query is empty (query #{i}: {q!r}); pass some search text")
+    return queries, k
+
+
 class SearchIndex:
     """A corpus, the embedder that embedded it, and the FAISS index over those vectors.
 
@@ -117,13 +144,7 @@ class SearchIndex:
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         """Top-k hits per query, best first: one embedder call and one FAISS call for the batch."""
-        if isinstance(queries, str):
-            raise TypeError("search takes a list of queries; wrap a single query: index.search([query], k)")
-        k = self._check_k(k)
-        queries = list(queries)
-        for i, q in enumerate(queries):
-            if not isinstance(q, str) or not q.strip():
-                raise ValueError(f"query is empty (query #{i}: {q!r}); pass some search text")
+        queries, k = check_search(queries, k, len(self.corpus))
         if not queries:
             return []
         vectors = encode_queries(self.embedder, queries, batch_size=self.batch_size)
@@ -131,16 +152,12 @@ class SearchIndex:
 
     def search_vectors(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
         """Top-k hits for already-embedded queries, a (n, dim) array of unit vectors."""
-        k = self._check_k(k)
+        k = _check_k(k, len(self.corpus))
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.embedder.dim:
             raise ValueError(f"query vectors must have shape (n, {self.embedder.dim}), got {vectors.shape}")
         return self._search(vectors, k)
 
-    def _check_k(self, k: int) -> int:
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
-            raise ValueError(f"k must be a positive integer (number of hits), got k={k!r}")
-        return min(int(k), len(self.corpus))
 
     def _search(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
         scores, rows = self.index.search(vectors, k)

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from searchgym.corpus.cache import CacheError, file_sha256, read_meta
 from searchgym.corpus.documents import Corpus
-from searchgym.corpus.index import CacheError, Hit, document_text, snippet
+from searchgym.corpus.index import Hit, check_search, document_text, snippet
 from searchgym.paths import cache_root
 
 log = logging.getLogger(__name__)
@@ -91,15 +92,7 @@ class LexicalIndex:
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         """Top-k hits per query, best first (at most k: only documents sharing a term with the query)."""
-        if isinstance(queries, str):
-            raise TypeError("search takes a list of queries; wrap a single query: index.search([query], k)")
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
-            raise ValueError(f"k must be a positive integer (number of hits), got k={k!r}")
-        k = min(int(k), len(self.corpus))
-        queries = list(queries)
-        for i, q in enumerate(queries):
-            if not isinstance(q, str) or not q.strip():
-                raise ValueError(f"query is empty (query #{i}: {q!r}); pass some search text")
+        queries, k = check_search(queries, k, len(self.corpus))
         return [self._search_one(q, k) for q in queries]
 
     def scores(self, query: str) -> np.ndarray:
@@ -150,33 +143,11 @@ def _expected_meta(corpus: Corpus, k1: float, b: float) -> dict:
             "ntotal": len(corpus)}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_cached(folder: Path, corpus: Corpus, k1: float = DEFAULT_K1, b: float = DEFAULT_B):
     """Read and verify a cache folder; return the bm25s retriever or raise CacheError saying what is wrong."""
     import bm25s
 
-    if not folder.is_dir():
-        raise CacheError("it is not a folder")
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CacheError("meta.json is missing (an interrupted write?)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CacheError(f"meta.json is not valid JSON ({e})") from None
-    except OSError as e:  # e.g. a folder named meta.json
-        raise CacheError(f"meta.json cannot be read ({e.strerror or type(e).__name__})") from None
-    if not isinstance(meta, dict):
-        raise CacheError("meta.json is not a JSON object")
-    for key, want in _expected_meta(corpus, k1, b).items():
-        if meta.get(key) != want:
-            raise CacheError(f"meta.json has {key}={meta.get(key)!r}, expected {want!r}")
+    meta = read_meta(folder, _expected_meta(corpus, k1, b))
     files = meta.get("files")
     if not isinstance(files, dict) or not files:
         raise CacheError("meta.json lists no index files")
@@ -185,7 +156,7 @@ def load_cached(folder: Path, corpus: Corpus, k1: float = DEFAULT_K1, b: float =
         if Path(str(name)).name != name:
             raise CacheError(f"meta.json lists a file outside the folder: {name!r}")
         try:
-            actual = _sha256(path)
+            actual = file_sha256(path)
         except FileNotFoundError:
             raise CacheError(f"{name} is missing") from None
         except OSError as e:
@@ -214,7 +185,7 @@ def save_cached(folder: Path, retriever, meta: dict) -> None:
         for path in sorted(tmp.iterdir()):
             with open(path, "rb+") as f:
                 os.fsync(f.fileno())
-            files[path.name] = _sha256(path)
+            files[path.name] = file_sha256(path)
         meta = {**meta, "files": files}
         with open(tmp / "meta.json", "wb") as f:  # last: marks the folder complete
             f.write(json.dumps(meta, indent=2).encode("utf-8"))
