@@ -122,20 +122,26 @@ def save_cached(folder: Path, index: faiss.Index, meta: dict) -> None:
         _fsync(tmp / "index.faiss")
         meta = {**meta, "index_sha256": file_sha256(tmp / "index.faiss"),
                 "index_bytes": (tmp / "index.faiss").stat().st_size}
-        with open(tmp / "meta.json", "wb") as f:  # last: marks the folder complete
-            f.write(json.dumps(meta, indent=2).encode("utf-8"))
-        _fsync(tmp / "meta.json")
-        if folder.is_dir() and not folder.is_symlink():  # a stale or corrupt folder we decided to replace
-            shutil.rmtree(folder)
-        elif folder.exists() or folder.is_symlink():  # a file (or link) where the folder belongs
-            folder.unlink()
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not (folder / "meta.json").exists():  # not a concurrent build that just won the race
-                raise
+        publish_folder(tmp, folder, meta)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_folder(tmp: Path, folder: Path, meta: dict) -> None:
+    """Write ``meta.json`` into the finished temporary folder ``tmp`` (last: it marks the folder complete)
+    and rename ``tmp`` to ``folder``, replacing a stale one. Shared by the FAISS and the BM25 caches."""
+    with open(tmp / "meta.json", "wb") as f:
+        f.write(json.dumps(meta, indent=2).encode("utf-8"))
+    _fsync(tmp / "meta.json")
+    if folder.is_dir() and not folder.is_symlink():  # a stale or corrupt folder we decided to replace
+        shutil.rmtree(folder)
+    elif folder.exists() or folder.is_symlink():  # a file (or link) where the folder belongs
+        folder.unlink()
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        if not (folder / "meta.json").exists():  # not a concurrent build that just won the race
+            raise
 
 
 def _fsync(path: Path) -> None:

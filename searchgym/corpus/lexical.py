@@ -15,7 +15,6 @@ contains, returns no hits (the search tool then says "No documents match").
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from searchgym.corpus.cache import CacheError, file_sha256, read_meta
+from searchgym.corpus.cache import CacheError, file_sha256, publish_folder, read_meta
 from searchgym.corpus.documents import Corpus
 from searchgym.corpus.index import Hit, check_search, document_text, snippet
 from searchgym.paths import cache_root
@@ -186,20 +185,7 @@ def save_cached(folder: Path, retriever, meta: dict) -> None:
             with open(path, "rb+") as f:
                 os.fsync(f.fileno())
             files[path.name] = file_sha256(path)
-        meta = {**meta, "files": files}
-        with open(tmp / "meta.json", "wb") as f:  # last: marks the folder complete
-            f.write(json.dumps(meta, indent=2).encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        if folder.is_dir() and not folder.is_symlink():  # a stale or corrupt folder we decided to replace
-            shutil.rmtree(folder)
-        elif folder.exists() or folder.is_symlink():  # a file (or link) where the folder belongs
-            folder.unlink()
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not (folder / "meta.json").exists():  # not a concurrent build that just won the race
-                raise
+        publish_folder(tmp, folder, {**meta, "files": files})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
