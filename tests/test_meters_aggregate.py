@@ -137,8 +137,11 @@ def test_meter_command_writes_meters_json_and_refuses_mismatched_n(tmp_path, mon
     assert lo <= 0.75 <= hi
     assert "reward/success" in capsys.readouterr().out
 
-    with pytest.raises(ValueError, match="different n.*--samples"):
-        meter_command([run, tmp_path / "b.jsonl"])
+    # different n: down-sampled to the smallest (one rule with the report), with a printed warning
+    meter_command([run, tmp_path / "b.jsonl"], n_boot=200)
+    assert "warning: equalised to n = 2" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="samples = 3 but run_a has only 2"):
+        meter_command([run, tmp_path / "b.jsonl"], samples=3)
 
     written = meter_command([run, tmp_path / "b.jsonl"], samples=2, n_boot=200)
     combined = json.loads((tmp_path / "meters.json").read_text())
@@ -152,8 +155,11 @@ def test_cli_meter_exits_2_with_the_fix_in_the_message(tmp_path):
     write_trajectories(tmp_path / "a.jsonl", hand_built())
     write_trajectories(tmp_path / "b.jsonl", hand_built()[:3] + [traj("q2", 1, difficulty=2),
                                                                   traj("q2", 2, difficulty=2)])
-    result = CliRunner().invoke(app, ["meter", str(tmp_path / "b.jsonl")])
-    assert result.exit_code == 2 and "--samples" in result.output
+    # questions sampled unevenly: metered at the smallest n, with the warning (the rule of `common_n`)
+    result = CliRunner().invoke(app, ["meter", str(tmp_path / "b.jsonl"), "--out", str(tmp_path / "b.json")])
+    assert result.exit_code == 0 and "warning: equalised to n = 2" in result.output
+    result = CliRunner().invoke(app, ["meter", str(tmp_path / "b.jsonl"), "--samples", "3"])
+    assert result.exit_code == 2 and "pass samples <= 2" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, ["meter", str(tmp_path / "a.jsonl"), "--out", str(tmp_path / "m.json")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "m.json").read_text())["inputs"][0]["questions"] == 2

@@ -1,7 +1,7 @@
 """`searchgym meter`: meter runs or trajectory files side by side, with bootstrap CIs, into meters.json.
 
-Inputs evaluated at different n are refused unless ``--samples`` equalises them (the first n samples of
-each task), because diversity meters and pass@k grow with n. With two or more inputs the later ones are
+Inputs are metered at one n (`searchgym.meters.common_n`: ``--samples``, else the smallest n of any input,
+with a printed warning when that drops samples), because diversity meters and pass@k grow with n. With two or more inputs the later ones are
 compared with the first by a paired bootstrap over questions, plus the solvable-set overlap and the
 base-vs-arm meters of Yue et al. 2025 (`compare_with_base`: coverage inclusion, new, lost, ΔSE, the pass@k
 crossing), the first input playing the base. ``--base-nll`` also scores each run's trajectories under the
@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchgym.corpus.documents import atomic_write
 from searchgym.meters.aggregate import MAIN_KEYS, average, group_by_task, per_question
+from searchgym.meters.common_n import common_n
 from searchgym.meters.coverage import compare_with_base
 from searchgym.meters.passk import solvable_set_overlap
 from searchgym.meters.stats import bootstrap_ci, paired_bootstrap
@@ -85,26 +87,21 @@ def meter_inputs(paths: list[Path], samples: int | None = None, n_boot: int = 10
     """Meter every input at one common n; returns the metered inputs and a note on how n was chosen."""
     loaded = [_load(Path(p)) for p in paths]
     check_same_questions(paths, loaded)
-    sizes = []
-    for path, trajs in zip(paths, loaded):
-        counts = {}
+    sizes, counts_of = {}, []
+    for path, name, trajs in zip(paths, _names(paths), loaded):
+        counts: dict[str, int] = {}
         for t in trajs:
             counts[t.task_id] = counts.get(t.task_id, 0) + 1
         if not counts:
             raise ValueError(f"{path} holds no trajectories")
-        lo, hi = min(counts.values()), max(counts.values())
-        sizes.append(str(lo) if lo == hi else f"{lo}-{hi}")
-    if samples is None:
-        if len(set(sizes)) > 1:
-            listing = ", ".join(f"{p}: n={s}" for p, s in zip(paths, sizes))
-            raise ValueError(f"inputs were evaluated at different n ({listing}); meters grow with n, so pass "
-                             "--samples N to compare all of them on the first N samples of each task")
-        note = f"n = {sizes[0]} samples per task"
-    else:
-        note = (f"equalised to n = {samples} by using the first {samples} samples of each task "
-                f"(originally: {', '.join(f'{name} n={s}' for name, s in zip(_names(paths), sizes))})")
+        sizes[name] = (min(counts.values()), max(counts.values()))
+        counts_of.append(sizes[name])
+    samples, note, down_sampled = common_n(sizes, samples)
+    if down_sampled:
+        print(f"warning: {note}", file=sys.stderr)
     metered = []
-    for path, name, trajs, size in zip(paths, _names(paths), loaded, sizes):
+    for path, name, trajs, (lo, hi) in zip(paths, _names(paths), loaded, counts_of):
+        size = str(lo) if lo == hi else f"{lo}-{hi}"
         try:
             pq, difficulty, n = per_question(trajs, samples)
         except ValueError as e:
@@ -113,8 +110,8 @@ def meter_inputs(paths: list[Path], samples: int | None = None, n_boot: int = 10
         ci = {}
         for key in MAIN_KEYS:
             if key in meters:
-                _, lo, hi = bootstrap_ci([m.get(key, math.nan) for m in pq.values()], n_boot=n_boot)
-                ci[key] = (lo, hi)
+                _, ci_lo, ci_hi = bootstrap_ci([m.get(key, math.nan) for m in pq.values()], n_boot=n_boot)
+                ci[key] = (ci_lo, ci_hi)
         kept = [t for group in group_by_task(trajs, samples)[0].values() for t in group]
         metered.append(MeteredInput(Path(path), name, size, pq, meters, ci, kept))
     return metered, note

@@ -10,12 +10,14 @@ verdict (`searchgym.report.rules`), the figures (`searchgym.report.figures`) and
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from searchgym.meters.aggregate import average, per_question
+from searchgym.meters.common_n import common_n
 from searchgym.meters.coverage import compare_with_base
 from searchgym.meters.literature import entropy_reward_points, fit_entropy_reward
 from searchgym.meters.passk import k_ladder, pass_at_k_table, pass_hat_k_table, solvable_set_overlap
@@ -127,19 +129,19 @@ class StudyData:
 # ---- one fixed n on one question set ----------------------------------------------------------------
 
 def equalise(runs: list[RunData]) -> tuple[int, set[str], list[str]]:
-    """The common n (smallest samples-per-question of any run) and the questions every run answered."""
+    """The common n (`searchgym.meters.common_n`) and the questions every run answered."""
     notes = []
-    sizes, tasks = [], None
+    sizes, tasks = {}, None
     for r in runs:
         counts = Counter(t.task_id for t in r.trajectories)
         if not counts:
             raise ValueError(f"{r.path}: trajectories.jsonl is empty; re-run its evaluation")
-        sizes.append(min(counts.values()))
+        sizes[str(r.path)] = (min(counts.values()), max(counts.values()))
         tasks = set(counts) if tasks is None else tasks & set(counts)
-    n = min(sizes)
-    if len(set(sizes)) > 1:
-        notes.append(f"runs were evaluated at different n ({sorted(set(sizes))}); every meter uses the first "
-                     f"n = {n} samples of each question")
+    n, note, down_sampled = common_n(sizes)  # the rule `searchgym meter` follows too
+    if down_sampled:
+        print(f"warning: {note}", file=sys.stderr)
+        notes.append(f"runs were evaluated at different n; {note}")
     total = {t.task_id for r in runs for t in r.trajectories}
     if not tasks:
         raise ValueError("the runs share no question; evaluate every arm on the same env and split")
