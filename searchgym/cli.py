@@ -114,7 +114,7 @@ def eval_(model: Annotated[str, typer.Argument(help="model alias, HF folder, or 
           ) -> None:
     """Sample a model on held-out questions; write trajectories.jsonl and print a summary."""
     from searchgym.recipe import parse_kwargs
-    from searchgym.rollout import eval_command
+    from searchgym.train.evaluate import eval_command
 
     try:
         eval_command(model, env, questions, samples, split=split, temperature=temperature, max_turns=max_turns,

@@ -11,17 +11,15 @@ sampled from and its role (query / answer / post_tool / other) — the inputs of
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import gymnasium
 import torch
 
-from searchgym.trajectory import Trajectory, write_trajectories
+from searchgym.trajectory import Trajectory
 
 POST_TOOL_WINDOW = 8  # tokens after a tool result counted as "post_tool" (meters.md: the w first tokens)
 
@@ -282,112 +280,3 @@ def _retire(active: list[_Episode], finished: dict[int, Trajectory], free_envs: 
         e.kv = None  # free its keys/values now, not when the rollout returns
         bar.update(1)
     return still
-
-
-# ---- searchgym eval ------------------------------------------------------------------------------------
-
-def eval_command(model_or_run: str, env_id: str | None, questions: int, samples: int, *, split: str = "test",
-                 temperature: float = 1.0, top_p: float = 1.0, max_turns: int | None = None,
-                 max_new_tokens: int = 64, batch_size: int = 16, seed: int = 0, out: Path | None = None,
-                 env_kwargs: dict | None = None, progress: bool = True) -> Path:
-    """Sample ``samples`` episodes on the first ``questions`` tasks of ``split``; write
-    ``out/trajectories.jsonl`` (plus ``out/eval.json`` with the settings) and print a summary.
-
-    A training run folder is evaluated in its own env (``env.id``, ``env.kwargs`` and ``eval.max_turns`` of
-    its ``recipe.toml``), so task ids name the same questions as in the run's own eval; ``env_id``,
-    ``env_kwargs`` (merged over the run's when the env is the same) and ``max_turns`` override. Everything
-    is checked before the model loads, and ``out`` (default ``runs/eval-<timestamp>``) is created only
-    when there are results to write.
-    """
-    from rich.console import Console
-    from rich.table import Table
-
-    from searchgym.envs import register_all, registered_envs
-    from searchgym.models import load_model, model_problem
-    from searchgym.runs import new_run_dir
-
-    if questions < 1 or samples < 1:
-        raise ValueError("--questions and --samples must be >= 1")
-    if max_new_tokens < 1 or (max_turns is not None and max_turns < 1):
-        raise ValueError("--max-new-tokens and --max-turns must be >= 1")
-    if (problem := model_problem(model_or_run)) is not None:
-        raise ValueError(f"model: {problem}")
-    run = _run_recipe(model_or_run)
-    run_env = run.get("env", {})
-    notes = []
-    if env_id is None:
-        env_id = run_env.get("id", "searchgym/SyntheticWorld-Easy-v0")
-        if run_env.get("id"):
-            notes.append(f"env {env_id} (the run's)")
-    if run_env.get("id") == env_id and run_env.get("kwargs"):
-        notes.append(f"env kwargs {run_env['kwargs']} (the run's){' + ' + str(env_kwargs) if env_kwargs else ''}")
-        env_kwargs = {**run_env["kwargs"], **(env_kwargs or {})}
-    if max_turns is None:
-        max_turns = int(run.get("eval", {}).get("max_turns", 8))
-    register_all()
-    if ":" in env_id or env_id not in gymnasium.registry:
-        raise ValueError(f"--env: {env_id!r:.80} is not a registered environment; allowed: {list(registered_envs())}")
-    env_kwargs = {**(env_kwargs or {}), "split": split}
-    try:
-        env = gymnasium.make(env_id, **env_kwargs)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{env_id} with {env_kwargs}: {e}") from None
-    tasks = list(env.unwrapped.tasks)[:questions]
-    env.close()
-    if notes:
-        print(f"evaluating {model_or_run} with " + "; ".join(notes) + " (--env / --env-kwargs override)")
-    model, tokenizer = load_model(model_or_run)
-    trajectories = rollout(model, tokenizer, env_id, [t.id for t in tasks], samples=samples,
-                           temperature=temperature, top_p=top_p, max_turns=max_turns,
-                           max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
-                           env_kwargs=env_kwargs, progress=progress, source=model_or_run)
-    out = new_run_dir("eval", out)
-    path = write_trajectories(out / "trajectories.jsonl", trajectories)
-    summary = summarize(trajectories)
-    settings = dict(model=model_or_run, env_id=env_id, split=split, questions=len(tasks), samples=samples,
-                    temperature=temperature, top_p=top_p, max_turns=max_turns, max_new_tokens=max_new_tokens,
-                    batch_size=batch_size, seed=seed, env_kwargs=env_kwargs)
-    from searchgym.corpus.documents import atomic_write
-
-    atomic_write(out / "eval.json", json.dumps({"settings": settings, "summary": summary}, indent=2).encode())
-    table = Table("metric", "value", title=f"{model_or_run} on {env_id} ({split})")
-    for key, value in summary.items():
-        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
-    Console().print(table)
-    return path
-
-
-def _run_recipe(model_or_run: str) -> dict:
-    """The resolved ``recipe.toml`` of a training run folder (or of the run an adapter folder sits in); {}."""
-    import tomllib
-
-    folder = Path(model_or_run).expanduser()
-    for candidate in (folder, folder.parent):
-        path = candidate / "recipe.toml"
-        if path.is_file():
-            try:
-                return tomllib.loads(path.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError) as e:
-                raise ValueError(f"{path}: cannot read the run's recipe ({e})") from None
-    return {}
-
-
-def summarize(trajectories: Sequence[Trajectory]) -> dict:
-    """Headline numbers of an eval: success rate, mean tool calls, mean token entropy.
-
-    >>> t = Trajectory("q", "env", 0, "?", [], [{"name": "answer"}], "A", None, [], [], [], "x", 1.0,
-    ...                True, ["x"], [], 1, token_entropies=[0.5, 1.5])
-    >>> summarize([t])["success_rate"], summarize([t])["mean_token_entropy"]
-    (1.0, 1.0)
-    """
-    n = max(len(trajectories), 1)
-    tokens = [h for t in trajectories for h in t.token_entropies]
-    return {
-        "episodes": len(trajectories),
-        "success_rate": sum(t.correct for t in trajectories) / n,
-        "mean_reward": sum(t.reward for t in trajectories) / n,
-        "mean_tool_calls": sum(t.num_tool_calls for t in trajectories) / n,
-        "truncated_rate": sum(t.truncated for t in trajectories) / n,
-        "mean_token_entropy": sum(tokens) / len(tokens) if tokens else float("nan"),
-        "generated_tokens": len(tokens),
-    }

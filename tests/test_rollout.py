@@ -14,8 +14,9 @@ import torch
 from gymnasium import spaces
 
 from searchgym.models import load_model, stop_token_ids
-from searchgym.rollout import assign_roles, eval_command, role_spans, rollout, token_offsets, token_stats
+from searchgym.rollout import assign_roles, role_spans, rollout, token_offsets, token_stats
 from searchgym.tasks import Task
+from searchgym.train.evaluate import eval_command
 from searchgym.trajectory import TOKEN_ROLES, Trajectory, read_trajectories
 
 FAKE_ID = "searchgym-test/Scripted-v0"
@@ -190,8 +191,10 @@ def test_eval_command_writes_trajectories(tiny, tmp_path, capsys):
                         max_new_tokens=4, batch_size=4, seed=0, out=tmp_path, progress=False)
     rows = list(read_trajectories(path))
     assert [(t.task_id, t.sample) for t in rows] == [("one", 0), ("one", 1), ("two", 0), ("two", 1)]
-    assert json.loads((tmp_path / "eval.json").read_text())["summary"]["episodes"] == 4
-    assert "success_rate" in capsys.readouterr().out
+    written = json.loads((tmp_path / "eval.json").read_text())
+    assert written["model"]["episodes"] == 4 and written["model"]["n"] == 2  # training's eval_summary schema
+    assert written["settings"]["samples"] == 2
+    assert "success rate" in capsys.readouterr().out
 
 
 def test_rollout_in_the_real_synthetic_world(tiny):

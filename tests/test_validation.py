@@ -118,7 +118,7 @@ def test_eval_of_a_run_folder_uses_the_runs_env(tmp_path, monkeypatch):
     import gymnasium
 
     from searchgym.models import resolve_model_path
-    from searchgym.rollout import eval_command
+    from searchgym.train.evaluate import eval_command
 
     run = tmp_path / "run"
     run.mkdir()

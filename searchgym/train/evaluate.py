@@ -8,6 +8,7 @@ same summary is printed as a rich table and written to ``summary.md`` in the run
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -124,11 +125,11 @@ def summary_markdown(title: str, trained: dict, base: dict | None = None) -> str
     return "\n".join(lines) + "\n"
 
 
-def print_summary(title: str, trained: dict, base: dict | None = None) -> None:
+def print_summary(title: str, trained: dict, base: dict | None = None, *, label: str = "trained") -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("metric", "trained", *(["base"] if base else []), title=title)
+    table = Table("metric", label, *(["base"] if base else []), title=title)
     for label, key, fmt in ROWS:
         table.add_row(label, _fmt(trained.get(key), fmt), *([_fmt(base.get(key), fmt)] if base else []))
     table.add_row("strategy share", _share(trained.get("strategy_share")),
@@ -172,8 +173,95 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, *, progress: b
     trained = "+".join(s for s in recipe.stages if s != "pretrain")
     title = f"{recipe.name}: {base}{f' + {trained}' if trained else ''} on {recipe.env.id} ({e.split})"
     run.write_text(run.SUMMARY, summary_markdown(title, summaries["trained"], summaries.get("base")))
-    run.write_json(run.EVAL, summaries)
+    run.write_json(run.EVAL, {"settings": {k: v for k, v in settings.items() if k != "progress"}, **summaries})
     run.append_metrics({"stage": "eval", "step": -1, **{f"eval/{label}_{k}": v for label, s in summaries.items()
                                                             for k, v in s.items() if isinstance(v, int | float)}})
     print_summary(title, summaries["trained"], summaries.get("base"))
     return summaries
+
+
+# ---- searchgym eval: any model or run folder, outside training ----------------------------------------
+
+def eval_command(model_or_run: str, env_id: str | None, questions: int, samples: int, *, split: str = "test",
+                 temperature: float = 1.0, top_p: float = 1.0, max_turns: int | None = None,
+                 max_new_tokens: int = 64, batch_size: int = 16, seed: int = 0, out: Path | None = None,
+                 env_kwargs: dict | None = None, progress: bool = True) -> Path:
+    """Sample ``samples`` episodes on the first ``questions`` tasks of ``split``; write
+    ``out/trajectories.jsonl`` and ``out/eval.json`` (``{"settings": …, "model": eval_summary}``, the schema
+    of a training run's eval.json, whose models are "trained" and "base") and print the summary table.
+
+    A training run folder is evaluated in its own env (``env.id``, ``env.kwargs`` and ``eval.max_turns`` of
+    its ``recipe.toml``), so task ids name the same questions as in the run's own eval; ``env_id``,
+    ``env_kwargs`` (merged over the run's when the env is the same) and ``max_turns`` override. Everything
+    is checked before the model loads, and ``out`` (default ``runs/eval-<timestamp>``) is created only
+    when there are results to write.
+    """
+    import gymnasium
+
+    from searchgym.envs import register_all, registered_envs
+    from searchgym.models import load_model, model_problem
+    from searchgym.rollout import rollout
+    from searchgym.runs import new_run_dir
+    from searchgym.trajectory import write_trajectories
+
+    if questions < 1 or samples < 1:
+        raise ValueError("--questions and --samples must be >= 1")
+    if max_new_tokens < 1 or (max_turns is not None and max_turns < 1):
+        raise ValueError("--max-new-tokens and --max-turns must be >= 1")
+    if (problem := model_problem(model_or_run)) is not None:
+        raise ValueError(f"model: {problem}")
+    run = _run_recipe(model_or_run)
+    run_env = run.get("env", {})
+    notes = []
+    if env_id is None:
+        env_id = run_env.get("id", "searchgym/SyntheticWorld-Easy-v0")
+        if run_env.get("id"):
+            notes.append(f"env {env_id} (the run's)")
+    if run_env.get("id") == env_id and run_env.get("kwargs"):
+        notes.append(f"env kwargs {run_env['kwargs']} (the run's){' + ' + str(env_kwargs) if env_kwargs else ''}")
+        env_kwargs = {**run_env["kwargs"], **(env_kwargs or {})}
+    if max_turns is None:
+        max_turns = int(run.get("eval", {}).get("max_turns", 8))
+    register_all()
+    if ":" in env_id or env_id not in gymnasium.registry:
+        raise ValueError(f"--env: {env_id!r:.80} is not a registered environment; allowed: {list(registered_envs())}")
+    env_kwargs = {**(env_kwargs or {}), "split": split}
+    try:
+        env = gymnasium.make(env_id, **env_kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{env_id} with {env_kwargs}: {e}") from None
+    tasks = list(env.unwrapped.tasks)[:questions]
+    env.close()
+    if notes:
+        print(f"evaluating {model_or_run} with " + "; ".join(notes) + " (--env / --env-kwargs override)")
+    model, tokenizer = load_model(model_or_run)
+    trajectories = rollout(model, tokenizer, env_id, [t.id for t in tasks], samples=samples,
+                           temperature=temperature, top_p=top_p, max_turns=max_turns,
+                           max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                           env_kwargs=env_kwargs, progress=progress, source=model_or_run)
+    out = new_run_dir("eval", out)
+    path = write_trajectories(out / "trajectories.jsonl", trajectories)
+    summary = eval_summary(trajectories)
+    settings = dict(model=model_or_run, env_id=env_id, split=split, questions=len(tasks), samples=samples,
+                    temperature=temperature, top_p=top_p, max_turns=max_turns, max_new_tokens=max_new_tokens,
+                    batch_size=batch_size, seed=seed, env_kwargs=env_kwargs)
+    from searchgym.runs import atomic_write
+
+    atomic_write(out / "eval.json", json.dumps({"settings": settings, "model": summary}, indent=2).encode())
+    print_summary(f"{model_or_run} on {env_id} ({split})", summary, label="model")
+    return path
+
+
+def _run_recipe(model_or_run: str) -> dict:
+    """The resolved ``recipe.toml`` of a training run folder (or of the run an adapter folder sits in); {}."""
+    import tomllib
+
+    folder = Path(model_or_run).expanduser()
+    for candidate in (folder, folder.parent):
+        path = candidate / "recipe.toml"
+        if path.is_file():
+            try:
+                return tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as e:
+                raise ValueError(f"{path}: cannot read the run's recipe ({e})") from None
+    return {}
