@@ -19,15 +19,17 @@ from typing import Literal
 import gymnasium
 import torch
 
+from searchgym.envs.tools import TOOLS
 from searchgym.trajectory import Trajectory
 
 POST_TOOL_WINDOW = 8  # tokens after a tool result counted as "post_tool" (meters.md: the w first tokens)
 
-# The argument values whose tokens get a role: the query of a search call, the text of an answer call.
-# Matched in the JSON of a <tool_call> or in the plain form ("search: ...", "answer: ...").
-_JSON_ARG = re.compile(r'"(query|text)"\s*:\s*"((?:[^"\\]|\\.)*)')
-_PLAIN_ARG = re.compile(r"^\s*(search|answer)\s*[:(]\s*(.*?)\s*\)?\s*$", re.IGNORECASE | re.DOTALL)
-_ROLE_OF = {"query": "query", "search": "query", "text": "answer", "answer": "answer"}
+# Argument values whose tokens get a role (tools.TOOLS: a search's query, an answer's text), in JSON or plain form.
+_ROLED = [t for t in TOOLS if t.role]
+_ROLE_OF = {**{t.argument: t.role for t in _ROLED}, **{t.name: t.role for t in _ROLED}}
+_JSON_ARG = re.compile(r'"(' + "|".join(re.escape(t.argument) for t in _ROLED) + r')"\s*:\s*"((?:[^"\\]|\\.)*)')
+_PLAIN_ARG = re.compile(r"^\s*(" + "|".join(re.escape(t.name) for t in _ROLED) + r")\s*[:(]\s*(.*?)\s*\)?\s*$",
+                        re.IGNORECASE | re.DOTALL)
 
 
 def role_spans(text: str) -> list[tuple[int, int, str]]:

@@ -176,3 +176,96 @@ def test_shipped_prior_reads_the_rendered_system_turn_as_one_token():
     assert pieces[0] == "<|im_start|>" and pieces[2] == "<|im_end|>"
     assert pieces[1] == scaffold_blocks()[0] and pieces[1].startswith("system\n" + SYSTEM)
     assert len(pieces) == 19
+
+
+def test_derived_tables_equal_the_declaration():
+    from searchgym.envs import search_env
+    from searchgym.envs.tools import TOOLS
+    from searchgym.rollout import _ROLE_OF
+
+    assert [t.name for t in TOOLS] == list(TOOL_ARGUMENTS) and sorted(TOOL_ARGUMENTS) == list(TOOL_NAMES)
+    assert all(TOOL_ARGUMENTS[t.name] == t.argument == list(inspect.signature(t.function).parameters)[1]
+               for t in TOOLS)
+    assert [s["function"]["name"] for s in SearchTools.schemas()] == list(TOOL_NAMES)
+    assert search_env._LETTERS == {t.name: t.letter for t in TOOLS}
+    assert _ROLE_OF == {k: t.role for t in TOOLS if t.role for k in (t.argument, t.name)}
+    for t in TOOLS:
+        assert f"{t.name}({t.argument}) {t.prompt}" in SYSTEM_PROMPT
+        assert getattr(SearchEnvironment, t.name).__doc__ == t.function.__doc__
+
+
+# A fourth tool, added to SearchTools' source in a fresh interpreter: every derived place must carry it.
+NEW_TOOL = '''
+    @tool("returns the glossary entry of a term", role="query")
+    def lookup(self, term: str) -> str:
+        """Look a term up in the glossary.
+
+        Args:
+            term: The term to look up.
+
+        Returns:
+            The term's definition.
+        """
+        self._check_open_episode()
+        return f"{term}: a term"
+
+'''
+FLOW = '''
+import importlib.util, inspect, pathlib, sys
+import gymnasium
+import searchgym.envs
+from transformers.utils import get_json_schema
+
+path = pathlib.Path(searchgym.envs.__file__).with_name("tools.py")
+source = path.read_text()
+assert "searchgym.envs.tools" not in sys.modules and source.count("    def _check_open_episode") == 1
+source = source.replace("    def _check_open_episode", NEW_TOOL + "    def _check_open_episode")
+tools = importlib.util.module_from_spec(importlib.util.spec_from_loader("searchgym.envs.tools", loader=None))
+sys.modules["searchgym.envs.tools"] = tools
+exec(compile(source, str(path), "exec"), tools.__dict__)
+
+from searchgym.envs import search_env
+from searchgym.envs.actions import TOOL_ARGUMENTS, ActionError, parse_action
+from searchgym.rollout import role_spans
+from searchgym.tasks import ToolCall
+from searchgym.train.grpo_env import SearchEnvironment, make_environment_factory
+from searchgym.train.prior_tokenizer import call_blocks
+
+assert tools.TOOL_NAMES == ("answer", "lookup", "open", "search")
+assert list(TOOL_ARGUMENTS.items())[-1] == ("lookup", "term")
+assert "answer(text) submits your final answer and ends the episode; lookup(term) returns the glossary entry" \\
+    in tools.SYSTEM_PROMPT
+schemas = tools.SearchTools.schemas()
+assert [s["function"]["name"] for s in schemas] == list(tools.TOOL_NAMES)
+assert schemas[1]["function"]["parameters"]["required"] == ["term"]
+assert parse_action("lookup: tarn") == ToolCall("lookup", {"term": "tarn"})
+for text, end in [('{"name": "fly", "arguments": {}}', "answer(text), lookup(term)"), ("x", "answer, lookup)")]:
+    try:
+        parse_action(text)
+    except ActionError as e:
+        assert str(e).endswith(end), e
+assert role_spans('{"name": "lookup", "arguments": {"term": "tarn"}}') == [(42, 46, "query")]
+assert role_spans("Lookup: tarn") == [(8, 12, "query")]
+assert call_blocks()[3] == '<tool_call>\\n{"name": "lookup", "arguments": {"term": "'
+members = [n for n, _ in inspect.getmembers(SearchEnvironment, predicate=inspect.isfunction)
+           if n not in ("reset", "get_reward") and not n.startswith("_")]
+assert tuple(members) == tools.TOOL_NAMES
+assert [get_json_schema(getattr(SearchEnvironment, n)) for n in members] == schemas
+
+env = gymnasium.make("searchgym_plugin_example/Elements-v0", disable_env_checker=True).unwrapped
+env.reset(options={"task_id": "el-sym-O"})
+assert env.step("lookup: tarn")[0] == "tarn: a term" and env.signature() == "L"
+adapter = make_environment_factory("searchgym_plugin_example/Elements-v0")()
+adapter.reset(task_id="el-sym-O")
+assert adapter.lookup(term="tarn") == "tarn: a term" and adapter.calls[0]["name"] == "lookup"
+print("flowed")
+'''
+
+
+def test_a_new_tool_flows_to_every_derived_place():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", f"NEW_TOOL = {NEW_TOOL!r}\n" + FLOW], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip().endswith("flowed"), result.stderr[-3000:]

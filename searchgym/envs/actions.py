@@ -21,10 +21,14 @@ from __future__ import annotations
 import json
 import re
 
+from searchgym.envs.tools import TOOLS
 from searchgym.tasks import ToolCall
 
-# name -> the one required argument. The env's tools define the same names (tools.py).
-TOOL_ARGUMENTS = {"search": "query", "open": "doc_id", "answer": "text"}
+# name -> the one required argument, in declaration order (derived from the tools: envs/tools.py).
+TOOL_ARGUMENTS = {t.name: t.argument for t in TOOLS}
+# The example call the error messages show: the first declared tool.
+_EXAMPLE_ARGS = json.dumps({TOOLS[0].argument: "..."})
+_EXAMPLE = json.dumps({"name": TOOLS[0].name, "arguments": {TOOLS[0].argument: "..."}})
 
 _OPEN, _CLOSE = "<tool_call>", "</tool_call>"
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -68,8 +72,8 @@ def parse_action(text: object) -> ToolCall:
     plain = _plain_call(stripped)
     if plain is not None:
         return _validated(*plain)
-    raise ActionError('no tool call found: reply with <tool_call>{"name": "search", "arguments": '
-                      '{"query": "..."}}</tool_call> (tools: search, open, answer)')
+    raise ActionError(f"no tool call found: reply with <tool_call>{_EXAMPLE}</tool_call> "
+                      f"(tools: {', '.join(TOOL_ARGUMENTS)})")
 
 
 def strip_end_of_turn(text: str) -> str:
@@ -126,13 +130,12 @@ def _plain_call(text: str) -> tuple[str, dict] | None:
 def _from_json(body: str) -> ToolCall:
     obj = _loads(body, 'write {"name": ..., "arguments": {...}} inside <tool_call></tool_call>')
     if not isinstance(obj, dict) or "name" not in obj:
-        raise ActionError('a tool call needs a "name" and "arguments": {"name": "search", '
-                          '"arguments": {"query": "..."}}')
+        raise ActionError(f'a tool call needs a "name" and "arguments": {_EXAMPLE}')
     args = obj.get("arguments", {})
     if isinstance(args, str):  # some models double-encode the arguments
-        args = _loads(args, 'make "arguments" a JSON object, e.g. {"query": "..."}')
+        args = _loads(args, f'make "arguments" a JSON object, e.g. {_EXAMPLE_ARGS}')
     if not isinstance(args, dict):
-        raise ActionError('"arguments" must be a JSON object, e.g. {"query": "..."}')
+        raise ActionError(f'"arguments" must be a JSON object, e.g. {_EXAMPLE_ARGS}')
     return _validated(str(obj["name"]), args)
 
 
@@ -184,7 +187,8 @@ def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
 
 def _validated(name: str, args: dict) -> ToolCall:
     if name not in TOOL_ARGUMENTS:
-        raise ActionError(f"unknown tool {name[:100]!r}: the tools are search(query), open(doc_id), answer(text)")
+        raise ActionError(f"unknown tool {name[:100]!r}: the tools are "
+                          + ", ".join(f"{n}({a})" for n, a in TOOL_ARGUMENTS.items()))
     required = TOOL_ARGUMENTS[name]
     extra = sorted(set(args) - {required})
     if extra:

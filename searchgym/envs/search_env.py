@@ -15,7 +15,7 @@ import gymnasium
 from gymnasium import spaces
 
 from searchgym.envs.actions import ActionError, parse_action
-from searchgym.envs.tools import SYSTEM_PROMPT, SearchTools, ToolError
+from searchgym.envs.tools import SYSTEM_PROMPT, TOOLS, SearchTools, ToolError
 from searchgym.tasks import Task, TaskSet, ToolCall
 from searchgym.trajectory import Trajectory
 from searchgym.worlds import world_class, world_names
@@ -25,6 +25,7 @@ from searchgym.worlds import world_class, world_names
 CHARSET = "\t\n" + "".join(chr(c) for c in range(0x20, 0xFFFE) if not 0xD800 <= c <= 0xDFFF)
 _CHARSET_SET = frozenset(CHARSET)
 MAX_ACTION_CHARS = 4096
+_LETTERS = {t.name: t.letter for t in TOOLS}  # a valid call's letter in the episode's signature
 
 _WORLD_CACHE: dict[tuple, TaskSet] = {}
 _INDEX_CACHE: dict[tuple, Any] = {}
@@ -294,9 +295,8 @@ class SearchEnv(gymnasium.Env):
         }
 
     def signature(self) -> str:
-        """Action-type string of the episode so far: S(earch) O(pen) A(nswer) X(invalid)."""
-        letters = {"search": "S", "open": "O", "answer": "A"}
-        return " ".join(letters[c["name"]] if c["valid"] else "X" for c in self._calls)
+        """Action-type string of the episode so far: each tool's letter (S(earch) O(pen) A(nswer)), X(invalid)."""
+        return " ".join(_LETTERS[c["name"]] if c["valid"] else "X" for c in self._calls)
 
     def valid_calls(self) -> list[ToolCall]:
         return [ToolCall(c["name"], c["arguments"]) for c in self._calls if c["valid"]]

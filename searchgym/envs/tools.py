@@ -1,30 +1,71 @@
 """The three tools of every search environment: ``search``, ``open`` and ``answer``.
 
-This is the one implementation. The Gymnasium `SearchEnv` dispatches parsed actions to it, and the
-TRL adapter (searchgym.train.grpo_env) exposes these same methods and docstrings to GRPOTrainer, so
-SFT demonstrations, evaluation rollouts and RL all see identical tool schemas and observation text.
-Docstrings are prompts: they tell the model what comes back and what to call next.
+This is the one implementation, and the one declaration: each tool is a `SearchTools` method marked
+``@tool`` (its name, its one typed argument, its docstring as the schema's prompt, plus a phrase for the
+system prompt, the meter role of its argument and its signature letter). Everything else is derived from
+it in `TOOLS`: `TOOL_NAMES`, ``actions.TOOL_ARGUMENTS`` and the parser's messages, `SYSTEM_PROMPT`, the JSON
+schemas, the rollout's role patterns, ``SearchEnv.signature`` and the GRPO adapter's tool methods.
+
+The Gymnasium `SearchEnv` dispatches parsed actions to it, and the TRL adapter (searchgym.train.grpo_env)
+exposes these same methods and docstrings to GRPOTrainer, so SFT demonstrations, evaluation rollouts and
+RL all see identical tool schemas and observation text. Docstrings are prompts: they tell the model what
+comes back and what to call next. A new tool is one more ``@tool`` method taking one ``str`` argument.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from searchgym.envs.rewards import SCORERS, exact_match
 from searchgym.tasks import Task
+from searchgym.trajectory import TOKEN_ROLES
 
 
 class ToolError(ValueError):
     """A tool call that cannot be executed; the message is shown to the agent."""
 
 
-SYSTEM_PROMPT = (
-    "You answer questions by searching a document collection. Use the tools: search(query) returns "
-    "the best-matching documents with their doc_id, title and a snippet; open(doc_id) returns a "
-    "document's text; answer(text) submits your final answer and ends the episode. Make one tool call "
-    "per turn. Facts may be spread over several documents: search, read, then search again for the next "
-    "fact. Answer with a short name, place or number, not a sentence."
-)
+@dataclass(frozen=True)
+class ToolSpec:
+    """One declared tool, read off its `SearchTools` method (see `tool`)."""
+
+    name: str
+    argument: str  # the one required argument
+    prompt: str  # what the system prompt says it does, after "name(argument)"
+    role: str | None  # the meter role of the argument's tokens (rollout.role_spans), or None
+    letter: str  # its letter in an episode's action signature (SearchEnv.signature)
+    function: Callable
+
+
+def tool(prompt: str, *, role: str | None = None, letter: str | None = None):
+    """Declare a `SearchTools` method as a tool: ``prompt`` is its phrase in the system prompt, ``role``
+    the meter role of its argument's tokens, ``letter`` its signature letter (default: its initial)."""
+    def mark(function):
+        function._tool = {"prompt": prompt, "role": role, "letter": letter}
+        return function
+    return mark
+
+
+def declared_tools(cls: type) -> tuple[ToolSpec, ...]:
+    """The tools ``cls`` declares with `tool`, in declaration order (each takes exactly one argument)."""
+    specs = []
+    for name, function in vars(cls).items():
+        declared = getattr(function, "_tool", None)
+        if declared is None:
+            continue
+        arguments = list(inspect.signature(function).parameters)[1:]
+        if len(arguments) != 1:
+            raise TypeError(f"tool {name} must take exactly one argument, got {arguments}")
+        if declared["role"] not in (None, *TOKEN_ROLES):
+            raise TypeError(f"tool {name}: role must be None or one of {TOKEN_ROLES}, got {declared['role']!r}")
+        letter = declared["letter"] or name[0].upper()
+        specs.append(ToolSpec(name, arguments[0], declared["prompt"], declared["role"], letter, function))
+    letters = [s.letter for s in specs]
+    if len(set(letters)) != len(letters) or "X" in letters:  # X marks an invalid action
+        raise TypeError(f"tool signature letters must be distinct and not X, got {letters}: pass letter=")
+    return tuple(specs)
 
 
 @dataclass
@@ -72,7 +113,8 @@ class SearchTools:
     def done(self) -> bool:
         return self.state.answer is not None
 
-    # -- the tools ------------------------------------------------------------------------------
+    # -- the tools (declaration order: the system prompt, parser messages and call tokens follow it) ----
+    @tool("returns the best-matching documents with their doc_id, title and a snippet", role="query")
     def search(self, query: str) -> str:
         """Search the document collection.
 
@@ -95,6 +137,7 @@ class SearchTools:
         lines = [f"[{h.doc_id}] {h.title}: {h.snippet}" for h in hits]
         return _fit("\n".join(lines), self.max_obs_chars)
 
+    @tool("returns a document's text")
     def open(self, doc_id: str) -> str:
         """Open a document and read its text.
 
@@ -114,6 +157,7 @@ class SearchTools:
         self.state.opened.append(doc_id)
         return _fit(f"[{doc.id}] {doc.title}\n{doc.text}", self.max_obs_chars)
 
+    @tool("submits your final answer and ends the episode", role="answer")
     def answer(self, text: str) -> str:
         """Submit your final answer. This ends the episode; make no more tool calls after it.
 
@@ -140,7 +184,7 @@ class SearchTools:
             raise ToolError("the episode is over: you already answered, make no more tool calls")
 
     def call(self, name: str, arguments: dict) -> str:
-        """Dispatch a parsed call (name in search/open/answer) to its tool."""
+        """Dispatch a parsed call (name in TOOL_NAMES) to its tool."""
         return getattr(self, name)(**arguments)
 
     @staticmethod
@@ -151,10 +195,18 @@ class SearchTools:
         return [get_json_schema(getattr(SearchTools, n)) for n in TOOL_NAMES]
 
 
+TOOLS = declared_tools(SearchTools)
 # Alphabetical: TRL's GRPOTrainer lists an environment's tools with inspect.getmembers, which sorts by name,
 # and every other path (rollouts, SFT, the prior lab's pretraining) must render the very same tools block.
 # A prior-lab model sees that block as one token; in another order it is ~550 tokens it never read.
-TOOL_NAMES = ("answer", "open", "search")
+TOOL_NAMES = tuple(sorted(t.name for t in TOOLS))
+
+SYSTEM_PROMPT = (
+    "You answer questions by searching a document collection. Use the tools: "
+    + "; ".join(f"{t.name}({t.argument}) {t.prompt}" for t in TOOLS)
+    + ". Make one tool call per turn. Facts may be spread over several documents: search, read, then search "
+    "again for the next fact. Answer with a short name, place or number, not a sentence."
+)
 
 
 def _fit(text: str, budget: int) -> str:
