@@ -24,7 +24,7 @@ from searchgym.trajectory import Trajectory
 
 POST_TOOL_WINDOW = 8  # tokens after a tool result counted as "post_tool" (meters.md: the w first tokens)
 
-# Argument values whose tokens get a role (tools.TOOLS: a search's query, an answer's text), in JSON or plain form.
+# Argument values whose tokens get a role (tools.TOOLS: a search's query, an answer's text), JSON or plain form.
 _ROLED = [t for t in TOOLS if t.role]
 _ROLE_OF = {**{t.argument: t.role for t in _ROLED}, **{t.name: t.role for t in _ROLED}}
 _JSON_ARG = re.compile(r'"(' + "|".join(re.escape(t.argument) for t in _ROLED) + r')"\s*:\s*"((?:[^"\\]|\\.)*)')

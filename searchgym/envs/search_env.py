@@ -15,7 +15,7 @@ import gymnasium
 from gymnasium import spaces
 
 from searchgym.envs.actions import ActionError, parse_action
-from searchgym.envs.tools import SYSTEM_PROMPT, TOOLS, SearchTools, ToolError
+from searchgym.envs.tools import SYSTEM_PROMPT, TOOLS, EpisodeState, SearchTools, ToolError
 from searchgym.tasks import Task, TaskSet, ToolCall
 from searchgym.trajectory import Trajectory
 from searchgym.worlds import world_class, world_names
@@ -102,6 +102,14 @@ def _within_limit(action):
         raise ActionError(f"the action is {len(action)} characters, over the limit of {MAX_ACTION_CHARS}: "
                           "make one short tool call")
     return action
+
+
+def call_reward(call: dict, state: EpisodeState, step_cost: float, format_penalty: float) -> float:
+    """One recorded call's reward (SearchEnv's step reward; the GRPO adapter sums them): ``-format_penalty``
+    for an invalid call, the answer score for ``answer``, ``-step_cost`` for any other tool."""
+    if not call["valid"]:
+        return -format_penalty
+    return state.score if call["name"] == "answer" else -step_cost
 
 
 def clean_observation(text: str, budget: int) -> str:
@@ -261,13 +269,13 @@ class SearchEnv(gymnasium.Env):
                 shown = tuple(self.tools.state.shown[n_shown:])
             elif call.name == "open":
                 shown = (self.tools.state.opened[-1],)
-            reward = self.tools.state.score if call.name == "answer" else -self.step_cost
             self._calls.append({"name": call.name, "arguments": call.arguments, "valid": True})
             error = None
         except (ActionError, ToolError) as e:
-            observation, reward, error = f"Error: {e}", -self.format_penalty, str(e)
+            observation, error = f"Error: {e}", str(e)
             self._calls.append({"name": call.name if call else None, "arguments": {}, "valid": False,
                                 "error": error})
+        reward = call_reward(self._calls[-1], self.tools.state, self.step_cost, self.format_penalty)
         if not ended:
             self._terminated = self.tools.done
             self._truncated = not self._terminated and self._steps >= self.max_steps

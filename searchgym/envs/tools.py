@@ -59,7 +59,7 @@ def declared_tools(cls: type) -> tuple[ToolSpec, ...]:
         if len(arguments) != 1:
             raise TypeError(f"tool {name} must take exactly one argument, got {arguments}")
         if declared["role"] not in (None, *TOKEN_ROLES):
-            raise TypeError(f"tool {name}: role must be None or one of {TOKEN_ROLES}, got {declared['role']!r}")
+            raise TypeError(f"tool {name}: role must be None or in {TOKEN_ROLES}, got {declared['role']!r}")
         letter = declared["letter"] or name[0].upper()
         specs.append(ToolSpec(name, arguments[0], declared["prompt"], declared["role"], letter, function))
     letters = [s.letter for s in specs]
