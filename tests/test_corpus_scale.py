@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 
+import faiss
 import numpy as np
 import pytest
 
@@ -157,11 +158,16 @@ def test_a_damaged_partial_is_discarded_with_a_warning(tmp_path, caplog, damage,
 def test_ivfpq_specs_and_errors():
     assert str(IndexSpec.parse("ivfpq")) == "ivfpq:m=auto,nbits=8,nlist=auto,nprobe=16"
     assert IndexSpec.parse("opq+ivfpq:nlist=64,m=8,nbits=4,nprobe=4").options == {
-        "nlist": 64, "m": 8, "nbits": 4, "nprobe": 4}
+        "nlist": 64, "m": 8, "nbits": 4, "nprobe": 4, "refine": "none", "k_factor": 4}
     for spec, message in [("ivfpq:nbits=9", "nbits must be one of [4, 5, 6, 7, 8, 10, 12], got 9"),
-                          ("ivfpq:M=8", "unknown option 'M' for index type 'ivfpq'; allowed: ['m', 'nbits'"),
+                          ("ivfpq:M=8", "unknown option 'M' for index type 'ivfpq'; allowed: ['k_factor', 'm', 'nbits'"),
                           ("ivfpq:nprobe=auto", "nprobe must be a positive integer, got 'auto'"),
-                          ("ivfpq:m=x", "m must be a positive integer or auto, got 'x'")]:
+                          ("ivfpq:m=x", "m must be a positive integer or auto, got 'x'"),
+                          ("ivfpq:refine=sq4", "refine must be one of ['none', 'sq8', 'flat'], got 'sq4'"),
+                          ("ivfpq:refine=8", "refine must be one of ['none', 'sq8', 'flat'], got 8"),
+                          ("ivfpq:refine=flat,k_factor=0", "k_factor must be a positive integer, got 0"),
+                          ("ivfpq:k_factor=8", "k_factor only applies with refine=sq8 or refine=flat"),
+                          ("ivf:refine=flat", "unknown option 'refine' for index type 'ivf'")]:
         with pytest.raises(IndexSpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
             IndexSpec.parse(spec)
     r = CorpusRecipe.from_dict({"corpus": {"source": "jsonl", "path": "x"},
@@ -212,8 +218,64 @@ def test_ivfpq_recall_against_flat(tmp_path, spec):
     assert size(pq) < size(flat) / 3  # 16 bytes a vector instead of 128
 
 
+def test_refine_specs_keep_old_cache_keys():
+    assert str(IndexSpec.parse("ivfpq:refine=none")) == str(IndexSpec.parse("ivfpq"))  # default: key unchanged
+    assert str(IndexSpec.parse("opq+ivfpq:m=8,refine=flat,k_factor=8")) == (
+        "opq+ivfpq:k_factor=8,m=8,nbits=8,nlist=auto,nprobe=16,refine=flat")
+    corpus, embedder = _corpus(10), get_embedder("hashing:dim=32")
+    keys = {cache_key(corpus, embedder, IndexSpec.parse(f"ivfpq:{o}")) for o in ("", "refine=sq8", "refine=flat")}
+    assert len(keys) == 3
+
+
+@pytest.mark.parametrize("kind", ["ivfpq", "opq+ivfpq"])
+def test_refine_recall_at_least_plain_ivfpq_and_cache_round_trip(tmp_path, kind):
+    vectors, queries = _clustered(), _clustered(50, seed=1)
+    embedder = ArrayEmbedder(vectors)
+    base = f"{kind}:nlist=16,m=4,nbits=6,nprobe=4"  # coarse codes, so re-ranking has something to fix
+    flat = build_index(_vector_corpus(3000), embedder, "flat", cache_dir=tmp_path, progress=False)
+    want = flat.search_vectors(queries, 10)
+
+    def recall(index):
+        got = index.search_vectors(queries, 10)
+        return np.mean([len({h.doc_id for h in g} & {h.doc_id for h in w}) / 10 for g, w in zip(got, want)])
+
+    plain = build_index(_vector_corpus(3000), embedder, base, cache_dir=tmp_path, progress=False)
+    size = lambda i: (i.cache_path / "index.faiss").stat().st_size  # noqa: E731
+    results = {}
+    for refine in ("sq8", "flat"):
+        spec = f"{base},refine={refine},k_factor=8"
+        built = build_index(_vector_corpus(3000), embedder, spec, cache_dir=tmp_path, progress=False)
+        assert built.index.k_factor == 8 and faiss.extract_index_ivf(built.index).nprobe == 4
+        results[refine] = recall(built)
+        assert results[refine] >= recall(plain) + 0.1, (refine, results[refine], recall(plain))
+        # cache round trip, plain and memory-mapped (IO_FLAG_MMAP_IFC maps the lists and the refine codes)
+        for mmap in (False, True):
+            loaded = build_index(_vector_corpus(3000), embedder, spec, cache_dir=tmp_path, progress=False, mmap=mmap)
+            assert loaded.from_cache and loaded.mmap == mmap
+            assert loaded.index.k_factor == 8 and faiss.extract_index_ivf(loaded.index).nprobe == 4
+            assert loaded.search_vectors(queries, 10) == built.search_vectors(queries, 10)
+        extra = size(built) - size(plain)  # d bytes a vector for sq8, 4*d for flat (plus a few header bytes)
+        assert 3000 * 32 * (1 if refine == "sq8" else 4) <= extra < 3000 * 32 * (1 if refine == "sq8" else 4) + 4096
+    assert results["flat"] >= results["sq8"] - 0.02, results  # what remains is the IVF partition (nprobe 4/16)
+
+
+def test_a_refine_index_is_opened_memory_mapped(tmp_path):
+    from searchgym.corpus.cache import read_index_file
+
+    built = build_index(_vector_corpus(3000), ArrayEmbedder(_clustered(3000)), "ivfpq:nlist=8,m=8,refine=flat",
+                        cache_dir=tmp_path, progress=False)
+    path = str(built.cache_path / "index.faiss")
+    with open(path, "rb") as f:
+        assert f.read(4) == b"IxRF"  # not an IVF fourcc: read with IO_FLAG_MMAP_IFC, lists and codes mapped
+    mapped = read_index_file(path, mmap=True)
+    with open("/proc/self/maps") as f:
+        assert any(line.rstrip().endswith(path) for line in f)  # the file is mapped, not copied
+    assert mapped.ntotal == 3000
+
+
 # -- memory-mapped loads and batched search --------------------------------------------------------------
-@pytest.mark.parametrize("spec", ["flat", "ivf:nlist=8,nprobe=8", "ivfpq:nlist=8,m=8,nprobe=8", "hnsw:M=8"])
+@pytest.mark.parametrize("spec", ["flat", "ivf:nlist=8,nprobe=8", "ivfpq:nlist=8,m=8,nprobe=8", "hnsw:M=8",
+                                  "ivfpq:nlist=8,m=8,nprobe=8,refine=sq8"])
 def test_mmap_load_gives_the_same_results(tmp_path, spec):
     vectors, queries = _clustered(1000), _clustered(20, seed=2)
     embedder = ArrayEmbedder(vectors)

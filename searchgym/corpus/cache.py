@@ -25,6 +25,9 @@ from searchgym.paths import cache_root
 CACHE_FORMAT = 1  # bump when the folder layout or meta.json fields change
 # IVF indexes (fourcc "Iw..", or an OPQ "IxPT" wrapping one) map their inverted lists with IO_FLAG_MMAP;
 # the others (flat, HNSW) map their vector codes with IO_FLAG_MMAP_IFC. The two cannot be combined.
+# A refine index ("IxRF": IVF-PQ + SQ8 or flat codes) is opened with IO_FLAG_MMAP_IFC, which in FAISS
+# 1.15 maps both its inverted lists and its refine codes (IO_FLAG_MMAP would map the lists only and
+# copy the larger refine codes into every process; measured in tests/test_corpus_scale.py).
 IVF_FOURCC = (b"Iw", b"IxPT")
 
 

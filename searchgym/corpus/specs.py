@@ -4,6 +4,11 @@
 ``"ivfpq:nlist=1024,m=64,nbits=8,nprobe=16"`` / ``"opq+ivfpq:..."`` (FAISS ``index_factory``
 ``IVF{nlist},PQ{m}x{nbits}np``, with an OPQ rotation first). Compressed indexes are trained on a sample
 of the vectors, so building one never needs every vector in memory at once.
+
+``refine=sq8`` / ``refine=flat`` on an IVF-PQ spec re-ranks its ``k_factor * k`` best candidates with
+more exact vectors (FAISS ``IndexRefine``: ``...,Refine(SQ8)`` keeps d more bytes a vector, ``...,RFlat``
+4*d more). The default ``refine=none`` is left out of ``str(spec)``, so specs without it keep their
+cache keys.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # Options each index type accepts, with their defaults (nlist=0 and m=0 mean "choose from the data").
-_PQ = {"nlist": 0, "m": 0, "nbits": 8, "nprobe": 16}
-INDEX_OPTIONS: dict[str, dict[str, int]] = {
+_PQ = {"nlist": 0, "m": 0, "nbits": 8, "nprobe": 16, "refine": "none", "k_factor": 4}
+INDEX_OPTIONS: dict[str, dict[str, int | str]] = {
     "flat": {},
     "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 64},
     "ivf": {"nlist": 0, "nprobe": 8},
@@ -28,6 +33,8 @@ INDEX_OPTIONS: dict[str, dict[str, int]] = {
     "opq+ivfpq": dict(_PQ),
 }
 AUTO_OPTIONS = ("nlist", "m")  # may be 0, written "auto"
+CHOICE_OPTIONS = {"refine": ("none", "sq8", "flat")}  # options whose value is one of these words
+REFINE_FACTORY = {"sq8": "Refine(SQ8)", "flat": "RFlat"}  # FAISS index_factory suffix of each refine
 NBITS = (4, 5, 6, 7, 8, 10, 12)  # PQ code sizes FAISS trains sensibly; 8 is the fast, usual one
 TRAIN_POINTS_PER_LIST = 64  # training sample: this many vectors per IVF list (k-means asks for >= 39)
 
@@ -48,6 +55,8 @@ class IndexSpec:
     'flat'
     >>> str(IndexSpec.parse("opq+ivfpq:nlist=1024,m=32"))
     'opq+ivfpq:m=32,nbits=8,nlist=1024,nprobe=16'
+    >>> str(IndexSpec.parse("ivfpq:m=32,refine=sq8"))
+    'ivfpq:k_factor=4,m=32,nbits=8,nlist=auto,nprobe=16,refine=sq8'
     """
 
     type: str = "flat"
@@ -62,6 +71,12 @@ class IndexSpec:
             if key not in allowed:
                 raise IndexSpecError(f"unknown option {key!r} for index type {self.type!r}; "
                                      f"allowed: {sorted(allowed) or 'none'}")
+            if key in CHOICE_OPTIONS:
+                if value not in CHOICE_OPTIONS[key]:
+                    raise IndexSpecError(f"index option {key} must be one of {list(CHOICE_OPTIONS[key])}, "
+                                         f"got {value!r}")
+                options[key] = value
+                continue
             if value == "auto" and key in AUTO_OPTIONS:
                 value = 0
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key in AUTO_OPTIONS else 1):
@@ -70,6 +85,9 @@ class IndexSpec:
             if key == "nbits" and value not in NBITS:
                 raise IndexSpecError(f"index option nbits must be one of {list(NBITS)}, got {value!r}")
             options[key] = value
+        if "k_factor" in self.options and options.get("refine") == "none":
+            raise IndexSpecError("index option k_factor only applies with refine=sq8 or refine=flat, "
+                                 "got refine=none")
         object.__setattr__(self, "options", options)
 
     @classmethod
@@ -90,11 +108,17 @@ class IndexSpec:
     def __str__(self) -> str:
         if not self.options:
             return self.type
-        shown = {k: ("auto" if k in AUTO_OPTIONS and v == 0 else v) for k, v in self.options.items()}
+        shown = {k: ("auto" if k in AUTO_OPTIONS and v == 0 else v) for k, v in self.options.items()
+                 if self.refine != "none" or k not in ("refine", "k_factor")}  # old specs keep their keys
         return self.type + ":" + ",".join(f"{k}={v}" for k, v in sorted(shown.items()))
 
     def __hash__(self) -> int:
         return hash(str(self))
+
+    @property
+    def refine(self) -> str:
+        """How IVF-PQ candidates are re-ranked: "none", "sq8" or "flat"."""
+        return self.options.get("refine", "none")
 
     @property
     def trained(self) -> bool:
@@ -149,6 +173,8 @@ def factory_string(spec: IndexSpec, n: int, dim: int) -> str:
 
     >>> factory_string(IndexSpec.parse("opq+ivfpq:nlist=1024,m=64"), 10**6, 256)
     'OPQ64,IVF1024,PQ64x8np'
+    >>> factory_string(IndexSpec.parse("ivfpq:nlist=1024,m=64,refine=sq8"), 10**6, 256)
+    'IVF1024,PQ64x8np,Refine(SQ8)'
     """
     o = spec.options
     if spec.type == "flat":
@@ -160,7 +186,8 @@ def factory_string(spec: IndexSpec, n: int, dim: int) -> str:
         return f"IVF{nlist},Flat"
     m = effective_m(o["m"], dim)
     # "np": no polysemous training (a slow annealing of the codes that only a Hamming-threshold search uses)
-    return (f"OPQ{m}," if spec.type == "opq+ivfpq" else "") + f"IVF{nlist},PQ{m}x{o['nbits']}np"
+    refine = f",{REFINE_FACTORY[spec.refine]}" if spec.refine != "none" else ""
+    return (f"OPQ{m}," if spec.type == "opq+ivfpq" else "") + f"IVF{nlist},PQ{m}x{o['nbits']}np" + refine
 
 
 def make_faiss_index(spec: IndexSpec, n: int, dim: int, sample: np.ndarray | None = None) -> faiss.Index:
@@ -190,10 +217,15 @@ def make_faiss_index(spec: IndexSpec, n: int, dim: int, sample: np.ndarray | Non
 
 
 def configure(index: faiss.Index, spec: IndexSpec) -> None:
-    """Search-time knobs, set after building and after loading (they are not part of the cache)."""
+    """Search-time knobs, set after building and after loading (they are not stored in the file): efSearch,
+    nprobe, and a refine index's k_factor (its IVF index, whose nprobe is set, is its base_index)."""
     if spec.type == "hnsw":
         index.hnsw.efSearch = spec.options["ef_search"]
     elif spec.trained:
+        if spec.refine != "none":
+            refine = faiss.downcast_index(index)
+            refine.k_factor = float(spec.options["k_factor"])
+            index = faiss.downcast_index(refine.base_index)
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = min(spec.options["nprobe"], ivf.nlist)
 
