@@ -31,7 +31,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "chunking": {"max_chars": int},
     "embedder": {"name": str, "batch_size": int, "prefixes": str, "query_prefix": str, "passage_prefix": str},
     "index": {"type": str, **{k: int for opts in INDEX_OPTIONS.values() for k in opts}, "nlist": (int, str),
-              "m": (int, str), "mmap": bool},
+              "m": (int, str), "refine": str, "mmap": bool},
 }
 SOURCES_WITH_LOADERS = ("wikipedia", "factbook", "wikifactbook", "wiki18")  # in searchgym.corpus.sources
 SOURCES_NEEDING_PATH = ("jsonl", "wiki18")
