@@ -8,7 +8,6 @@ same summary is printed as a rich table and written to ``summary.md`` in the run
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -201,7 +200,7 @@ def eval_command(model_or_run: str, env_id: str | None, questions: int, samples:
     from searchgym.envs import register_all, registered_envs
     from searchgym.models import load_model, model_problem
     from searchgym.rollout import rollout
-    from searchgym.runs import new_run_dir
+    from searchgym.runs import RunFolder
     from searchgym.trajectory import write_trajectories
 
     if questions < 1 or samples < 1:
@@ -239,15 +238,13 @@ def eval_command(model_or_run: str, env_id: str | None, questions: int, samples:
                            temperature=temperature, top_p=top_p, max_turns=max_turns,
                            max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                            env_kwargs=env_kwargs, progress=progress, source=model_or_run)
-    out = new_run_dir("eval", out)
-    path = write_trajectories(out / "trajectories.jsonl", trajectories)
+    run = RunFolder.create("eval", out)
+    path = write_trajectories(run.trajectories(), trajectories)
     summary = eval_summary(trajectories)
     settings = dict(model=model_or_run, env_id=env_id, split=split, questions=len(tasks), samples=samples,
                     temperature=temperature, top_p=top_p, max_turns=max_turns, max_new_tokens=max_new_tokens,
                     batch_size=batch_size, seed=seed, env_kwargs=env_kwargs)
-    from searchgym.runs import atomic_write
-
-    atomic_write(out / "eval.json", json.dumps({"settings": settings, "model": summary}, indent=2).encode())
+    run.write_json(run.EVAL, {"settings": settings, "model": summary})
     print_summary(f"{model_or_run} on {env_id} ({split})", summary, label="model")
     return path
 
