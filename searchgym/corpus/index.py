@@ -115,6 +115,23 @@ def check_search(queries: Sequence[str], k: int, n_docs: int) -> tuple[list[str]
     return queries, k
 
 
+class HitMaker:
+    """Corpus row + score -> `Hit`, with the snippet computed on first display and kept: shared by every
+    index type (dense, BM25, hybrid through them), so hits read the same whichever ranks them."""
+
+    def __init__(self, corpus: Corpus):
+        self.corpus = corpus
+        self._ids = corpus.ids
+        self._titles = [d.title for d in corpus]
+        self._snippets: list[str | None] = [None] * len(corpus)
+
+    def __call__(self, row: int, score: float) -> Hit:
+        s = self._snippets[row]
+        if s is None:
+            s = self._snippets[row] = snippet(self.corpus.documents[row].text)
+        return Hit(self._ids[row], score, self._titles[row], s)
+
+
 class SearchIndex:
     """A corpus, the embedder that embedded it, and the FAISS index over those vectors.
 
@@ -131,9 +148,7 @@ class SearchIndex:
         self.mmap = mmap
         self.cache_path, self.from_cache, self.seconds = cache_path, from_cache, seconds
         self.batch_size = batch_size
-        self._ids = corpus.ids
-        self._titles = [d.title for d in corpus]
-        self._snippets: list[str | None] = [None] * len(corpus)  # computed on first display
+        self._hit = HitMaker(corpus)
 
     def __len__(self) -> int:
         return len(self.corpus)
@@ -161,16 +176,8 @@ class SearchIndex:
 
     def _search(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
         scores, rows = self.index.search(vectors, k)
-        ids, titles = self._ids, self._titles
-        return [[Hit(ids[j], s, titles[j], self._snippet(j))
-                 for s, j in zip(srow, jrow) if j >= 0]  # HNSW/IVF pad with -1 when short of k
+        return [[self._hit(j, s) for s, j in zip(srow, jrow) if j >= 0]  # HNSW/IVF pad with -1 when short of k
                 for srow, jrow in zip(scores.tolist(), rows.tolist())]
-
-    def _snippet(self, row: int) -> str:
-        s = self._snippets[row]
-        if s is None:
-            s = self._snippets[row] = snippet(self.corpus.documents[row].text)
-        return s
 
 
 # -- build ---------------------------------------------------------------------------------------

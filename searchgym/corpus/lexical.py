@@ -29,7 +29,7 @@ import numpy as np
 
 from searchgym.corpus.cache import CacheError, file_sha256, publish_folder, read_meta
 from searchgym.corpus.documents import Corpus
-from searchgym.corpus.index import Hit, check_search, document_text, snippet
+from searchgym.corpus.index import Hit, HitMaker, check_search, document_text
 from searchgym.paths import cache_root
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,7 @@ class LexicalIndex:
                  cache_path: Path | None = None, from_cache: bool = False, seconds: float = 0.0):
         self.corpus, self.retriever, self.k1, self.b = corpus, retriever, k1, b
         self.cache_path, self.from_cache, self.seconds = cache_path, from_cache, seconds
-        self._ids = corpus.ids
-        self._titles = [d.title for d in corpus]
-        self._snippets: list[str | None] = [None] * len(corpus)  # computed on first display
+        self._hit = HitMaker(corpus)
         self._vocab: dict[str, int] = retriever.vocab_dict
 
     def __len__(self) -> int:
@@ -108,14 +106,7 @@ class LexicalIndex:
             kth = np.partition(scores[rows], len(rows) - k)[len(rows) - k]
             rows = rows[scores[rows] >= kth]
         rows = rows[np.lexsort((rows, -scores[rows]))][:k]
-        ids, titles = self._ids, self._titles
-        return [Hit(ids[j], float(scores[j]), titles[j], self._snippet(j)) for j in rows.tolist()]
-
-    def _snippet(self, row: int) -> str:
-        s = self._snippets[row]
-        if s is None:
-            s = self._snippets[row] = snippet(self.corpus.documents[row].text)
-        return s
+        return [self._hit(j, float(scores[j])) for j in rows.tolist()]
 
 
 # -- cache ---------------------------------------------------------------------------------------
