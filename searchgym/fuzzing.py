@@ -66,7 +66,7 @@ class InvariantChecker:
         self._expect(self.base.observation_space.contains(obs), f"observation not in the space: {obs!r:.200}")
         self._expect(self.low - 1e-9 <= reward <= self.high + 1e-9,
                      f"reward {reward} outside documented bounds [{self.low}, {self.high}]")
-        last = self.base._calls[-1]
+        last = self.base.episode.calls[-1]
         valid_answer = last["valid"] and last["name"] == "answer" and not was_over
         if was_over:
             self._expect(info["error"] is not None, "a call after the episode ended did not return an error")

@@ -87,6 +87,35 @@ def test_step_budget_ends_the_episode_like_searchenv(factory):
     assert env.state.answer is None
 
 
+@pytest.mark.parametrize("script", [
+    [("search", "oxygen"), ("open", "el:Zz"), ("open", "el:O"), ("answer", "O"), ("search", "again")],
+    [("search", "gas"), ("search", "noble"), ("open", "nope"), ("search", "x"), ("answer", "O"), ("open", "el:O")],
+])
+def test_adapter_and_searchenv_play_one_episode_engine_identically(factory, script):
+    """The same calls through SearchEnv.step (as text) and through TRL's tool methods: the same records,
+    observations, errors, step budget and return — including failed calls and calls after the end."""
+    from searchgym.envs.actions import format_tool_call
+    from searchgym.tasks import ToolCall
+
+    adapter, env = factory(), factory().__dict__["_env"]
+    adapter.reset(task_id="el-sym-O")
+    env.reset(options={"task_id": "el-sym-O"})
+    rewards = []
+    for name, value in script:
+        argument = {"search": "query", "open": "doc_id", "answer": "text"}[name]
+        obs, reward, terminated, truncated, info = env.step(format_tool_call(ToolCall(name, {argument: value})))
+        rewards.append(reward)
+        try:
+            seen = getattr(adapter, name)(value)
+        except ToolError as e:
+            seen = f"Error: {e}"
+        assert seen == obs and (info["error"] is None) == (not seen.startswith("Error:"))
+        assert adapter.truncated == truncated
+    assert adapter.calls == env.episode.calls and len(adapter.calls) == len(script)
+    assert adapter.get_reward() == pytest.approx(sum(rewards)) == pytest.approx(env.trajectory(messages=[]).reward)
+    assert any(not c["valid"] for c in adapter.calls)  # the scripts do exercise failures
+
+
 def test_not_a_searchenv_is_refused():
     with pytest.raises(TypeError, match="SearchEnv"):
         make_environment_factory("CartPole-v1")

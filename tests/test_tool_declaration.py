@@ -11,7 +11,7 @@ import pytest
 from transformers.utils import get_json_schema
 
 from searchgym.envs.actions import TOOL_ARGUMENTS, ActionError, parse_action
-from searchgym.envs.search_env import SearchEnv
+from searchgym.envs.episode import Episode
 from searchgym.envs.tools import SYSTEM_PROMPT, TOOL_NAMES, SearchTools
 from searchgym.rollout import role_spans
 from searchgym.train.grpo_env import SearchEnvironment
@@ -163,7 +163,7 @@ def test_role_spans_are_unchanged(text, spans):
 def test_signature_letters_are_unchanged():
     calls = [{"name": "search", "valid": True}, {"name": "open", "valid": True}, {"name": None, "valid": False},
              {"name": "answer", "valid": True}]
-    assert SearchEnv.signature(SimpleNamespace(_calls=calls)) == "S O X A"
+    assert Episode.signature(SimpleNamespace(calls=calls)) == "S O X A"
 
 
 def test_shipped_prior_reads_the_rendered_system_turn_as_one_token():
@@ -179,7 +179,7 @@ def test_shipped_prior_reads_the_rendered_system_turn_as_one_token():
 
 
 def test_derived_tables_equal_the_declaration():
-    from searchgym.envs import search_env
+    from searchgym.envs import episode
     from searchgym.envs.tools import TOOLS
     from searchgym.rollout import _ROLE_OF
 
@@ -187,7 +187,7 @@ def test_derived_tables_equal_the_declaration():
     assert all(TOOL_ARGUMENTS[t.name] == t.argument == list(inspect.signature(t.function).parameters)[1]
                for t in TOOLS)
     assert [s["function"]["name"] for s in SearchTools.schemas()] == list(TOOL_NAMES)
-    assert search_env._LETTERS == {t.name: t.letter for t in TOOLS}
+    assert episode._LETTERS == {t.name: t.letter for t in TOOLS}
     assert _ROLE_OF == {k: t.role for t in TOOLS if t.role for k in (t.argument, t.name)}
     for t in TOOLS:
         assert f"{t.name}({t.argument}) {t.prompt}" in SYSTEM_PROMPT

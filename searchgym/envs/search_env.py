@@ -15,17 +15,13 @@ import gymnasium
 from gymnasium import spaces
 
 from searchgym.envs.actions import ActionError, parse_action
-from searchgym.envs.tools import SYSTEM_PROMPT, TOOLS, EpisodeState, SearchTools, ToolError
+from searchgym.envs.episode import CHARSET, Episode, call_reward, clean_observation
+from searchgym.envs.tools import SYSTEM_PROMPT, SearchTools
 from searchgym.tasks import Task, TaskSet, ToolCall
 from searchgym.trajectory import Trajectory
 from searchgym.worlds import world_class, world_names
 
-# Real text is unicode: every Basic Multilingual Plane character except surrogates and C0 controls
-# (plus tab/newline). Characters outside it (rare emoji etc.) are replaced by U+FFFD in observations.
-CHARSET = "\t\n" + "".join(chr(c) for c in range(0x20, 0xFFFE) if not 0xD800 <= c <= 0xDFFF)
-_CHARSET_SET = frozenset(CHARSET)
 MAX_ACTION_CHARS = 4096
-_LETTERS = {t.name: t.letter for t in TOOLS}  # a valid call's letter in the episode's signature
 
 _WORLD_CACHE: dict[tuple, TaskSet] = {}
 _INDEX_CACHE: dict[tuple, Any] = {}
@@ -102,19 +98,6 @@ def _within_limit(action):
         raise ActionError(f"the action is {len(action)} characters, over the limit of {MAX_ACTION_CHARS}: "
                           "make one short tool call")
     return action
-
-
-def call_reward(call: dict, state: EpisodeState, step_cost: float, format_penalty: float) -> float:
-    """One recorded call's reward (SearchEnv's step reward; the GRPO adapter sums them): ``-format_penalty``
-    for an invalid call, the answer score for ``answer``, ``-step_cost`` for any other tool."""
-    if not call["valid"]:
-        return -format_penalty
-    return state.score if call["name"] == "answer" else -step_cost
-
-
-def clean_observation(text: str, budget: int) -> str:
-    text = "".join(c if c in _CHARSET_SET else "\ufffd" for c in text)
-    return text if len(text) <= budget else text[: budget - 1] + "…"
 
 
 class SearchEnv(gymnasium.Env):
@@ -197,10 +180,7 @@ class SearchEnv(gymnasium.Env):
                  max_steps: int = 10, max_obs_chars: int = 1500, reward: str = "em", step_cost: float = 0.0,
                  format_penalty: float = 0.1, render_mode: str | None = None, env_id: str | None = None,
                  progress: bool = False):
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        if step_cost < 0 or format_penalty < 0:
-            raise ValueError("step_cost and format_penalty are penalties: give them as values >= 0")
+        Episode.check_settings(max_steps, step_cost, format_penalty)
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         check_retriever(retriever)
@@ -217,20 +197,23 @@ class SearchEnv(gymnasium.Env):
         self.retriever = retriever
         self.index = load_index(self.taskset, embedder, index, progress=progress, retriever=retriever)
         self.tools = SearchTools(self.index, top_k=top_k, max_obs_chars=max_obs_chars, scorer=reward)
-        self.max_steps = max_steps
+        self.episode = Episode(self.tools, max_steps=max_steps, step_cost=step_cost, format_penalty=format_penalty)
         self.max_obs_chars = max_obs_chars
-        self.step_cost = float(step_cost)
-        self.format_penalty = float(format_penalty)
         self.render_mode = render_mode
         self.observation_space = _text_space(max_obs_chars)
         self.action_space = _text_space(MAX_ACTION_CHARS)
         self.reward_range = (-max(self.step_cost, self.format_penalty), 1.0)
         self._schemas = SearchTools.schemas()
-        self._calls: list[dict] = []
-        self._return = 0.0  # sum of the step rewards of the current episode (what the trajectory reports)
-        self._steps = 0
-        self._terminated = self._truncated = False
         self._last_obs = ""
+
+    # The episode rules live in the engine; these read (and, for experiments, set) them there.
+    max_steps = property(lambda self: self.episode.max_steps,
+                         lambda self, v: setattr(self.episode, "max_steps", v), doc="actions per episode")
+    step_cost = property(lambda self: self.episode.step_cost,
+                         lambda self, v: setattr(self.episode, "step_cost", v), doc="cost of a search/open")
+    format_penalty = property(lambda self: self.episode.format_penalty,
+                              lambda self, v: setattr(self.episode, "format_penalty", v),
+                              doc="penalty of an invalid action")
 
     # -- Gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -244,50 +227,30 @@ class SearchEnv(gymnasium.Env):
         else:
             task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
         self.task = task
-        self.tools.begin(task)
-        self._calls, self._steps, self._return = [], 0, 0.0
-        self._terminated = self._truncated = False
+        self.episode.begin(task)
         self._last_obs = clean_observation(task.question, self.max_obs_chars)
         info = self._info(shown=())
         info.update(system_prompt=SYSTEM_PROMPT, tools=self._schemas)
         return self._last_obs, info
 
     def step(self, action):
-        if self.tools.state.task is None:  # Gymnasium's contract: reset first. Still, never raise.
+        if self.episode.task is None:  # Gymnasium's contract: reset first. Still, never raise.
             return "Error: reset the environment before stepping.", 0.0, False, True, {"error": "not reset"}
-        ended = self._terminated or self._truncated
-        self._steps += 1
-        shown: tuple[str, ...] = ()
-        call: ToolCall | None = None
-        n_shown = len(self.tools.state.shown)
+        # The episode engine records, prices and ends the episode; this method only turns text into a call.
         try:
-            if ended:
-                raise ToolError("the episode is over: make no more tool calls")
             call = parse_action(_within_limit(action))
-            observation = self.tools.call(call.name, call.arguments)
-            if call.name == "search":
-                shown = tuple(self.tools.state.shown[n_shown:])
-            elif call.name == "open":
-                shown = (self.tools.state.opened[-1],)
-            self._calls.append({"name": call.name, "arguments": call.arguments, "valid": True})
-            error = None
-        except (ActionError, ToolError) as e:
-            observation, error = f"Error: {e}", str(e)
-            self._calls.append({"name": call.name if call else None, "arguments": {}, "valid": False,
-                                "error": error})
-        reward = call_reward(self._calls[-1], self.tools.state, self.step_cost, self.format_penalty)
-        if not ended:
-            self._terminated = self.tools.done
-            self._truncated = not self._terminated and self._steps >= self.max_steps
-        self._last_obs = clean_observation(observation, self.max_obs_chars)
-        info = self._info(shown=shown)
-        info["error"] = error
-        self._return += float(reward)
-        return self._last_obs, float(reward), self._terminated, self._truncated, info
+        except ActionError as e:
+            outcome = self.episode.reject(str(e))
+        else:
+            outcome = self.episode.call(call.name, call.arguments)
+        self._last_obs = outcome.observation
+        info = self._info(shown=outcome.shown)
+        info["error"] = outcome.error
+        return self._last_obs, outcome.reward, self.episode.terminated, self.episode.truncated, info
 
     def render(self):
         if self.render_mode == "ansi":
-            return f"[{self.task.id}] step {self._steps}/{self.max_steps}\n{self._last_obs}"
+            return f"[{self.task.id}] step {self.episode.steps}/{self.max_steps}\n{self._last_obs}"
         return None
 
     # -- helpers --------------------------------------------------------------------------------
@@ -298,16 +261,16 @@ class SearchEnv(gymnasium.Env):
             "evidence": [list(c) for c in task.evidence], "difficulty": task.difficulty, "kind": task.kind,
             "strategies": list(task.strategies), "shown": list(shown),
             "seen_docs": sorted(set(state.shown) | set(state.opened)),
-            "trace": self.signature(), "steps": self._steps, "answer": state.answer,
+            "trace": self.signature(), "steps": self.episode.steps, "answer": state.answer,
             "score": state.score, "correct": state.correct,
         }
 
     def signature(self) -> str:
         """Action-type string of the episode so far: each tool's letter (S(earch) O(pen) A(nswer)), X(invalid)."""
-        return " ".join(_LETTERS[c["name"]] if c["valid"] else "X" for c in self._calls)
+        return self.episode.signature()
 
     def valid_calls(self) -> list[ToolCall]:
-        return [ToolCall(c["name"], c["arguments"]) for c in self._calls if c["valid"]]
+        return self.episode.valid_calls()
 
     def trajectory(self, *, messages: list[dict], sample: int = 0, source: str = "",
                    token_logprobs=(), token_entropies=(), token_roles=(), meta: dict | None = None) -> Trajectory:
@@ -317,11 +280,11 @@ class SearchEnv(gymnasium.Env):
         strategy = self.taskset.classify_strategy(task, calls) if self.taskset.strategies else None
         return Trajectory(
             task_id=task.id, env_id=self.env_id, sample=sample, question=task.question, messages=messages,
-            calls=[dict(c) for c in self._calls], signature=self.signature(), strategy=strategy,
+            calls=[dict(c) for c in self.episode.calls], signature=self.signature(), strategy=strategy,
             queries=list(state.queries), docs_retrieved=list(state.shown), docs_opened=list(state.opened),
-            answer=state.answer, reward=self._return, correct=state.correct,
+            answer=state.answer, reward=self.episode.total, correct=state.correct,
             gold_answers=list(task.answers), evidence=[list(c) for c in task.evidence],
-            difficulty=task.difficulty, truncated=self._truncated, num_turns=self._steps,
+            difficulty=task.difficulty, truncated=self.episode.truncated, num_turns=self.episode.steps,
             token_logprobs=list(token_logprobs), token_entropies=list(token_entropies),
             token_roles=list(token_roles), source=source, meta=dict(meta or {}),
         )
