@@ -109,15 +109,6 @@ def sft_config(recipe: Recipe, output_dir: Path):
     )
 
 
-def run_sft(recipe: Recipe, run_dir: str | Path, model, tokenizer, *, resume: bool = False):
-    """Build the demos ``recipe.sft`` asks for, train a LoRA adapter on them, return the `PeftModel`
-    (`train_sft` in a context of its own: what the pipeline runs as the "sft" stage)."""
-    from searchgym.train.context import TrainContext
-
-    return train_sft(TrainContext(recipe, Path(run_dir), resume=resume, stage="sft", model=model,
-                                  tokenizer=tokenizer))
-
-
 def _demo_dataset(ctx):
     """The SFT dataset: rank 0 builds both demo sets over the same questions (saved for comparison under
     ``demos/``) and logs their stats; other ranks wait for it and read the saved set they train on."""
