@@ -1,15 +1,17 @@
 """Diversity meters: pure functions over sampled trajectories, defined in docs (meters.md).
 
-`aggregate` computes every meter of a trajectory list at a fixed n per question and returns one flat
-dict of namespaced keys; the submodules hold the single estimators (entropy, pass@k, cluster and text
-diversity, search behaviour, reward spread), the statistics (bootstrap CIs), the collapse alarms and the
-echo-trap warnings the live probes raise (`echo_trap`; the probes themselves, a TrainerCallback, live in
-`searchgym.train.probes`).
+`METERS` (`searchgym.meters.table`) is the one table of meters: a `Meter` row per key or key pattern with
+its compute function, label, unit and headline flag, which the meter command, the report and the live
+probes iterate. `aggregate` computes every meter of a trajectory list at a fixed n per question and returns
+one flat dict of namespaced keys, the per-question families (`families`) merged. The other submodules
+hold the single estimators (entropy, pass@k, cluster and text diversity, search behaviour, reward spread),
+the statistics (bootstrap CIs), the collapse alarms and the echo-trap warnings the live probes raise
+(`echo_trap`; the probes themselves, a TrainerCallback, live in `searchgym.train.probes`).
 The support meters (`assistant_nll`, `support_meters`, `run_models`) score trajectories with a model, so they
 import torch: they load on first use, and ``import searchgym.meters`` stays light.
 """
 
-from searchgym.meters.aggregate import MAIN_KEYS, aggregate, group_by_task, per_question, question_meters
+from searchgym.meters.aggregate import aggregate, group_by_task, per_question, question_meters
 from searchgym.meters.alarms import (
     Above,
     AlarmEvent,
@@ -46,15 +48,16 @@ from searchgym.meters.passk import (
     pass_hat_k_table,
     solvable_set_overlap,
 )
+from searchgym.meters.table import MAIN_KEYS, METERS, Meter
 
 __all__ = [
-    "MAIN_KEYS", "Above", "AlarmEvent", "AlarmRule", "Below", "ModeCollapse", "RelativeDrop", "aggregate",
-    "check_alarms", "compare_with_base", "coverage", "cross_input_accuracy", "crossing", "crossing_k",
-    "delta_se", "depth_adaptivity", "entropy_reward_points", "fit_entropy_reward", "group_by_task", "k_ladder",
-    "parse_alarms", "pass_at_k", "pass_at_k_curve", "pass_at_k_table", "pass_hat_k", "pass_hat_k_curve",
-    "pass_hat_k_table", "per_question", "question_meters", "question_retrieval_credit", "solvable_set_overlap",
-    "assistant_nll", "run_models", "support_meters", "ECHO_TRAP_RULES", "echo_trap_history", "echo_trap_readings",
-    "grad_norm_spikes", "spike_ratio",
+    "MAIN_KEYS", "METERS", "Meter", "Above", "AlarmEvent", "AlarmRule", "Below", "ModeCollapse",
+    "RelativeDrop", "aggregate", "check_alarms", "compare_with_base", "coverage", "cross_input_accuracy",
+    "crossing", "crossing_k", "delta_se", "depth_adaptivity", "entropy_reward_points", "fit_entropy_reward",
+    "group_by_task", "k_ladder", "parse_alarms", "pass_at_k", "pass_at_k_curve", "pass_at_k_table",
+    "pass_hat_k", "pass_hat_k_curve", "pass_hat_k_table", "per_question", "question_meters",
+    "question_retrieval_credit", "solvable_set_overlap", "assistant_nll", "run_models", "support_meters",
+    "ECHO_TRAP_RULES", "echo_trap_history", "echo_trap_readings", "grad_norm_spikes", "spike_ratio",
 ]
 
 _LAZY = {"assistant_nll": "searchgym.meters.support", "run_models": "searchgym.meters.support",

@@ -3,43 +3,26 @@
 Trajectories are grouped by ``task_id``; each group must hold the same number n of samples (or the first
 ``samples`` of each are used), because most meters grow with n. The result is one flat dict of
 namespaced keys ("diversity/strategy_entropy_mm", "search/calls_mean", "passk/pass@4" ...), ready for a
-table, a JSON file or a training logger. Token meters are NaN for trajectories without token data.
+table, a JSON file or a training logger. Token meters are NaN for trajectories without token data. Every
+key is a row of the table of meters (`searchgym.meters.table.METERS`): `question_meters` runs its
+per-question families, `cross_input_meters` and `average` add its batch rows.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-import numpy as np
-
-from searchgym.meters.diversity import cluster_stats, distinct_n, self_bleu, vendi_ngram
-from searchgym.meters.entropy import kl_k1, kl_k3, mean_token_entropy, role_split_entropy, sequence_entropy
+from searchgym.meters import table
+from searchgym.meters.families import REF_LOGPROBS_KEY, trajectory_text
 from searchgym.meters.literature import cross_input_accuracy, depth_adaptivity, question_retrieval_credit
-from searchgym.meters.passk import k_ladder, pass_at_k, pass_hat_k
-from searchgym.meters.reward import is_zero_variance, nanmean, reward_std
-from searchgym.meters.search import (
-    call_count_stats,
-    evidence_coverage,
-    query_breadth,
-    query_redundancy,
-    unique_docs,
-)
-from searchgym.trajectory import TOKEN_ROLES, Trajectory
+from searchgym.meters.reward import nanmean
+from searchgym.meters.table import MAIN_KEYS
+from searchgym.trajectory import Trajectory
 
-# Optional per-token log-probs of the reference policy for the sampled tokens, stored by the rollout code
-# in Trajectory.meta; when present (and aligned with token_logprobs) the KL meters are computed.
-REF_LOGPROBS_KEY = "ref_token_logprobs"
-
-CALLS_FRAC = "search/calls_frac_"  # + k: share of episodes with exactly k tool calls
-
-# Meters that get a bootstrap CI in reports (the headline numbers).
-MAIN_KEYS = ("reward/success", "passk/pass@1", "diversity/strategy_entropy_mm", "diversity/signature_entropy_mm",
-             "diversity/answer_distinct", "diversity/vendi", "search/calls_mean", "search/query_breadth",
-             "search/unique_docs", "entropy/token")
+__all__ = ["MAIN_KEYS", "REF_LOGPROBS_KEY", "aggregate", "average", "cross_input_meters", "group_by_task",
+           "per_question", "question_meters", "trajectory_text"]
 
 
 def group_by_task(trajectories: Iterable[Trajectory], samples: int | None = None) -> tuple[dict[str, list], int]:
@@ -77,96 +60,18 @@ def group_by_task(trajectories: Iterable[Trajectory], samples: int | None = None
     return dict(groups), distinct[0]
 
 
-def _normalise_answer(answer: str | None) -> str:
-    """The cluster key of a final answer: case, punctuation and spacing do not make answers distinct."""
-    if answer is None:
-        return "<no answer>"
-    return " ".join(re.findall(r"\w+", answer.lower())) or "<empty>"
-
-
-def trajectory_text(t: Trajectory) -> str:
-    """What the agent generated: its assistant messages (content and tool calls), for the text meters.
-
-    Falls back to the queries and answer when the record carries no assistant messages.
-    """
-    parts = []
-    for m in t.messages:
-        if m.get("role") != "assistant":
-            continue
-        if isinstance(m.get("content"), str):
-            parts.append(m["content"])
-        if m.get("tool_calls"):
-            parts.append(json.dumps(m["tool_calls"], ensure_ascii=False, sort_keys=True))
-    if not parts:
-        parts = list(t.queries) + ([t.answer] if t.answer else [])
-    return "\n".join(parts)
-
-
 def question_meters(group: Sequence[Trajectory]) -> dict[str, float]:
-    """All per-question meters of one task's n samples (flat namespaced dict of floats, NaN = n/a)."""
-    n = len(group)
+    """All per-question meters of one task's n samples (flat namespaced dict of floats, NaN = n/a): the
+    dicts of the table's per-question families (`searchgym.meters.table.families`), merged in table order.
+
+    >>> from searchgym.meters.families import example
+    >>> m = question_meters([example(), example(sample=1, correct=False, reward=0.0)])
+    >>> m["reward/success"], m["passk/pass@2"], m["search/calls_mean"]
+    (0.5, 1.0, 2.0)
+    """
     out: dict[str, float] = {}
-
-    # 1. Reward and pass@k.
-    rewards = [t.reward for t in group]
-    c = sum(bool(t.correct) for t in group)
-    out["reward/success"] = c / n
-    out["reward/mean"] = float(np.mean(rewards))
-    out["reward/std"] = reward_std(rewards)
-    out["reward/zero_var_frac"] = float(is_zero_variance(rewards))
-    for k in k_ladder(n):
-        out[f"passk/pass@{k}"] = pass_at_k(n, c, k)
-    for k in k_ladder(n):  # all k correct: the reliability side of the same samples
-        out[f"passk/pass^{k}"] = pass_hat_k(n, c, k)
-
-    # 2. Cluster meters: strategy label, action signature, final answer.
-    strategies = [t.strategy for t in group]
-    labels = {"signature": [t.signature for t in group], "answer": [_normalise_answer(t.answer) for t in group]}
-    if any(s is not None for s in strategies):  # a world without strategy labels gets NaN, not one cluster
-        labels["strategy"] = [s if s is not None else "<none>" for s in strategies]
-    for name in ("strategy", "signature", "answer"):
-        stats = cluster_stats(labels.get(name, []))
-        for stat, value in stats.items():
-            out[f"diversity/{name}_{stat}"] = value
-
-    # 3. Surface diversity of the generated text.
-    texts = [trajectory_text(t) for t in group]
-    out["diversity/distinct_1"] = distinct_n(texts, 1)
-    out["diversity/distinct_2"] = distinct_n(texts, 2)
-    out["diversity/self_bleu"] = self_bleu(texts)
-    out["diversity/vendi"] = vendi_ngram(texts)
-
-    # 4. Search behaviour.
-    calls = call_count_stats([t.num_tool_calls for t in group])
-    for stat, value in calls.items():
-        out[f"search/calls_{stat}"] = value
-    for count in sorted({t.num_tool_calls for t in group}):  # the distribution itself, not just its entropy
-        out[f"{CALLS_FRAC}{count}"] = sum(t.num_tool_calls == count for t in group) / n
-    all_calls = [call for t in group for call in t.calls]
-    out["search/invalid_frac"] = (sum(not call.get("valid", True) for call in all_calls) / len(all_calls)
-                                  if all_calls else math.nan)
-    out["search/query_redundancy"] = nanmean([query_redundancy(t.queries) for t in group])
-    out["search/query_breadth"] = query_breadth([t.queries for t in group])
-    out["search/unique_docs"] = float(unique_docs([t.docs_retrieved for t in group]))
-    out["search/unique_opened"] = float(unique_docs([t.docs_opened for t in group]))
-    seen = [set(t.docs_retrieved) | set(t.docs_opened) for t in group]
-    evidence = group[0].evidence
-    out["search/evidence_coverage"] = nanmean([evidence_coverage(s, evidence) for s in seen])
-    out["search/evidence_coverage_pooled"] = evidence_coverage(set().union(*seen), evidence)
-
-    # 5. Token meters: pooled over the tokens of all n samples; NaN for scripted demonstrations.
-    entropies = [e for t in group for e in t.token_entropies]
-    out["entropy/token"] = mean_token_entropy(entropies)
-    aligned = [t for t in group if len(t.token_roles) == len(t.token_entropies)]
-    roles = role_split_entropy([e for t in aligned for e in t.token_entropies],
-                               [r for t in aligned for r in t.token_roles])
-    for role in TOKEN_ROLES:
-        out[f"entropy/token_{role}"] = roles[role]
-    out["entropy/sequence"], out["entropy/sequence_per_token"] = sequence_entropy([t.token_logprobs for t in group])
-    pairs = [(t.token_logprobs, t.meta.get(REF_LOGPROBS_KEY)) for t in group]
-    pairs = [(p, q) for p, q in pairs if p and q is not None and len(q) == len(p)]
-    out["kl/k1"] = float(np.mean(np.concatenate([kl_k1(p, q) for p, q in pairs]))) if pairs else math.nan
-    out["kl/k3"] = float(np.mean(np.concatenate([kl_k3(p, q) for p, q in pairs]))) if pairs else math.nan
+    for compute in table.families():
+        out |= compute(group)
     return out
 
 
@@ -202,11 +107,11 @@ def average(meters: dict[str, dict[str, float]], difficulty: dict[str, int], n: 
     keys = sorted({k for m in meters.values() for k in m})
     out: dict[str, float] = {"meta/n": float(n), "meta/questions": float(len(meters))}
     for k in keys:
-        missing = 0.0 if k.startswith(CALLS_FRAC) else math.nan  # a count no sample made has share 0
+        missing = table.missing(k)  # NaN: left out; 0 for a tool-call count no sample made
         out[k] = nanmean([m.get(k, missing) for m in meters.values()])
     for d in sorted(set(difficulty.values())):
         qs = [q for q in meters if difficulty[q] == d]
-        for k in ("reward/success", "reward/std", "reward/zero_var_frac"):
+        for k in table.by_difficulty():
             out[f"{k}_d{d}"] = nanmean([meters[q][k] for q in qs])
     qs = sorted(meters)  # one (mean calls, hops) pair per question: the CI is a bootstrap over questions
     out.update(depth_adaptivity([meters[q].get("search/calls_mean", math.nan) for q in qs],

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchgym.corpus.documents import atomic_write
-from searchgym.meters.aggregate import MAIN_KEYS, average, group_by_task, per_question
+from searchgym.meters import table as meter_table
+from searchgym.meters.aggregate import average, group_by_task, per_question
 from searchgym.meters.common_n import common_n
 from searchgym.meters.coverage import compare_with_base
 from searchgym.meters.passk import solvable_set_overlap
@@ -108,7 +109,7 @@ def meter_inputs(paths: list[Path], samples: int | None = None, n_boot: int = 10
             raise ValueError(f"{path}: {e}") from None
         meters = average(pq, difficulty, n)
         ci = {}
-        for key in MAIN_KEYS:
+        for key in meter_table.main_keys():
             if key in meters:
                 _, ci_lo, ci_hi = bootstrap_ci([m.get(key, math.nan) for m in pq.values()], n_boot=n_boot)
                 ci[key] = (ci_lo, ci_hi)
@@ -150,7 +151,7 @@ def compare(ref: MeteredInput, other: MeteredInput, n_boot: int = 1000) -> dict:
         return {"against": ref.name, "input": other.name,
                 "error": "different question sets: paired comparison skipped"}
     deltas = {}
-    for key in MAIN_KEYS:
+    for key in meter_table.main_keys():
         a = {q: [m.get(key, math.nan)] for q, m in ref.per_question.items()}
         b = {q: [m.get(key, math.nan)] for q, m in other.per_question.items()}
         r = paired_bootstrap(a, b, n_boot=n_boot)
@@ -236,10 +237,8 @@ def meter_command(paths: list[Path], samples: int | None = None, out: Path | Non
     support_notes = add_support_meters(metered) if base_nll else []
     comparisons = [compare(metered[0], m, n_boot) for m in metered[1:]]
 
-    # 1. The table: meta rows, then the headline meters with CIs, then every other key.
-    keys = sorted({k for m in metered for k in m.meters})
-    ordered = ([k for k in keys if k.startswith("meta/")] + [k for k in MAIN_KEYS if k in keys]
-               + [k for k in keys if not k.startswith("meta/") and k not in MAIN_KEYS])
+    # 1. The table, in the order of the table of meters: meta rows, the headline meters with CIs, the rest.
+    ordered = meter_table.ordered(k for m in metered for k in m.meters)
     # The meter names never truncate (at 80 columns "diversity/strategy_entropy…" rows looked identical):
     # the name column takes its full width and the value columns fold their CIs onto a second line.
     table = Table(title=f"searchgym meters ({note})")

@@ -22,38 +22,40 @@ from searchgym.meters.coverage import compare_with_base
 from searchgym.meters.literature import entropy_reward_points, fit_entropy_reward
 from searchgym.meters.passk import k_ladder, pass_at_k_table, pass_hat_k_table, solvable_set_overlap
 from searchgym.meters.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
+from searchgym.meters.table import label, unit
 from searchgym.report.discover import BASE, RunData, normalise
 
-# Training-curve panels: title, y label, metric keys in order of preference (the first one a run logged is
-# used): live meter probes first (diversity/…, search/…, reward/…: the same held-out questions and decoding
-# for SFT and GRPO arms, so the arms are comparable), then what the trainers log themselves (GRPO's own
-# rollouts on train questions; used only for runs without probes).
-TRAINING_PANELS = (
+# Training-curve panels: metric keys in order of preference (the first one a run logged is used): live meter
+# probes first (diversity/…, search/…, reward/…: the same held-out questions and decoding for SFT and GRPO
+# arms, so the arms are comparable), then what the trainers log themselves (GRPO's own rollouts on train
+# questions; used only for runs without probes). The first key's label and unit in the table of meters
+# (`searchgym.meters.table`) title the panel and its y axis.
+PANEL_KEYS = (
     # Sampled token entropy (live probes) only: SFT's train/entropy is the entropy on demonstration tokens
     # under teacher forcing, a different quantity on a different scale.
-    ("Token entropy", "nats per token (sampled)", ("entropy/token", "diversity/token_entropy")),
-    ("Strategy entropy", "nats (Miller–Madow)", ("diversity/strategy_entropy_mm", "diversity/strategy_entropy")),
-    ("Tool calls per episode", "tool calls", ("search/calls_mean", "search/tool_calls_per_episode")),
-    ("Reward", "mean episode reward", ("reward/mean", "train/reward")),
-    ("Reward spread", "std of reward within a group", ("reward/std", "train/reward_std")),
+    ("entropy/token", "diversity/token_entropy"),
+    ("diversity/strategy_entropy_mm", "diversity/strategy_entropy"),
+    ("search/calls_mean", "search/tool_calls_per_episode"),
+    ("reward/mean", "train/reward"),
+    ("reward/std", "train/reward_std"),
 )
-# The table's columns: label, meter key ("{n}" is the fixed n).
-TABLE_METRICS = (
-    ("success@1", "reward/success"),
-    ("pass@n", "passk/pass@{n}"),
-    ("strategy entropy", "diversity/strategy_entropy_mm"),
-    ("unique docs", "search/unique_docs"),
-    ("query breadth", "search/query_breadth"),
-)
-# Further per-run meters summarised like the table's (IQM over seeds, or CIs over questions with one seed):
-# the template-collapse panel (cross-input identifiability beside within-input entropy) and depth adaptivity.
-EXTRA_METRICS = (
-    ("cross-input accuracy", "diversity/cross_input"),
-    ("cross-input lift", "diversity/cross_input_lift"),
-    ("signature entropy", "diversity/signature_entropy_mm"),
-    ("strategy entropy", "diversity/strategy_entropy_mm"),
-    ("depth adaptivity", "search/depth_adaptivity"),
-)
+# The table's columns ("{n}" is the fixed n), and further per-run meters summarised like them (IQM over
+# seeds, or CIs over questions with one seed): the template-collapse panel (cross-input identifiability
+# beside within-input entropy) and depth adaptivity. Their labels come from the table of meters.
+TABLE_KEYS = ("reward/success", "passk/pass@{n}", "diversity/strategy_entropy_mm", "search/unique_docs",
+              "search/query_breadth")
+EXTRA_KEYS = ("diversity/cross_input", "diversity/cross_input_lift", "diversity/signature_entropy_mm",
+              "diversity/strategy_entropy_mm", "search/depth_adaptivity")
+
+
+def _title(key: str) -> str:
+    text = label(key)
+    return text[:1].upper() + text[1:]
+
+
+TRAINING_PANELS = tuple((_title(keys[0]), unit(keys[0]), keys) for keys in PANEL_KEYS)  # (title, y label, keys)
+TABLE_METRICS = tuple((label(key), key) for key in TABLE_KEYS)  # (label, key): "pass@n" for "passk/pass@{n}"
+EXTRA_METRICS = tuple((label(key), key) for key in EXTRA_KEYS)
 
 
 @dataclass

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 import numpy as np  # noqa: E402
 
+from searchgym.meters.table import label as meter_label  # noqa: E402
 from searchgym.report.data import BASE, TRAINING_PANELS, Estimate, StudyData  # noqa: E402
 
 _NAN = Estimate(math.nan, math.nan, math.nan)
@@ -303,7 +304,8 @@ def entropy_reward_figure(data: StudyData) -> bytes | None:
 def template_collapse_figure(data: StudyData) -> bytes | None:
     """Template collapse (RAGEN-2): how often a trajectory identifies its own question among the batch's
     (against chance 1/B), beside the within-question diversity entropy sees."""
-    arms = [a for a in data.arms if math.isfinite(a.extra.get("cross-input accuracy", _NAN).value)]
+    accuracy, lift_label = meter_label("diversity/cross_input"), meter_label("diversity/cross_input_lift")
+    arms = [a for a in data.arms if math.isfinite(a.extra.get(accuracy, _NAN).value)]
     if not arms:
         return None
     colours = arm_colours([a.name for a in data.arms])
@@ -311,7 +313,7 @@ def template_collapse_figure(data: StudyData) -> bytes | None:
     y = list(range(len(arms)))
     ax = axes[0][0]
     for yi, arm in zip(y, arms):
-        e = arm.extra["cross-input accuracy"]
+        e = arm.extra[accuracy]
         _ci_bar(ax, yi, (e.value, e.lo, e.hi), colours[arm.name])
     chance = float(np.nanmean([m.get("diversity/cross_input_chance", math.nan) for a in arms for m in a.meters]))
     if math.isfinite(chance):
@@ -324,12 +326,12 @@ def template_collapse_figure(data: StudyData) -> bytes | None:
     ax.set_title("Across inputs: is the question identifiable?", fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     ax = axes[0][1]
-    within = "signature entropy"
+    within = meter_label("diversity/signature_entropy_mm")
     if all(not math.isfinite(a.extra.get(within, _NAN).value) for a in arms):
         ax.text(0.5, 0.5, "no within-question entropy measured", ha="center", va="center", transform=ax.transAxes,
                 color="#888888")
     for arm in arms:
-        w, lift = arm.extra.get(within, _NAN), arm.extra["cross-input lift"]
+        w, lift = arm.extra.get(within, _NAN), arm.extra[lift_label]
         if math.isfinite(w.value) and math.isfinite(lift.value):
             ax.errorbar(w.value, lift.value, xerr=[[w.value - w.lo], [w.hi - w.value]] if math.isfinite(w.lo) else None,
                         yerr=[[lift.value - lift.lo], [lift.hi - lift.value]] if math.isfinite(lift.lo) else None,

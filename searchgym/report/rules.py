@@ -11,10 +11,15 @@ from __future__ import annotations
 import math
 
 from searchgym.meters.calibration import question_rule_mde, study_mde
+from searchgym.meters.table import label as meter_label
+from searchgym.meters.table import unit as meter_unit
 from searchgym.report.data import BASE, TABLE_METRICS, ArmSummary, Estimate, StudyData, ci_text, fmt
 
 CLOSE_TO_DEMOS = 0.15  # total-variation distance under which an arm "stayed near" its demonstration mix
 DOMINANT_SHARE = 0.8  # one strategy taking this share of samples is called a collapse onto it
+# The table columns the rules read, by their labels in the table of meters (`searchgym.meters.table`).
+SUCCESS, PASS_N = meter_label("reward/success"), meter_label("passk/pass@{n}")
+STRATEGY, BREADTH = meter_label("diversity/strategy_entropy_mm"), meter_label("search/query_breadth")
 
 
 def _count(x: float) -> str:
@@ -72,13 +77,13 @@ def _mde_note(data: StudyData, label: str, a: ArmSummary, b: ArmSummary) -> str:
     mde, how = detectable_difference(data, label, a, b)
     if not math.isfinite(mde):
         return ""
-    unit = " nats" if label == "strategy entropy" else ""
+    unit = " nats" if meter_unit(dict(TABLE_METRICS)[label]).startswith("nats") else ""
     return f" (minimum detectable difference at these sizes: {mde:.3f}{unit}, 80% power under this rule, {how})"
 
 
 def _breadth_label(ref: ArmSummary) -> str:
     """Strategy entropy where the world labels strategies, query breadth otherwise."""
-    return "strategy entropy" if math.isfinite(ref.table["strategy entropy"].value) else "query breadth"
+    return STRATEGY if math.isfinite(ref.table[STRATEGY].value) else BREADTH
 
 
 def _claim(data: StudyData, label: str, a: ArmSummary, b: ArmSummary) -> str:
@@ -108,7 +113,7 @@ def headlines(data: StudyData) -> list[str]:
         label = _breadth_label(diverse)
         out.append(f"**Narrow vs diverse SFT, {label}:** SFT-narrow {_claim(data, label, narrow, diverse)}.")
     if base and rl:
-        out.append(f"**Base vs RL at the largest k (pass@{data.n}):** GRPO {_claim(data, 'pass@n', rl, base)}.")
+        out.append(f"**Base vs RL at the largest k (pass@{data.n}):** GRPO {_claim(data, PASS_N, rl, base)}.")
     prior = next((a.prior_share for a in data.arms if a.prior_share), None)
     if prior and rl and rl.shares and base and base.shares:
         top = max(prior, key=prior.get)
@@ -172,20 +177,19 @@ def verdict(data: StudyData) -> list[str]:
         elif side == "overlap":
             out.append(f"{arm.name} kept {label} within noise of {ref.name} ({ci_text(a)} vs {ci_text(b)}): the CIs "
                        f"overlap, so no change in breadth is claimed{_mde_note(data, label, arm, ref)}.")
-        s1, sn = compare(arm.table["success@1"], ref.table["success@1"]), compare(arm.table["pass@n"],
-                                                                                   ref.table["pass@n"])
-        ceiling = ref.table["pass@n"].value >= 0.98  # the reference solves ~everything: no room to widen
+        s1, sn = compare(arm.table[SUCCESS], ref.table[SUCCESS]), compare(arm.table[PASS_N], ref.table[PASS_N])
+        ceiling = ref.table[PASS_N].value >= 0.98  # the reference solves ~everything: no room to widen
         if s1 == "higher" and (sn == "lower" or (sn == "overlap" and not ceiling)):
-            out.append(f"{arm.name} sharpened rather than widened: success@1 rose ({ci_text(arm.table['success@1'])} "
-                       f"vs {ci_text(ref.table['success@1'])}) but pass@{data.n} did "
-                       f"{'not rise' if sn == 'overlap' else 'fall'} ({ci_text(arm.table['pass@n'])} vs "
-                       f"{ci_text(ref.table['pass@n'])}).")
+            out.append(f"{arm.name} sharpened rather than widened: {SUCCESS} rose "
+                       f"({ci_text(arm.table[SUCCESS])} vs {ci_text(ref.table[SUCCESS])}) but pass@{data.n} did "
+                       f"{'not rise' if sn == 'overlap' else 'fall'} ({ci_text(arm.table[PASS_N])} vs "
+                       f"{ci_text(ref.table[PASS_N])}).")
         elif sn == "higher":
             out.append(f"{arm.name} solved more of the question set at k = n = {data.n}: pass@{data.n} "
-                       f"{ci_text(arm.table['pass@n'])} vs {ci_text(ref.table['pass@n'])}.")
+                       f"{ci_text(arm.table[PASS_N])} vs {ci_text(ref.table[PASS_N])}.")
         elif sn == "lower":
-            out.append(f"{arm.name} lost coverage: pass@{data.n} {ci_text(arm.table['pass@n'])} vs "
-                       f"{ci_text(ref.table['pass@n'])}.")
+            out.append(f"{arm.name} lost coverage: pass@{data.n} {ci_text(arm.table[PASS_N])} vs "
+                       f"{ci_text(ref.table[PASS_N])}.")
         if arm.overlap and ref.name == BASE:
             o = arm.overlap
             out.append(f"{arm.name} solves {_count(o['only_a'])} question(s) the base never solves in n = {data.n} "

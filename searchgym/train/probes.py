@@ -31,6 +31,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from searchgym.meters import table as meter_table
 from searchgym.meters.aggregate import aggregate
 from searchgym.meters.alarms import DEFAULT_RULES, RULES, AlarmEvent, AlarmRule, check_alarms, parse_alarms
 from searchgym.meters.echo_trap import ECHO_TRAP_RULES, GRAD_NORM, echo_trap_history, echo_trap_readings
@@ -39,8 +40,6 @@ from searchgym.trajectory import Trajectory, write_trajectories
 
 log = logging.getLogger(__name__)
 
-# The namespaces `aggregate` already uses; any other key is logged as diversity/<key>.
-NAMESPACES = ("diversity/", "search/", "reward/", "entropy/", "passk/", "kl/", "meta/")
 ALARM = "alarm/"  # the echo-trap readings: a rule on such a key watches them, not the probes
 _RULE_NAME = {cls: name for name, (cls, _) in RULES.items()}  # RelativeDrop -> "relative_drop"
 
@@ -62,12 +61,14 @@ def probe_task_ids(task_ids: Sequence[str], k: int, seed: int) -> list[str]:
 
 
 def meter_logs(values: Mapping[str, float]) -> dict[str, float]:
-    """Meter values as log keys: the meters' own namespaces are kept, anything else goes under diversity/.
+    """Meter values as log keys: the namespaces of the table of meters (`searchgym.meters.table.namespaces`)
+    are kept, anything else goes under diversity/.
 
     >>> meter_logs({"diversity/vendi": 2.0, "search/calls_mean": 1.5, "probe_seconds": 3.0})
     {'diversity/vendi': 2.0, 'search/calls_mean': 1.5, 'diversity/probe_seconds': 3.0}
     """
-    return {(k if k.startswith(NAMESPACES) else f"diversity/{k}"): v for k, v in values.items()}
+    namespaces = meter_table.namespaces()
+    return {(k if k.startswith(namespaces) else f"diversity/{k}"): v for k, v in values.items()}
 
 
 def alarm_rules(config: Sequence[Mapping] | Mapping | None) -> list[AlarmRule]:
