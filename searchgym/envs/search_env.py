@@ -15,7 +15,7 @@ import gymnasium
 from gymnasium import spaces
 
 from searchgym.envs.actions import ActionError, parse_action
-from searchgym.envs.episode import CHARSET, Episode, call_reward, clean_observation
+from searchgym.envs.episode import CHARSET, Episode, clean_observation
 from searchgym.envs.tools import SYSTEM_PROMPT, SearchTools
 from searchgym.tasks import Task, TaskSet, ToolCall
 from searchgym.trajectory import Trajectory

@@ -124,11 +124,7 @@ def pass_at_k_curve(correct_counts: Sequence[int], n: int, ks: Sequence[int] | N
     >>> pass_at_k_curve([0, 1, 4], n=4)  # (0 + 1/4 + 1)/3 at k=1; (0 + 1/2 + 1)/3 at k=2 ...
     {1: 0.4166666666666667, 2: 0.5, 4: 0.6666666666666666}
     """
-    if not len(correct_counts):
-        raise ValueError("pass@k curve of zero questions; pass at least one question")
-    ks = list(ks) if ks is not None else k_ladder(n)
-    means = pass_at_k_table(n, correct_counts, ks).mean(axis=0)
-    return {k: float(m) for k, m in zip(ks, means)}
+    return _curve(pass_at_k_table, "pass@k", correct_counts, n, ks)
 
 
 def pass_hat_k_curve(correct_counts: Sequence[int], n: int, ks: Sequence[int] | None = None) -> dict[int, float]:
@@ -137,10 +133,15 @@ def pass_hat_k_curve(correct_counts: Sequence[int], n: int, ks: Sequence[int] | 
     >>> pass_hat_k_curve([0, 2, 4], n=4)
     {1: 0.5, 2: 0.3888888888888889, 4: 0.3333333333333333}
     """
+    return _curve(pass_hat_k_table, "pass^k", correct_counts, n, ks)
+
+
+def _curve(table, name: str, correct_counts: Sequence[int], n: int, ks: Sequence[int] | None) -> dict[int, float]:
+    """The question mean of ``table(n, correct_counts, ks)`` at each k (the ladder of n by default)."""
     if not len(correct_counts):
-        raise ValueError("pass^k curve of zero questions; pass at least one question")
+        raise ValueError(f"{name} curve of zero questions; pass at least one question")
     ks = list(ks) if ks is not None else k_ladder(n)
-    means = pass_hat_k_table(n, correct_counts, ks).mean(axis=0)
+    means = table(n, correct_counts, ks).mean(axis=0)
     return {k: float(m) for k, m in zip(ks, means)}
 
 
