@@ -1,15 +1,19 @@
 """The `searchgym` command line: one sub-command per job, each a thin wrapper over a library function.
 
 Imports are lazy so `searchgym --help` answers in well under a second even though training pulls in
-torch, transformers and TRL.
+torch, transformers and TRL. A bad config (`searchgym.config.ConfigError`: recipe, corpus recipe, study file,
+``--set``) is one line on stderr and exit status 2, with nothing written (`_one_line`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from searchgym.config import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="searchgym: measure exploration diversity in LLM search agents.")
@@ -25,16 +29,24 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+@contextlib.contextmanager
+def _one_line(errors: type[Exception] | tuple[type[Exception], ...] = ConfigError):
+    """The one place a command's expected errors become one line and exit 2: a bad config always; commands
+    whose inputs are checked by ValueError (eval, meter, report, search, calibrate) pass ``ValueError``."""
+    try:
+        yield
+    except errors as e:
+        _fail(str(e))
+
+
 @app.command()
 def index(recipe: Annotated[Path, typer.Argument(help="corpus recipe, e.g. corpora/wikipedia.toml")],
           rebuild: Annotated[bool, typer.Option(help="ignore the cache and rebuild")] = False) -> None:
     """Build (or load from cache) the FAISS index a corpus recipe describes."""
-    from searchgym.corpus.recipe import RecipeError, index_command
+    from searchgym.corpus.recipe import index_command
 
-    try:
+    with _one_line():
         index_command(recipe, rebuild=rebuild)
-    except RecipeError as e:
-        _fail(str(e))
 
 
 @app.command()
@@ -42,12 +54,10 @@ def search(recipe: Annotated[Path, typer.Argument(help="corpus recipe, e.g. corp
            query: Annotated[str, typer.Argument(help="the search query")],
            k: Annotated[int, typer.Option("-k", help="number of hits")] = 5) -> None:
     """Search a corpus and print the top-k hits as a table."""
-    from searchgym.corpus.recipe import RecipeError, search_command
+    from searchgym.corpus.recipe import search_command
 
-    try:
+    with _one_line(ValueError):
         search_command(recipe, query, k=k)
-    except (RecipeError, ValueError) as e:
-        _fail(str(e))
 
 
 @app.command()
@@ -74,10 +84,8 @@ def meter(paths: Annotated[list[Path], typer.Argument(help="run folders or traje
     """Compute the diversity meters of runs or trajectory files; prints a table, writes meters.json."""
     from searchgym.meters.cli import meter_command
 
-    try:
+    with _one_line(ValueError):
         meter_command(paths, samples=samples, out=out, base_nll=base_nll)
-    except ValueError as e:
-        _fail(str(e))
 
 
 @app.command()
@@ -87,13 +95,10 @@ def train(recipe: Annotated[Path, typer.Argument(help="agent recipe, e.g. agents
           resume: Annotated[bool, typer.Option(help="continue a run: skip finished stages, restart the "
                                                      "unfinished one from its last checkpoint")] = False) -> None:
     """Train an agent from a recipe (SFT and/or GRPO), then evaluate it against its base model."""
-    from searchgym.recipe import RecipeError
     from searchgym.train import train_command
 
-    try:
+    with _one_line():
         train_command(recipe, overrides=set_ or (), out=out, resume=resume)
-    except RecipeError as e:
-        _fail(str(e))
 
 
 @app.command(name="eval")
@@ -113,14 +118,12 @@ def eval_(model: Annotated[str, typer.Argument(help="model alias, HF folder, or 
           out: Annotated[Path | None, typer.Option(help="output folder (default runs/eval-<timestamp>)")] = None,
           ) -> None:
     """Sample a model on held-out questions; write trajectories.jsonl and print a summary."""
-    from searchgym.recipe import parse_kwargs
+    from searchgym.config import parse_kwargs
     from searchgym.train.evaluate import eval_command
 
-    try:
+    with _one_line(ValueError):
         eval_command(model, env, questions, samples, split=split, temperature=temperature, max_turns=max_turns,
                      max_new_tokens=max_new_tokens, out=out, env_kwargs=parse_kwargs(env_kwargs or ()) or None)
-    except ValueError as e:
-        _fail(str(e))
 
 
 @app.command()
@@ -136,13 +139,11 @@ def experiment(study: Annotated[Path, typer.Argument(help="study file, e.g. agen
                report: Annotated[bool, typer.Option(help="write report.html when all runs are done")] = True,
                ) -> None:
     """Run (or resume) a multi-arm study: every arm × seed, evaluated alike; then write its report."""
-    from searchgym.study import StudyError, experiment_command, parse_list
+    from searchgym.study import experiment_command, parse_list
 
-    try:
+    with _one_line():
         experiment_command(study, preset=preset, out=out, overrides=set_ or (), report=report,
                            arms=parse_list(arms, "--arms"), seeds=parse_list(seeds, "--seeds", int))
-    except StudyError as e:
-        _fail(str(e))
 
 
 @app.command(name="report")
@@ -152,10 +153,8 @@ def report_(paths: Annotated[list[Path], typer.Argument(help="a study folder or 
     """Write report.html (self-contained), report.md and the figures for a study or runs."""
     from searchgym.report import report_command
 
-    try:
+    with _one_line(ValueError):
         page = report_command(paths, out=out)
-    except ValueError as e:
-        _fail(str(e))
     print(page)
 
 
@@ -183,11 +182,9 @@ def calibrate_(
                  temp_samples=temp_samples, temp_max_new_tokens=temp_max_new_tokens)
     settings = {k: v for k, v in given.items() if v is not None}
     settings.update(model=model, skip_temperature=skip_temperature)
-    try:
+    with _one_line(ValueError):
         config = CalibrationConfig.quick(**settings) if quick else CalibrationConfig(**settings)
         print(calibrate_command(config, out))
-    except ValueError as e:
-        _fail(str(e))
 
 
 def main() -> None:

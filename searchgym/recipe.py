@@ -2,25 +2,30 @@
 
 A recipe names a base model, a LoRA config, an environment, the training stages to chain
 (``stages = ["sft", "grpo"]`` starts GRPO from the SFT adapter) and how to evaluate. Every section
-is a dataclass with defaults; an unknown or ill-typed key stops with one message that names it and
-lists what is allowed. ``--set section.key=value`` overrides any field from the command line.
+is a dataclass with defaults, built by the one config loader (`searchgym.config`): an unknown or ill-typed key
+stops with one `ConfigError` that names it and lists what is allowed; ``--set section.key=value`` overrides any
+field from the command line. `Recipe.validate` then runs the semantic checks (`searchgym.recipe_checks`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from searchgym.config import (  # noqa: F401  (parse_kwargs re-exported: callers import it from here)
+    ConfigError,
+    apply_override,
+    build,
+    check_choices,
+    parse_kwargs,
+    read_toml,
+    to_toml,
+)
 
-class RecipeError(ValueError):
-    """A recipe that cannot be run; the message names the field and what to set."""
+RecipeError = ConfigError  # the name the recipe checks and their callers use: the one config error
 
 
 # A recipe's name becomes a folder under runs/ and a prefix `--resume` looks up: a slug, never a path.
@@ -121,7 +126,8 @@ class GRPOSettings:
     learning_rate: float = 1e-5
     beta: float = 0.0  # KL to the reference policy (0 = no reference model)
     ref_reset_steps: int = 0  # ProRL-style: re-anchor the reference every N steps (0 = never)
-    loss_type: str = "dapo"
+    # TRL's GRPOConfig.loss_type (TRL 1.16); TRL itself refuses an unknown one only at the first loss.
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = "dapo"
     temperature: float = 1.0
     top_p: float = 1.0
     max_completion_length: int = 1024  # counts tool output too (TRL): size it for max_steps results
@@ -181,7 +187,7 @@ class Recipe:
     report_to: list[str] | str = field(default_factory=list)  # e.g. ["tensorboard"], ["wandb"] ("wandb" = ["wandb"])
     # Settings of registered stages that are not fields here (`searchgym.train.stages.STAGES`): section name
     # -> that stage's settings dataclass; written back as ordinary top-level sections.
-    stage_sections: dict = field(default_factory=dict, repr=False)
+    stage_sections: dict = field(default_factory=dict, repr=False, metadata={"toml": False})
 
     def settings(self, stage: str):
         """A stage's settings: its section (``recipe.sft``…), or a registered stage's own (defaults if absent)."""
@@ -205,6 +211,10 @@ class Recipe:
         """
         from searchgym.recipe_checks import check_fields, check_numbers, check_report_to
 
+        check_choices(self)  # the Literal fields again: a recipe changed or made in code is held to them too
+        for name, section in self.stage_sections.items():
+            if dataclasses.is_dataclass(section):
+                check_choices(section, f"{name}.")
         check_fields(self)
         check_numbers(self)
         self.report_to = check_report_to(self.report_to, REPORT_TO)
@@ -230,7 +240,7 @@ class Recipe:
 
     def to_toml(self) -> str:
         """The resolved recipe as TOML (written into every run folder)."""
-        return _to_toml(self.to_dict())
+        return to_toml(self.to_dict())
 
 
 _SECTIONS = frozenset(f.name for f in dataclasses.fields(Recipe) if f.name != "stage_sections")
@@ -239,137 +249,23 @@ _SECTIONS = frozenset(f.name for f in dataclasses.fields(Recipe) if f.name != "s
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, check_model: bool = True) -> Recipe:
     """Read, override (``section.key=value``) and validate a recipe file (see `Recipe.validate`)."""
     path = Path(path)
-    data = read_toml(path, RecipeError, f"no recipe at {path}; see agents/ for examples")
+    data = read_toml(path, f"no recipe at {path}; see agents/ for examples")
     data.setdefault("name", path.stem)
     for item in overrides:
-        _apply_override(data, item)
+        apply_override(data, item)
     return recipe_from_dict(data, where=str(path), check_model=check_model)
 
 
-def read_toml(path: Path, error: type[Exception], missing: str) -> dict:
-    """Parse a TOML file, raising ``error`` with ``missing`` or the parse error's position."""
-    if not path.exists():
-        raise error(missing)
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise error(f"{path}: not valid TOML ({e})") from None
-
-
 def recipe_from_dict(data: dict, where: str = "recipe", *, check_model: bool = True) -> Recipe:
-    return _build(Recipe, data, prefix="", where=where).validate(check_model=check_model)
+    """A validated `Recipe` from parsed TOML: the typed sections (`searchgym.config.build`), a registered
+    stage's own section (`searchgym.train.stages.STAGES`) into its settings dataclass, then `Recipe.validate`."""
+    from searchgym.train.stages import STAGES
 
-
-def parse_kwargs(items: list[str] | tuple[str, ...], option: str = "--env-kwargs") -> dict:
-    """Keyword arguments from the command line: a JSON object, or ``key=value`` items (values are TOML
-    literals, bare words strings; ``world_kwargs.size=small`` nests).
-
-    >>> parse_kwargs(['{"max_steps": 4}', "embedder=hashing", "world_kwargs.size=small", "top_k=3"])
-    {'max_steps': 4, 'embedder': 'hashing', 'world_kwargs': {'size': 'small'}, 'top_k': 3}
-    """
-    data: dict = {}
-    for item in items:
-        if item.strip().startswith("{"):
-            try:
-                value = json.loads(item)
-            except json.JSONDecodeError as e:
-                raise RecipeError(f"{option} {item!r:.80}: not a JSON object ({e})") from None
-            if not isinstance(value, dict):
-                raise RecipeError(f"{option} {item!r:.80}: give a JSON object or key=value")
-            data.update(value)
-            continue
-        try:
-            _apply_override(data, item)
-        except RecipeError:
-            raise RecipeError(f"{option} {item!r:.80}: write it as key=value (e.g. max_steps=4) or a JSON "
-                              "object") from None
-    return data
-
-
-def _apply_override(data: dict, item: str) -> None:
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise RecipeError(f"--set {item!r}: write it as section.key=value, e.g. --set grpo.steps=10")
-    try:  # values are TOML literals; bare words are strings
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    *parents, leaf = key.strip().split(".")
-    node = data
-    for p in parents:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise RecipeError(f"--set {item!r}: {p!r} is not a section")
-    node[leaf] = value
-
-
-def _build(cls, data: dict, prefix: str, where: str):
     if not isinstance(data, dict):
-        raise RecipeError(f"{where}: {prefix.rstrip('.') or 'recipe'} must be a table, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    sections = {}
-    if cls is Recipe:  # a registered stage's own section: built into its settings dataclass
-        from searchgym.train.stages import STAGES
-
-        fields.pop("stage_sections")
-        data = dict(data)
-        for name in [k for k in data if k not in fields and getattr(STAGES.get(k), "settings", None)]:
-            sections[name] = _build(STAGES[name].settings, data.pop(name), f"{name}.", where)
-        fields.update({k: None for k in STAGES if k not in fields and STAGES[k].settings is not None})
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise RecipeError(f"{where}: unknown key {prefix + unknown[0]!r}; allowed keys"
-                          f"{' in [' + prefix.rstrip('.') + ']' if prefix else ''}: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{prefix}{name}.", where)
-        else:
-            kwargs[name] = _check_type(value, hint, f"{prefix}{name}", where)
-    if sections:
-        kwargs["stage_sections"] = sections
-    return cls(**kwargs)
-
-
-def _check_type(value, hint, key: str, where: str):
-    if typing.get_origin(hint) is Literal:  # an enum: one of its values, named in the message
-        if value in typing.get_args(hint) and type(value) in (type(a) for a in typing.get_args(hint)):
-            return value
-        raise RecipeError(f"{where}: {key} must be one of {list(typing.get_args(hint))}, got {value!r:.60}")
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    for option in options:
-        origin = typing.get_origin(option) or option
-        if origin is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if origin is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if origin in (str, bool, dict) and type(value) is origin:
-            return value
-        if origin is list and isinstance(value, list):
-            return value
-    expected = " or ".join(getattr(typing.get_origin(o) or o, "__name__", str(o)) for o in options)
-    raise RecipeError(f"{where}: {key} must be {expected}, got {type(value).__name__} {value!r}")
-
-
-def _to_toml(data: dict) -> str:
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    lines = [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
-    for name, table in tables.items():
-        lines.append(f"\n[{name}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    return repr(v)
+        raise ConfigError(f"{where}: the recipe must be a table, got {type(data).__name__}")
+    own = {k: s.settings for k, s in STAGES.items() if s.settings is not None and k not in _SECTIONS}
+    data = dict(data)
+    sections = {k: build(own[k], data.pop(k), where, f"{k}.") for k in list(data) if k in own}
+    recipe = build(Recipe, data, where, more_keys=own)
+    recipe.stage_sections = sections
+    return recipe.validate(check_model=check_model)

@@ -1,5 +1,7 @@
-"""The checks behind `Recipe.validate`: ranges and choices of every field, the env and its world, the
-embedder and the tracker backends; each failure is one `RecipeError` that names the field and what is allowed.
+"""The checks behind `Recipe.validate`: ranges of every field, rules across fields, the env and its world (what
+SFT and the prior lab need of it), the embedder and the tracker backends; each failure is one `RecipeError` (the
+one `searchgym.config.ConfigError`) that names the field and what is allowed. Types and ``Literal`` choices are
+the config loader's (`searchgym.config.build`, and `check_choices` for a recipe changed in code).
 
 Nothing here loads a model or builds an index (a plug-in world, small and cached in-process, is built to check
 its splits). `searchgym.recipe` holds the typed sections and the loading; this module imports them, and
@@ -33,8 +35,6 @@ def check_fields(recipe: Recipe) -> None:
     for name in recipe.stages:  # a stage with its own section (not a Recipe field) gets its defaults
         if STAGES[name].settings is not None and not hasattr(recipe, name):
             recipe.stage_sections.setdefault(name, STAGES[name].settings())
-    if recipe.model.dtype not in ("float32", "bfloat16", "float16"):
-        raise RecipeError(f"model.dtype: must be float32, bfloat16 or float16, got {recipe.model.dtype!r}")
     for n in ("questions", "samples", "max_turns", "max_new_tokens", "batch_size"):
         if getattr(recipe.eval, n) < 1:
             raise RecipeError(f"eval.{n}: must be >= 1, got {getattr(recipe.eval, n)}")
@@ -47,8 +47,6 @@ def check_fields(recipe: Recipe) -> None:
 
 def check_sft(recipe: Recipe) -> None:
     """The SFT stage's own checks (`searchgym.train.stages.STAGES["sft"]`)."""
-    if recipe.sft.demos not in ("diverse", "narrow"):
-        raise RecipeError(f"sft.demos: must be 'diverse' or 'narrow', got {recipe.sft.demos!r}")
     for n in ("num_questions", "demos_per_question", "batch_size", "max_length"):
         if getattr(recipe.sft, n) < 1:
             raise RecipeError(f"sft.{n}: must be >= 1, got {getattr(recipe.sft, n)}")
@@ -70,8 +68,12 @@ def check_grpo(recipe: Recipe) -> None:
         raise RecipeError(f"grpo.beta: the KL coefficient must be >= 0, got {g.beta}")
     if g.ref_reset_steps and not g.beta:
         raise RecipeError("grpo.ref_reset_steps: reference resets need a reference model; set grpo.beta > 0")
-    if g.vllm_mode not in ("colocate", "server"):
-        raise RecipeError(f"grpo.vllm_mode: must be 'colocate' or 'server', got {g.vllm_mode!r}")
+    if g.use_vllm and "grpo" in recipe.stages:  # was refused only when the GRPO stage started
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise RecipeError("grpo.use_vllm: vllm is not installed (pip install vllm, on a CUDA machine); set "
+                              "grpo.use_vllm = false")
 
 
 def check_pretrain(recipe: Recipe) -> None:
@@ -81,9 +83,12 @@ def check_pretrain(recipe: Recipe) -> None:
         raise RecipeError(f"pretrain.max_hops: must be >= 1, got {p.max_hops}")
     if p.extra_worlds < 0:
         raise RecipeError(f"pretrain.extra_worlds: must be >= 0 (0 = the env's world only), got {p.extra_worlds}")
-    if recipe.pretrain.loss_on not in ("all", "agent"):
-        raise RecipeError(f"pretrain.loss_on: 'all' (every token) or 'agent' (the assistant's turns only), "
-                          f"got {recipe.pretrain.loss_on!r}")
+    if p.vocab_size < 300:  # was refused only when the tokenizer was trained, minutes into a run
+        raise RecipeError(f"pretrain.vocab_size: byte-level BPE needs >= 300 (256 bytes + merges), got "
+                          f"{p.vocab_size}")
+    if p.hidden_size % p.num_heads:  # was refused only when the model was built, after the demos
+        raise RecipeError(f"pretrain.hidden_size: must be a multiple of pretrain.num_heads ({p.num_heads}), "
+                          f"got {p.hidden_size}")
 
 
 def check_numbers(recipe: Recipe) -> None:
@@ -170,6 +175,8 @@ def check_env(recipe: Recipe) -> None:
         raise RecipeError(f"env.kwargs.embedder: {e}") from None
     if "sft" in recipe.stages:
         _check_sft_world(recipe.sft, world, kwargs.get("world", "synthetic"))
+    if "pretrain" in recipe.stages:
+        _check_pretrain_world(recipe, world, kwargs.get("world", "synthetic"))
     from searchgym.worlds import BUILTIN
 
     if kwargs.get("world", "synthetic") not in BUILTIN:  # a plug-in world: cheap to build, so check its splits
@@ -294,6 +301,41 @@ def _check_sft_world(sft: SFTSettings, world, name: str) -> None:
     if sft.narrow_style and isinstance(styles, tuple | list) and sft.narrow_style not in styles:
         raise RecipeError(f"sft.narrow_style: {sft.narrow_style!r} is not a query style of world {name!r}; "
                           f"allowed: {list(styles)} (or \"\" for the first)")
+
+
+def check_mixture(mixture: dict, strategies) -> dict[str, float]:
+    """``pretrain.mixture`` as weights for every strategy of the world (strategies not named get 0).
+
+    >>> check_mixture({"forward": 0.5, "verify": 0.5}, ["forward", "snippet", "verify"])
+    {'forward': 0.5, 'snippet': 0.0, 'verify': 0.5}
+    """
+    if not mixture:
+        raise RecipeError(f"pretrain.mixture: give strategy weights, e.g. mixture = {{ forward = 0.5, "
+                          f"question_first = 0.3, verify = 0.2 }}; strategies: {list(strategies)}")
+    for name, w in mixture.items():
+        if name not in strategies:
+            raise RecipeError(f"pretrain.mixture: {name!r} is not a strategy of this world; use some of "
+                              f"{list(strategies)}")
+        if not isinstance(w, int | float) or isinstance(w, bool) or w < 0:
+            raise RecipeError(f"pretrain.mixture.{name}: a weight must be a number >= 0, got {w!r}")
+    if not any(mixture.values()):
+        raise RecipeError("pretrain.mixture: at least one strategy needs a weight > 0")
+    return {s: float(mixture.get(s, 0.0)) for s in strategies}
+
+
+def _check_pretrain_world(recipe: Recipe, world, name: str) -> None:
+    """The prior lab plays the world's demonstrators in ``pretrain.mixture``'s proportions: its strategies, the
+    mixture and (for ``name_tokens``) its lexicon are checked at load, not after the run folder is made."""
+    strategies = getattr(world, "strategies", None)
+    if not isinstance(strategies, tuple | list):
+        return  # set per instance: checked when the demos are sampled
+    if not strategies:
+        raise RecipeError(f"env.id: world {name!r} of {recipe.env.id} has no scripted strategies to pretrain on; "
+                          "use searchgym/SyntheticWorld-v0 or searchgym/SyntheticWorld-Easy-v0")
+    check_mixture(recipe.pretrain.mixture, strategies)
+    if recipe.pretrain.name_tokens and not callable(getattr(world, "lexicon", None)):
+        raise RecipeError(f"pretrain.name_tokens: world {name!r} lists no lexicon (names, doc ids) to keep whole; "
+                          "set pretrain.name_tokens = false")
 
 
 def _check_splits(recipe: Recipe, kwargs: dict, env_id: str) -> None:

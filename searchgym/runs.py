@@ -19,8 +19,8 @@ import os
 import time
 from pathlib import Path
 
+from searchgym.config import ConfigError
 from searchgym.corpus.documents import atomic_write  # re-exported: the one atomic write every module uses
-from searchgym.recipe import RecipeError
 
 __all__ = ["LOCK_FILE", "RUNS_DIR", "RunFolder", "RunLocked", "append_metrics", "atomic_write",
            "checkpoint_step", "namespaced", "new_run_dir", "read_metrics", "run_lock", "save_pretrained_atomic",
@@ -31,8 +31,8 @@ LOCK_FILE = ".lock"
 _HELD: set[Path] = set()  # run folders this process has locked
 
 
-class RunLocked(RecipeError):
-    """Another process is writing the run folder (the CLI reports it like a bad recipe: one line, exit 2)."""
+class RunLocked(ConfigError):
+    """Another process is writing the run folder (the CLI reports it like a bad config: one line, exit 2)."""
 
 
 def new_run_dir(name: str, out: str | Path | None = None) -> Path:

@@ -19,6 +19,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from searchgym.config import to_toml
 from searchgym.recipe import Recipe, RecipeError, load_recipe
 from searchgym.runs import RunFolder, atomic_write
 from searchgym.study_file import (  # noqa: F401  (re-exported: section 1, the study file)
@@ -32,7 +33,6 @@ from searchgym.study_file import (  # noqa: F401  (re-exported: section 1, the s
     Study,
     StudyError,
     _arm,
-    _literal,
     _recipe_path,
     load_study,
     parse_list,
@@ -136,15 +136,12 @@ def run_study(study: Study, out: str | Path, *, train: Callable | None = None, e
     The study folder is locked while it runs (`searchgym.runs.run_lock`; each training locks its own run
     folder too), so a second `searchgym experiment` on it stops with one line instead of racing.
     """
-    from searchgym.runs import RunLocked, run_lock
+    from searchgym.runs import run_lock
 
     out = Path(out)
     recipes = resolve(study, _prior(out).stage_model("pretrain") if study.prior else None)  # a bad study writes nothing
-    try:
-        with run_lock(out):
-            return _run_study(study, out, recipes, train or _train, evaluate or _evaluate_base, pretrain, log)
-    except RunLocked as e:
-        raise StudyError(str(e)) from None
+    with run_lock(out):  # a held lock is `runs.RunLocked`, a ConfigError like every other reason not to run
+        return _run_study(study, out, recipes, train or _train, evaluate or _evaluate_base, pretrain, log)
 
 
 def _run_study(study: Study, out: Path, recipes: dict[RunSpec, Recipe], train: Callable, evaluate: Callable,
@@ -197,7 +194,7 @@ def _claim(out: Path, study: Study) -> None:
     runs that were not evaluated alike. Adding arms or seeds to a study is allowed (the runs already done
     stay valid), and so is running a subset of them (``--arms``/``--seeds``): the file keeps the union.
     Changing anything an earlier run was made with is not."""
-    new = tomllib.loads(_dump_toml(study.to_dict()))  # compare like with like (None values are not written)
+    new = tomllib.loads(to_toml(study.to_dict()))  # compare like with like (None values are not written)
     path = out / STUDY_FILE
     if path.exists():
         old = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -220,32 +217,11 @@ def _claim(out: Path, study: Study) -> None:
             return
         new = merged
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, _dump_toml(new).encode("utf-8"))
+    atomic_write(path, to_toml(new).encode("utf-8"))
 
 
 def _union(a: list, b: list) -> list:
     return list(a) + [x for x in b if x not in a]
-
-
-def _dump_toml(data: dict, prefix: str = "") -> str:
-    """Nested dict → TOML (tables for dicts, literals for the rest).
-
-    >>> print(_dump_toml({"a": 1, "t": {"b": "x", "u": {"c": [1, 2]}}}).strip())
-    a = 1
-    <BLANKLINE>
-    [t]
-    b = "x"
-    <BLANKLINE>
-    [t.u]
-    c = [1, 2]
-    """
-    lines = [f"{k} = {_literal(v)}" for k, v in data.items() if not isinstance(v, dict) and v is not None]
-    for k, v in data.items():
-        if isinstance(v, dict):
-            name = f"{prefix}{k}"
-            lines.append(f"\n[{name}]")
-            lines.append(_dump_toml(v, prefix=name + ".").rstrip("\n"))
-    return "\n".join(line for line in lines if line) + "\n"
 
 
 def experiment_command(study_path: str | Path, preset: str | None = None, out: str | Path | None = None,

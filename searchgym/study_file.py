@@ -1,4 +1,5 @@
-"""The study file: its data types (`Study`, `Arm`, `RunSpec`) and `load_study` (presets, --set, checks).
+"""The study file: its typed tables (`StudyFile`, `ArmTable`, `PresetTable`, built by the one config loader,
+`searchgym.config`), the resolved study (`Study`, `Arm`, `RunSpec`) and `load_study` (presets, --set, checks).
 
 Section 1 of `searchgym.study`, which re-exports every name here; see that module for the study format.
 """
@@ -6,13 +7,13 @@ Section 1 of `searchgym.study`, which re-exports every name here; see that modul
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from searchgym.recipe import EvalConfig, read_toml
+from searchgym.config import ConfigError, build, read_toml, toml_value
+from searchgym.recipe import EvalConfig
 
 DONE = "done.json"
 STUDY_FILE = "study.toml"
@@ -21,8 +22,45 @@ EVAL_KEYS = tuple(EvalConfig.__dataclass_fields__)
 SFT_BUDGET = ("num_questions", "demos_per_question", "epochs")
 
 
-class StudyError(ValueError):
-    """A study that cannot run as written; the message says what to set."""
+StudyError = ConfigError  # a study that cannot run as written: the one config error
+
+
+@dataclass
+class ArmTable:
+    """``[arms.<name>]`` as written."""
+
+    recipe: str = field(metadata={"example": 'recipe = "agents/grpo.toml"'})
+    overrides: list[str] = field(default_factory=list)
+    train: bool = True
+    seeds: list[int] | None = None
+    description: str = ""
+
+
+@dataclass
+class PresetTable:
+    """``[presets.<name>]``: what it sets replaces the study's (``overrides`` are appended to the study's)."""
+
+    description: str = ""
+    seeds: list[int] | None = None
+    arms: list[str] | None = None  # the subset to run, in order
+    eval: dict = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    prior: str | None = None  # "" switches the study's prior off
+
+
+@dataclass
+class StudyFile:
+    """A study file as written (see `searchgym.study` for the format)."""
+
+    name: str | None = None  # default: the file's name
+    description: str = ""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    default_preset: str = ""
+    prior: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    eval: dict = field(default_factory=dict)
+    arms: dict[str, ArmTable] = field(default_factory=dict)
+    presets: dict[str, PresetTable] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,11 +89,11 @@ class Study:
         """Arm × seed expansion, in file order (arms first, seeds within), with each run's overrides;
         ``prior_model`` (the pretrained prior's folder) becomes every arm's ``model.base``."""
         out = []
-        base = (f"model.base={_literal(str(Path(prior_model).resolve()))}",) if prior_model else ()
+        base = (f"model.base={toml_value(str(Path(prior_model).resolve()))}",) if prior_model else ()
         for arm in self.arms:
             for seed in arm.seeds if arm.seeds is not None else self.seeds:
                 overrides = (*arm.overrides, *self.overrides, *base, f"seed={seed}",
-                             *(f"eval.{k}={_literal(v)}" for k, v in self.eval.items()), *self.last)
+                             *(f"eval.{k}={toml_value(v)}" for k, v in self.eval.items()), *self.last)
                 out.append(RunSpec(arm.name, seed, arm.recipe, tuple(overrides), arm.train))
         return out
 
@@ -77,17 +115,6 @@ class RunSpec:
 
     def folder(self, study_dir: Path) -> Path:
         return Path(study_dir) / self.arm / f"seed{self.seed}"
-
-
-def _literal(value) -> str:
-    """A value as a TOML literal for ``--set`` (what `searchgym.recipe` parses back).
-
-    >>> _literal(1.0), _literal("test"), _literal(True), _literal(64)
-    ('1.0', '"test"', 'true', '64')
-    """
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value) if isinstance(value, str | list) else repr(value)
 
 
 # ---- 1. the study file -----------------------------------------------------------------------------
@@ -130,50 +157,41 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
     or, failing that, to the study file.
     """
     path = Path(path)
-    data = read_toml(path, StudyError, f"no study file at {path}; see agents/breadth-study.toml")
-    presets = data.pop("presets", {})
-    allowed = {"name", "seeds", "eval", "overrides", "arms", "default_preset", "description", "prior"}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise StudyError(f"{path}: unknown key {unknown[0]!r}; allowed: {sorted(allowed)}")
-    preset = preset or data.get("default_preset", "")
-    chosen = {}
+    data = build(StudyFile, read_toml(path, f"no study file at {path}; see agents/breadth-study.toml"), str(path))
+    preset = preset or data.default_preset
+    chosen = PresetTable()
     if preset:
-        if preset not in presets:
-            raise StudyError(f"{path}: no preset {preset!r}; choose one of {sorted(presets)}")
-        chosen = presets[preset]
-        bad = sorted(set(chosen) - {"seeds", "arms", "eval", "overrides", "description", "prior"})
-        if bad:
-            raise StudyError(f"{path}: [presets.{preset}] unknown key {bad[0]!r}; allowed: arms, eval, "
-                             "overrides, prior, seeds")
-    arms_table = data.get("arms") or {}
-    if not arms_table:
+        if preset not in data.presets:
+            raise StudyError(f"{path}: no preset {preset!r}; choose one of {sorted(data.presets)}")
+        chosen = data.presets[preset]
+    if not data.arms:
         raise StudyError(f"{path}: define at least one arm, e.g. [arms.grpo] recipe = \"agents/grpo.toml\"")
-    names = chosen.get("arms", list(arms_table))
-    missing = [n for n in names if n not in arms_table]
+    names = chosen.arms if chosen.arms is not None else list(data.arms)
+    missing = [n for n in names if n not in data.arms]
     if missing:
-        raise StudyError(f"{path}: preset {preset!r} lists arm {missing[0]!r}, which has no [arms.{missing[0]}]")
+        raise StudyError(f"{path}: presets.{preset}.arms lists arm {missing[0]!r}, which has no [arms.{missing[0]}]; "
+                         f"its arms: {list(data.arms)}")
     if arms is not None:
-        unknown_arms = [n for n in arms if n not in arms_table]
+        unknown_arms = [n for n in arms if n not in data.arms]
         if unknown_arms:
-            raise StudyError(f"--arms: {path} has no arm {unknown_arms[0]!r}; its arms: {list(arms_table)}")
+            raise StudyError(f"--arms: {path} has no arm {unknown_arms[0]!r}; its arms: {list(data.arms)}")
         names = list(arms)
-    arm_list = [_arm(name, arms_table[name], path) for name in names]
+    arm_list = [_arm(name, data.arms[name], path) for name in names]
     if seeds is not None:
         for arm in arm_list:
             arm.seeds = None  # --seeds is every arm's
-    eval_ = {**data.get("eval", {}), **chosen.get("eval", {})}
-    bad = sorted(set(eval_) - set(EVAL_KEYS) | ({"baseline"} & set(eval_)))
-    if bad:
-        raise StudyError(f"{path}: [eval] key {bad[0]!r} not allowed (baseline: the base arm is the baseline); "
-                         f"allowed: {sorted(set(EVAL_KEYS) - {'baseline'})}")
-    eval_ = {**dataclasses.asdict(EvalConfig(baseline=False)), **eval_}
-    seeds = list(seeds if seeds is not None else chosen.get("seeds", data.get("seeds", [0, 1, 2])))
+    eval_ = {**data.eval, **chosen.eval}
+    allowed = sorted(set(EVAL_KEYS) - {"baseline"})
+    if bad := sorted(set(eval_) - set(allowed)):
+        raise StudyError(f"{path}: key 'eval.{bad[0]}' not allowed; allowed keys in [eval]: {allowed} (no baseline: "
+                         "the base arm is the baseline)")
+    eval_ = dataclasses.asdict(build(EvalConfig, {"baseline": False, **eval_}, str(path), "eval."))
+    seeds = list(seeds if seeds is not None else chosen.seeds if chosen.seeds is not None else data.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise StudyError(f"{path}: seeds must be distinct and non-empty, got {seeds}")
-    prior = chosen.get("prior", data.get("prior")) or None  # a preset may switch it off with prior = ""
+    prior = (chosen.prior if chosen.prior is not None else data.prior) or None  # a preset may say prior = ""
     if prior is not None:
-        prior = _recipe_path(str(prior), path)
+        prior = _recipe_path(prior, path)
         if not prior.is_file():
             raise StudyError(f"{path}: prior = {str(prior)!r} is not a file; name a recipe with stages = "
                              "[\"pretrain\"], e.g. agents/prior-study.toml")
@@ -184,9 +202,8 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
         if key == "model.base" and prior is not None:
             raise StudyError(f"--set {item!r}: this study pretrains a prior ({prior}) as every arm's model.base; "
                              "choose a preset without one (e.g. --preset tiny) to set model.base")
-    return Study(name=data.get("name", path.stem), preset=preset, seeds=seeds, eval=eval_,
-                 overrides=[*data.get("overrides", []), *chosen.get("overrides", [])], arms=arm_list,
-                 prior=prior, last=list(overrides))
+    return Study(name=data.name or path.stem, preset=preset, seeds=seeds, eval=eval_,
+                 overrides=[*data.overrides, *chosen.overrides], arms=arm_list, prior=prior, last=list(overrides))
 
 
 def _recipe_path(name: str, study_path: Path) -> Path:
@@ -197,12 +214,8 @@ def _recipe_path(name: str, study_path: Path) -> Path:
     return recipe
 
 
-def _arm(name: str, table: dict, study_path: Path) -> Arm:
+def _arm(name: str, table: ArmTable, study_path: Path) -> Arm:
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):  # it names a folder and a TOML table
         raise StudyError(f"{study_path}: arm name {name!r} may use only letters, digits, '-' and '_'")
-    bad = sorted(set(table) - {"recipe", "overrides", "train", "seeds", "description"})
-    if bad or "recipe" not in table:
-        raise StudyError(f"{study_path}: [arms.{name}] needs recipe = \"agents/<name>.toml\" and allows only "
-                         f"recipe, overrides, train, seeds{f' (got {bad[0]!r})' if bad else ''}")
-    return Arm(name=name, recipe=_recipe_path(table["recipe"], study_path), overrides=list(table.get("overrides", [])),
-               train=bool(table.get("train", True)), seeds=table.get("seeds"))
+    return Arm(name=name, recipe=_recipe_path(table.recipe, study_path), overrides=list(table.overrides),
+               train=table.train, seeds=table.seeds)

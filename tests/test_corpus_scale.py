@@ -100,7 +100,7 @@ def test_prefix_specs():
     r = CorpusRecipe.from_dict({"corpus": {"source": "jsonl", "path": "x.jsonl"},
                                 "embedder": {"name": "hashing", "prefixes": "e5", "query_prefix": "q: "}})
     assert r.embedder == "hashing|prefixes=e5|query=q: "
-    with pytest.raises(RecipeError, match=r"\[embedder\] prefixes must be one of e5, bge, none"):
+    with pytest.raises(RecipeError, match=r"embedder.prefixes must be one of \['e5', 'bge', 'none'\], got 'E5'"):
         CorpusRecipe.from_dict({"corpus": {"source": "jsonl", "path": "x"}, "embedder": {"prefixes": "E5"}})
 
 
@@ -173,7 +173,7 @@ def test_ivfpq_specs_and_errors():
     r = CorpusRecipe.from_dict({"corpus": {"source": "jsonl", "path": "x"},
                                 "index": {"type": "ivfpq", "nlist": 64, "m": 16, "mmap": True}})
     assert str(r.index) == "ivfpq:m=16,nbits=8,nlist=64,nprobe=16" and r.mmap is True
-    with pytest.raises(RecipeError, match=r"\[index\] mmap must be true or false, got str 'yes'"):
+    with pytest.raises(RecipeError, match=r"index.mmap must be bool, got str 'yes'"):
         CorpusRecipe.from_dict({"corpus": {"source": "jsonl", "path": "x"}, "index": {"mmap": "yes"}})
 
 
@@ -323,7 +323,7 @@ def test_recipe_index_refine_key_is_read_and_checked(tmp_path):
     """`refine` is a string option in a corpus recipe's [index] (not an integer like the others)."""
     from searchgym.corpus.recipe import RecipeError, load_recipe
 
-    head = '[corpus]\nsource = "tiny"\n[embedder]\nname = "hashing"\n[index]\ntype = "ivfpq"\n'
+    head = '[corpus]\nsource = "wikipedia"\n[embedder]\nname = "hashing"\n[index]\ntype = "ivfpq"\n'
     (tmp_path / "ok.toml").write_text(head + 'nlist = 2\nm = 8\nrefine = "sq8"\nk_factor = 2\n')
     spec = load_recipe(tmp_path / "ok.toml").index
     assert spec.options["refine"] == "sq8" and spec.options["k_factor"] == 2

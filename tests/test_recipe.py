@@ -55,23 +55,23 @@ def test_limit_and_chunking_apply(tmp_path):
 
 @pytest.mark.parametrize("body, message", [
     ('[corpus]\nsource = "jsonl"\npath = "x"\n[indx]\ntype = "flat"\n',
-     "unknown section [indx]; allowed sections: corpus, chunking, embedder, index"),
+     "unknown key 'indx'; allowed keys: ['chunking', 'corpus', 'embedder', 'index']"),
     ('[corpus]\nsource = "jsonl"\npth = "x"\n',
-     "unknown key 'pth' in [corpus]; allowed keys: limit, name, options, path, source"),
+     "unknown key 'corpus.pth'; allowed keys in [corpus]: ['limit', 'name', 'options', 'path', 'source']"),
     ('[corpus]\nsource = "jsonl"\npath = "x"\n[index]\ntype = "flat"\nM = 4\n',
-     "unknown key 'M' in [index] for type = 'flat'; allowed keys: type"),
-    ('[corpus]\nsource = "jsonl"\npath = "x"\n[index]\ntype = "annoy"\n', "unknown index type 'annoy'"),
+     "unknown key 'index.M' for type = 'flat'; allowed keys in [index]: ['mmap', 'type']"),
+    ('[corpus]\nsource = "jsonl"\npath = "x"\n[index]\ntype = "annoy"\n', "index.type must be one of ['flat', 'hnsw', 'ivf', 'ivfpq', 'opq+ivfpq'], got 'annoy'"),
     ('[corpus]\nsource = "jsonl"\npath = "x"\n[chunking]\nmax_chars = "big"\n',
-     "[chunking] max_chars must be an integer, got str 'big'"),
+     "chunking.max_chars must be int, got str 'big'"),
     ('[corpus]\nsource = "jsonl"\npath = "x"\n[chunking]\nmax_chars = true\n',
-     "[chunking] max_chars must be an integer, got bool True"),
-    ('[corpus]\nsource = "jsonl"\npath = "x"\n[chunking]\nmax_chars = 0\n', "max_chars must be a positive integer"),
-    ('[corpus]\nsource = 3\n', "[corpus] source must be a string, got int 3"),
+     "chunking.max_chars must be int, got bool True"),
+    ('[corpus]\nsource = "jsonl"\npath = "x"\n[chunking]\nmax_chars = 0\n', "chunking.max_chars must be a positive integer, got 0"),
+    ('[corpus]\nsource = 3\n', "corpus.source must be one of ['jsonl', 'wiki18', 'wikipedia', 'factbook', 'wikifactbook'], got 3"),
     ('[corpus]\nsource = "jsonl"\npath = "x"\n[index]\ntype = "ivf"\nnlist = "many"\n',
-     'nlist must be an integer or "auto"'),
-    ('[embedder]\nname = "hashing"\n', "[corpus] needs source = one of jsonl, wikipedia"),
+     "index.nlist must be int or one of ['auto'], got str 'many'"),
+    ('[embedder]\nname = "hashing"\n', "corpus.source is required (one of ['jsonl', 'wiki18', 'wikipedia', 'factbook', 'wikifactbook'])"),
     ('[corpus]\nsource = "jsonl"\n', 'source = "jsonl" needs path'),
-    ('corpus = 3\n', "[corpus] must be a table"),
+    ('corpus = 3\n', "corpus must be a table, got int"),
     ('[corpus\nsource = "x"\n', "not valid TOML"),
 ])
 def test_bad_recipes_name_the_problem(tmp_path, body, message):
@@ -97,10 +97,36 @@ def test_build_errors_become_recipe_errors(tmp_path):
     assert not (tmp_path / "cache").exists()  # failed builds leave no cache folder
 
 
-def test_unknown_source_is_a_recipe_error():
-    recipe = CorpusRecipe.from_dict({"corpus": {"source": "gutenberg"}})
-    with pytest.raises(RecipeError, match="gutenberg"):
-        recipe.load_corpus()
+def test_unknown_source_is_refused_at_load_with_the_allowed_sources():
+    from searchgym.config import ConfigError
+    from searchgym.corpus.sources import KNOWN_SOURCES
+
+    with pytest.raises(ConfigError) as e:  # a Literal field: refused when the recipe loads, not at build
+        CorpusRecipe.from_dict({"corpus": {"source": "gutenberg"}})
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("recipe: corpus.source must be one of [")
+    assert message.endswith("got 'gutenberg'") and all(repr(s) in message for s in KNOWN_SOURCES)
+    with pytest.raises(RecipeError, match=r"index.refine must be one of \['none', 'sq8', 'flat'\], got 'sq4'"):
+        CorpusRecipe.from_dict({"corpus": {"source": "wikipedia"}, "index": {"type": "ivfpq", "refine": "sq4"}})
+
+
+def test_corpus_choices_match_what_the_loaders_take():
+    """The corpus recipe's Literal fields name exactly what the sources, index specs and embedders accept."""
+    import dataclasses
+
+    from searchgym.config import choices
+    from searchgym.corpus import recipe as corpus_recipe
+    from searchgym.corpus.embedders import PREFIX_PRESETS
+    from searchgym.corpus.index import INDEX_OPTIONS
+    from searchgym.corpus.sources import KNOWN_SOURCES
+    from searchgym.corpus.specs import CHOICE_OPTIONS
+
+    assert set(choices(corpus_recipe.Source)) == set(KNOWN_SOURCES)
+    assert choices(corpus_recipe.IndexType) == tuple(INDEX_OPTIONS)
+    assert choices(corpus_recipe.Refine) == CHOICE_OPTIONS["refine"]
+    assert choices(corpus_recipe.Prefixes) == tuple(PREFIX_PRESETS)
+    options = {f.name for f in dataclasses.fields(corpus_recipe.IndexSection)} - {"type", "mmap"}
+    assert options == {k for opts in INDEX_OPTIONS.values() for k in opts}
 
 
 def test_index_and_search_commands_print(capsys):
@@ -121,4 +147,4 @@ def test_cli_reports_errors_in_one_line(tmp_path):
     result = runner.invoke(app, ["search", str(CORPORA / "tiny.toml"), "   "])
     assert result.exit_code == 2 and "query is empty" in result.output
     result = runner.invoke(app, ["index", str(write(tmp_path, "[corpus]\nsrc = 1\n"))])
-    assert result.exit_code == 2 and "unknown key 'src'" in result.output
+    assert result.exit_code == 2 and "unknown key 'corpus.src'" in result.output and "Traceback" not in result.output

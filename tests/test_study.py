@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from searchgym import study as study_mod
 from searchgym.cli import app
+from searchgym.config import to_toml
 from searchgym.study import StudyError, is_done, load_study, resolve, run_study
 from searchgym.trajectory import Trajectory, write_trajectories
 
@@ -212,3 +213,18 @@ def test_a_study_prior_is_pretrained_once_and_becomes_every_arms_base(study_file
     study_file.write_text(text.replace('prior = "prior.toml"', 'prior = "nope.toml"'))
     with pytest.raises(StudyError, match="prior = .*nope.toml.* is not a file"):
         load_study(study_file)
+
+
+def test_one_toml_writer_round_trips_resolved_recipes_and_the_study(study_file):
+    """`searchgym.config.to_toml` writes run folders' recipe.toml and a study's study.toml: what it writes
+    reads back equal."""
+    study = load_study(study_file)
+    for recipe in resolve(study).values():
+        data = recipe.to_dict()
+        assert tomllib.loads(to_toml(data)) == data and recipe.to_toml() == to_toml(data)
+    data = {k: v for k, v in study.to_dict().items() if v is not None}  # TOML has no None: prior is left out
+    assert tomllib.loads(to_toml(data)) == data
+    awkward = {"a b": "quote \" back\\slash\ttab é \x7f", "x": [{"y": 1.5e-05, "z": [True, -3]}], "t": {"": {}},
+               "f": {"inf": float("inf"), "big": 10**18}}
+    assert tomllib.loads(to_toml(awkward)) == awkward
+

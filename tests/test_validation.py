@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 import searchgym  # noqa: F401  (registers the envs and plug-ins)
 from searchgym import recipe as recipe_mod
 from searchgym.cli import app
-from searchgym.recipe import RecipeError, load_recipe, parse_kwargs
+from searchgym.config import to_toml
+from searchgym.recipe import RecipeError, load_recipe, parse_kwargs, recipe_from_dict
 from searchgym.trajectory import Trajectory, write_trajectories
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,6 +114,81 @@ def test_env_kwargs_from_the_command_line():
         parse_kwargs(["{bad"])
 
 
+# ---- one config system: one error class, checks at load, one line from the CLI -------------------------------
+def test_the_three_loaders_raise_one_error_class(tmp_path):
+    from searchgym.config import ConfigError
+    from searchgym.corpus.recipe import RecipeError as CorpusRecipeError
+    from searchgym.corpus.recipe import load_recipe as load_corpus_recipe
+    from searchgym.runs import RunLocked
+    from searchgym.study import StudyError, load_study
+
+    assert RecipeError is CorpusRecipeError is StudyError is ConfigError and issubclass(RunLocked, ConfigError)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[nope]\nx = 1\n")
+    for load in (load_recipe, load_corpus_recipe, load_study):
+        with pytest.raises(ConfigError) as e:
+            load(bad)
+        assert type(e.value) is ConfigError and "\n" not in str(e.value)
+        assert str(e.value).startswith(f"{bad}: unknown key 'nope'; allowed keys: [")
+
+
+@pytest.mark.parametrize("pretrain, message", [
+    ({"hidden_size": 130}, r"pretrain.hidden_size: must be a multiple of pretrain.num_heads \(4\), got 130"),
+    ({"vocab_size": 200}, r"pretrain.vocab_size: byte-level BPE needs >= 300"),
+    ({"mixture": {}}, "pretrain.mixture: give strategy weights"),
+    ({"mixture": {"jump": 1.0}}, "pretrain.mixture: 'jump' is not a strategy of this world; use some of"),
+    ({"mixture": {"forward": 0.0}}, "pretrain.mixture: at least one strategy needs a weight > 0"),
+])
+def test_pretrain_settings_are_checked_at_load_not_minutes_into_the_run(pretrain, message, no_slow_work):
+    settings = {"mixture": {"forward": 1.0}, **pretrain}
+    with pytest.raises(RecipeError, match=f"^{message}"):
+        recipe_from_dict({"stages": ["pretrain"], "pretrain": settings})
+
+
+def test_literal_fields_are_refused_from_files_and_from_code(no_slow_work):
+    with pytest.raises(RecipeError, match=r"smoke-sft.toml: grpo.loss_type must be one of \['grpo', 'dr_grpo', "
+                                          r"'dapo'.*\], got 'bogus'$"):
+        load_recipe(SMOKE_SFT, ["grpo.loss_type=bogus"])
+    recipe = load_recipe(SMOKE_SFT, ["grpo.loss_type=dr_grpo"])
+    assert recipe.grpo.loss_type == "dr_grpo"
+    recipe.model.dtype = "float8"  # a recipe changed in code is held to the same choices
+    with pytest.raises(RecipeError, match=r"^model.dtype must be one of \['float32', 'bfloat16', 'float16'\]"):
+        recipe.validate()
+
+
+def test_grpo_use_vllm_without_vllm_stops_at_load(no_slow_work):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(RecipeError, match="^grpo.use_vllm: vllm is not installed"):
+        load_recipe(REPO / "agents" / "smoke-grpo.toml", ["grpo.use_vllm=true"])
+
+
+STUDY = REPO / "agents" / "breadth-study.toml"
+BAD_CLI = [
+    (["train", str(SMOKE_SFT), "--set", "grpo.loss_type=bogus"], "grpo.loss_type must be one of ["),
+    (["index", "bad-corpus.toml"], "corpus.source must be one of ['jsonl', 'wiki18', 'wikipedia', 'factbook'"),
+    (["search", "bad-corpus.toml", "tea"], "corpus.source must be one of ['jsonl', 'wiki18', 'wikipedia'"),
+    (["experiment", str(STUDY), "--preset", "nope"], "no preset 'nope'; choose one of ['gpu', 'quick'"),
+    (["experiment", "study.toml", "--set", "sft.demos=some"], "sft.demos must be one of ['diverse', 'narrow'], got"),
+    (["experiment", "study.toml", "--seeds", "0,0"], "--seeds '0,0': give distinct, non-empty values"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_CLI, ids=[" ".join(a[:1] + a[2:]) for a, _ in BAD_CLI])
+def test_cli_maps_every_bad_config_to_one_line_exit_2_and_no_folder(args, message, tmp_path, monkeypatch,
+                                                                   no_slow_work):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad-corpus.toml").write_text('[corpus]\nsource = "gutenberg"\n')
+    (tmp_path / "study.toml").write_text(f'[arms.sft]\nrecipe = "{SMOKE_SFT}"\n')
+    result = CliRunner().invoke(app, args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert message in lines[0] and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad-corpus.toml", "study.toml"]  # no run folder
+
+
 # ---- 10. eval of a run folder uses the run's env; meter refuses different questions --------------------------
 def test_eval_of_a_run_folder_uses_the_runs_env(tmp_path, monkeypatch):
     import gymnasium
@@ -124,7 +200,7 @@ def test_eval_of_a_run_folder_uses_the_runs_env(tmp_path, monkeypatch):
     run.mkdir()
     kwargs = {"embedder": "hashing", "max_steps": 3,
               "world_kwargs": {"size": "small", "max_hops": 2, "n_train": 30, "n_test": 10, "seed": 7}}
-    (run / "recipe.toml").write_text(recipe_mod._to_toml({"name": "x", "env": {
+    (run / "recipe.toml").write_text(to_toml({"name": "x", "env": {
         "id": "searchgym/SyntheticWorld-Easy-v0", "kwargs": kwargs}, "eval": {"max_turns": 1}}))
     (run / "config.json").symlink_to(resolve_model_path("tiny") / "config.json")  # a model folder too
     import searchgym.models as models

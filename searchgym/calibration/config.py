@@ -57,14 +57,15 @@ class StudySetup:
 def study_setup(study_file: str | Path = STUDY_FILE, preset: str = STUDY_PRESET) -> StudySetup:
     """The env, split, eval sizes and seeds of a study preset, resolved through the study's own loader
     (its base arm's recipe with every override); the quick preset's values when the file is absent."""
-    from searchgym.recipe import RecipeError, load_recipe
-    from searchgym.study import StudyError, load_study
+    from searchgym.config import ConfigError
+    from searchgym.recipe import load_recipe
+    from searchgym.study import load_study
 
     try:
         study = load_study(study_file, preset)
         spec = study.runs()[0]
         recipe = load_recipe(spec.recipe, spec.overrides)
-    except (OSError, StudyError, RecipeError):
+    except (OSError, ConfigError):
         return StudySetup(FALLBACK_ENV_ID, json.loads(json.dumps(FALLBACK_ENV_KWARGS)))
     e = recipe.eval
     return StudySetup(recipe.env.id, dict(recipe.env.kwargs), e.split, e.questions, e.samples, len(study.seeds),

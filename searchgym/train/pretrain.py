@@ -36,27 +36,19 @@ STAGE = "pretrain"
 # ---- 1. the strategy mixture ----------------------------------------------------------------------
 
 def mixture_weights(mixture: dict, strategies: Sequence[str]) -> dict[str, float]:
-    """Validated weights for every strategy of the world (strategies not named get 0).
+    """Validated weights for every strategy of the world (strategies not named get 0): the check a recipe
+    already passed at load (`searchgym.recipe_checks.check_mixture`), here for a world built per instance.
 
     >>> mixture_weights({"forward": 0.5, "verify": 0.5}, ["forward", "snippet", "verify"])
     {'forward': 0.5, 'snippet': 0.0, 'verify': 0.5}
     >>> mixture_weights({"jump": 1.0}, ["forward"])
     Traceback (most recent call last):
     ...
-    searchgym.recipe.RecipeError: pretrain.mixture: 'jump' is not a strategy of this world; use some of ['forward']
+    searchgym.config.schema.ConfigError: pretrain.mixture: 'jump' is not a strategy of this world; use some of ['forward']
     """
-    if not mixture:
-        raise RecipeError(f"pretrain.mixture: give strategy weights, e.g. mixture = {{ forward = 0.5, "
-                          f"question_first = 0.3, verify = 0.2 }}; strategies: {list(strategies)}")
-    for name, w in mixture.items():
-        if name not in strategies:
-            raise RecipeError(f"pretrain.mixture: {name!r} is not a strategy of this world; use some of "
-                              f"{list(strategies)}")
-        if not isinstance(w, int | float) or isinstance(w, bool) or w < 0:
-            raise RecipeError(f"pretrain.mixture.{name}: a weight must be a number >= 0, got {w!r}")
-    if not any(mixture.values()):
-        raise RecipeError("pretrain.mixture: at least one strategy needs a weight > 0")
-    return {s: float(mixture.get(s, 0.0)) for s in strategies}
+    from searchgym.recipe_checks import check_mixture
+
+    return check_mixture(mixture, strategies)
 
 
 def task_distribution(weights: dict[str, float], valid: Sequence[str]) -> dict[str, float]:
