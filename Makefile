@@ -39,7 +39,7 @@ test: setup browser lint
 prior: setup
 	$(BIN)/searchgym train agents/prior-reference.toml --out runs/prior-reference --resume
 	$(BIN)/python benchmarks/prior.py --curve runs/prior-reference --every 3
-	$(BIN)/python -m searchgym.priors runs/prior-reference
+	$(BIN)/python -m searchgym.agent.priors runs/prior-reference
 
 # Headless Chromium renders report.html in a test. Best effort: without it that one test skips.
 browser:
@@ -52,7 +52,7 @@ lint: setup
 
 # Dynamics do not depend on the embedder; hashing avoids a first-time MiniLM build of WikiFactbook's 42k docs.
 fuzz: setup
-	$(BIN)/python -m searchgym.fuzzing --actions 100000 --embedder hashing
+	$(BIN)/python -m searchgym.testing.fuzzing --actions 100000 --embedder hashing
 
 bench: setup
 	$(BIN)/python benchmarks/retrieval.py --quick

@@ -120,7 +120,7 @@ def prepare_model(name: str) -> dict:
     phases so their times are the training's."""
     start = time.perf_counter()
     try:
-        from searchgym.models import resolve_model_path
+        from searchgym.agent.models import resolve_model_path
 
         path = resolve_model_path(name)
     except Exception as e:  # report it; every phase would fail the same way

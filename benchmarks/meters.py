@@ -29,9 +29,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from searchgym.demos import build_demos, to_dataset  # noqa: E402
-from searchgym.models import load_model  # noqa: E402
-from searchgym.recipe import Recipe, recipe_from_dict  # noqa: E402
+from searchgym.agent.demos import build_demos, to_dataset  # noqa: E402
+from searchgym.agent.models import load_model  # noqa: E402
+from searchgym.config.recipe import Recipe, recipe_from_dict  # noqa: E402
 from searchgym.runs import read_metrics  # noqa: E402
 from searchgym.train.probes import make_diversity_callback  # noqa: E402
 

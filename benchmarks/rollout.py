@@ -28,8 +28,8 @@ import gymnasium
 import torch
 
 import searchgym  # noqa: F401  (registers the envs)
-from searchgym.models import PRIOR, SMOLLM2, TINY, cache_root, load_model
-from searchgym.rollout import rollout
+from searchgym.agent.models import PRIOR, SMOLLM2, TINY, cache_root, load_model
+from searchgym.agent.rollout import rollout
 
 
 def timed(fn, *args, **kwargs):
@@ -89,7 +89,7 @@ def main() -> None:
     model, tokenizer = load_model(args.model)
     env_kwargs = {"split": "test", "embedder": args.embedder}
     if args.model == PRIOR and args.env is None:
-        from searchgym.priors import prior_metadata
+        from searchgym.agent.priors import prior_metadata
 
         meta = prior_metadata()
         args.env, env_kwargs = meta["env_id"], {**meta["env_kwargs"], "split": "test", "embedder": args.embedder}

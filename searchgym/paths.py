@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+PACKAGE_DATA = Path(__file__).parent / "data"  # what the wheel ships: the reference prior, question sets
+
 
 def cache_root() -> Path:
     """``$SEARCHGYM_CACHE`` (``~`` expanded) when set and non-empty, else ``~/.cache/searchgym``.
 
-    Under it: ``models/`` (searchgym.models), ``indexes/`` (searchgym.corpus.index) and ``questions/``
+    Under it: ``models/`` (searchgym.agent.models), ``indexes/`` (searchgym.corpus.index) and ``questions/``
     (searchgym.worlds.wikifactbook_questions)."""
     return Path(os.environ.get("SEARCHGYM_CACHE") or "~/.cache/searchgym").expanduser()

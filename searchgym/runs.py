@@ -204,7 +204,7 @@ class RunFolder:
         stages/<stage>/adapter, done     each finished stage's LoRA adapter and its marker
         stages/pretrain/model            a prior-lab base model (``stage_model``)
         checkpoints/<stage>/checkpoint-N Trainer checkpoints (``--resume`` continues from the latest)
-        adapter/                         the final adapter (`searchgym.models.load_model(run)` rebuilds it)
+        adapter/                         the final adapter (`searchgym.agent.models.load_model(run)` rebuilds it)
         trajectories.jsonl, eval.json, summary.md, baseline/trajectories.jsonl   the held-out evaluation
         done.json                        a study run's marker, written last
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gymnasium
 import pytest
 
-from searchgym.demos import build_demo_sets, build_demos, save_demo_sets, strategy_entropy, to_dataset
+from searchgym.agent.demos import build_demo_sets, build_demos, save_demo_sets, strategy_entropy, to_dataset
 from searchgym.envs.tools import SearchTools
 from searchgym.tasks import ToolCall
 

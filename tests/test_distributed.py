@@ -32,8 +32,8 @@ if sys.argv[1] == "--scripted":
     del sys.argv[1]
     from trl import GRPOTrainer
     from test_grpo import scripted_generation
-    from searchgym.models import load_model
-    from searchgym.recipe import load_recipe
+    from searchgym.agent.models import load_model
+    from searchgym.config.recipe import load_recipe
     from searchgym.train.grpo_env import make_environment_factory
 
     recipe = load_recipe(sys.argv[2], [a for a in sys.argv[3:] if "=" in a])

@@ -16,8 +16,8 @@ import torch
 from transformers.utils import get_json_schema
 
 import searchgym  # noqa: F401  (registers the envs and plug-ins)
+from searchgym.config.recipe import load_recipe
 from searchgym.envs.tools import TOOL_NAMES, SearchTools, ToolError
-from searchgym.recipe import load_recipe
 from searchgym.runs import read_metrics
 from searchgym.train.grpo import run_grpo
 from searchgym.train.grpo_env import make_environment_factory
@@ -161,7 +161,7 @@ def run_scripted(tmp_path, monkeypatch, overrides=()):
     """Run agents/smoke-grpo.toml with scripted generation; return (model, first batch, emitted turns)."""
     from trl import GRPOTrainer
 
-    from searchgym.models import load_model
+    from searchgym.agent.models import load_model
 
     recipe = load_recipe(SMOKE, overrides=list(overrides))
     env = make_environment_factory(recipe.env.id, recipe.env.kwargs).env

@@ -17,8 +17,8 @@ import gymnasium
 import pytest
 
 import searchgym  # noqa: F401  (registers the envs and plug-ins)
+from searchgym.config.recipe import RecipeError, load_recipe, recipe_from_dict
 from searchgym.envs.search_env import load_world
-from searchgym.recipe import RecipeError, load_recipe, recipe_from_dict
 from searchgym.runs import RunLocked, checkpoint_step, read_metrics, run_lock, trim_metrics
 from searchgym.train import find_latest_run, train_command
 from searchgym.worlds import world_names
@@ -140,7 +140,7 @@ def test_cli_reports_a_busy_folder_in_one_line_with_exit_2(held):
 
 
 def test_a_study_locks_its_folder_and_each_training_locks_its_own(tmp_path):
-    from searchgym.study import StudyError, load_study, run_study
+    from searchgym.study.runner import StudyError, load_study, run_study
 
     (tmp_path / "r.toml").write_text('name = "r"\nstages = ["sft"]\n[model]\nbase = "tiny"\n')
     (tmp_path / "study.toml").write_text('name = "s"\nseeds = [0, 1]\n[arms.a]\nrecipe = "r.toml"\n')
@@ -182,7 +182,7 @@ def test_trim_drops_the_resumed_stages_rows_after_the_checkpoint(tmp_path):
 def test_grpo_resume_after_a_kill_logs_each_step_once(tmp_path):
     import shutil
 
-    from searchgym.models import load_model
+    from searchgym.agent.models import load_model
     from searchgym.train.grpo import run_grpo
 
     recipe = load_recipe(AGENTS / "smoke-grpo.toml", overrides=[

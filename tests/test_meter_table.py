@@ -81,7 +81,7 @@ def distinct_raw_answers(group) -> dict[str, float]:
 
 
 def test_a_new_meter_is_one_table_row(tmp_path, monkeypatch, capsys):
-    import searchgym.rollout
+    import searchgym.agent.rollout
     from searchgym.train.probes import DiversityCallback, meter_logs
 
     before = aggregate(hand_built())
@@ -107,7 +107,7 @@ def test_a_new_meter_is_one_table_row(tmp_path, monkeypatch, capsys):
     assert block["meters"]["toy/raw_answers"] == 2.0 and block["ci95"]["toy/raw_answers"] == [2.0, 2.0]
 
     # live probes: logged under its own namespace in metrics.jsonl (the real measure, with a canned rollout)
-    monkeypatch.setattr(searchgym.rollout, "rollout", lambda *args, **kwargs: hand_built())
+    monkeypatch.setattr(searchgym.agent.rollout, "rollout", lambda *args, **kwargs: hand_built())
     callback = DiversityCallback(tmp_path / "probe", tokenizer=None, env_id="unused", every=1, samples=2,
                                  stage="grpo", max_overhead=0)
     callback._task_ids = ["q1", "q2"]

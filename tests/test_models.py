@@ -9,8 +9,8 @@ import shutil
 import pytest
 import torch
 
-from searchgym import models
-from searchgym.models import ModelError, load_model, resolve_model_path
+from searchgym.agent import models
+from searchgym.agent.models import ModelError, load_model, resolve_model_path
 
 SEARCH = {"type": "function", "function": {
     "name": "search", "description": "Search the corpus; returns the top hits with their doc ids.",
@@ -162,7 +162,7 @@ def test_conversion_cache_is_verified_by_checksum_and_rebuilt(fresh_cache, caplo
     path = resolve_model_path("tiny")
     weights = (path / "model.safetensors").read_bytes()
     corrupt(path)
-    with caplog.at_level(logging.WARNING, logger="searchgym.models"):
+    with caplog.at_level(logging.WARNING, logger="searchgym.agent.models"):
         assert resolve_model_path("tiny") == path
     assert reason in caplog.text and "rebuilding" in caplog.text
     assert (path / "model.safetensors").read_bytes() == weights  # seeded: the same model again

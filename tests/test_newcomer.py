@@ -66,7 +66,7 @@ def test_trainers_swap_their_raw_printing_for_the_readable_progress():
 def test_a_saved_adapter_loads_with_autopeft_and_load_model(tmp_path):
     from peft import AutoPeftModelForCausalLM, LoraConfig, get_peft_model
 
-    from searchgym.models import load_model
+    from searchgym.agent.models import load_model
     from searchgym.train import _save_adapter
 
     base, _ = load_model("tiny")

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from searchgym.recipe import RecipeError, recipe_from_dict
+from searchgym.config.recipe import RecipeError, recipe_from_dict
 from searchgym.runs import read_metrics
 from searchgym.train.pretrain import (
     _pretrain_env,
@@ -54,8 +54,8 @@ def test_loss_falls(pretrained):
 
 
 def test_saved_model_reloads_with_load_model_and_speaks_chatml(pretrained):
+    from searchgym.agent.models import load_model
     from searchgym.envs.tools import SYSTEM_PROMPT, SearchTools
-    from searchgym.models import load_model
 
     _, run_dir, returned, _ = pretrained
     model, tokenizer = load_model(str(model_dir(run_dir)))

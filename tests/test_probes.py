@@ -12,8 +12,8 @@ import pytest
 from transformers import TrainerControl, TrainerState
 from transformers.integrations import TensorBoardCallback
 
+from searchgym.config.recipe import recipe_from_dict
 from searchgym.meters.alarms import Above, RelativeDrop
-from searchgym.recipe import recipe_from_dict
 from searchgym.runs import MetricsLogger, read_metrics
 from searchgym.train.probes import (
     DiversityCallback,
@@ -62,7 +62,7 @@ def trained(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    from searchgym.models import load_model
+    from searchgym.agent.models import load_model
 
     run_dir = tmp_path_factory.mktemp("run")
     recipe = tiny_recipe()
@@ -270,7 +270,7 @@ def test_no_budget_probes_strictly_on_schedule(tmp_path, monkeypatch):
 def test_max_overhead_is_validated():
     with pytest.raises(ValueError, match="max_overhead"):
         DiversityCallback("unused", tokenizer=None, env_id="unused", every=1, max_overhead=1.5)
-    from searchgym.recipe import RecipeError
+    from searchgym.config.recipe import RecipeError
 
     with pytest.raises(RecipeError, match="meters.max_overhead"):
         tiny_recipe(max_overhead=-0.1)

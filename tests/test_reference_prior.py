@@ -5,9 +5,15 @@ import json
 
 import torch
 
-from searchgym.models import PRIOR, load_model
-from searchgym.priors import REFERENCE_PRIOR, evaluate_prior, export_prior, prior_metadata, total_variation
-from searchgym.recipe import PretrainConfig
+from searchgym.agent.models import PRIOR, load_model
+from searchgym.agent.priors import (
+    REFERENCE_PRIOR,
+    evaluate_prior,
+    export_prior,
+    prior_metadata,
+    total_variation,
+)
+from searchgym.config.recipe import PretrainConfig
 from searchgym.train.pretrain import build_model, call_blocks, train_tokenizer
 
 CALL = '<tool_call>\n{"name": "open", "arguments": {"doc_id": "syn:person:0042:b"}}\n</tool_call>'

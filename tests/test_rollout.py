@@ -13,8 +13,8 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from searchgym.models import load_model, stop_token_ids
-from searchgym.rollout import assign_roles, role_spans, rollout, token_offsets, token_stats
+from searchgym.agent.models import load_model, stop_token_ids
+from searchgym.agent.rollout import assign_roles, role_spans, rollout, token_offsets, token_stats
 from searchgym.tasks import Task
 from searchgym.train.evaluate import eval_command
 from searchgym.trajectory import TOKEN_ROLES, Trajectory, read_trajectories

@@ -15,10 +15,16 @@ import pytest
 import torch
 from test_rollout import ENDS_AFTER, FAKE_ID
 
-from searchgym import rollout_cache
-from searchgym.models import load_model
-from searchgym.rollout import rollout
-from searchgym.rollout_cache import SequenceCache, build_batch, check_supported, common_prefix, split_batch
+from searchgym.agent import rollout_cache
+from searchgym.agent.models import load_model
+from searchgym.agent.rollout import rollout
+from searchgym.agent.rollout_cache import (
+    SequenceCache,
+    build_batch,
+    check_supported,
+    common_prefix,
+    split_batch,
+)
 
 TOL = 1e-4  # logprob/entropy agreement (float32 sums in another order: ~1e-6 seen)
 
@@ -111,7 +117,7 @@ def test_context_overflow_ends_the_same_episodes(tiny, monkeypatch):
 
 
 def test_the_shipped_prior_in_its_world_greedy_and_sampled(one_thread):
-    from searchgym.priors import prior_metadata
+    from searchgym.agent.priors import prior_metadata
 
     meta = prior_metadata()
     kwargs = {**meta["env_kwargs"], "split": "test"}

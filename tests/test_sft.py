@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from searchgym.agent.models import load_model
+from searchgym.config.recipe import RecipeError, load_recipe
 from searchgym.envs.actions import format_tool_call
-from searchgym.models import load_model
-from searchgym.recipe import RecipeError, load_recipe
 from searchgym.runs import read_metrics
 from searchgym.tasks import ToolCall
 from searchgym.train import find_latest_run, train_command

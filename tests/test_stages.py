@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from searchgym.cli import app
-from searchgym.recipe import RecipeError, load_recipe
+from searchgym.config.recipe import RecipeError, load_recipe
 from searchgym.runs import RunFolder, read_metrics
 from searchgym.train import stages
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from searchgym import study as study_mod
 from searchgym.cli import app
 from searchgym.config import to_toml
-from searchgym.study import StudyError, is_done, load_study, resolve, run_study
+from searchgym.study import runner as study_mod
+from searchgym.study.runner import StudyError, is_done, load_study, resolve, run_study
 from searchgym.trajectory import Trajectory, write_trajectories
 
 REPO = Path(__file__).resolve().parents[1]

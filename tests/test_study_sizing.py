@@ -11,9 +11,9 @@ import pytest
 from test_study import RECIPES, STUDY, FakeRuns
 from typer.testing import CliRunner
 
-from searchgym import study as study_mod
 from searchgym.cli import app
-from searchgym.study import StudyError, load_study, resolve, run_study
+from searchgym.study import runner as study_mod
+from searchgym.study.runner import StudyError, load_study, resolve, run_study
 
 REPO = Path(__file__).resolve().parents[1]
 

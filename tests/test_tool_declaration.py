@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 from transformers.utils import get_json_schema
 
+from searchgym.agent.rollout import role_spans
 from searchgym.envs.actions import TOOL_ARGUMENTS, ActionError, parse_action
 from searchgym.envs.episode import Episode
 from searchgym.envs.tools import SYSTEM_PROMPT, TOOL_NAMES, SearchTools
-from searchgym.rollout import role_spans
 from searchgym.train.grpo_env import SearchEnvironment
 from searchgym.train.prior_tokenizer import call_blocks, scaffold_blocks
 
@@ -167,7 +167,7 @@ def test_signature_letters_are_unchanged():
 
 
 def test_shipped_prior_reads_the_rendered_system_turn_as_one_token():
-    from searchgym.models import PRIOR, load_model
+    from searchgym.agent.models import PRIOR, load_model
 
     _, tok = load_model(PRIOR, device="cpu")
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "Where was Ada born?"}]
@@ -179,9 +179,9 @@ def test_shipped_prior_reads_the_rendered_system_turn_as_one_token():
 
 
 def test_derived_tables_equal_the_declaration():
+    from searchgym.agent.rollout import _ROLE_OF
     from searchgym.envs import episode
     from searchgym.envs.tools import TOOLS
-    from searchgym.rollout import _ROLE_OF
 
     assert [t.name for t in TOOLS] == list(TOOL_ARGUMENTS) and sorted(TOOL_ARGUMENTS) == list(TOOL_NAMES)
     assert all(TOOL_ARGUMENTS[t.name] == t.argument == list(inspect.signature(t.function).parameters)[1]
@@ -226,7 +226,7 @@ exec(compile(source, str(path), "exec"), tools.__dict__)
 
 from searchgym.envs import search_env
 from searchgym.envs.actions import TOOL_ARGUMENTS, ActionError, parse_action
-from searchgym.rollout import role_spans
+from searchgym.agent.rollout import role_spans
 from searchgym.tasks import ToolCall
 from searchgym.train.grpo_env import SearchEnvironment, make_environment_factory
 from searchgym.train.prior_tokenizer import call_blocks

@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 import searchgym  # noqa: F401  (registers the envs and plug-ins)
-from searchgym import recipe as recipe_mod
 from searchgym.cli import app
+from searchgym.config import recipe as recipe_mod
 from searchgym.config import to_toml
-from searchgym.recipe import RecipeError, load_recipe, parse_kwargs, recipe_from_dict
+from searchgym.config.recipe import RecipeError, load_recipe, parse_kwargs, recipe_from_dict
 from searchgym.trajectory import Trajectory, write_trajectories
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,8 +24,8 @@ SMOKE_SFT = REPO / "agents" / "smoke-sft.toml"
 @pytest.fixture
 def no_slow_work(monkeypatch):
     """Loading a model or building an index during validation is a bug: make both fail loudly."""
+    import searchgym.agent.models as models
     import searchgym.envs.search_env as search_env
-    import searchgym.models as models
 
     def slow(*args, **kwargs):
         raise AssertionError("slow work started before the recipe was validated")
@@ -120,7 +120,7 @@ def test_the_three_loaders_raise_one_error_class(tmp_path):
     from searchgym.corpus.recipe import RecipeError as CorpusRecipeError
     from searchgym.corpus.recipe import load_recipe as load_corpus_recipe
     from searchgym.runs import RunLocked
-    from searchgym.study import StudyError, load_study
+    from searchgym.study.runner import StudyError, load_study
 
     assert RecipeError is CorpusRecipeError is StudyError is ConfigError and issubclass(RunLocked, ConfigError)
     bad = tmp_path / "bad.toml"
@@ -193,7 +193,7 @@ def test_cli_maps_every_bad_config_to_one_line_exit_2_and_no_folder(args, messag
 def test_eval_of_a_run_folder_uses_the_runs_env(tmp_path, monkeypatch):
     import gymnasium
 
-    from searchgym.models import resolve_model_path
+    from searchgym.agent.models import resolve_model_path
     from searchgym.train.evaluate import eval_command
 
     run = tmp_path / "run"
@@ -203,7 +203,7 @@ def test_eval_of_a_run_folder_uses_the_runs_env(tmp_path, monkeypatch):
     (run / "recipe.toml").write_text(to_toml({"name": "x", "env": {
         "id": "searchgym/SyntheticWorld-Easy-v0", "kwargs": kwargs}, "eval": {"max_turns": 1}}))
     (run / "config.json").symlink_to(resolve_model_path("tiny") / "config.json")  # a model folder too
-    import searchgym.models as models
+    import searchgym.agent.models as models
 
     real = models.load_model
     monkeypatch.setattr(models, "load_model", lambda name, **kw: real("tiny", **kw))

@@ -117,7 +117,7 @@ def test_version_mismatch_regenerates_with_a_warning(tmp_path, docs, monkeypatch
 
 
 def test_one_cache_root_for_models_indexes_and_questions(monkeypatch):
-    from searchgym import models
+    from searchgym.agent import models
     from searchgym.corpus.index import default_cache_dir
     from searchgym.paths import cache_root
     from searchgym.worlds.wikifactbook_questions import cache_path

@@ -17,7 +17,7 @@ real env, the real strategy classifier and the real meter and report code:
    distribution under any mixture, and a simulated study is a multinomial draw: thousands of studies cost
    seconds. The minimum detectable effect (MDE) is the smallest delta detected in >= 80% of studies, for the
    study's sizes and a sweep of sizes; also for a paired bootstrap over questions.
-3. **Temperature.** A real model sampled through `searchgym.rollout.rollout` (what `searchgym eval` uses) at
+3. **Temperature.** A real model sampled through `searchgym.agent.rollout.rollout` (what `searchgym eval` uses) at
    rising temperatures: token entropy must rise monotonically and strategy entropy must not fall beyond its CI.
 
 Layout: `config` (the study set-up, `CalibrationConfig`, the mixtures and targets), `mixtures` (demonstrator

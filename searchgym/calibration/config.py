@@ -35,7 +35,7 @@ BIAS_AT_N = (4, 8, 16, 32)  # the exact Miller-Madow bias of every mixture is al
 def default_model() -> str:
     """The temperature sweep's model: the reference prior (alias ``searchgym-prior``) where its folder
     exists, else ``tiny``."""
-    from searchgym.priors import REFERENCE_PRIOR
+    from searchgym.agent.priors import REFERENCE_PRIOR
 
     return "searchgym-prior" if (REFERENCE_PRIOR / "config.json").is_file() else FALLBACK_MODEL
 
@@ -58,8 +58,8 @@ def study_setup(study_file: str | Path = STUDY_FILE, preset: str = STUDY_PRESET)
     """The env, split, eval sizes and seeds of a study preset, resolved through the study's own loader
     (its base arm's recipe with every override); the quick preset's values when the file is absent."""
     from searchgym.config import ConfigError
-    from searchgym.recipe import load_recipe
-    from searchgym.study import load_study
+    from searchgym.config.recipe import load_recipe
+    from searchgym.study.runner import load_study
 
     try:
         study = load_study(study_file, preset)

@@ -13,14 +13,14 @@ from searchgym.calibration.config import StudySetup
 def temperature_sweep(model: str, setup: StudySetup, task_ids: Sequence[str], temperatures: Sequence[float],
                       samples: int, max_turns: int, max_new_tokens: int, seed: int = 0,
                       progress: bool = True) -> dict:
-    """Sample ``model`` at each temperature with `searchgym.rollout.rollout` (same questions, seed and
+    """Sample ``model`` at each temperature with `searchgym.agent.rollout.rollout` (same questions, seed and
     decoding otherwise) and meter it: mean token entropy (of the temperature-scaled distributions sampled
     from) must rise with temperature; strategy entropy (Miller–Madow, bootstrap CI over questions) must not
     fall below the previous temperature's CI."""
+    from searchgym.agent.models import load_model
+    from searchgym.agent.rollout import rollout
     from searchgym.meters.aggregate import average, per_question
     from searchgym.meters.stats import bootstrap_ci
-    from searchgym.models import load_model
-    from searchgym.rollout import rollout
 
     lm, tokenizer = load_model(model)
     rows = []

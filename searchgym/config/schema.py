@@ -1,7 +1,7 @@
 """The one config system: one error type, the typed loader, the command-line overrides and the TOML writer.
 
-Agent recipes (`searchgym.recipe`), corpus recipes (`searchgym.corpus.recipe`) and study files
-(`searchgym.study_file`) are dataclasses with typed fields (``Literal[...]`` where a value is one of a few
+Agent recipes (`searchgym.config.recipe`), corpus recipes (`searchgym.corpus.recipe`) and study files
+(`searchgym.study.spec`) are dataclasses with typed fields (``Literal[...]`` where a value is one of a few
 words), built from parsed TOML by `build`: an unknown key, a missing required key, a value of the wrong type or
 a word outside its ``Literal`` stops with one `ConfigError` line naming the field (its dotted path) and what is
 allowed. Each config's semantic checks (ranges, rules across fields, lookups) raise the same `ConfigError`, so the

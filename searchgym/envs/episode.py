@@ -8,7 +8,7 @@ env (``SearchEnv.step``: parse the text, then `Episode.call`) and TRL's ``enviro
 (``searchgym.train.grpo_env``: a typed tool method, then `Episode.call`) both drive one `Episode`, so an
 episode under GRPO is scored, truncated and recorded exactly like an episode under evaluation.
 
-`searchgym.fuzzing.InvariantChecker` stays an independent model of these rules on purpose: a checker that
+`searchgym.testing.fuzzing.InvariantChecker` stays an independent model of these rules on purpose: a checker that
 shared this code could not find a bug in it.
 """
 

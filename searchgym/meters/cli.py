@@ -124,8 +124,8 @@ def add_support_meters(metered: list[MeteredInput], *, batch_size: int = 4) -> l
     name no model (a bare .jsonl file). A base shared by several arms is loaded once."""
     import torch
 
+    from searchgym.agent.models import load_model
     from searchgym.meters.support import run_models, support_meters
-    from searchgym.models import load_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bases: dict[str, tuple] = {}

@@ -126,7 +126,7 @@ def run_models(path: str | Path) -> tuple[str, str]:
     ValueError: /no/such/run.jsonl is not in a run folder: no adapter, pretrained model or recipe.toml names its model
     """
     # The same resolution load_model applies to a run folder (its adapter, and the base the adapter records).
-    from searchgym.models import _adapter_base, _run_adapter
+    from searchgym.agent.models import _adapter_base, _run_adapter
 
     path = Path(path)
     folder = path.parent if path.suffix == ".jsonl" else path

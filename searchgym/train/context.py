@@ -24,7 +24,7 @@ import json
 import os
 from pathlib import Path
 
-from searchgym.recipe import LoraSettings, Recipe
+from searchgym.config.recipe import LoraSettings, Recipe
 
 DONE = "done"
 
@@ -245,7 +245,7 @@ def load_stage_adapter(model, adapter: Path):
 def save_adapter(model, folder: Path, base_alias: str | None) -> None:
     """Save the LoRA adapter in standard PEFT format, loadable two ways:
 
-        searchgym.models.load_model("runs/x")                                   # model + tokenizer, any machine
+        searchgym.agent.models.load_model("runs/x")                                   # model + tokenizer, any machine
         peft.AutoPeftModelForCausalLM.from_pretrained("runs/x/adapter")          # model only, this machine
 
     Its config names the base by the alias's resolved folder (``$SEARCHGYM_CACHE/models/tiny``…), a path
@@ -254,7 +254,7 @@ def save_adapter(model, folder: Path, base_alias: str | None) -> None:
     """
     from peft import PeftModel
 
-    from searchgym.models import resolve_model_path
+    from searchgym.agent.models import resolve_model_path
     from searchgym.runs import atomic_write
 
     if not isinstance(model, PeftModel):

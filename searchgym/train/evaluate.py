@@ -18,7 +18,7 @@ from searchgym.meters import aggregate
 from searchgym.trajectory import Trajectory
 
 if TYPE_CHECKING:
-    from searchgym.recipe import Recipe
+    from searchgym.config.recipe import Recipe
 
 # (label, key in eval_summary, format)
 ROWS = (
@@ -145,7 +145,7 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, *, progress: b
 
     import gymnasium
 
-    from searchgym.rollout import rollout
+    from searchgym.agent.rollout import rollout
     from searchgym.runs import RunFolder
     from searchgym.trajectory import write_trajectories
 
@@ -197,9 +197,9 @@ def eval_command(model_or_run: str, env_id: str | None, questions: int, samples:
     """
     import gymnasium
 
+    from searchgym.agent.models import load_model, model_problem
+    from searchgym.agent.rollout import rollout
     from searchgym.envs import register_all, registered_envs
-    from searchgym.models import load_model, model_problem
-    from searchgym.rollout import rollout
     from searchgym.runs import RunFolder
     from searchgym.trajectory import write_trajectories
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from searchgym.config.recipe import Recipe
 from searchgym.envs.tools import SYSTEM_PROMPT
-from searchgym.recipe import Recipe
 from searchgym.train.grpo_env import make_environment_factory
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from searchgym.recipe import Recipe, RecipeError
+from searchgym.config.recipe import Recipe, RecipeError
 
 
 def find_latest_run(name: str, runs_dir: str | Path | None = None) -> Path | None:
@@ -82,7 +82,7 @@ def _check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
 def train_command(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
                   out: str | Path | None = None, resume: bool = False, progress: bool = True) -> Path:
     """Train and evaluate the agent a recipe describes; return its run folder."""
-    from searchgym.recipe import load_recipe
+    from searchgym.config.recipe import load_recipe
     from searchgym.runs import run_lock
     from searchgym.train.context import single_process_warning, world_size
 
@@ -129,7 +129,7 @@ def _train_locked(recipe: Recipe, run_dir: Path, resume: bool, progress: bool) -
     """`train_command` once it holds the run folder: every write into ``run_dir`` happens in here."""
     import torch
 
-    from searchgym.models import ALIASES, load_model
+    from searchgym.agent.models import ALIASES, load_model
     from searchgym.train.context import TrainContext, load_stage_adapter, save_adapter
     from searchgym.train.evaluate import evaluate_run
     from searchgym.train.stages import get_stage

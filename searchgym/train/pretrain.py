@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from searchgym.recipe import PretrainConfig, Recipe, RecipeError
+from searchgym.config.recipe import PretrainConfig, Recipe, RecipeError
 from searchgym.runs import RunFolder, save_pretrained_atomic
 from searchgym.train.prior_tokenizer import (  # noqa: F401  (re-exported: the stage's tokenizer)
     BOS,
@@ -37,7 +37,7 @@ STAGE = "pretrain"
 
 def mixture_weights(mixture: dict, strategies: Sequence[str]) -> dict[str, float]:
     """Validated weights for every strategy of the world (strategies not named get 0): the check a recipe
-    already passed at load (`searchgym.recipe_checks.check_mixture`), here for a world built per instance.
+    already passed at load (`searchgym.config.checks.check_mixture`), here for a world built per instance.
 
     >>> mixture_weights({"forward": 0.5, "verify": 0.5}, ["forward", "snippet", "verify"])
     {'forward': 0.5, 'snippet': 0.0, 'verify': 0.5}
@@ -46,7 +46,7 @@ def mixture_weights(mixture: dict, strategies: Sequence[str]) -> dict[str, float
     ...
     searchgym.config.schema.ConfigError: pretrain.mixture: 'jump' is not a strategy of this world; use some of ['forward']
     """
-    from searchgym.recipe_checks import check_mixture
+    from searchgym.config.checks import check_mixture
 
     return check_mixture(mixture, strategies)
 
@@ -225,7 +225,7 @@ def build_model(p: PretrainConfig, tokenizer, seed: int):
     """A randomly initialised Llama sized by ``recipe.pretrain`` (seeded, without touching global RNG)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from searchgym.models import stop_token_ids
+    from searchgym.agent.models import stop_token_ids
 
     if p.hidden_size % p.num_heads:
         raise RecipeError(f"pretrain.hidden_size ({p.hidden_size}) must be a multiple of pretrain.num_heads "
@@ -282,7 +282,7 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
 
     Writes under ``run_dir/stages/pretrain/``: ``demos.jsonl`` (the pretraining trajectories),
     ``tokenizer/``, ``prior_mix.json`` (configured, expected and realised strategy shares) and ``model/``
-    (model + tokenizer, loadable by `searchgym.models.load_model`). Checkpoints go to
+    (model + tokenizer, loadable by `searchgym.agent.models.load_model`). Checkpoints go to
     ``run_dir/checkpoints/pretrain``; ``resume`` reuses the demos and tokenizer and continues from the
     latest checkpoint. Trainer logs append to ``run_dir/metrics.jsonl`` (stage "pretrain"). With a
     distributed ``ctx`` rank 0 writes the demos, tokenizer and model; the other ranks wait and read them.
@@ -290,7 +290,7 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
     from datasets import Dataset
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer
 
-    from searchgym.models import load_model
+    from searchgym.agent.models import load_model
     from searchgym.runs import MetricsLogger
     from searchgym.train.context import barrier, latest_checkpoint, rank
 

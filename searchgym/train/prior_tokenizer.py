@@ -13,7 +13,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from searchgym.recipe import RecipeError
+from searchgym.config.recipe import RecipeError
 
 # ChatML as SmolLM2 and TRL's qwen2_5 template write it. The tool tags are added as whole tokens but NOT
 # special: TRL decodes completions with skip_special_tokens=True and must still see <tool_call> to parse.
@@ -121,7 +121,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = 
                                         unk_token=PAD)
     tokenizer.chat_template = qwen2_5_chat_template
     tokenizer.padding_side = "left"  # as load_model leaves it: generation appends on the right
-    from searchgym.models import declare_merged_control_tokens
+    from searchgym.agent.models import declare_merged_control_tokens
 
     declare_merged_control_tokens(tokenizer)  # whole-call tokens emit <tool_call> (see its docstring)
     return tokenizer

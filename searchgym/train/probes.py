@@ -183,7 +183,7 @@ class DiversityCallback(TrainerCallback):
         `rollout` switches the model to eval mode under inference mode and restores train mode; its seed
         is the same at every probe, so successive probes differ by the policy, not by sampling luck.
         """
-        from searchgym.rollout import rollout
+        from searchgym.agent.rollout import rollout
 
         trajectories = rollout(model, self.tokenizer, self.env_id, self.task_ids, samples=self.samples,
                                seed=self.seed, env_kwargs=self.env_kwargs, progress=False, source="probe",

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from searchgym.demos import build_demo_sets, save_demo_sets, to_dataset
-from searchgym.recipe import Recipe
+from searchgym.agent.demos import build_demo_sets, save_demo_sets, to_dataset
+from searchgym.config.recipe import Recipe
 from searchgym.train.context import latest_checkpoint  # noqa: F401  (re-exported: pretrain and tests use it)
 
 # The keys a progress line shows first, in this order (then any other numeric key, up to LINE_KEYS in all).

@@ -5,7 +5,7 @@ A stage is an object with
 - ``name``: its name in ``stages`` and the recipe section that holds its settings (``[sft]``, ``[grpo]``…);
 - ``settings``: that section's dataclass (typed fields with defaults; a stage without settings uses None);
 - ``builds_base``: True for a stage that makes the base model itself (``pretrain``: first, no adapter);
-- ``validate(recipe)``: its checks, raising one `searchgym.recipe.RecipeError` that names the field;
+- ``validate(recipe)``: its checks, raising one `searchgym.config.recipe.RecipeError` that names the field;
 - ``run(ctx)``: train ``ctx.model`` (`searchgym.train.context.TrainContext`) and return the trained model —
   a `peft.PeftModel` whose "default" adapter holds the stage's work (``ctx.wrap_lora`` gives one), or for a
   ``builds_base`` stage the new base model (and it sets ``ctx.tokenizer``).
@@ -22,7 +22,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from searchgym.recipe import GRPOSettings, PretrainConfig, Recipe, SFTSettings
+from searchgym.config.recipe import GRPOSettings, PretrainConfig, Recipe, SFTSettings
 
 
 @runtime_checkable
@@ -62,19 +62,19 @@ def _function(path: str):
 # name -> stage. A new stage: one module with its Stage object, and one line here.
 STAGES: dict[str, Stage] = {
     # the prior lab: pretrain a small model from scratch
-    "pretrain": BuiltinStage("pretrain", PretrainConfig, True, "searchgym.recipe_checks:check_pretrain",
+    "pretrain": BuiltinStage("pretrain", PretrainConfig, True, "searchgym.config.checks:check_pretrain",
                              "searchgym.train.pretrain:train_pretrain"),
     # LoRA SFT on the world's demonstrations
-    "sft": BuiltinStage("sft", SFTSettings, False, "searchgym.recipe_checks:check_sft",
+    "sft": BuiltinStage("sft", SFTSettings, False, "searchgym.config.checks:check_sft",
                         "searchgym.train.sft:train_sft"),
     # multi-turn GRPO over the env's tools
-    "grpo": BuiltinStage("grpo", GRPOSettings, False, "searchgym.recipe_checks:check_grpo",
+    "grpo": BuiltinStage("grpo", GRPOSettings, False, "searchgym.config.checks:check_grpo",
                          "searchgym.train.grpo:train_grpo"),
 }
 
 
 def get_stage(name: str) -> Stage:
-    from searchgym.recipe import RecipeError
+    from searchgym.config.recipe import RecipeError
 
     if name not in STAGES:
         raise RecipeError(f"stages: unknown stage {name!r}; allowed: {list(STAGES)}")

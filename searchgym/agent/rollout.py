@@ -2,7 +2,7 @@
 
 Each turn, every active episode's conversation is rendered with the chat template and all of them are
 extended by ONE batched ``generate`` call (inference mode); each episode's env then executes its generated
-text. By default (``cache="prefix"``, `searchgym.rollout_cache`) the shared system+tools prefix is encoded
+text. By default (``cache="prefix"``, `searchgym.agent.rollout_cache`) the shared system+tools prefix is encoded
 once and each episode's KV cache is extended turn by turn; ``cache="none"`` re-encodes every conversation
 every turn (left padding), for comparison. Episodes that end leave the batch and waiting ones take their place, so the
 batch stays full. Per generated token we keep its log-probability, the entropy of the distribution it was
@@ -137,14 +137,14 @@ def rollout(model, tokenizer, env_id: str, task_ids: Sequence[str], *, samples: 
     reason in ``meta["stop_reason"]``). Results are deterministic given ``seed`` and ``batch_size``.
 
     ``cache="prefix"`` encodes the shared system+tools prefix once and extends each episode's KV cache
-    turn by turn (`searchgym.rollout_cache`); ``"none"`` re-encodes every conversation every turn. Both
+    turn by turn (`searchgym.agent.rollout_cache`); ``"none"`` re-encodes every conversation every turn. Both
     feed the model the same token ids, so they agree up to floating-point rounding.
     """
     from tqdm.auto import tqdm
 
-    from searchgym import rollout_cache
+    from searchgym.agent import rollout_cache
+    from searchgym.agent.models import stop_token_ids
     from searchgym.envs.actions import assistant_message, tool_message
-    from searchgym.models import stop_token_ids
 
     if samples < 1 or batch_size < 1 or max_turns < 1 or max_new_tokens < 1:
         raise ValueError("samples, batch_size, max_turns and max_new_tokens must all be >= 1")

@@ -8,9 +8,9 @@ on (``prior_mix.json``), its training log (``training.jsonl``) and its learning 
 success vs step from `benchmarks/prior.py --curve`, when that was run). ``make prior`` regenerates it::
 
     searchgym train agents/prior-reference.toml --out runs/prior-reference
-    python -m searchgym.priors runs/prior-reference      # export into searchgym/data/searchgym-prior/
+    python -m searchgym.agent.priors runs/prior-reference      # export into searchgym/data/searchgym-prior/
 
-Load it as the model alias ``searchgym-prior`` (`searchgym.models.load_model`) or by its folder.
+Load it as the model alias ``searchgym-prior`` (`searchgym.agent.models.load_model`) or by its folder.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REFERENCE_PRIOR = Path(__file__).parent / "data" / "searchgym-prior"  # named as its alias (models.PRIOR)
+from searchgym.paths import PACKAGE_DATA
+
+REFERENCE_PRIOR = PACKAGE_DATA / "searchgym-prior"  # named as its alias (models.PRIOR)
 FILES = ("recipe.toml", "prior_mix.json", "training.jsonl")
 
 
@@ -107,9 +109,9 @@ def evaluate_prior(model: str | Path = REFERENCE_PRIOR, *, questions: int = 100,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import searchgym  # noqa: F401  (registers the env ids)
+    from searchgym.agent.models import load_model, prepare_tokenizer, resolve_model_path, stop_token_ids
+    from searchgym.agent.rollout import rollout
     from searchgym.meters import aggregate
-    from searchgym.models import load_model, prepare_tokenizer, resolve_model_path, stop_token_ids
-    from searchgym.rollout import rollout
     from searchgym.train.evaluate import strategy_share
 
     folder = resolve_model_path(str(model))
@@ -145,7 +147,7 @@ def evaluate_prior(model: str | Path = REFERENCE_PRIOR, *, questions: int = 100,
             "pretrain_seconds": meta["pretrain_seconds"]}
 
 
-if __name__ == "__main__":  # python -m searchgym.priors RUN_DIR [DEST]
+if __name__ == "__main__":  # python -m searchgym.agent.priors RUN_DIR [DEST]
     if len(sys.argv) not in (2, 3):
-        sys.exit("usage: python -m searchgym.priors RUN_DIR [DEST]   (DEST defaults to searchgym/data/searchgym-prior)")
+        sys.exit("usage: python -m searchgym.agent.priors RUN_DIR [DEST]   (DEST defaults to searchgym/data/searchgym-prior)")
     print(export_prior(*sys.argv[1:]))

@@ -2,9 +2,9 @@
 (`InvariantChecker`), the generated actions that probe them (valid calls, near-misses, garbage and hostile
 text), and the loop that drives every registered env with them.
 
-    python -m searchgym.fuzzing --actions 100000 --embedder hashing     # make fuzz
+    python -m searchgym.testing.fuzzing --actions 100000 --embedder hashing     # make fuzz
 
-reports exceptions and violations. `searchgym.testing` builds the Hypothesis state machine and
+reports exceptions and violations. `searchgym.testing.checks` builds the Hypothesis state machine and
 `check_search_env` (the one-line check for plug-in authors) on the same checker and actions.
 """
 
@@ -100,7 +100,7 @@ class InvariantChecker:
             raise InvariantViolation(message)
 
 
-# -- action generation, shared by the fuzzer and the state machine in searchgym.testing ------------
+# -- action generation, shared by the fuzzer and the state machine in searchgym.testing.checks ------------
 GARBAGE = [
     "", " ", "hello", "<tool_call>", "<tool_call>{}</tool_call>", '<tool_call>{"name": "search"}</tool_call>',
     '<tool_call>{"name": "fly", "arguments": {}}</tool_call>', '<tool_call>{"name": "open", "arguments": []}',

@@ -4,7 +4,7 @@ one `searchgym.config.ConfigError`) that names the field and what is allowed. Ty
 the config loader's (`searchgym.config.build`, and `check_choices` for a recipe changed in code).
 
 Nothing here loads a model or builds an index (a plug-in world, small and cached in-process, is built to check
-its splits). `searchgym.recipe` holds the typed sections and the loading; this module imports them, and
+its splits). `searchgym.config.recipe` holds the typed sections and the loading; this module imports them, and
 `Recipe.validate` imports this one when it runs.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from searchgym.recipe import NAME_PATTERN, SEARCH_ENV, Recipe, RecipeError, SFTSettings
+from searchgym.config.recipe import NAME_PATTERN, SEARCH_ENV, Recipe, RecipeError, SFTSettings
 
 
 def check_fields(recipe: Recipe) -> None:
@@ -131,7 +131,7 @@ def check_numbers(recipe: Recipe) -> None:
 
 def check_report_to(report_to: list[str] | str, backends: dict[str, tuple[str, ...]]) -> list[str]:
     """``report_to``: a list (or one string, as Hugging Face accepts) of installed tracker backends among
-    ``backends`` (`searchgym.recipe.REPORT_TO`); returns it as a list ([] for "none")."""
+    ``backends`` (`searchgym.config.recipe.REPORT_TO`); returns it as a list ([] for "none")."""
     import importlib.util
 
     value = [report_to] if isinstance(report_to, str) else list(report_to)

@@ -1,41 +1,29 @@
-"""Property-based checks of search-environment dynamics, reusable by plug-in authors in one line.
+"""`check_search_env`: the property-based checks of a search environment's dynamics (re-exported by
+`searchgym.testing`, the name plug-in authors import).
 
-    from searchgym.testing import check_search_env
-    check_search_env("mypkg/MyEnv-v0")
-
-runs Gymnasium's `check_env`, then a Hypothesis state machine that drives the env with tool calls
-and arbitrary text and asserts the invariants every searchgym env promises (`InvariantChecker`), then
-says what training needs from the world (`training_readiness`). The checker, the generated actions and
-the fuzzer (``make fuzz``) live in `searchgym.fuzzing`; they are re-exported here, and
-`python -m searchgym.testing` still runs the fuzzer.
+It runs Gymnasium's `check_env`, then a Hypothesis state machine that drives the env with tool calls
+and arbitrary text and asserts the invariants every searchgym env promises
+(`searchgym.testing.fuzzing.InvariantChecker`), then says what training needs from the world
+(`training_readiness`).
 """
 
 from __future__ import annotations
 
 import random
-import sys
 
 import gymnasium
 
 from searchgym.envs.actions import format_tool_call
-from searchgym.fuzzing import (
+from searchgym.tasks import ToolCall
+from searchgym.testing.fuzzing import (
     GARBAGE,
     InvariantChecker,
-    InvariantViolation,
     deep_nesting,
-    fuzz,
     huge_number,
-    main,
     parenthesised_ids,
     plain_open,
-    random_action,
-    random_case,
     whitespace_run,
 )
-from searchgym.tasks import ToolCall
-
-__all__ = ["InvariantChecker", "InvariantViolation", "check_search_env", "fuzz", "main", "make_state_machine",
-           "random_action", "random_case", "training_readiness"]
 
 
 # -- the Hypothesis state machine -------------------------------------------------------------
@@ -207,6 +195,3 @@ def check_search_env(env_id: str, env_kwargs: dict | None = None, *, max_example
         raise AssertionError(f"{env_id}: SFT cannot train on this world: " + "; ".join(readiness["sft"]))
     return readiness
 
-
-if __name__ == "__main__":
-    sys.exit(main())

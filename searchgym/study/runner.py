@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from searchgym.config import to_toml
-from searchgym.recipe import Recipe, RecipeError, load_recipe
+from searchgym.config.recipe import Recipe, RecipeError, load_recipe
 from searchgym.runs import RunFolder, atomic_write
-from searchgym.study_file import (  # noqa: F401  (re-exported: section 1, the study file)
+from searchgym.study.spec import (  # noqa: F401  (re-exported: section 1, the study file)
     DONE,
     EVAL_KEYS,
     PINNED,
@@ -105,7 +105,7 @@ def _evaluate_base(run: RunSpec, recipe: Recipe, run_dir: Path) -> None:
     """The untrained arm: the recipe's base model through the very evaluation `train_command` runs."""
     import torch
 
-    from searchgym.models import load_model
+    from searchgym.agent.models import load_model
     from searchgym.train import evaluate_run
 
     run = RunFolder(run_dir)

@@ -1,7 +1,7 @@
 """The study file: its typed tables (`StudyFile`, `ArmTable`, `PresetTable`, built by the one config loader,
 `searchgym.config`), the resolved study (`Study`, `Arm`, `RunSpec`) and `load_study` (presets, --set, checks).
 
-Section 1 of `searchgym.study`, which re-exports every name here; see that module for the study format.
+Section 1 of `searchgym.study.runner`, which re-exports every name here; see that module for the study format.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchgym.config import ConfigError, build, read_toml, toml_value
-from searchgym.recipe import EvalConfig
+from searchgym.config.recipe import EvalConfig
 
 DONE = "done.json"
 STUDY_FILE = "study.toml"
@@ -50,7 +50,7 @@ class PresetTable:
 
 @dataclass
 class StudyFile:
-    """A study file as written (see `searchgym.study` for the format)."""
+    """A study file as written (see `searchgym.study.runner` for the format)."""
 
     name: str | None = None  # default: the file's name
     description: str = ""

@@ -4,7 +4,7 @@ A recipe names a base model, a LoRA config, an environment, the training stages 
 (``stages = ["sft", "grpo"]`` starts GRPO from the SFT adapter) and how to evaluate. Every section
 is a dataclass with defaults, built by the one config loader (`searchgym.config`): an unknown or ill-typed key
 stops with one `ConfigError` that names it and lists what is allowed; ``--set section.key=value`` overrides any
-field from the command line. `Recipe.validate` then runs the semantic checks (`searchgym.recipe_checks`).
+field from the command line. `Recipe.validate` then runs the semantic checks (`searchgym.config.checks`).
 """
 
 from __future__ import annotations
@@ -206,10 +206,10 @@ class Recipe:
         Nothing here loads a model or builds an index: numbers are range-checked, ``env.id``, the world, the
         embedder and ``report_to`` backends are looked up, and ``model.base`` is resolved to an alias, a
         folder or a cached Hugging Face id (``check_model=False`` skips that last check, for a base model a
-        study builds before its arms run). The checks live in `searchgym.recipe_checks`, which imports this
+        study builds before its arms run). The checks live in `searchgym.config.checks`, which imports this
         module (so it is imported here, not at the top).
         """
-        from searchgym.recipe_checks import check_fields, check_numbers, check_report_to
+        from searchgym.config.checks import check_fields, check_numbers, check_report_to
 
         check_choices(self)  # the Literal fields again: a recipe changed or made in code is held to them too
         for name, section in self.stage_sections.items():
@@ -220,7 +220,7 @@ class Recipe:
         self.report_to = check_report_to(self.report_to, REPORT_TO)
         self._check_env()
         if check_model and self.stages[0] != "pretrain":
-            from searchgym.models import model_problem
+            from searchgym.agent.models import model_problem
 
             if (problem := model_problem(self.model.base)) is not None:
                 raise RecipeError(f"model.base: {problem}")
@@ -228,8 +228,8 @@ class Recipe:
 
     def _check_env(self) -> None:
         """``env.id``, ``env.kwargs``, the world and its world_kwargs, the embedder and (for SFT) the world's
-        strategies: `searchgym.recipe_checks.check_env` (world_kwargs of another world are dropped)."""
-        from searchgym.recipe_checks import check_env
+        strategies: `searchgym.config.checks.check_env` (world_kwargs of another world are dropped)."""
+        from searchgym.config.checks import check_env
 
         check_env(self)
 
