@@ -22,7 +22,6 @@ from searchgym.meters.diversity import (
     vendi_score,
 )
 from searchgym.meters.entropy import (
-    entropy_from_logits,
     kl_k1,
     kl_k3,
     miller_madow_entropy,
@@ -92,13 +91,22 @@ def test_label_entropy_bounds_and_permutation_invariance(xs, random):
     assert stats["distinct"] == k and 1 / k - 1e-12 <= stats["max_share"] <= 1
 
 
-def test_entropy_from_logits_matches_definition_and_is_stable():
+def test_token_entropy_matches_definition_and_is_stable():
+    """The one token-entropy path (the rollout's `token_stats`) against H = -sum p log p."""
+    import torch
+
+    from searchgym.agent.rollout import token_stats
+
     rng = np.random.default_rng(1)
     z = rng.normal(size=(5, 7))
     p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    assert np.allclose(entropy_from_logits(z), -(p * np.log(p)).sum(axis=1))
-    assert np.allclose(entropy_from_logits(z + 1e4), entropy_from_logits(z))  # no overflow
-    assert (entropy_from_logits(z / 0.5) < entropy_from_logits(z)).all()  # lower temperature, lower H
+    tokens = torch.tensor([0, 1, 2, 3, 4])
+    logprob, h = token_stats(torch.tensor(z), tokens, temperature=1.0)
+    assert np.allclose(h.numpy(), -(p * np.log(p)).sum(axis=1), atol=1e-6)
+    assert np.allclose(logprob.numpy(), np.log(p[np.arange(5), tokens.numpy()]), atol=1e-6)
+    shifted = token_stats(torch.tensor(z) + 200.0, tokens, 1.0)[1]  # exp(200) overflows float32: logsumexp must not
+    assert np.allclose(shifted.numpy(), h.numpy(), atol=1e-3)
+    assert (token_stats(torch.tensor(z), tokens, 0.5)[1] < h).all()  # lower temperature, lower H
     split = role_split_entropy([1.0, 3.0, 0.5], ["query", "query", "post_tool"])
     assert split["query"] == 2.0 and split["post_tool"] == 0.5 and math.isnan(split["answer"])
     assert all(math.isnan(v) for v in role_split_entropy([1.0], ["query", "answer"]).values())  # misaligned

@@ -18,7 +18,7 @@ from pathlib import Path
 import gymnasium
 
 from searchgym.corpus.documents import atomic_write
-from searchgym.envs.episodes import play
+from searchgym.envs.episodes import honest_demo
 from searchgym.envs.tools import SearchTools
 from searchgym.meters.entropy import plugin_entropy
 from searchgym.trajectory import Trajectory, write_trajectories
@@ -79,8 +79,7 @@ def build_demo_sets(env_id: str, *, num_questions: int, demos_per_question: int,
         """Play one demonstrator (deterministic, so memoised); None unless correct and honestly labelled."""
         key = (task.id, strategy, style)
         if key not in cache:
-            t = play(env, world.demonstrator(strategy, style), task_id=task.id)
-            cache[key] = t if t.correct and t.strategy == strategy else None
+            cache[key] = honest_demo(env, strategy, style, task_id=task.id)
         return cache[key]
 
     sets: dict[str, list[Trajectory]] = {"diverse": [], "narrow": []}

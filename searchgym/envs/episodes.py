@@ -38,6 +38,14 @@ def play(env, policy: Demonstrator, *, task_id: str, seed: int | None = None, sa
                                  "demo_style": getattr(policy, "style", None)})
 
 
+def honest_demo(env, strategy: str, style: str, *, task_id: str, sample: int = 0) -> Trajectory | None:
+    """One demonstration: the world's scripted ``strategy``/``style`` demonstrator played on ``task_id``,
+    kept only when it answers correctly and the world's classifier labels it ``strategy`` (what SFT demos and
+    the prior lab's pretraining demos both require); None otherwise."""
+    t = play(env, env.unwrapped.taskset.demonstrator(strategy, style), task_id=task_id, sample=sample)
+    return t if t.correct and t.strategy == strategy else None
+
+
 def oracle_solve_rate(env, task_ids, *, styles: tuple[str, ...] | None = None, progress: bool = False) -> dict:
     """Prove solvability: for each task try its valid strategies (and query styles) with the world's
     scripted demonstrators until one answers correctly. Returns the solve rate of that oracle and of

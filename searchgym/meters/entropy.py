@@ -16,23 +16,6 @@ import numpy as np
 from searchgym.trajectory import TOKEN_ROLES
 
 
-def entropy_from_logits(logits: np.ndarray) -> np.ndarray:
-    """Entropy of softmax(z) per row, stably: H = logsumexp(z) - sum softmax(z) * z.
-
-    Pass the logits actually sampled from (already divided by the temperature).
-
-    >>> entropy_from_logits(np.zeros((1, 4))).round(4).tolist()  # uniform over 4 → log 4
-    [1.3863]
-    >>> float(entropy_from_logits(np.array([0.0, -1e9])))  # one certain token
-    0.0
-    """
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)  # shift-invariant; keeps exp() finite
-    log_norm = np.log(np.exp(z).sum(axis=-1))
-    p = np.exp(z - log_norm[..., None])
-    return log_norm - (p * z).sum(axis=-1)
-
-
 def mean_token_entropy(entropies: Sequence[float]) -> float:
     """Mean per-token entropy, NaN when there are no tokens.
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
+from searchgym.envs.rewards import normalize_answer
 from searchgym.meters.diversity import cluster_stats, distinct_n, self_bleu, vendi_ngram
 from searchgym.meters.entropy import kl_k1, kl_k3, mean_token_entropy, role_split_entropy, sequence_entropy
 from searchgym.meters.passk import k_ladder, pass_at_k, pass_hat_k
@@ -51,14 +51,15 @@ def example(sample: int = 0, **fields) -> Trajectory:
 
 
 def normalise_answer(answer: str | None) -> str:
-    """The cluster key of a final answer: case, punctuation and spacing do not make answers distinct.
+    """The cluster key of a final answer: the reward's normal form (`envs.rewards.normalize_answer`: case,
+    accents, punctuation, articles and spacing removed), so answers exact match scores alike are one cluster.
 
-    >>> normalise_answer(" Paris! "), normalise_answer(None)
-    ('paris', '<no answer>')
+    >>> normalise_answer(" Paris! "), normalise_answer("the Lomé"), normalise_answer(None)
+    ('paris', 'lome', '<no answer>')
     """
     if answer is None:
         return "<no answer>"
-    return " ".join(re.findall(r"\w+", answer.lower())) or "<empty>"
+    return normalize_answer(answer) or "<empty>"
 
 
 def trajectory_text(t: Trajectory) -> str:

@@ -124,7 +124,7 @@ def sample_demos(recipe: Recipe, *, progress: bool = True) -> list[Trajectory]:
 def _sample_world_demos(recipe: Recipe, world_index: int, progress: bool) -> list[Trajectory]:
     from tqdm.auto import tqdm
 
-    from searchgym.envs.episodes import play
+    from searchgym.envs.episodes import honest_demo
 
     p = recipe.pretrain
     env = _pretrain_env(recipe, world_index)
@@ -148,8 +148,8 @@ def _sample_world_demos(recipe: Recipe, world_index: int, progress: bool) -> lis
             dist = task_distribution(weights, task.strategies)
             strategy = rng.choices(list(dist), weights=list(dist.values()))[0]
             style = rng.choice(world.query_styles)
-            t = play(env, world.demonstrator(strategy, style), task_id=task.id, sample=len(demos))
-            if t.correct and t.strategy == strategy:  # correct and honestly labelled, as SFT demos
+            t = honest_demo(env, strategy, style, task_id=task.id, sample=len(demos))
+            if t is not None:
                 demos.append(t)
                 bar.update()
     env.close()
