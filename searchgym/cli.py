@@ -139,7 +139,8 @@ def experiment(study: Annotated[Path, typer.Argument(help="study file, e.g. agen
                report: Annotated[bool, typer.Option(help="write report.html when all runs are done")] = True,
                ) -> None:
     """Run (or resume) a multi-arm study: every arm × seed, evaluated alike; then write its report."""
-    from searchgym.study.runner import experiment_command, parse_list
+    from searchgym.study.runner import experiment_command
+    from searchgym.study.spec import parse_list
 
     with _one_line():
         experiment_command(study, preset=preset, out=out, overrides=set_ or (), report=report,

@@ -121,7 +121,7 @@ def test_temperature_sweep_of_the_tiny_model_raises_token_entropy(world):
 
 
 def test_study_setup_reads_the_quick_preset():
-    from searchgym.study.runner import load_study
+    from searchgym.study.spec import load_study
 
     setup, study = study_setup(), load_study("agents/breadth-study.toml", "quick")
     assert (setup.questions, setup.samples, setup.seeds) == (study.eval["questions"], study.eval["samples"],

@@ -140,7 +140,8 @@ def test_cli_reports_a_busy_folder_in_one_line_with_exit_2(held):
 
 
 def test_a_study_locks_its_folder_and_each_training_locks_its_own(tmp_path):
-    from searchgym.study.runner import StudyError, load_study, run_study
+    from searchgym.study.runner import run_study
+    from searchgym.study.spec import StudyError, load_study
 
     (tmp_path / "r.toml").write_text('name = "r"\nstages = ["sft"]\n[model]\nbase = "tiny"\n')
     (tmp_path / "study.toml").write_text('name = "s"\nseeds = [0, 1]\n[arms.a]\nrecipe = "r.toml"\n')

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from searchgym.cli import app
 from searchgym.config import to_toml
 from searchgym.study import runner as study_mod
-from searchgym.study.runner import StudyError, is_done, load_study, resolve, run_study
+from searchgym.study.runner import is_done, resolve, run_study
+from searchgym.study.spec import StudyError, load_study
 from searchgym.trajectory import Trajectory, write_trajectories
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from searchgym.cli import app
 from searchgym.study import runner as study_mod
-from searchgym.study.runner import StudyError, load_study, resolve, run_study
+from searchgym.study.runner import resolve, run_study
+from searchgym.study.spec import StudyError, load_study
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -120,7 +120,7 @@ def test_the_three_loaders_raise_one_error_class(tmp_path):
     from searchgym.corpus.recipe import RecipeError as CorpusRecipeError
     from searchgym.corpus.recipe import load_recipe as load_corpus_recipe
     from searchgym.runs import RunLocked
-    from searchgym.study.runner import StudyError, load_study
+    from searchgym.study.spec import StudyError, load_study
 
     assert RecipeError is CorpusRecipeError is StudyError is ConfigError and issubclass(RunLocked, ConfigError)
     bad = tmp_path / "bad.toml"

@@ -59,7 +59,7 @@ def study_setup(study_file: str | Path = STUDY_FILE, preset: str = STUDY_PRESET)
     (its base arm's recipe with every override); the quick preset's values when the file is absent."""
     from searchgym.config import ConfigError
     from searchgym.config.recipe import load_recipe
-    from searchgym.study.runner import load_study
+    from searchgym.study.spec import load_study
 
     try:
         study = load_study(study_file, preset)

@@ -1,5 +1,5 @@
 """The checks behind `Recipe.validate`: ranges of every field, rules across fields, the env and its world (what
-SFT and the prior lab need of it), the embedder and the tracker backends; each failure is one `RecipeError` (the
+SFT and the prior lab need of it), the embedder and the tracker backends; each failure is one `ConfigError` (the
 one `searchgym.config.ConfigError`) that names the field and what is allowed. Types and ``Literal`` choices are
 the config loader's (`searchgym.config.build`, and `check_choices` for a recipe changed in code).
 
@@ -12,34 +12,35 @@ from __future__ import annotations
 
 import math
 
-from searchgym.config.recipe import NAME_PATTERN, SEARCH_ENV, Recipe, RecipeError, SFTSettings
+from searchgym.config import ConfigError
+from searchgym.config.recipe import NAME_PATTERN, SEARCH_ENV, Recipe, SFTSettings
 
 
 def check_fields(recipe: Recipe) -> None:
     """Name, stages, choices and the counts that must be >= 1 (the first checks `Recipe.validate` runs)."""
     if not isinstance(recipe.name, str) or not NAME_PATTERN.fullmatch(recipe.name):
-        raise RecipeError(f"name: {recipe.name!r:.60} is not a run-folder name; use 1-100 letters, digits, '.', "
+        raise ConfigError(f"name: {recipe.name!r:.60} is not a run-folder name; use 1-100 letters, digits, '.', "
                           "'_' or '-', not starting with '.' (pass --out DIR to write elsewhere)")
     from searchgym.train.stages import STAGES
 
     for s in recipe.stages:
         if s not in STAGES:
-            raise RecipeError(f"stages: unknown stage {s!r}; allowed: {list(STAGES)}")
+            raise ConfigError(f"stages: unknown stage {s!r}; allowed: {list(STAGES)}")
     if not recipe.stages:
-        raise RecipeError("stages: give at least one stage, e.g. stages = [\"sft\"]")
+        raise ConfigError("stages: give at least one stage, e.g. stages = [\"sft\"]")
     for s in recipe.stages:
         if STAGES[s].builds_base and (recipe.stages[0] != s or recipe.stages.count(s) > 1):
             later = [n for n, st in STAGES.items() if not st.builds_base]
-            raise RecipeError(f"stages: {s!r} must come first (once), optionally followed by "
+            raise ConfigError(f"stages: {s!r} must come first (once), optionally followed by "
                               f"{' and/or '.join(later)}, e.g. stages = [\"{s}\", \"grpo\"]")
     for name in recipe.stages:  # a stage with its own section (not a Recipe field) gets its defaults
         if STAGES[name].settings is not None and not hasattr(recipe, name):
             recipe.stage_sections.setdefault(name, STAGES[name].settings())
     for n in ("questions", "samples", "max_turns", "max_new_tokens", "batch_size"):
         if getattr(recipe.eval, n) < 1:
-            raise RecipeError(f"eval.{n}: must be >= 1, got {getattr(recipe.eval, n)}")
+            raise ConfigError(f"eval.{n}: must be >= 1, got {getattr(recipe.eval, n)}")
     if not 0 <= recipe.meters.max_overhead < 1:
-        raise RecipeError(f"meters.max_overhead: a fraction of training time in [0, 1) (0 = probe on "
+        raise ConfigError(f"meters.max_overhead: a fraction of training time in [0, 1) (0 = probe on "
                           f"schedule whatever it costs), got {recipe.meters.max_overhead}")
     for stage in STAGES.values():  # every stage's section is checked, listed in stages or not
         stage.validate(recipe)
@@ -49,30 +50,30 @@ def check_sft(recipe: Recipe) -> None:
     """The SFT stage's own checks (`searchgym.train.stages.STAGES["sft"]`)."""
     for n in ("num_questions", "demos_per_question", "batch_size", "max_length"):
         if getattr(recipe.sft, n) < 1:
-            raise RecipeError(f"sft.{n}: must be >= 1, got {getattr(recipe.sft, n)}")
+            raise ConfigError(f"sft.{n}: must be >= 1, got {getattr(recipe.sft, n)}")
 
 
 def check_grpo(recipe: Recipe) -> None:
     """The GRPO stage's own checks (`searchgym.train.stages.STAGES["grpo"]`)."""
     g = recipe.grpo
     if g.num_generations < 2:
-        raise RecipeError("grpo.num_generations: GRPO needs >= 2 generations per prompt to compare them")
+        raise ConfigError("grpo.num_generations: GRPO needs >= 2 generations per prompt to compare them")
     if (g.batch_size * g.grad_accum) % g.num_generations:
-        raise RecipeError(f"grpo.batch_size: batch_size × grad_accum ({g.batch_size}×{g.grad_accum}) must be "
+        raise ConfigError(f"grpo.batch_size: batch_size × grad_accum ({g.batch_size}×{g.grad_accum}) must be "
                           f"a multiple of num_generations ({g.num_generations}); set grpo.batch_size to "
                           f"{g.num_generations} or a multiple of it")
     for n in ("steps", "num_questions", "max_completion_length"):
         if getattr(g, n) < 1:
-            raise RecipeError(f"grpo.{n}: must be >= 1, got {getattr(g, n)}")
+            raise ConfigError(f"grpo.{n}: must be >= 1, got {getattr(g, n)}")
     if g.beta < 0:
-        raise RecipeError(f"grpo.beta: the KL coefficient must be >= 0, got {g.beta}")
+        raise ConfigError(f"grpo.beta: the KL coefficient must be >= 0, got {g.beta}")
     if g.ref_reset_steps and not g.beta:
-        raise RecipeError("grpo.ref_reset_steps: reference resets need a reference model; set grpo.beta > 0")
+        raise ConfigError("grpo.ref_reset_steps: reference resets need a reference model; set grpo.beta > 0")
     if g.use_vllm and "grpo" in recipe.stages:  # was refused only when the GRPO stage started
         import importlib.util
 
         if importlib.util.find_spec("vllm") is None:
-            raise RecipeError("grpo.use_vllm: vllm is not installed (pip install vllm, on a CUDA machine); set "
+            raise ConfigError("grpo.use_vllm: vllm is not installed (pip install vllm, on a CUDA machine); set "
                               "grpo.use_vllm = false")
 
 
@@ -80,14 +81,14 @@ def check_pretrain(recipe: Recipe) -> None:
     """The prior lab's own checks (`searchgym.train.stages.STAGES["pretrain"]`)."""
     p = recipe.pretrain
     if p.max_hops < 1:
-        raise RecipeError(f"pretrain.max_hops: must be >= 1, got {p.max_hops}")
+        raise ConfigError(f"pretrain.max_hops: must be >= 1, got {p.max_hops}")
     if p.extra_worlds < 0:
-        raise RecipeError(f"pretrain.extra_worlds: must be >= 0 (0 = the env's world only), got {p.extra_worlds}")
+        raise ConfigError(f"pretrain.extra_worlds: must be >= 0 (0 = the env's world only), got {p.extra_worlds}")
     if p.vocab_size < 300:  # was refused only when the tokenizer was trained, minutes into a run
-        raise RecipeError(f"pretrain.vocab_size: byte-level BPE needs >= 300 (256 bytes + merges), got "
+        raise ConfigError(f"pretrain.vocab_size: byte-level BPE needs >= 300 (256 bytes + merges), got "
                           f"{p.vocab_size}")
     if p.hidden_size % p.num_heads:  # was refused only when the model was built, after the demos
-        raise RecipeError(f"pretrain.hidden_size: must be a multiple of pretrain.num_heads ({p.num_heads}), "
+        raise ConfigError(f"pretrain.hidden_size: must be a multiple of pretrain.num_heads ({p.num_heads}), "
                           f"got {p.hidden_size}")
 
 
@@ -126,7 +127,7 @@ def check_numbers(recipe: Recipe) -> None:
     for key, ok, allowed in rules:
         if not ok:
             section, _, name = key.rpartition(".")
-            raise RecipeError(f"{key}: must be {allowed}, got {getattr(getattr(recipe, section), name)!r}")
+            raise ConfigError(f"{key}: must be {allowed}, got {getattr(getattr(recipe, section), name)!r}")
 
 
 def check_report_to(report_to: list[str] | str, backends: dict[str, tuple[str, ...]]) -> list[str]:
@@ -138,10 +139,10 @@ def check_report_to(report_to: list[str] | str, backends: dict[str, tuple[str, .
     value = [] if value in (["none"], []) else value
     for name in value:
         if not isinstance(name, str) or name not in backends:
-            raise RecipeError(f"report_to: unknown backend {name!r:.60}; allowed: {sorted(backends)} (or "
+            raise ConfigError(f"report_to: unknown backend {name!r:.60}; allowed: {sorted(backends)} (or "
                               "\"none\"), e.g. report_to = [\"tensorboard\"]")
         if not any(importlib.util.find_spec(m) for m in backends[name]):
-            raise RecipeError(f"report_to: {name!r} is not installed (pip install {backends[name][0]}); "
+            raise ConfigError(f"report_to: {name!r} is not installed (pip install {backends[name][0]}); "
                               "remove it or install it")
     return value
 
@@ -158,7 +159,7 @@ def check_env(recipe: Recipe) -> None:
     env_id = recipe.env.id
     # A "module:Env" id would make gymnasium import a module named by the recipe.
     if ":" in env_id or env_id not in gymnasium.registry:
-        raise RecipeError(f"env.id: {env_id!r:.80} is not a registered environment; allowed: "
+        raise ConfigError(f"env.id: {env_id!r:.80} is not a registered environment; allowed: "
                           f"{list(registered_envs())}")
     spec = gymnasium.spec(env_id)
     if spec.entry_point != SEARCH_ENV:
@@ -172,7 +173,7 @@ def check_env(recipe: Recipe) -> None:
     try:
         check_embedder(kwargs.get("embedder", "minilm"))
     except EmbedderError as e:
-        raise RecipeError(f"env.kwargs.embedder: {e}") from None
+        raise ConfigError(f"env.kwargs.embedder: {e}") from None
     if "sft" in recipe.stages:
         _check_sft_world(recipe.sft, world, kwargs.get("world", "synthetic"))
     if "pretrain" in recipe.stages:
@@ -195,7 +196,7 @@ def _check_literals(world, name: str, given: dict) -> None:
     for key, value in given.items():
         hint = hints.get(key)
         if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
-            raise RecipeError(f"env.kwargs.world_kwargs.{key}: world {name!r} takes one of "
+            raise ConfigError(f"env.kwargs.world_kwargs.{key}: world {name!r} takes one of "
                               f"{list(typing.get_args(hint))}, got {value!r:.60}")
 
 
@@ -214,18 +215,18 @@ def _check_env_kwargs(kwargs: dict) -> None:
     hints = typing.get_type_hints(SearchEnv.__init__)
     for key, value in kwargs.items():
         if key not in allowed:
-            raise RecipeError(f"env.kwargs: unknown key {key!r:.60}; allowed: {allowed}")
+            raise ConfigError(f"env.kwargs: unknown key {key!r:.60}; allowed: {allowed}")
         choices = typing.get_args(hints.get(key)) if typing.get_origin(hints.get(key)) is typing.Literal else None
         if choices and value not in choices:  # e.g. retriever: refused at load, not when the env is built
-            raise RecipeError(f"env.kwargs.{key}: must be one of {list(choices)}, got {value!r:.60}")
+            raise ConfigError(f"env.kwargs.{key}: must be one of {list(choices)}, got {value!r:.60}")
         if key in ("max_steps", "top_k", "max_obs_chars") and not (isinstance(value, int) and value >= 1):
-            raise RecipeError(f"env.kwargs.{key}: must be an integer >= 1, got {value!r}")
+            raise ConfigError(f"env.kwargs.{key}: must be an integer >= 1, got {value!r}")
         if key in ("step_cost", "format_penalty") and not (_finite(value) and value >= 0):
-            raise RecipeError(f"env.kwargs.{key}: must be a finite penalty >= 0, got {value!r}")
+            raise ConfigError(f"env.kwargs.{key}: must be a finite penalty >= 0, got {value!r}")
         if key == "reward" and value not in ("em", "f1"):
-            raise RecipeError(f"env.kwargs.reward: must be 'em' or 'f1', got {value!r}")
+            raise ConfigError(f"env.kwargs.reward: must be 'em' or 'f1', got {value!r}")
         if key == "world_kwargs" and not isinstance(value, dict):
-            raise RecipeError(f"env.kwargs.world_kwargs: must be a table, got {type(value).__name__}")
+            raise ConfigError(f"env.kwargs.world_kwargs: must be a table, got {type(value).__name__}")
 
 
 def _world(name):
@@ -234,7 +235,7 @@ def _world(name):
     try:
         return world_class(name)
     except ValueError:
-        raise RecipeError(f"env.kwargs.world: unknown world {name!r:.80}; allowed: {world_names()} (plug-ins "
+        raise ConfigError(f"env.kwargs.world: unknown world {name!r:.80}; allowed: {world_names()} (plug-ins "
                           "register worlds in the 'searchgym.worlds' entry-point group)") from None
 
 
@@ -274,7 +275,7 @@ def _world_kwargs_for(registered: dict, kwargs: dict) -> dict:
             others |= _init_params(_world(other)) or set()
     typos = [k for k in foreign if k not in others]
     if typos:
-        raise RecipeError(f"env.kwargs.world_kwargs: world {name!r} takes no {typos[0]!r}; allowed: "
+        raise ConfigError(f"env.kwargs.world_kwargs: world {name!r} takes no {typos[0]!r}; allowed: "
                           f"{sorted(accepted)}")
     kept = {k: v for k, v in given.items() if k not in foreign}
     print(f"note: env.kwargs.world_kwargs {foreign} belong to another world, not {name!r}; dropped",
@@ -288,18 +289,18 @@ def _check_sft_world(sft: SFTSettings, world, name: str) -> None:
     if not isinstance(strategies, tuple | list):
         return  # set per instance: checked when the demos are built
     if not strategies:
-        raise RecipeError(f"stages: 'sft' needs demonstrations, but world {name!r} has no strategies (its "
+        raise ConfigError(f"stages: 'sft' needs demonstrations, but world {name!r} has no strategies (its "
                           "demonstrator(strategy, style) makes them); give the world strategies and a "
                           "demonstrator, or use stages = [\"grpo\"]")
     styles = getattr(world, "query_styles", None)
     if isinstance(styles, tuple | list) and not styles:
-        raise RecipeError(f"stages: 'sft' plays world {name!r}'s demonstrator(strategy, style) for each of its "
+        raise ConfigError(f"stages: 'sft' plays world {name!r}'s demonstrator(strategy, style) for each of its "
                           "query_styles, and it has none; give the world query_styles = (\"plain\",) or more")
     if sft.narrow_strategy not in strategies:
-        raise RecipeError(f"sft.narrow_strategy: {sft.narrow_strategy!r} is not a strategy of world {name!r}; "
+        raise ConfigError(f"sft.narrow_strategy: {sft.narrow_strategy!r} is not a strategy of world {name!r}; "
                           f"allowed: {list(strategies)}")
     if sft.narrow_style and isinstance(styles, tuple | list) and sft.narrow_style not in styles:
-        raise RecipeError(f"sft.narrow_style: {sft.narrow_style!r} is not a query style of world {name!r}; "
+        raise ConfigError(f"sft.narrow_style: {sft.narrow_style!r} is not a query style of world {name!r}; "
                           f"allowed: {list(styles)} (or \"\" for the first)")
 
 
@@ -310,16 +311,16 @@ def check_mixture(mixture: dict, strategies) -> dict[str, float]:
     {'forward': 0.5, 'snippet': 0.0, 'verify': 0.5}
     """
     if not mixture:
-        raise RecipeError(f"pretrain.mixture: give strategy weights, e.g. mixture = {{ forward = 0.5, "
+        raise ConfigError(f"pretrain.mixture: give strategy weights, e.g. mixture = {{ forward = 0.5, "
                           f"question_first = 0.3, verify = 0.2 }}; strategies: {list(strategies)}")
     for name, w in mixture.items():
         if name not in strategies:
-            raise RecipeError(f"pretrain.mixture: {name!r} is not a strategy of this world; use some of "
+            raise ConfigError(f"pretrain.mixture: {name!r} is not a strategy of this world; use some of "
                               f"{list(strategies)}")
         if not isinstance(w, int | float) or isinstance(w, bool) or w < 0:
-            raise RecipeError(f"pretrain.mixture.{name}: a weight must be a number >= 0, got {w!r}")
+            raise ConfigError(f"pretrain.mixture.{name}: a weight must be a number >= 0, got {w!r}")
     if not any(mixture.values()):
-        raise RecipeError("pretrain.mixture: at least one strategy needs a weight > 0")
+        raise ConfigError("pretrain.mixture: at least one strategy needs a weight > 0")
     return {s: float(mixture.get(s, 0.0)) for s in strategies}
 
 
@@ -330,11 +331,11 @@ def _check_pretrain_world(recipe: Recipe, world, name: str) -> None:
     if not isinstance(strategies, tuple | list):
         return  # set per instance: checked when the demos are sampled
     if not strategies:
-        raise RecipeError(f"env.id: world {name!r} of {recipe.env.id} has no scripted strategies to pretrain on; "
+        raise ConfigError(f"env.id: world {name!r} of {recipe.env.id} has no scripted strategies to pretrain on; "
                           "use searchgym/SyntheticWorld-v0 or searchgym/SyntheticWorld-Easy-v0")
     check_mixture(recipe.pretrain.mixture, strategies)
     if recipe.pretrain.name_tokens and not callable(getattr(world, "lexicon", None)):
-        raise RecipeError(f"pretrain.name_tokens: world {name!r} lists no lexicon (names, doc ids) to keep whole; "
+        raise ConfigError(f"pretrain.name_tokens: world {name!r} lists no lexicon (names, doc ids) to keep whole; "
                           "set pretrain.name_tokens = false")
 
 
@@ -345,12 +346,12 @@ def _check_splits(recipe: Recipe, kwargs: dict, env_id: str) -> None:
     try:
         world = load_world(kwargs.get("world", "synthetic"), kwargs.get("world_kwargs"))
     except Exception as e:  # a plug-in's constructor may raise anything
-        raise RecipeError(f"env.kwargs.world_kwargs: world {kwargs.get('world')!r} of {env_id} cannot be built "
+        raise ConfigError(f"env.kwargs.world_kwargs: world {kwargs.get('world')!r} of {env_id} cannot be built "
                           f"({type(e).__name__}: {e})") from None
     needs = [("eval.split", recipe.eval.split)]
     needs += [("stages", "train")] if {"sft", "grpo"} & set(recipe.stages) else []
     for key, split in needs:
         if not list(world.tasks(split)):
             have = [s for s in ("train", "test", "validation", "dev") if list(world.tasks(s))]
-            raise RecipeError(f"{key}: world {kwargs.get('world')!r} of {env_id} has no {split!r} tasks; its splits "
+            raise ConfigError(f"{key}: world {kwargs.get('world')!r} of {env_id} has no {split!r} tasks; its splits "
                               f"with tasks: {have}{' (set eval.split)' if key == 'eval.split' else ''}")

@@ -201,7 +201,7 @@ class Recipe:
         return self.stage_sections[stage]
 
     def validate(self, *, check_model: bool = True) -> Recipe:
-        """Check every field before any work: one `RecipeError` naming the field and what is allowed.
+        """Check every field before any work: one `ConfigError` naming the field and what is allowed.
 
         Nothing here loads a model or builds an index: numbers are range-checked, ``env.id``, the world, the
         embedder and ``report_to`` backends are looked up, and ``model.base`` is resolved to an alias, a
@@ -223,7 +223,7 @@ class Recipe:
             from searchgym.agent.models import model_problem
 
             if (problem := model_problem(self.model.base)) is not None:
-                raise RecipeError(f"model.base: {problem}")
+                raise ConfigError(f"model.base: {problem}")
         return self
 
     def _check_env(self) -> None:

@@ -3,7 +3,7 @@
 ``corpora/wikipedia.toml`` is the default; ``corpora/tiny.toml`` (30 hand-written documents, hashing
 embedder) is what tests use. A recipe is typed (`CorpusFile`, built by the one config loader,
 `searchgym.config`) and validated strictly: an unknown section or key, a value of the wrong type or a word
-outside its choices is a `ConfigError` (alias `RecipeError`) naming the field and what is allowed, because a
+outside its choices is a `ConfigError` (alias `ConfigError`) naming the field and what is allowed, because a
 typo silently falling back to a default would build the wrong index. Also home of the ``searchgym index`` /
 ``searchgym search`` commands.
 

@@ -19,23 +19,15 @@ import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from searchgym.config import to_toml
-from searchgym.config.recipe import Recipe, RecipeError, load_recipe
+from searchgym.config import ConfigError, to_toml
+from searchgym.config.recipe import Recipe, load_recipe
 from searchgym.runs import RunFolder, atomic_write
-from searchgym.study.spec import (  # noqa: F401  (re-exported: section 1, the study file)
-    DONE,
-    EVAL_KEYS,
-    PINNED,
+from searchgym.study.spec import (
     SFT_BUDGET,
     STUDY_FILE,
-    Arm,
     RunSpec,
     Study,
-    StudyError,
-    _arm,
-    _recipe_path,
     load_study,
-    parse_list,
 )
 
 # ---- 2. resolving and checking every run before anything trains ------------------------------------
@@ -47,10 +39,10 @@ def prior_recipe(study: Study) -> Recipe | None:
         return None
     try:
         recipe = load_recipe(study.prior, [*study.overrides, "seed=0", *study.last])
-    except RecipeError as e:
-        raise StudyError(f"prior {study.prior}: {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"prior {study.prior}: {e}") from None
     if recipe.stages != ["pretrain"]:
-        raise StudyError(f"prior {study.prior}: stages must be [\"pretrain\"] (the arms do the training), "
+        raise ConfigError(f"prior {study.prior}: stages must be [\"pretrain\"] (the arms do the training), "
                          f"got {recipe.stages}")
     return recipe
 
@@ -64,26 +56,26 @@ def resolve(study: Study, prior_model: str | Path | None = None) -> dict[RunSpec
         try:
             # with a prior, model.base is the folder the prior is about to be pretrained into
             recipes[run] = load_recipe(run.recipe, run.overrides, check_model=prior_model is None)
-        except RecipeError as e:
-            raise StudyError(f"arm {run.arm!r} (seed {run.seed}): {e}") from None
+        except ConfigError as e:
+            raise ConfigError(f"arm {run.arm!r} (seed {run.seed}): {e}") from None
     first_run, first = next(iter(recipes.items()))
     for run, r in recipes.items():
         if (r.env.id, r.env.kwargs) != (first.env.id, first.env.kwargs):
-            raise StudyError(f"arm {run.arm!r} uses env {r.env.id} {r.env.kwargs} but arm {first_run.arm!r} uses "
+            raise ConfigError(f"arm {run.arm!r} uses env {r.env.id} {r.env.kwargs} but arm {first_run.arm!r} uses "
                              f"{first.env.id} {first.env.kwargs}; every arm must run on the same questions: put "
                              "env.id / env.kwargs in the study's overrides")
         if r.eval != first.eval:
-            raise StudyError(f"arm {run.arm!r} evaluates with {r.eval} but arm {first_run.arm!r} with {first.eval}; "
+            raise ConfigError(f"arm {run.arm!r} evaluates with {r.eval} but arm {first_run.arm!r} with {first.eval}; "
                              "set the differing keys in the study's [eval]")
     sft = [(run, r) for run, r in recipes.items() if run.train and "sft" in r.stages]
     for run, r in sft[1:]:
         for key in SFT_BUDGET:
             a, b = getattr(r.sft, key), getattr(sft[0][1].sft, key)
             if a != b:
-                raise StudyError(f"SFT arms must share one information budget: arm {run.arm!r} has sft.{key}={a} "
+                raise ConfigError(f"SFT arms must share one information budget: arm {run.arm!r} has sft.{key}={a} "
                                  f"but arm {sft[0][0].arm!r} has {b}; set sft.{key} in the study's overrides")
     if prior is not None and (prior.env.id, prior.env.kwargs) != (first.env.id, first.env.kwargs):
-        raise StudyError(f"the prior {study.prior} uses env {prior.env.id} {prior.env.kwargs} but the arms use "
+        raise ConfigError(f"the prior {study.prior} uses env {prior.env.id} {prior.env.kwargs} but the arms use "
                          f"{first.env.id} {first.env.kwargs}; put env.id / env.kwargs in the study's overrides")
     return recipes
 
@@ -157,7 +149,7 @@ def _run_study(study: Study, out: Path, recipes: dict[RunSpec, Recipe], train: C
             start = time.time()
             (pretrain or _pretrain_prior)(prior_recipe(study), prior_dir)
             if not prior_model.is_dir():
-                raise StudyError(f"the prior finished without {prior_model}")
+                raise ConfigError(f"the prior finished without {prior_model}")
             prior.mark_done({"recipe": str(study.prior), "seconds": round(time.time() - start, 1),
                              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     folders = []
@@ -176,7 +168,7 @@ def _run_study(study: Study, out: Path, recipes: dict[RunSpec, Recipe], train: C
         start = time.time()
         (train if run.train else evaluate)(run, recipe, run_dir)
         if not folder.trajectories().is_file():
-            raise StudyError(f"{tag} finished without {folder.trajectories()}; the arm's eval did not "
+            raise ConfigError(f"{tag} finished without {folder.trajectories()}; the arm's eval did not "
                              "run (check that the recipe's stages end with an evaluation)")
         folder.mark_done({"arm": run.arm, "seed": run.seed, "recipe": str(run.recipe),
                           "overrides": list(run.overrides), "seconds": round(time.time() - start, 1),
@@ -210,7 +202,7 @@ def _claim(out: Path, study: Study) -> None:
             else:
                 merged["arms"][name] = {**now, "seeds": _union(arm.get("seeds", []), now.get("seeds", []))}
         if diff:
-            raise StudyError(f"{out} holds a study run with different settings (differs in: {', '.join(diff)}); "
+            raise ConfigError(f"{out} holds a study run with different settings (differs in: {', '.join(diff)}); "
                              "pass --out NEW_FOLDER, or delete the old folder to start over (adding arms or "
                              "seeds is fine)")
         if old == merged:

@@ -131,10 +131,10 @@ def parse_list(text: str | None, option: str, kind: Callable = str) -> list | No
     try:
         values = [kind(t) for t in items]
     except ValueError:
-        raise StudyError(f"{option} {text!r}: give a comma-separated list of {kind.__name__}s, e.g. "
+        raise ConfigError(f"{option} {text!r}: give a comma-separated list of {kind.__name__}s, e.g. "
                          f"{option} {'0,1' if kind is int else 'base,sft-diverse'}") from None
     if not values or len(set(values)) != len(values):
-        raise StudyError(f"{option} {text!r}: give distinct, non-empty values")
+        raise ConfigError(f"{option} {text!r}: give distinct, non-empty values")
     return values
 
 
@@ -162,19 +162,19 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
     chosen = PresetTable()
     if preset:
         if preset not in data.presets:
-            raise StudyError(f"{path}: no preset {preset!r}; choose one of {sorted(data.presets)}")
+            raise ConfigError(f"{path}: no preset {preset!r}; choose one of {sorted(data.presets)}")
         chosen = data.presets[preset]
     if not data.arms:
-        raise StudyError(f"{path}: define at least one arm, e.g. [arms.grpo] recipe = \"agents/grpo.toml\"")
+        raise ConfigError(f"{path}: define at least one arm, e.g. [arms.grpo] recipe = \"agents/grpo.toml\"")
     names = chosen.arms if chosen.arms is not None else list(data.arms)
     missing = [n for n in names if n not in data.arms]
     if missing:
-        raise StudyError(f"{path}: presets.{preset}.arms lists arm {missing[0]!r}, which has no [arms.{missing[0]}]; "
+        raise ConfigError(f"{path}: presets.{preset}.arms lists arm {missing[0]!r}, which has no [arms.{missing[0]}]; "
                          f"its arms: {list(data.arms)}")
     if arms is not None:
         unknown_arms = [n for n in arms if n not in data.arms]
         if unknown_arms:
-            raise StudyError(f"--arms: {path} has no arm {unknown_arms[0]!r}; its arms: {list(data.arms)}")
+            raise ConfigError(f"--arms: {path} has no arm {unknown_arms[0]!r}; its arms: {list(data.arms)}")
         names = list(arms)
     arm_list = [_arm(name, data.arms[name], path) for name in names]
     if seeds is not None:
@@ -183,24 +183,24 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
     eval_ = {**data.eval, **chosen.eval}
     allowed = sorted(set(EVAL_KEYS) - {"baseline"})
     if bad := sorted(set(eval_) - set(allowed)):
-        raise StudyError(f"{path}: key 'eval.{bad[0]}' not allowed; allowed keys in [eval]: {allowed} (no baseline: "
+        raise ConfigError(f"{path}: key 'eval.{bad[0]}' not allowed; allowed keys in [eval]: {allowed} (no baseline: "
                          "the base arm is the baseline)")
     eval_ = dataclasses.asdict(build(EvalConfig, {"baseline": False, **eval_}, str(path), "eval."))
     seeds = list(seeds if seeds is not None else chosen.seeds if chosen.seeds is not None else data.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
-        raise StudyError(f"{path}: seeds must be distinct and non-empty, got {seeds}")
+        raise ConfigError(f"{path}: seeds must be distinct and non-empty, got {seeds}")
     prior = (chosen.prior if chosen.prior is not None else data.prior) or None  # a preset may say prior = ""
     if prior is not None:
         prior = _recipe_path(prior, path)
         if not prior.is_file():
-            raise StudyError(f"{path}: prior = {str(prior)!r} is not a file; name a recipe with stages = "
+            raise ConfigError(f"{path}: prior = {str(prior)!r} is not a file; name a recipe with stages = "
                              "[\"pretrain\"], e.g. agents/prior-study.toml")
     for item in overrides:
         key = item.partition("=")[0].strip()
         if key in PINNED:
-            raise StudyError(f"--set {item!r}: a study pins {key} ({PINNED[key]})")
+            raise ConfigError(f"--set {item!r}: a study pins {key} ({PINNED[key]})")
         if key == "model.base" and prior is not None:
-            raise StudyError(f"--set {item!r}: this study pretrains a prior ({prior}) as every arm's model.base; "
+            raise ConfigError(f"--set {item!r}: this study pretrains a prior ({prior}) as every arm's model.base; "
                              "choose a preset without one (e.g. --preset tiny) to set model.base")
     return Study(name=data.name or path.stem, preset=preset, seeds=seeds, eval=eval_,
                  overrides=[*data.overrides, *chosen.overrides], arms=arm_list, prior=prior, last=list(overrides))
@@ -216,6 +216,6 @@ def _recipe_path(name: str, study_path: Path) -> Path:
 
 def _arm(name: str, table: ArmTable, study_path: Path) -> Arm:
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):  # it names a folder and a TOML table
-        raise StudyError(f"{study_path}: arm name {name!r} may use only letters, digits, '-' and '_'")
+        raise ConfigError(f"{study_path}: arm name {name!r} may use only letters, digits, '-' and '_'")
     return Arm(name=name, recipe=_recipe_path(table.recipe, study_path), overrides=list(table.overrides),
                train=table.train, seeds=table.seeds)

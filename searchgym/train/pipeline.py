@@ -15,7 +15,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-from searchgym.config.recipe import Recipe, RecipeError
+from searchgym.config import ConfigError
+from searchgym.config.recipe import Recipe
 
 
 def find_latest_run(name: str, runs_dir: str | Path | None = None) -> Path | None:
@@ -36,13 +37,13 @@ def _run_dir(recipe: Recipe, out: str | Path | None, resume: bool) -> Path:
     if resume and out is None:
         latest = find_latest_run(recipe.name)
         if latest is None:
-            raise RecipeError(f"--resume: no earlier run of {recipe.name!r} under runs/; drop --resume to start "
+            raise ConfigError(f"--resume: no earlier run of {recipe.name!r} under runs/; drop --resume to start "
                               "one, or pass --out DIR to name the run folder")
         return latest
     run = RunFolder.create(recipe.name, out)
     finished = run.finished_stages()
     if finished and not resume:
-        raise RecipeError(f"{run.path} already holds finished stage(s) {finished}; pass --resume to continue "
+        raise ConfigError(f"{run.path} already holds finished stage(s) {finished}; pass --resume to continue "
                           "that run, or choose a new --out folder")
     return run.path
 
@@ -75,7 +76,7 @@ def _check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
     old, new = _flat(tomllib.loads(path.read_text(encoding="utf-8"))), _flat(tomllib.loads(recipe.to_toml()))
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
-        raise RecipeError(f"--resume: the recipe differs from the one {run_dir} was started with ({changed}); "
+        raise ConfigError(f"--resume: the recipe differs from the one {run_dir} was started with ({changed}); "
                           "resume with the same recipe and --set values, or start a new run")
 
 
@@ -115,11 +116,11 @@ def _train_distributed(recipe: Recipe, out: str | Path | None, resume: bool, pro
                 if resume:
                     _check_same_recipe(run_dir, recipe)
                 box = [str(run_dir)]
-            except RecipeError as e:
+            except ConfigError as e:
                 box = [e]
         dist.broadcast_object_list(box, src=0)  # every rank stops with rank 0's message, or uses its folder
         if isinstance(box[0], Exception):
-            raise RecipeError(str(box[0]))
+            raise ConfigError(str(box[0]))
         run_dir = _train_locked(recipe, Path(box[0]), resume, progress)
     dist.destroy_process_group()
     return run_dir

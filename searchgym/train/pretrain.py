@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from searchgym.config.recipe import PretrainConfig, Recipe, RecipeError
+from searchgym.config import ConfigError
+from searchgym.config.recipe import PretrainConfig, Recipe
 from searchgym.runs import RunFolder, save_pretrained_atomic
 from searchgym.train.prior_tokenizer import (  # noqa: F401  (re-exported: the stage's tokenizer)
     BOS,
@@ -130,12 +131,12 @@ def _sample_world_demos(recipe: Recipe, world_index: int, progress: bool) -> lis
     env = _pretrain_env(recipe, world_index)
     world = env.unwrapped.taskset
     if not getattr(world, "strategies", None):
-        raise RecipeError(f"env.id: {recipe.env.id} has no scripted strategies to pretrain on; use "
+        raise ConfigError(f"env.id: {recipe.env.id} has no scripted strategies to pretrain on; use "
                           "searchgym/SyntheticWorld-v0 or searchgym/SyntheticWorld-Easy-v0")
     weights = mixture_weights(p.mixture, world.strategies)
     tasks = [t for t in env.unwrapped.tasks if t.difficulty <= p.max_hops and task_distribution(weights, t.strategies)]
     if not tasks:
-        raise RecipeError(f"pretrain: no train task of {recipe.env.id} has <= {p.max_hops} hops and a strategy "
+        raise ConfigError(f"pretrain: no train task of {recipe.env.id} has <= {p.max_hops} hops and a strategy "
                           "with weight > 0; raise pretrain.max_hops or change pretrain.mixture")
     rng = random.Random(f"pretrain:{recipe.seed}" + (f":{world_index}" if world_index else ""))
     demos: list[Trajectory] = []
@@ -169,7 +170,7 @@ def _lexicon(recipe: Recipe) -> list[str]:
         world = env.unwrapped.taskset
         env.close()
         if not callable(getattr(world, "lexicon", None)):
-            raise RecipeError(f"pretrain.name_tokens: the world of {recipe.env.id} lists no lexicon (names, doc "
+            raise ConfigError(f"pretrain.name_tokens: the world of {recipe.env.id} lists no lexicon (names, doc "
                               "ids) to keep whole; set pretrain.name_tokens = false")
         words.update(dict.fromkeys(world.lexicon()))
     return list(words)
@@ -228,7 +229,7 @@ def build_model(p: PretrainConfig, tokenizer, seed: int):
     from searchgym.agent.models import stop_token_ids
 
     if p.hidden_size % p.num_heads:
-        raise RecipeError(f"pretrain.hidden_size ({p.hidden_size}) must be a multiple of pretrain.num_heads "
+        raise ConfigError(f"pretrain.hidden_size ({p.hidden_size}) must be a multiple of pretrain.num_heads "
                           f"({p.num_heads})")
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=p.hidden_size, num_hidden_layers=p.num_layers,
                          num_attention_heads=p.num_heads, num_key_value_heads=p.num_heads,

@@ -13,7 +13,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from searchgym.config.recipe import RecipeError
+from searchgym.config import ConfigError
 
 # ChatML as SmolLM2 and TRL's qwen2_5 template write it. The tool tags are added as whole tokens but NOT
 # special: TRL decodes completions with skip_special_tokens=True and must still see <tool_call> to parse.
@@ -107,7 +107,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = 
     from trl.chat_template_utils import qwen2_5_chat_template
 
     if vocab_size < 300:
-        raise RecipeError(f"pretrain.vocab_size: byte-level BPE needs >= 300 (256 bytes + merges), got {vocab_size}")
+        raise ConfigError(f"pretrain.vocab_size: byte-level BPE needs >= 300 (256 bytes + merges), got {vocab_size}")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()

@@ -5,7 +5,7 @@ A stage is an object with
 - ``name``: its name in ``stages`` and the recipe section that holds its settings (``[sft]``, ``[grpo]``…);
 - ``settings``: that section's dataclass (typed fields with defaults; a stage without settings uses None);
 - ``builds_base``: True for a stage that makes the base model itself (``pretrain``: first, no adapter);
-- ``validate(recipe)``: its checks, raising one `searchgym.config.recipe.RecipeError` that names the field;
+- ``validate(recipe)``: its checks, raising one `searchgym.config.recipe.ConfigError` that names the field;
 - ``run(ctx)``: train ``ctx.model`` (`searchgym.train.context.TrainContext`) and return the trained model —
   a `peft.PeftModel` whose "default" adapter holds the stage's work (``ctx.wrap_lora`` gives one), or for a
   ``builds_base`` stage the new base model (and it sets ``ctx.tokenizer``).
@@ -44,7 +44,7 @@ class BuiltinStage:
     name: str
     settings: type | None
     builds_base: bool
-    check: str  # validate(recipe): one RecipeError naming the field
+    check: str  # validate(recipe): one ConfigError naming the field
     train: str  # run(ctx) -> the trained model
 
     def validate(self, recipe: Recipe) -> None:
@@ -74,8 +74,8 @@ STAGES: dict[str, Stage] = {
 
 
 def get_stage(name: str) -> Stage:
-    from searchgym.config.recipe import RecipeError
+    from searchgym.config import ConfigError
 
     if name not in STAGES:
-        raise RecipeError(f"stages: unknown stage {name!r}; allowed: {list(STAGES)}")
+        raise ConfigError(f"stages: unknown stage {name!r}; allowed: {list(STAGES)}")
     return STAGES[name]
