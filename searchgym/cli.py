@@ -82,7 +82,7 @@ def meter(paths: Annotated[list[Path], typer.Argument(help="run folders or traje
                                                  "its base and its own model (support/…; loads the models)")] = False
           ) -> None:
     """Compute the diversity meters of runs or trajectory files; prints a table, writes meters.json."""
-    from searchgym.meters.cli import meter_command
+    from searchgym.report.meter_command import meter_command
 
     with _one_line(ValueError):
         meter_command(paths, samples=samples, out=out, base_nll=base_nll)

@@ -13,7 +13,7 @@ from test_meters_aggregate import hand_built, traj
 from transformers import TrainerControl, TrainerState
 
 from searchgym.meters import METERS, Meter, aggregate, table
-from searchgym.meters.cli import meter_command
+from searchgym.report.meter_command import meter_command
 from searchgym.runs import read_metrics
 from searchgym.trajectory import write_trajectories
 

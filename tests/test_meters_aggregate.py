@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from searchgym.cli import app
 from searchgym.meters import Above, ModeCollapse, RelativeDrop, aggregate, check_alarms, parse_alarms
-from searchgym.meters.cli import meter_command
+from searchgym.report.meter_command import meter_command
 from searchgym.trajectory import Trajectory, write_trajectories
 
 

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from searchgym.meters.cli import meter_command
 from searchgym.meters.coverage import compare_with_base
+from searchgym.report.meter_command import meter_command
 from searchgym.trajectory import Trajectory, write_trajectories
 
 
@@ -104,7 +104,7 @@ def reference_nll(model, tokenizer, trajectories) -> tuple[float, int]:
 
 
 def test_assistant_nll_matches_a_token_by_token_reference(tiny):
-    from searchgym.meters.support import assistant_nll
+    from searchgym.report.support import assistant_nll
 
     model, tokenizer, trajectories = tiny
     expected, tokens = reference_nll(model, tokenizer, trajectories)
@@ -116,7 +116,7 @@ def test_assistant_nll_matches_a_token_by_token_reference(tiny):
 
 
 def test_only_the_agents_tokens_are_scored(tiny):
-    from searchgym.meters.support import agent_token_labels
+    from searchgym.report.support import agent_token_labels
 
     _, tokenizer, trajectories = tiny
     for t, (_, labels) in zip(trajectories, agent_token_labels(tokenizer, trajectories)):
@@ -127,7 +127,7 @@ def test_only_the_agents_tokens_are_scored(tiny):
 
 
 def test_support_meters_keys_and_the_base_scoring_its_own_samples(tiny):
-    from searchgym.meters.support import assistant_nll, support_meters
+    from searchgym.report.support import assistant_nll, support_meters
 
     model, tokenizer, trajectories = tiny
     pair = (model, tokenizer)
@@ -139,7 +139,7 @@ def test_support_meters_keys_and_the_base_scoring_its_own_samples(tiny):
 
 
 def test_run_models_reads_which_model_a_run_names(tmp_path):
-    from searchgym.meters.support import run_models
+    from searchgym.report.support import run_models
 
     trained = tmp_path / "grpo"
     (trained / "adapter").mkdir(parents=True)
@@ -164,7 +164,7 @@ def test_run_models_reads_which_model_a_run_names(tmp_path):
 
 
 def test_meter_base_nll_scores_a_run_under_the_model_it_names(tiny, tmp_path, capsys):
-    from searchgym.meters.support import assistant_nll
+    from searchgym.report.support import assistant_nll
 
     model, tokenizer, trajectories = tiny
     model.save_pretrained(tmp_path / "model")

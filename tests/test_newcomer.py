@@ -96,7 +96,7 @@ def test_trajectories_are_also_a_parquet_dataset(tmp_path):
 
 # ---- 17. searchgym meter at 80 columns, one meters.json ------------------------------------------------------
 def test_meter_table_is_readable_at_80_columns_and_writes_one_file(tmp_path, monkeypatch, capsys):
-    from searchgym.meters.cli import meter_command
+    from searchgym.report.meter_command import meter_command
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "80")

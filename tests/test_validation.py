@@ -220,7 +220,7 @@ def _traj(task_id: str, question: str, sample: int) -> Trajectory:
 
 
 def test_meter_refuses_to_pair_different_questions(tmp_path):
-    from searchgym.meters.cli import meter_command
+    from searchgym.report.meter_command import meter_command
 
     write_trajectories(tmp_path / "a.jsonl", [_traj("q1", "Who founded Ilvar?", i) for i in range(2)])
     write_trajectories(tmp_path / "b.jsonl", [_traj("q1", "Where is Tessa?", i) for i in range(2)])

@@ -6,9 +6,9 @@ probes iterate. `aggregate` computes every meter of a trajectory list at a fixed
 one flat dict of namespaced keys, the per-question families (`families`) merged. The other submodules
 hold the single estimators (entropy, pass@k, cluster and text diversity, search behaviour, reward spread),
 the statistics (bootstrap CIs), the collapse alarms and the echo-trap warnings the live probes raise
-(`echo_trap`; the probes themselves, a TrainerCallback, live in `searchgym.train.probes`).
-The support meters (`assistant_nll`, `support_meters`, `run_models`) score trajectories with a model, so they
-import torch: they load on first use, and ``import searchgym.meters`` stays light.
+(`echo_trap`; the probes themselves, a TrainerCallback, live in `searchgym.train.probes`). Nothing here
+loads a model or reads a run folder: the meter command (`searchgym.report.meter_command`) and the meters
+scored under a model (`searchgym.report.support`, the table's "model" rows) live with the report.
 """
 
 from searchgym.meters.aggregate import aggregate, group_by_task, per_question, question_meters
@@ -56,19 +56,6 @@ __all__ = [
     "crossing", "crossing_k", "delta_se", "depth_adaptivity", "entropy_reward_points", "fit_entropy_reward",
     "group_by_task", "k_ladder", "parse_alarms", "pass_at_k", "pass_at_k_curve", "pass_at_k_table",
     "pass_hat_k", "pass_hat_k_curve", "pass_hat_k_table", "per_question", "question_meters",
-    "question_retrieval_credit", "solvable_set_overlap", "assistant_nll", "run_models", "support_meters",
+    "question_retrieval_credit", "solvable_set_overlap",
     "ECHO_TRAP_RULES", "echo_trap_history", "echo_trap_readings", "grad_norm_spikes", "spike_ratio",
 ]
-
-_LAZY = {"assistant_nll": "searchgym.meters.support", "run_models": "searchgym.meters.support",
-         "support_meters": "searchgym.meters.support"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

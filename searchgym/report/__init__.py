@@ -8,6 +8,10 @@ The modules are the report's steps, in order:
 4. `figures` — the PNGs (matplotlib, Agg);
 5. `page` — ``report.html``/``.md``/``.json`` and `report_command`, which runs 1–4.
 
+Beside them, `meter_command` (``searchgym meter``: runs or trajectory files metered side by side at one n,
+compared with the first by paired bootstraps) and `support` (trajectories scored under the base model and
+their own, ``searchgym meter --base-nll``; loads models).
+
 This package only re-exports (``from searchgym.report import report_command, verdict``); names load on
 first use, so importing ``searchgym.report.data`` does not import matplotlib.
 """
@@ -25,6 +29,8 @@ _EXPORTS = {
     "TRAINING_PANELS": "data",
     "discover_runs": "discover", "RunData": "discover", "BASE": "discover",
     "demo_strategy_share": "discover", "prior_strategy_share": "discover",
+    "support_meters": "support", "assistant_nll": "support",
+    "run_models": "support",
 }
 __all__ = sorted(_EXPORTS)
 

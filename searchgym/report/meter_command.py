@@ -5,7 +5,7 @@ with a printed warning when that drops samples), because diversity meters and pa
 compared with the first by a paired bootstrap over questions, plus the solvable-set overlap and the
 base-vs-arm meters of Yue et al. 2025 (`compare_with_base`: coverage inclusion, new, lost, ΔSE, the pass@k
 crossing), the first input playing the base. ``--base-nll`` also scores each run's trajectories under the
-base model its run names and under its own model (`searchgym.meters.support`); it loads models, so it is off
+base model its run names and under its own model (`searchgym.report.support`); it loads models, so it is off
 by default.
 """
 
@@ -125,7 +125,7 @@ def add_support_meters(metered: list[MeteredInput], *, batch_size: int = 4) -> l
     import torch
 
     from searchgym.agent.models import load_model
-    from searchgym.meters.support import run_models, support_meters
+    from searchgym.report.support import run_models, support_meters
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bases: dict[str, tuple] = {}
