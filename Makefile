@@ -39,7 +39,7 @@ test: setup browser lint
 prior: setup
 	$(BIN)/searchgym train agents/prior-reference.toml --out runs/prior-reference --resume
 	$(BIN)/python benchmarks/prior.py --curve runs/prior-reference --every 3
-	$(BIN)/python -m searchgym.agent.priors runs/prior-reference
+	$(BIN)/python -m searchgym.train.priors runs/prior-reference
 
 # Headless Chromium renders report.html in a test. Best effort: without it that one test skips.
 browser:

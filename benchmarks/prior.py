@@ -4,12 +4,12 @@
     python benchmarks/prior.py --curve runs/prior-reference      # success vs step over its checkpoints
 
 Samples the model at the study's decoding (temperature 1.0, 8 turns, 64 tokens a turn) on the first N test
-questions of the world its recipe names, as `searchgym.agent.priors.evaluate_prior` does. Prints a table, then
+questions of the world its recipe names, as `searchgym.train.priors.evaluate_prior` does. Prints a table, then
 (last line) JSON: ``success_at_1`` (mean success over every sample; target >= 0.30), ``invalid_share``
 (target <= 0.05), ``strategy_tv`` (total variation between the sampled strategy shares and the realised
 mix of its pretraining demos; target <= 0.2), ``pretrain_seconds`` (from its training log), and the eval
 seconds. ``--curve RUN`` evaluates every checkpoint of a pretraining run instead and writes
-``RUN/curve.json`` (copied into the shipped prior by ``python -m searchgym.agent.priors``).
+``RUN/curve.json`` (copied into the shipped prior by ``python -m searchgym.train.priors``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from searchgym.agent.priors import evaluate_prior  # noqa: E402
+from searchgym.train.priors import evaluate_prior  # noqa: E402
 
 TARGETS = {"success_at_1": (">=", 0.30), "invalid_share": ("<=", 0.05), "strategy_tv": ("<=", 0.2)}
 

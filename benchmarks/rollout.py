@@ -89,7 +89,7 @@ def main() -> None:
     model, tokenizer = load_model(args.model)
     env_kwargs = {"split": "test", "embedder": args.embedder}
     if args.model == PRIOR and args.env is None:
-        from searchgym.agent.priors import prior_metadata
+        from searchgym.train.priors import prior_metadata
 
         meta = prior_metadata()
         args.env, env_kwargs = meta["env_id"], {**meta["env_kwargs"], "split": "test", "embedder": args.embedder}

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PACKAGE_DATA = Path(__file__).parent / "data"  # what the wheel ships: the reference prior, question sets
+PACKAGE_DATA = Path(__file__).parent / "data"  # what the wheel ships
+REFERENCE_PRIOR = PACKAGE_DATA / "searchgym-prior"  # the shipped prior (alias "searchgym-prior"; train.priors exports it)
 
 
 def cache_root() -> Path:

