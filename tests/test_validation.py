@@ -52,6 +52,16 @@ BAD = [
     ("model.base=nobody/no-such-model", "model.base: 'nobody/no-such-model' is not in the local Hugging Face cache"),
     ('report_to=["nonsense"]', r"report_to: unknown backend 'nonsense'; allowed: \[.*'tensorboard'"),
     ("sft.narrow_strategy=zigzag", r"sft.narrow_strategy: 'zigzag' is not a strategy of world 'synthetic'; allowed"),
+    # Both used to pass load and fail (or be ignored) once training ran: numpy refuses the seed, and a bad
+    # alarm was either a traceback at the first probe or silently never checked when probes were off.
+    ("seed=99999999999999999999", r"seed: must be an integer in \[0, 2\*\*32\)"),
+    ("seed=-1", r"seed: must be an integer in \[0, 2\*\*32\)"),
+    ("meters.alarms=[1]", "meters.alarms: each alarm must be a table, got 1"),
+    ('meters.alarms=[{rule = "drop", key = "reward/std", fraction = 0.5}]', "meters.alarms: .*unknown condition 'drop'"),
+    ('meters.alarms=[{rule = "above", key = "diversity/strategy_entropy", threshold = "x"}]',
+     "meters.alarms: .*must be a number"),
+    ('meters.alarms={"diversity/strategy_entrpy_mm" = {relative_drop = 0.5}}',
+     "meters.alarms: no meter makes 'diversity/strategy_entrpy_mm'"),
 ]
 
 
@@ -81,6 +91,7 @@ def test_hf_ids_are_allowed_with_downloads_on(monkeypatch, no_slow_work):
     ("sft.learning_rate=nan", "sft.learning_rate"), ("lora.r=0", "lora.r"),
     ("env.id=searchgym/Nope-v0", "env.id"), ("env.kwargs.embedder=no-such-embedder", "env.kwargs.embedder"),
     ("model.base=tinyy", "model.base"), ('report_to=["nonsense"]', "report_to"),
+    ("meters.alarms=[1]", "meters.alarms"), ("seed=4294967296", "seed"),
 ])
 def test_cli_train_exits_2_with_one_unwrapped_line_and_no_run_folder(override, field, tmp_path, monkeypatch,
                                                                       no_slow_work):
@@ -240,3 +251,13 @@ def test_a_literal_world_kwarg_is_checked_at_load_before_any_run_folder(tmp_path
     assert "world_kwargs.holdout" in result.output and "'anchor', 'question'" in result.output
     assert not out.exists()
     assert load_recipe(Path("agents/quick.toml"), ['env.kwargs.world_kwargs.holdout="anchor"']).env.kwargs
+
+
+def test_alarms_load_in_both_documented_forms(no_slow_work):
+    """docs/meters.md writes alarms as a table ({key = {rule = number}}); recipes may also list rows."""
+    table = load_recipe(SMOKE_SFT, ['meters.alarms={"alarm/grad_norm_ratio" = {above = 3}}'])
+    rows = load_recipe(SMOKE_SFT, ['meters.alarms=[{rule = "relative_drop", key = "reward/std", fraction = 0.5}]'])
+    from searchgym.meters.alarms import Above, RelativeDrop, alarm_rules
+
+    assert alarm_rules(table.meters.alarms) == [Above("alarm/grad_norm_ratio", 3.0)]
+    assert alarm_rules(rows.meters.alarms) == [RelativeDrop("reward/std", 0.5)]

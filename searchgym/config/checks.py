@@ -42,8 +42,29 @@ def check_fields(recipe: Recipe) -> None:
     if not 0 <= recipe.meters.max_overhead < 1:
         raise ConfigError(f"meters.max_overhead: a fraction of training time in [0, 1) (0 = probe on "
                           f"schedule whatever it costs), got {recipe.meters.max_overhead}")
+    if not 0 <= recipe.seed < 2**32:  # numpy and torch refuse other seeds, minutes into a run
+        raise ConfigError(f"seed: must be an integer in [0, 2**32), got {recipe.seed}")
+    check_alarms(recipe.meters.alarms)
     for stage in STAGES.values():  # every stage's section is checked, listed in stages or not
         stage.validate(recipe)
+
+
+def check_alarms(alarms) -> None:
+    """``meters.alarms``: every row parses (`meters.alarms.alarm_rules`) and watches a key some meter makes (a
+    row of the table of meters, or an echo-trap reading ``alarm/…``): a rule on a misspelt key never fires."""
+    from searchgym.meters.alarms import alarm_rules
+    from searchgym.meters.echo_trap import ECHO_TRAP_RULES
+    from searchgym.meters.table import row_of
+
+    try:
+        rules = alarm_rules(alarms)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e) if str(e).startswith("meters.alarms") else f"meters.alarms: {e}") from None
+    echo_keys = sorted({r.key for r in ECHO_TRAP_RULES})
+    for rule in rules:
+        if row_of(rule.key) is None and rule.key not in echo_keys:
+            raise ConfigError(f"meters.alarms: no meter makes {rule.key!r}; watch a key of the table of meters "
+                              f"(docs/meters.md, e.g. 'diversity/strategy_entropy_mm') or one of {echo_keys}")
 
 
 def check_sft(recipe: Recipe) -> None:

@@ -165,7 +165,8 @@ class MeterConfig:
     max_overhead: float = 0.05
     probe_questions: int = 8
     samples: int = 4
-    alarms: list = field(default_factory=list)  # [{rule = "relative_drop", key = "...", fraction = 0.5}]
+    # [{rule = "relative_drop", key = "...", fraction = 0.5}], or the table form {"<key>" = {relative_drop = 0.5}}
+    alarms: list | dict = field(default_factory=list)
     # Save a checkpoint at the step an alarm fires, so the policy just before/at a collapse can be studied
     # or resumed from (a LoRA checkpoint is small). Alarms are logged and warned either way.
     save_on_alarm: bool = True

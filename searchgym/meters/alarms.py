@@ -122,6 +122,34 @@ def parse_alarms(table: Mapping[str, Mapping[str, float]]) -> list[AlarmRule]:
     return rules
 
 
+def alarm_rules(config: Sequence[Mapping] | Mapping | None) -> list[AlarmRule]:
+    """Rules from ``recipe.meters.alarms``: a list of ``{rule, key, <number>}`` rows, or the alarms table
+    form ``{key: {rule: number}}`` (see `parse_alarms`); empty means `DEFAULT_RULES`.
+
+    >>> alarm_rules([{"rule": "above", "key": "reward/zero_var_frac", "threshold": 0.7}])
+    [Above(key='reward/zero_var_frac', threshold=0.7)]
+    >>> len(alarm_rules([])) == len(DEFAULT_RULES)
+    True
+    """
+    if not config:
+        return list(DEFAULT_RULES)
+    if isinstance(config, Mapping):
+        return parse_alarms(config)
+    rules: list[AlarmRule] = []
+    for row in config:
+        if not isinstance(row, Mapping):
+            raise ValueError(f"meters.alarms: each alarm must be a table, got {row!r}")
+        if "rule" not in row:  # a row in the table form: {key = {rule = number}}
+            rules += parse_alarms(row)
+            continue
+        numbers = {k: v for k, v in row.items() if k not in ("rule", "key")}
+        if "key" not in row or len(numbers) != 1:
+            raise ValueError(f"meters.alarms: write each alarm as {{rule = \"relative_drop\", key = "
+                             f"\"diversity/strategy_entropy_mm\", fraction = 0.5}} (one number); got {dict(row)!r}")
+        rules += parse_alarms({row["key"]: {row["rule"]: next(iter(numbers.values()))}})
+    return rules
+
+
 def check_alarms(history: Sequence[Mapping[str, float]], rules: Sequence[AlarmRule]) -> list[AlarmEvent]:
     """Events for every rule at the first step its condition holds (each rule fires at most once).
 
