@@ -103,6 +103,15 @@ def test_preset_selects_arms_seeds_and_eval(study_file):
         load_study(study_file, preset="huge")
 
 
+def test_study_name_must_be_a_folder_name(tmp_path):
+    """The name picks the default output folder (runs/<name>-<preset>): no path may escape runs/."""
+    (tmp_path / "r.toml").write_text('stages = ["sft"]\n')
+    for name in ("../../etc", "a/b", ".hidden"):  # ("" falls back to the file name)
+        (tmp_path / "s.toml").write_text(f'name = "{name}"\n[arms.a]\nrecipe = "r.toml"\n')
+        with pytest.raises(StudyError, match="is not a folder name"):
+            load_study(tmp_path / "s.toml")
+
+
 def test_study_promises_are_checked_before_training(study_file, tmp_path):
     (tmp_path / "grpo.toml").write_text('stages = ["grpo"]\n[env]\nid = "searchgym/SyntheticWorld-v0"\n')
     with pytest.raises(StudyError, match="same questions"):

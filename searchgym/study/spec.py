@@ -1,7 +1,7 @@
 """The study file: its typed tables (`StudyFile`, `ArmTable`, `PresetTable`, built by the one config loader,
 `searchgym.config`), the resolved study (`Study`, `Arm`, `RunSpec`) and `load_study` (presets, --set, checks).
 
-Section 1 of `searchgym.study.runner`, which re-exports every name here; see that module for the study format.
+`searchgym.study.runner` runs what this module reads; see that module for the study format.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchgym.config import ConfigError, build, read_toml, toml_value
-from searchgym.config.recipe import EvalConfig
+from searchgym.config.recipe import NAME_PATTERN, EvalConfig
 
 DONE = "done.json"
 STUDY_FILE = "study.toml"
@@ -202,7 +202,11 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
         if key == "model.base" and prior is not None:
             raise ConfigError(f"--set {item!r}: this study pretrains a prior ({prior}) as every arm's model.base; "
                              "choose a preset without one (e.g. --preset tiny) to set model.base")
-    return Study(name=data.name or path.stem, preset=preset, seeds=seeds, eval=eval_,
+    name = data.name or path.stem
+    if not NAME_PATTERN.fullmatch(name):  # it names the default output folder, runs/<name>-<preset>
+        raise ConfigError(f"{path}: name {name!r:.60} is not a folder name; use 1-100 letters, digits, '.', '_' "
+                          "or '-', not starting with '.'")
+    return Study(name=name, preset=preset, seeds=seeds, eval=eval_,
                  overrides=[*data.overrides, *chosen.overrides], arms=arm_list, prior=prior, last=list(overrides))
 
 
