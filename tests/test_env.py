@@ -104,10 +104,27 @@ def test_tool_schemas_come_from_the_one_implementation():
 def test_bad_env_arguments_are_rejected_clearly():
     with pytest.raises(ValueError, match="max_steps"):
         gymnasium.make(ENV_ID, max_steps=0)
-    with pytest.raises(ValueError, match="scorer"):
+    with pytest.raises(ValueError, match=r"^reward: must be one of \['em', 'f1'\], got 'bleu'"):
         gymnasium.make(ENV_ID, reward="bleu")
     with pytest.raises(ValueError, match="unknown world"):
         gymnasium.make("searchgym/SyntheticWorld-v0", world="nope")
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"top_k": "3"}, "top_k"), ({"max_steps": True}, "max_steps"), ({"max_steps": 2.5}, "max_steps"),
+    ({"step_cost": float("nan")}, "step_cost"), ({"format_penalty": "a"}, "format_penalty"),
+    ({"max_obs_chars": 50}, "max_obs_chars"),
+])
+def test_ill_typed_env_settings_are_one_valueerror_before_any_world_loads(kwargs, key, monkeypatch):
+    """A wrong type used to surface as a TypeError from a comparison (or pass: max_steps=2.5, step_cost=nan)."""
+    from searchgym.envs import search_env
+
+    def no_world(*a, **k):
+        raise AssertionError("the world was loaded before the settings were checked")
+
+    monkeypatch.setattr(search_env, "load_world", no_world)
+    with pytest.raises(ValueError, match=f"^{key}: must be "):
+        gymnasium.make(ENV_ID, **kwargs)
 
 
 def test_async_vector_env_with_text_observations():

@@ -111,7 +111,7 @@ def test_cli_eval_with_an_unknown_env_writes_nothing(tmp_path, monkeypatch, no_s
     assert result.exit_code == 2 and "--env: 'searchgym/Nope-v0' is not a registered environment" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
     result = CliRunner().invoke(app, ["eval", "tiny", "--env-kwargs", "max_steps=0", "--out", "e"])
-    assert result.exit_code == 2 and "max_steps must be >= 1" in result.output and not (tmp_path / "e").exists()
+    assert result.exit_code == 2 and "max_steps: must be an integer >= 1, got 0" in result.output and not (tmp_path / "e").exists()
     result = CliRunner().invoke(app, ["eval", "no-such-model", "--out", "e"])
     assert result.exit_code == 2 and "model: 'no-such-model' is not an alias" in result.output
 

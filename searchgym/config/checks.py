@@ -231,6 +231,7 @@ def _check_env_kwargs(kwargs: dict) -> None:
     import typing
 
     from searchgym.envs.search_env import SearchEnv
+    from searchgym.envs.tools import check_settings
 
     allowed = sorted(p for p in inspect.signature(SearchEnv.__init__).parameters if p != "self")
     hints = typing.get_type_hints(SearchEnv.__init__)
@@ -240,12 +241,10 @@ def _check_env_kwargs(kwargs: dict) -> None:
         choices = typing.get_args(hints.get(key)) if typing.get_origin(hints.get(key)) is typing.Literal else None
         if choices and value not in choices:  # e.g. retriever: refused at load, not when the env is built
             raise ConfigError(f"env.kwargs.{key}: must be one of {list(choices)}, got {value!r:.60}")
-        if key in ("max_steps", "top_k", "max_obs_chars") and not (isinstance(value, int) and value >= 1):
-            raise ConfigError(f"env.kwargs.{key}: must be an integer >= 1, got {value!r}")
-        if key in ("step_cost", "format_penalty") and not (_finite(value) and value >= 0):
-            raise ConfigError(f"env.kwargs.{key}: must be a finite penalty >= 0, got {value!r}")
-        if key == "reward" and value not in ("em", "f1"):
-            raise ConfigError(f"env.kwargs.reward: must be 'em' or 'f1', got {value!r}")
+        try:
+            check_settings(**{key: value})  # the env's own ranges (searchgym.envs.tools.SETTINGS)
+        except ValueError as e:
+            raise ConfigError(f"env.kwargs.{e}") from None
         if key == "world_kwargs" and not isinstance(value, dict):
             raise ConfigError(f"env.kwargs.world_kwargs: must be a table, got {type(value).__name__}")
 

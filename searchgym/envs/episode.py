@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from searchgym.envs.tools import TOOLS, EpisodeState, SearchTools, ToolError
+from searchgym.envs.tools import TOOLS, EpisodeState, SearchTools, ToolError, check_settings
 from searchgym.tasks import Task, ToolCall
 
 # Real text is unicode: every Basic Multilingual Plane character except surrogates and C0 controls
@@ -75,7 +75,7 @@ class Episode:
     """
 
     def __init__(self, tools: SearchTools, *, max_steps: int, step_cost: float, format_penalty: float):
-        self.check_settings(max_steps, step_cost, format_penalty)
+        check_settings(max_steps=max_steps, step_cost=step_cost, format_penalty=format_penalty)
         self.tools = tools
         self.max_steps = max_steps
         self.step_cost = float(step_cost)
@@ -83,14 +83,6 @@ class Episode:
         self.calls: list[dict] = []
         self.total = 0.0
         self.terminated = self.truncated = False
-
-    @staticmethod
-    def check_settings(max_steps: int, step_cost: float, format_penalty: float) -> None:
-        """Refuse a budget below one step or a negative penalty (cheap: run it before slow set-up)."""
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        if step_cost < 0 or format_penalty < 0:
-            raise ValueError("step_cost and format_penalty are penalties: give them as values >= 0")
 
     def begin(self, task: Task) -> None:
         """Start a new episode on ``task``."""

@@ -16,7 +16,7 @@ from gymnasium import spaces
 
 from searchgym.envs.actions import ActionError, parse_action
 from searchgym.envs.episode import CHARSET, Episode, clean_observation
-from searchgym.envs.tools import SYSTEM_PROMPT, SearchTools
+from searchgym.envs.tools import SYSTEM_PROMPT, SearchTools, check_settings
 from searchgym.tasks import Task, TaskSet, ToolCall
 from searchgym.trajectory import Trajectory
 from searchgym.worlds import world_class, world_names
@@ -180,7 +180,8 @@ class SearchEnv(gymnasium.Env):
                  max_steps: int = 10, max_obs_chars: int = 1500, reward: str = "em", step_cost: float = 0.0,
                  format_penalty: float = 0.1, render_mode: str | None = None, env_id: str | None = None,
                  progress: bool = False):
-        Episode.check_settings(max_steps, step_cost, format_penalty)
+        check_settings(top_k=top_k, max_obs_chars=max_obs_chars, max_steps=max_steps, step_cost=step_cost,
+                       format_penalty=format_penalty, reward=reward)  # before any world or index is loaded
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         check_retriever(retriever)

@@ -15,6 +15,7 @@ comes back and what to call next. A new tool is one more ``@tool`` method taking
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -81,6 +82,41 @@ class EpisodeState:
     correct: bool = False  # normalised exact match, whatever the scorer: the success criterion
 
 
+def _count(least: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _penalty(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+# The settings of a search episode, with the rule each must meet and how to say it: SearchTools, the episode
+# engine, SearchEnv (before it loads any world or index) and recipe loading (env.kwargs) all check with this.
+SETTINGS = {
+    "top_k": (_count(1), "an integer >= 1"),
+    "max_obs_chars": (_count(200), "an integer >= 200 (one search result must fit)"),
+    "max_steps": (_count(1), "an integer >= 1"),
+    "step_cost": (_penalty, "a finite penalty >= 0"),
+    "format_penalty": (_penalty, "a finite penalty >= 0"),
+    "reward": (lambda v: isinstance(v, str) and v in SCORERS, f"one of {sorted(SCORERS)}"),
+}
+
+
+def check_settings(**settings) -> None:
+    """Refuse a setting outside its range with one line naming it and what is allowed (`SETTINGS`; other
+    names are not checked here).
+
+    >>> check_settings(top_k=3, step_cost=0.0)
+    >>> check_settings(max_steps=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_steps: must be an integer >= 1, got True
+    """
+    for key, value in settings.items():
+        if key in SETTINGS and not SETTINGS[key][0](value):
+            raise ValueError(f"{key}: must be {SETTINGS[key][1]}, got {value!r:.60}")
+
+
 class SearchTools:
     """Stateful tools over a `SearchIndex` for one episode at a time.
 
@@ -93,12 +129,7 @@ class SearchTools:
     """
 
     def __init__(self, index, *, top_k: int = 5, max_obs_chars: int = 1500, scorer: str = "em"):
-        if scorer not in SCORERS:
-            raise ValueError(f"scorer must be one of {sorted(SCORERS)}, got {scorer!r}")
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        if max_obs_chars < 200:
-            raise ValueError(f"max_obs_chars must be >= 200 to fit one search result, got {max_obs_chars}")
+        check_settings(reward=scorer, top_k=top_k, max_obs_chars=max_obs_chars)
         self.index = index
         self.top_k = top_k
         self.max_obs_chars = max_obs_chars
