@@ -10,10 +10,9 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerControl, TrainerState
 
-from searchgym.meters.alarms import Above, check_alarms
+from searchgym.meters.alarms import Above, alarm_rules, check_alarms
 from searchgym.meters.echo_trap import ECHO_TRAP_RULES, echo_trap_history, grad_norm_spikes
 from searchgym.runs import append_metrics, read_metrics
-from searchgym.meters.alarms import alarm_rules
 from searchgym.train.probes import DiversityCallback
 
 ARGS = SimpleNamespace(report_to=[])  # all the callback reads of the training arguments here
