@@ -174,3 +174,15 @@ def test_conversion_cache_is_verified_by_checksum_and_rebuilt(fresh_cache, caplo
     monkeypatch.setattr(models, "_build_tiny", must_not_build)
     assert resolve_model_path("tiny") == path
     load_model("tiny")  # loads, no traceback
+
+
+def test_old_and_new_import_paths_are_one_module():
+    """`searchgym.models` (the README's name before the agent/ package) is agent.models itself, so old imports
+    and monkeypatches reach the real code; `searchgym.agent.load_model` is the documented front."""
+    import searchgym.agent
+    import searchgym.agent.models
+    import searchgym.models
+
+    assert searchgym.models is searchgym.agent.models
+    assert searchgym.agent.load_model is searchgym.agent.models.load_model
+    assert searchgym.agent.PRIOR == "searchgym-prior"
