@@ -204,6 +204,25 @@ def _vector_corpus(n):
     return Corpus([Document(f"d{i}", "", f"v{i}") for i in range(n)], name="vectors")
 
 
+def _owned_arrays(index) -> list[bool]:
+    """For each bulk array of a FAISS index (flat codes, HNSW storage, IVF lists, refine codes): whether
+    this process holds its own copy (False: the array is mapped from the file)."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexRefine):
+        return _owned_arrays(index.base_index) + _owned_arrays(index.refine_index)
+    if isinstance(index, faiss.IndexHNSW):
+        return _owned_arrays(index.storage)
+    if isinstance(index, faiss.IndexPreTransform):
+        return _owned_arrays(index.index)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        lists = faiss.downcast_InvertedLists(ivf.invlists)
+        if isinstance(lists, faiss.OnDiskInvertedLists):  # IO_FLAG_MMAP: every list is in the file
+            return [False]
+        return [lists.codes.at(i).is_owned for i in range(lists.nlist) if lists.list_size(i)]
+    return [index.codes.is_owned]
+
+
 @pytest.mark.parametrize("spec", ["ivfpq:nlist=16,m=16,nprobe=8", "opq+ivfpq:nlist=16,m=16,nprobe=8"])
 def test_ivfpq_recall_against_flat(tmp_path, spec):
     vectors = _clustered()
@@ -271,6 +290,9 @@ def test_a_refine_index_is_opened_memory_mapped(tmp_path):
     with open("/proc/self/maps") as f:
         assert any(line.rstrip().endswith(path) for line in f)  # the file is mapped, not copied
     assert mapped.ntotal == 3000
+    # Both the IVF lists and the refine codes are mapped (IO_FLAG_MMAP would copy the refine codes).
+    owned = _owned_arrays(mapped)
+    assert len(owned) > 1 and not any(owned)
 
 
 # -- memory-mapped loads and batched search --------------------------------------------------------------
@@ -282,9 +304,11 @@ def test_mmap_load_gives_the_same_results(tmp_path, spec):
     built = build_index(_vector_corpus(1000), embedder, spec, cache_dir=tmp_path, progress=False)
     mapped = build_index(_vector_corpus(1000), embedder, spec, cache_dir=tmp_path, progress=False, mmap=True)
     assert mapped.from_cache and mapped.mmap and not built.mmap
+    assert not any(_owned_arrays(mapped.index)) and all(_owned_arrays(built.index))  # mapped, not copied
     assert mapped.search_vectors(queries, 10) == built.search_vectors(queries, 10)
     fresh = build_index(_vector_corpus(1000), embedder, spec, cache_dir=tmp_path / "new", progress=False, mmap=True)
     assert fresh.mmap and not fresh.from_cache and fresh.search_vectors(queries, 10) == built.search_vectors(queries, 10)
+    assert not any(_owned_arrays(fresh.index))  # a fresh build serves the mapped file, not its own copy
     with pytest.raises(ValueError, match="mmap must be true or false"):
         build_index(_vector_corpus(1000), embedder, spec, cache_dir=tmp_path, mmap="yes")
 
