@@ -93,6 +93,8 @@ def test_prefix_specs():
     bge = get_embedder("hashing:dim=32|prefixes=bge")
     assert bge.query_prefix.startswith("Represent this sentence") and bge.passage_prefix == ""
     assert get_embedder("hashing:dim=32|query=Q: ").query_prefix == "Q: "
+    # No prefix on either side: the plain embedder and its index, not a rebuild under a new key.
+    assert get_embedder("hashing:dim=32|prefixes=none").id == get_embedder("hashing:dim=32").id == "hashing-v2:dim=32"
     with pytest.raises(EmbedderError, match="prefixes must be one of e5, bge, none"):
         get_embedder("hashing|prefixes=e6")
     with pytest.raises(EmbedderError, match="bad embedder option 'doc=x'.*allowed: prefixes, query, passage"):

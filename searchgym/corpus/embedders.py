@@ -321,7 +321,7 @@ def get_embedder(spec: str = "minilm") -> Embedder:
     if not isinstance(spec, str) or not spec.strip():
         raise EmbedderError(f"embedder spec must be a non-empty string; built-ins: {', '.join(BUILTINS)}")
     base, query, passage = split_spec(spec)
-    if query is not None:
+    if query or passage:  # "|prefixes=none" (no prefix at all) is the base embedder, with its cache key
         return PrefixedEmbedder(get_embedder(base), query, passage)
     spec = base
     if spec == "minilm":
