@@ -95,6 +95,13 @@ def precision(recipe: Recipe) -> dict:
     return {"use_cpu": not cuda, "bf16": cuda and recipe.model.dtype == "bfloat16"}
 
 
+def trainer_args(recipe: Recipe) -> dict:
+    """Keyword arguments every stage's Trainer config shares: device, precision, trackers, seed (the one place
+    they are set; ``report_to`` given as one string counts as a list of it, as the recipe check reads it)."""
+    report_to = [recipe.report_to] if isinstance(recipe.report_to, str) else list(recipe.report_to)
+    return {**precision(recipe), "report_to": report_to or "none", "seed": recipe.seed}
+
+
 @dataclasses.dataclass
 class TrainContext:
     recipe: Recipe
@@ -141,8 +148,7 @@ class TrainContext:
 
     def trainer_args(self) -> dict:
         """Keyword arguments every stage's Trainer config shares: device, precision, trackers, seed."""
-        return {**precision(self.recipe), "report_to": list(self.recipe.report_to) or "none",
-                "seed": self.recipe.seed}
+        return trainer_args(self.recipe)
 
     # ---- folders, resume, metrics ---------------------------------------------------------------------
 

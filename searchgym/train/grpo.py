@@ -150,10 +150,10 @@ class ReferenceReset(TrainerCallback):
 
 def grpo_config(recipe: Recipe, run_dir: Path, reward_weights: list[float]):
     """GRPOConfig from the recipe: CPU without a GPU; on a GPU the precision ``model.dtype`` asks for (bf16 for
-    "bfloat16", like every stage: `searchgym.train.context.precision`) and optionally vLLM."""
+    "bfloat16", like every stage: `searchgym.train.context.trainer_args`) and optionally vLLM."""
     from trl import GRPOConfig
 
-    from searchgym.train.context import precision
+    from searchgym.train.context import trainer_args
 
     g = recipe.grpo
     cuda = torch.cuda.is_available()
@@ -165,9 +165,9 @@ def grpo_config(recipe: Recipe, run_dir: Path, reward_weights: list[float]):
         learning_rate=g.learning_rate, beta=g.beta, loss_type=g.loss_type, temperature=g.temperature,
         top_p=g.top_p, max_completion_length=g.max_completion_length,
         max_tool_calling_iterations=g.max_tool_calling_iterations, reward_weights=reward_weights,
-        **precision(recipe), save_strategy="steps",
-        save_steps=g.save_steps, logging_steps=g.logging_steps, report_to=list(recipe.report_to) or "none",
-        seed=recipe.seed, use_vllm=g.use_vllm, vllm_mode=g.vllm_mode, log_completions=False,
+        **trainer_args(recipe), save_strategy="steps",  # device, precision, report_to, seed
+        save_steps=g.save_steps, logging_steps=g.logging_steps,
+        use_vllm=g.use_vllm, vllm_mode=g.vllm_mode, log_completions=False,
         dataloader_num_workers=0, disable_tqdm=True,
         # Dropout makes the sampled, the trained and the reference log-probs disagree for no reason.
         disable_dropout=True,

@@ -251,7 +251,7 @@ def build_model(p: PretrainConfig, tokenizer, seed: int):
 def _training_args(recipe: Recipe, output_dir: Path):
     from transformers import TrainingArguments
 
-    from searchgym.train.context import precision
+    from searchgym.train.context import trainer_args
 
     p = recipe.pretrain
     return TrainingArguments(
@@ -261,8 +261,8 @@ def _training_args(recipe: Recipe, output_dir: Path):
         # Every checkpoint is kept (a few MB each): `benchmarks/prior.py --curve` samples them for the
         # learning curve. (Live probes would sample a random model at step 0, whose babble fills the
         # context: minutes per probe for nothing.)
-        save_total_limit=None, **precision(recipe),
-        report_to=list(recipe.report_to) or "none", seed=recipe.seed, disable_tqdm=False,
+        save_total_limit=None, **trainer_args(recipe),  # device, precision, report_to, seed
+        disable_tqdm=False,
         dataloader_num_workers=0, remove_unused_columns=True,
         # Demos run 200-850 tokens: batching similar lengths cuts the padding the model computes on.
         train_sampling_strategy="group_by_length",

@@ -84,7 +84,7 @@ def lora_config(recipe: Recipe):
 def sft_config(recipe: Recipe, output_dir: Path):
     from trl import SFTConfig
 
-    from searchgym.train.context import precision
+    from searchgym.train.context import trainer_args
 
     s = recipe.sft
     return SFTConfig(
@@ -101,9 +101,7 @@ def sft_config(recipe: Recipe, output_dir: Path):
         save_total_limit=2,
         # Small models: recomputing activations costs more time than the memory it saves.
         gradient_checkpointing=False,
-        **precision(recipe),
-        report_to=recipe.report_to or "none",
-        seed=recipe.seed,
+        **trainer_args(recipe),  # device, precision, report_to, seed
         disable_tqdm=False,
         dataset_num_proc=None,
     )
