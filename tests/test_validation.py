@@ -149,6 +149,9 @@ def test_the_three_loaders_raise_one_error_class(tmp_path):
     ({"mixture": {}}, "pretrain.mixture: give strategy weights"),
     ({"mixture": {"jump": 1.0}}, "pretrain.mixture: 'jump' is not a strategy of this world; use some of"),
     ({"mixture": {"forward": 0.0}}, "pretrain.mixture: at least one strategy needs a weight > 0"),
+    # nan and inf passed (nan < 0 is false, inf is a weight > 0) and broke the demo shares minutes in
+    ({"mixture": {"forward": float("nan")}}, r"pretrain.mixture.forward: a weight must be a finite number >= 0"),
+    ({"mixture": {"forward": 1.0, "verify": float("inf")}}, r"pretrain.mixture.verify: a weight must be a finite"),
 ])
 def test_pretrain_settings_are_checked_at_load_not_minutes_into_the_run(pretrain, message, no_slow_work):
     settings = {"mixture": {"forward": 1.0}, **pretrain}

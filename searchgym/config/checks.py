@@ -337,8 +337,8 @@ def check_mixture(mixture: dict, strategies) -> dict[str, float]:
         if name not in strategies:
             raise ConfigError(f"pretrain.mixture: {name!r} is not a strategy of this world; use some of "
                               f"{list(strategies)}")
-        if not isinstance(w, int | float) or isinstance(w, bool) or w < 0:
-            raise ConfigError(f"pretrain.mixture.{name}: a weight must be a number >= 0, got {w!r}")
+        if not isinstance(w, int | float) or isinstance(w, bool) or not 0 <= w < math.inf:  # nan, inf: no share
+            raise ConfigError(f"pretrain.mixture.{name}: a weight must be a finite number >= 0, got {w!r}")
     if not any(mixture.values()):
         raise ConfigError("pretrain.mixture: at least one strategy needs a weight > 0")
     return {s: float(mixture.get(s, 0.0)) for s in strategies}
