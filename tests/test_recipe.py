@@ -66,6 +66,8 @@ def test_limit_and_chunking_apply(tmp_path):
     ('[corpus]\nsource = "jsonl"\npath = "x"\n[chunking]\nmax_chars = true\n',
      "chunking.max_chars must be int, got bool True"),
     ('[corpus]\nsource = "jsonl"\npath = "x"\n[chunking]\nmax_chars = 0\n', "chunking.max_chars must be a positive integer, got 0"),
+    ('[corpus]\nsource = "jsonl"\npath = "x"\n[embedder]\nbatch_size = 0\n',
+     "embedder.batch_size must be a positive integer, got 0"),
     ('[corpus]\nsource = 3\n', "corpus.source must be one of ['jsonl', 'wiki18', 'wikipedia', 'factbook', 'wikifactbook'], got 3"),
     ('[corpus]\nsource = "jsonl"\npath = "x"\n[index]\ntype = "ivf"\nnlist = "many"\n',
      "index.nlist must be int or one of ['auto'], got str 'many'"),

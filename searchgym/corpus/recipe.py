@@ -144,7 +144,8 @@ class CorpusRecipe:
         if corpus.source in SOURCES_NEEDING_PATH and source_path is None:
             raise ConfigError(f'{where}: corpus.path is required: source = "{corpus.source}" needs path = '
                               f'"<file.jsonl{" or folder" if corpus.source == "jsonl" else ""}>"')
-        for key, value in (("corpus.limit", corpus.limit), ("chunking.max_chars", file.chunking.max_chars)):
+        for key, value in (("corpus.limit", corpus.limit), ("chunking.max_chars", file.chunking.max_chars),
+                           ("embedder.batch_size", file.embedder.batch_size)):
             if value is not None and value <= 0:
                 raise ConfigError(f"{where}: {key} must be a positive integer, got {value}")
         return cls(source=corpus.source, name=corpus.name or name, source_path=source_path, limit=corpus.limit,
