@@ -131,6 +131,13 @@ def test_corpus_choices_match_what_the_loaders_take():
     assert options == {k for opts in INDEX_OPTIONS.values() for k in opts}
 
 
+def test_index_mmap_reaches_the_built_index(tmp_path):
+    """``[index] mmap = true`` opens the cached index memory-mapped; the default reads it into memory."""
+    body = f'[corpus]\nsource = "jsonl"\npath = "{CORPORA / "tiny.jsonl"}"\n[embedder]\nname = "hashing"\n'
+    assert not load_recipe(write(tmp_path, body)).build(progress=False).mmap
+    assert load_recipe(write(tmp_path, body + "[index]\nmmap = true\n")).build(progress=False).mmap
+
+
 def test_index_and_search_commands_print(capsys):
     index_command(CORPORA / "tiny.toml")
     out = capsys.readouterr().out
