@@ -43,7 +43,7 @@ def prior_recipe(study: Study) -> Recipe | None:
         raise ConfigError(f"prior {study.prior}: {e}") from None
     if recipe.stages != ["pretrain"]:
         raise ConfigError(f"prior {study.prior}: stages must be [\"pretrain\"] (the arms do the training), "
-                         f"got {recipe.stages}")
+                          f"got {recipe.stages}")
     return recipe
 
 
@@ -62,21 +62,21 @@ def resolve(study: Study, prior_model: str | Path | None = None) -> dict[RunSpec
     for run, r in recipes.items():
         if (r.env.id, r.env.kwargs) != (first.env.id, first.env.kwargs):
             raise ConfigError(f"arm {run.arm!r} uses env {r.env.id} {r.env.kwargs} but arm {first_run.arm!r} uses "
-                             f"{first.env.id} {first.env.kwargs}; every arm must run on the same questions: put "
-                             "env.id / env.kwargs in the study's overrides")
+                              f"{first.env.id} {first.env.kwargs}; every arm must run on the same questions: put "
+                              "env.id / env.kwargs in the study's overrides")
         if r.eval != first.eval:
             raise ConfigError(f"arm {run.arm!r} evaluates with {r.eval} but arm {first_run.arm!r} with {first.eval}; "
-                             "set the differing keys in the study's [eval]")
+                              "set the differing keys in the study's [eval]")
     sft = [(run, r) for run, r in recipes.items() if run.train and "sft" in r.stages]
     for run, r in sft[1:]:
         for key in SFT_BUDGET:
             a, b = getattr(r.sft, key), getattr(sft[0][1].sft, key)
             if a != b:
                 raise ConfigError(f"SFT arms must share one information budget: arm {run.arm!r} has sft.{key}={a} "
-                                 f"but arm {sft[0][0].arm!r} has {b}; set sft.{key} in the study's overrides")
+                                  f"but arm {sft[0][0].arm!r} has {b}; set sft.{key} in the study's overrides")
     if prior is not None and (prior.env.id, prior.env.kwargs) != (first.env.id, first.env.kwargs):
         raise ConfigError(f"the prior {study.prior} uses env {prior.env.id} {prior.env.kwargs} but the arms use "
-                         f"{first.env.id} {first.env.kwargs}; put env.id / env.kwargs in the study's overrides")
+                          f"{first.env.id} {first.env.kwargs}; put env.id / env.kwargs in the study's overrides")
     return recipes
 
 
@@ -169,7 +169,7 @@ def _run_study(study: Study, out: Path, recipes: dict[RunSpec, Recipe], train: C
         (train if run.train else evaluate)(run, recipe, run_dir)
         if not folder.trajectories().is_file():
             raise ConfigError(f"{tag} finished without {folder.trajectories()}; the arm's eval did not "
-                             "run (check that the recipe's stages end with an evaluation)")
+                              "run (check that the recipe's stages end with an evaluation)")
         folder.mark_done({"arm": run.arm, "seed": run.seed, "recipe": str(run.recipe),
                           "overrides": list(run.overrides), "seconds": round(time.time() - start, 1),
                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -203,8 +203,8 @@ def _claim(out: Path, study: Study) -> None:
                 merged["arms"][name] = {**now, "seeds": _union(arm.get("seeds", []), now.get("seeds", []))}
         if diff:
             raise ConfigError(f"{out} holds a study run with different settings (differs in: {', '.join(diff)}); "
-                             "pass --out NEW_FOLDER, or delete the old folder to start over (adding arms or "
-                             "seeds is fine)")
+                              "pass --out NEW_FOLDER, or delete the old folder to start over (adding arms or "
+                              "seeds is fine)")
         if old == merged:
             return
         new = merged

@@ -132,7 +132,7 @@ def parse_list(text: str | None, option: str, kind: Callable = str) -> list | No
         values = [kind(t) for t in items]
     except ValueError:
         raise ConfigError(f"{option} {text!r}: give a comma-separated list of {kind.__name__}s, e.g. "
-                         f"{option} {'0,1' if kind is int else 'base,sft-diverse'}") from None
+                          f"{option} {'0,1' if kind is int else 'base,sft-diverse'}") from None
     if not values or len(set(values)) != len(values):
         raise ConfigError(f"{option} {text!r}: give distinct, non-empty values")
     return values
@@ -170,7 +170,7 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
     missing = [n for n in names if n not in data.arms]
     if missing:
         raise ConfigError(f"{path}: presets.{preset}.arms lists arm {missing[0]!r}, which has no [arms.{missing[0]}]; "
-                         f"its arms: {list(data.arms)}")
+                          f"its arms: {list(data.arms)}")
     if arms is not None:
         unknown_arms = [n for n in arms if n not in data.arms]
         if unknown_arms:
@@ -184,7 +184,7 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
     allowed = sorted(set(EVAL_KEYS) - {"baseline"})
     if bad := sorted(set(eval_) - set(allowed)):
         raise ConfigError(f"{path}: key 'eval.{bad[0]}' not allowed; allowed keys in [eval]: {allowed} (no baseline: "
-                         "the base arm is the baseline)")
+                          "the base arm is the baseline)")
     eval_ = dataclasses.asdict(build(EvalConfig, {"baseline": False, **eval_}, str(path), "eval."))
     seeds = list(seeds if seeds is not None else chosen.seeds if chosen.seeds is not None else data.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
@@ -194,14 +194,14 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
         prior = _recipe_path(prior, path)
         if not prior.is_file():
             raise ConfigError(f"{path}: prior = {str(prior)!r} is not a file; name a recipe with stages = "
-                             "[\"pretrain\"], e.g. agents/prior-study.toml")
+                              "[\"pretrain\"], e.g. agents/prior-study.toml")
     for item in overrides:
         key = item.partition("=")[0].strip()
         if key in PINNED:
             raise ConfigError(f"--set {item!r}: a study pins {key} ({PINNED[key]})")
         if key == "model.base" and prior is not None:
             raise ConfigError(f"--set {item!r}: this study pretrains a prior ({prior}) as every arm's model.base; "
-                             "choose a preset without one (e.g. --preset tiny) to set model.base")
+                              "choose a preset without one (e.g. --preset tiny) to set model.base")
     name = data.name or path.stem
     if not NAME_PATTERN.fullmatch(name):  # it names the default output folder, runs/<name>-<preset>
         raise ConfigError(f"{path}: name {name!r:.60} is not a folder name; use 1-100 letters, digits, '.', '_' "
