@@ -151,6 +151,21 @@ def test_meter_command_writes_meters_json_and_refuses_mismatched_n(tmp_path, mon
     assert combined["comparisons"][0]["delta"]["reward/success"]["diff"] == 0.0
 
 
+def test_meter_inputs_with_one_name_keep_their_own_n(tmp_path, monkeypatch, capsys):
+    """One arm of two studies (both "grpo/seed0"): each input keeps its own n in the common-n rule, so the
+    larger one is down-sampled with the warning, in either order, and the columns stay apart."""
+    monkeypatch.chdir(tmp_path)
+    small, large = tmp_path / "s1" / "grpo" / "seed0", tmp_path / "s2" / "grpo" / "seed0"
+    write_trajectories(small / "trajectories.jsonl", [t for t in hand_built() if t.sample == 0])
+    write_trajectories(large / "trajectories.jsonl", hand_built())
+    for paths in ([small, large], [large, small]):
+        meter_command(paths, n_boot=50)
+        assert "warning: equalised to n = 1" in capsys.readouterr().err
+        inputs = json.loads((tmp_path / "meters.json").read_text())["inputs"]
+        assert [block["n"] for block in inputs] == [1, 1]
+        assert sorted(block["original_n"] for block in inputs) == ["1", "2"]
+
+
 def test_cli_meter_exits_2_with_the_fix_in_the_message(tmp_path):
     write_trajectories(tmp_path / "a.jsonl", hand_built())
     write_trajectories(tmp_path / "b.jsonl", hand_built()[:3] + [traj("q2", 1, difficulty=2),

@@ -64,9 +64,19 @@ def _load(path: Path) -> list[Trajectory]:
 
 
 def _names(paths: list[Path]) -> list[str]:
-    """Short column names: folder name or file stem, made unique with the parent folder when needed."""
+    """Short column names: folder name or file stem, made unique with the parent folder when needed, else
+    with the path as given (one arm of two studies), else with the input's position (one path twice).
+
+    >>> _names([Path("s1/grpo/seed0"), Path("s2/grpo/seed0"), Path("s1/base.jsonl")])
+    ['s1/grpo/seed0', 's2/grpo/seed0', 'base']
+    >>> _names([Path("x/a.jsonl"), Path("x/a.jsonl")])
+    ['x/a.jsonl (1)', 'x/a.jsonl (2)']
+    """
     names = [p.name if p.is_dir() else p.stem for p in paths]
-    return [f"{p.parent.name}/{name}" if names.count(name) > 1 else name for p, name in zip(paths, names)]
+    names = [f"{p.absolute().parent.name}/{name}" if names.count(name) > 1 else name
+             for p, name in zip(paths, names)]
+    names = [str(p) if names.count(name) > 1 else name for p, name in zip(paths, names)]
+    return [f"{name} ({i + 1})" if names.count(name) > 1 else name for i, name in enumerate(names)]
 
 
 def check_same_questions(paths: list[Path], loaded: list[list[Trajectory]]) -> None:
@@ -88,20 +98,21 @@ def meter_inputs(paths: list[Path], samples: int | None = None, n_boot: int = 10
     """Meter every input at one common n; returns the metered inputs and a note on how n was chosen."""
     loaded = [_load(Path(p)) for p in paths]
     check_same_questions(paths, loaded)
-    sizes, counts_of = {}, []
-    for path, name, trajs in zip(paths, _names(paths), loaded):
+    names = _names(paths)  # unique: they key the sizes `common_n` compares
+    sizes = {}
+    for path, name, trajs in zip(paths, names, loaded):
         counts: dict[str, int] = {}
         for t in trajs:
             counts[t.task_id] = counts.get(t.task_id, 0) + 1
         if not counts:
             raise ValueError(f"{path} holds no trajectories")
         sizes[name] = (min(counts.values()), max(counts.values()))
-        counts_of.append(sizes[name])
     samples, note, down_sampled = common_n(sizes, samples)
     if down_sampled:
         print(f"warning: {note}", file=sys.stderr)
     metered = []
-    for path, name, trajs, (lo, hi) in zip(paths, _names(paths), loaded, counts_of):
+    for path, name, trajs in zip(paths, names, loaded):
+        lo, hi = sizes[name]
         size = str(lo) if lo == hi else f"{lo}-{hi}"
         try:
             pq, difficulty, n = per_question(trajs, samples)
