@@ -146,6 +146,7 @@ def test_the_three_loaders_raise_one_error_class(tmp_path):
 @pytest.mark.parametrize("pretrain, message", [
     ({"hidden_size": 130}, r"pretrain.hidden_size: must be a multiple of pretrain.num_heads \(4\), got 130"),
     ({"vocab_size": 200}, r"pretrain.vocab_size: byte-level BPE needs >= 300"),
+    ({"num_heads": 0}, r"pretrain.num_heads: must be an integer >= 1, got 0"),  # was a ZeroDivisionError
     ({"mixture": {}}, "pretrain.mixture: give strategy weights"),
     ({"mixture": {"jump": 1.0}}, "pretrain.mixture: 'jump' is not a strategy of this world; use some of"),
     ({"mixture": {"forward": 0.0}}, "pretrain.mixture: at least one strategy needs a weight > 0"),

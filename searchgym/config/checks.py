@@ -108,7 +108,8 @@ def check_pretrain(recipe: Recipe) -> None:
     if p.vocab_size < 300:  # was refused only when the tokenizer was trained, minutes into a run
         raise ConfigError(f"pretrain.vocab_size: byte-level BPE needs >= 300 (256 bytes + merges), got "
                           f"{p.vocab_size}")
-    if p.hidden_size % p.num_heads:  # was refused only when the model was built, after the demos
+    # was refused only when the model was built, after the demos (num_heads < 1 is check_numbers')
+    if p.num_heads >= 1 and p.hidden_size % p.num_heads:
         raise ConfigError(f"pretrain.hidden_size: must be a multiple of pretrain.num_heads ({p.num_heads}), "
                           f"got {p.hidden_size}")
 
