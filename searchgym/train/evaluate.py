@@ -129,8 +129,8 @@ def print_summary(title: str, trained: dict, base: dict | None = None, *, label:
     from rich.table import Table
 
     table = Table("metric", label, *(["base"] if base else []), title=title)
-    for label, key, fmt in ROWS:
-        table.add_row(label, _fmt(trained.get(key), fmt), *([_fmt(base.get(key), fmt)] if base else []))
+    for name, key, fmt in ROWS:  # not `label`: that is the trained column's heading
+        table.add_row(name, _fmt(trained.get(key), fmt), *([_fmt(base.get(key), fmt)] if base else []))
     table.add_row("strategy share", _share(trained.get("strategy_share")),
                   *([_share(base.get("strategy_share"))] if base else []))
     Console().print(table)
