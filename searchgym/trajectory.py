@@ -6,8 +6,11 @@ care where a trajectory came from. Token-level fields are empty for scripted dem
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import types
+import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,8 +64,36 @@ class Trajectory:
 
     @classmethod
     def from_json(cls, row: dict) -> Trajectory:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in row.items() if k in known})
+        """A record back from its JSON form; unknown keys are ignored, a field of the wrong kind is a
+        TypeError naming it (a hand-edited ``"reward": "x"`` would otherwise crash a meter far from here).
+
+        >>> Trajectory.from_json({"task_id": "q", "reward": "x"})
+        Traceback (most recent call last):
+        ...
+        TypeError: reward must be a number, got str 'x'
+        """
+        if not isinstance(row, dict):
+            raise TypeError(f"a record must be a JSON object, got {type(row).__name__}")
+        kinds = _field_kinds()
+        for key, value in row.items():
+            allowed, said = kinds.get(key, ((object,), ""))
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):  # bool is an int
+                raise TypeError(f"{key} must be {said}, got {type(value).__name__} {value!r:.40}")
+        return cls(**{k: v for k, v in row.items() if k in kinds})
+
+
+@functools.cache
+def _field_kinds() -> dict[str, tuple[tuple[type, ...], str]]:
+    """Each field's accepted JSON kinds, read off the annotations once: (types, how to say them)."""
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+             dict: "an object", type(None): "null"}
+    out = {}
+    for name, hint in typing.get_type_hints(Trajectory).items():
+        options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        kinds = tuple(typing.get_origin(o) or o for o in options)
+        kinds += (int,) if float in kinds else ()  # JSON writes 1.0 as 1
+        out[name] = (kinds, " or ".join(names[k] for k in dict.fromkeys(kinds) if k is not int or float not in kinds))
+    return out
 
 
 def write_trajectories(path: str | os.PathLike, trajectories: Iterable[Trajectory], *,

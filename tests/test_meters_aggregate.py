@@ -178,3 +178,23 @@ def test_cli_meter_exits_2_with_the_fix_in_the_message(tmp_path):
     result = CliRunner().invoke(app, ["meter", str(tmp_path / "a.jsonl"), "--out", str(tmp_path / "m.json")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "m.json").read_text())["inputs"][0]["questions"] == 2
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("reward", "x", "reward must be a number, got str 'x'"), ("difficulty", None, "difficulty must be an integer"),
+    ("correct", 1, "correct must be true or false, got int"), ("sample", True, "sample must be an integer, got bool"),
+    ("calls", {}, "calls must be a list"), ("strategy", 3, "strategy must be a string or null"),
+])
+def test_a_hand_edited_record_of_the_wrong_kind_is_one_line_naming_the_field(field, value, said, tmp_path):
+    """Such records used to load and crash a meter later with a numpy or int() traceback (exit 1)."""
+    path = tmp_path / "t.jsonl"
+    write_trajectories(path, hand_built(), parquet=False)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[1][field] = value
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(app, ["meter", str(path)])
+    assert result.exit_code == 2 and f"t.jsonl:2: not a trajectory record ({said}" in result.output, result.output
+    assert "Traceback" not in result.output
+    rows[1][field] = hand_built()[1].to_json()[field]  # the same file, mended, meters again
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert CliRunner().invoke(app, ["meter", str(path), "--out", str(tmp_path / "m.json")]).exit_code == 0
