@@ -192,7 +192,7 @@ def test_a_hand_edited_record_of_the_wrong_kind_is_one_line_naming_the_field(fie
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     rows[1][field] = value
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = CliRunner().invoke(app, ["meter", str(path)])
+    result = CliRunner().invoke(app, ["meter", str(path), "--out", str(tmp_path / "m.json")])
     assert result.exit_code == 2 and f"t.jsonl:2: not a trajectory record ({said}" in result.output, result.output
     assert "Traceback" not in result.output
     rows[1][field] = hand_built()[1].to_json()[field]  # the same file, mended, meters again
