@@ -137,6 +137,8 @@ def experiment(study: Annotated[Path, typer.Argument(help="study file, e.g. agen
                set_: Annotated[list[str] | None, typer.Option("--set", help="override for every arm, applied "
                                                                            "last: section.key=value")] = None,
                report: Annotated[bool, typer.Option(help="write report.html when all runs are done")] = True,
+               jobs: Annotated[int, typer.Option(help="runs at once, each in its own process with one thread "
+                                                      "(e.g. 2 on a 2-core CPU); logs in <study>/logs/")] = 1,
                ) -> None:
     """Run (or resume) a multi-arm study: every arm × seed, evaluated alike; then write its report."""
     from searchgym.study.runner import experiment_command
@@ -144,7 +146,7 @@ def experiment(study: Annotated[Path, typer.Argument(help="study file, e.g. agen
 
     with _one_line():
         experiment_command(study, preset=preset, out=out, overrides=set_ or (), report=report,
-                           arms=parse_list(arms, "--arms"), seeds=parse_list(seeds, "--seeds", int))
+                           arms=parse_list(arms, "--arms"), seeds=parse_list(seeds, "--seeds", int), jobs=jobs)
 
 
 @app.command(name="report")

@@ -23,7 +23,7 @@ from searchgym.config import ConfigError
 from searchgym.corpus.documents import atomic_write  # re-exported: the one atomic write every module uses
 
 __all__ = ["LOCK_FILE", "RUNS_DIR", "RunFolder", "RunLocked", "append_metrics", "atomic_write",
-           "checkpoint_step", "namespaced", "new_run_dir", "read_metrics", "run_lock", "save_pretrained_atomic",
+           "checkpoint_step", "namespaced", "new_run_dir", "parse_rung", "rung_name", "read_metrics", "run_lock", "save_pretrained_atomic",
            "trim_metrics", "write_text"]
 
 RUNS_DIR = Path("runs")
@@ -166,6 +166,21 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def rung_name(stage: str, step: int) -> str:
+    """A dose rung's folder name: the stage and its optimizer step.
+
+    >>> rung_name("grpo", 40), parse_rung("grpo-40"), parse_rung("checkpoint-3x")
+    ('grpo-40', ('grpo', 40), None)
+    """
+    return f"{stage}-{int(step)}"
+
+
+def parse_rung(name: str) -> tuple[str, int] | None:
+    """``(stage, step)`` of a rung folder name, None for anything else."""
+    stage, _, step = name.rpartition("-")
+    return (stage, int(step)) if stage and step.isdigit() else None
+
+
 def write_text(run_dir: str | Path, name: str, text: str) -> Path:
     path = Path(run_dir) / name
     atomic_write(path, text.encode("utf-8"))
@@ -206,6 +221,8 @@ class RunFolder:
         checkpoints/<stage>/checkpoint-N Trainer checkpoints (``--resume`` continues from the latest)
         adapter/                         the final adapter (`searchgym.agent.models.load_model(run)` rebuilds it)
         trajectories.jsonl, eval.json, summary.md, baseline/trajectories.jsonl   the held-out evaluation
+        dose/<stage>-<step>/adapter      snapshots along training (``dose.every``); a study adds each rung's
+        dose/<stage>-<step>/dose.json    trajectories.jsonl and dose.json (`searchgym.study.dose`)
         done.json                        a study run's marker, written last
 
     >>> run = RunFolder("runs/x")
@@ -215,7 +232,7 @@ class RunFolder:
 
     RECIPE, METRICS, SUMMARY, EVAL = "recipe.toml", "metrics.jsonl", "summary.md", "eval.json"
     TRAJECTORIES, BASELINE, ADAPTER, DEMOS = "trajectories.jsonl", "baseline", "adapter", "demos"
-    STAGE_DONE, RUN_DONE = "done", "done.json"
+    STAGE_DONE, RUN_DONE, DOSE = "done", "done.json", "dose"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -276,6 +293,10 @@ class RunFolder:
 
     def checkpoints(self, stage: str) -> Path:
         return self.path / "checkpoints" / stage
+
+    def dose_dir(self, rung: str = "") -> Path:
+        """``dose/`` or one rung's folder in it, ``dose/<stage>-<step>`` (`rung_name`)."""
+        return self.path / self.DOSE / rung if rung else self.path / self.DOSE
 
     def eval_dir(self, label: str = "trained") -> Path:
         """The trained model's evaluation lands in the folder itself, the base model's in ``baseline/``."""

@@ -132,7 +132,7 @@ def check_numbers(recipe: Recipe) -> None:
           for k in keys),
         *((f"{sec}.{k}", getattr(getattr(recipe, sec), k) >= 0, "an integer >= 0")
           for sec, k in (("pretrain", "warmup_steps"), ("pretrain", "intermediate_size"),
-                         ("grpo", "ref_reset_steps"), ("meters", "every"))),
+                         ("grpo", "ref_reset_steps"), ("meters", "every"), ("dose", "every"))),
         ("eval.temperature", _finite(recipe.eval.temperature) and recipe.eval.temperature >= 0,
          "a finite number >= 0 (0 = greedy)"),
         ("grpo.temperature", _finite(recipe.grpo.temperature) and recipe.grpo.temperature > 0, positive),

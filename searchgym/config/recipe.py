@@ -173,6 +173,16 @@ class MeterConfig:
 
 
 @dataclass
+class DoseConfig:
+    """Checkpoints along training, for dose curves (`searchgym.train.dose`, docs/dose.md): every ``every``
+    optimizer steps of each LoRA stage, and at each stage's end, the adapter is saved as
+    ``dose/<stage>-<step>/adapter`` (a LoRA is small: ~0.1 MB on the shipped prior, ~7 MB on SmolLM2 at r = 16).
+    A study evaluates the rungs it names among them exactly like the final model."""
+
+    every: int = 0  # 0 = no snapshots
+
+
+@dataclass
 class Recipe:
     name: str = "agent"
     seed: int = 0
@@ -185,6 +195,7 @@ class Recipe:
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
     eval: EvalConfig = field(default_factory=EvalConfig)
     meters: MeterConfig = field(default_factory=MeterConfig)
+    dose: DoseConfig = field(default_factory=DoseConfig)
     report_to: list[str] | str = field(default_factory=list)  # e.g. ["tensorboard"], ["wandb"] ("wandb" = ["wandb"])
     # Settings of registered stages that are not fields here (`searchgym.train.stages.STAGES`): section name
     # -> that stage's settings dataclass; written back as ordinary top-level sections.

@@ -99,6 +99,95 @@ def assistant_nll(model, tokenizer, trajectories: Sequence[Trajectory], *, batch
     return {"nll": nll, "ppl": math.exp(nll), "tokens": float(count)}
 
 
+def _batches(tokenizer, trajectories: Sequence[Trajectory], context: int, batch_size: int):
+    """(indices, ids, labels, mask) batches of the trajectories' token ids, similar lengths together, right
+    padded (positions start at 0 as in training; the pads come after every scored token)."""
+    rows = [(i, ids[:context], labels[:context])
+            for i, (ids, labels) in enumerate(agent_token_labels(tokenizer, trajectories))]
+    rows.sort(key=lambda r: len(r[1]))  # similar lengths share a batch: less padding to compute on
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        width = max(len(ids) for _, ids, _ in batch)
+        yield ([i for i, _, _ in batch], torch.tensor([ids + [pad] * (width - len(ids)) for _, ids, _ in batch]),
+               torch.tensor([lab + [IGNORE] * (width - len(lab)) for _, _, lab in batch]),
+               torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for _, ids, _ in batch]))
+
+
+def kl_to_base(model, tokenizer, trajectories: Sequence[Trajectory], *, temperature: float = 1.0,
+               batch_size: int = 4) -> list[dict[str, float]]:
+    """How far a LoRA policy has moved from its base on its own trajectories: per trajectory, sums over its
+    assistant tokens (`agent_token_labels`) of three estimates of KL(π || π_base), with π the ``model``
+    (adapter on) and π_base the same model with the adapter off, both at the sampling ``temperature``::
+
+        k1 = log π(y_t) − log π_base(y_t)                 (Schulman's k1: unbiased, can be < 0)
+        k3 = r − 1 − log r,  r = π_base(y_t) / π(y_t)     (k3: unbiased, >= 0, low variance)
+        exact = Σ_v π(v) (log π(v) − log π_base(v))       (the whole next-token distribution at t)
+
+    each at a position t of a token y_t the policy sampled. Divided by ``tokens`` they are per-token KL
+    estimates; all three have the same expectation, which the tests check. Returns ``[{"k1", "k3", "exact",
+    "tokens"}]`` in the order given. Scores in eval mode under inference mode, the adapter switched back on.
+
+    >>> from types import SimpleNamespace
+    >>> from searchgym.train.prior_tokenizer import train_tokenizer
+    >>> tok = train_tokenizer(["x"], 300)
+    >>> class Shifted(torch.nn.Module):  # the "adapter" raises one logit by 1: a known KL at every position
+    ...     config = SimpleNamespace(max_position_embeddings=4096)
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.w, self.on = torch.nn.Parameter(torch.zeros(1)), True
+    ...     def forward(self, input_ids, attention_mask):
+    ...         z = torch.zeros(*input_ids.shape, len(tok)); z[..., 5] += 1.0 if self.on else 0.0
+    ...         return SimpleNamespace(logits=z)
+    ...     def disable_adapter(self):
+    ...         import contextlib
+    ...         @contextlib.contextmanager
+    ...         def off():
+    ...             self.on = False
+    ...             yield
+    ...             self.on = True
+    ...         return off()
+    >>> t = Trajectory("q", "e", 0, "Who?", [{"role": "user", "content": "Who?"},
+    ...                {"role": "assistant", "content": "Ada"}], [], "A", None, [], [], [], "Ada", 1.0, True, [], [], 1)
+    >>> r = kl_to_base(Shifted(), tok, [t])[0]
+    >>> V, e = len(tok), math.e
+    >>> p5 = e / (e + V - 1)  # the policy's probability of token 5; every other token has (1 - p5) / (V - 1)
+    >>> exact = p5 * math.log(p5 * V) + (1 - p5) * math.log((1 - p5) / (V - 1) * V)
+    >>> r["tokens"], abs(r["exact"] / r["tokens"] - exact) < 1e-6, r["k3"] > 0
+    (4.0, True, True)
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    scale = 1.0 / temperature if temperature > 0 else 1.0  # greedy decoding: the T = 1 distributions
+    context = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+    device = next(model.parameters()).device
+    out = [{"k1": 0.0, "k3": 0.0, "exact": 0.0, "tokens": 0.0} for _ in trajectories]
+    was_training = model.training
+    model.eval()
+    try:
+        for index, ids, labels, mask in _batches(tokenizer, trajectories, context, batch_size):
+            ids, mask = ids.to(device), mask.to(device)
+            with torch.inference_mode():
+                policy = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+                with model.disable_adapter():
+                    base = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            # The logits at t predict token t + 1: score every agent token under both models.
+            targets = labels[:, 1:].to(device)
+            keep = targets != IGNORE
+            lp, lq = F.log_softmax(policy * scale, -1), F.log_softmax(base * scale, -1)
+            tok = targets.clamp(min=0).unsqueeze(-1)
+            log_ratio = (lq.gather(-1, tok) - lp.gather(-1, tok)).squeeze(-1)  # log π_base − log π
+            terms = {"k1": -log_ratio, "k3": torch.expm1(log_ratio) - log_ratio,
+                     "exact": (lp.exp() * (lp - lq)).sum(-1)}
+            for row, i in enumerate(index):
+                for name, values in terms.items():
+                    out[i][name] += float(values[row][keep[row]].sum())
+                out[i]["tokens"] += float(keep[row].sum())
+    finally:
+        model.train(was_training)
+    return out
+
+
 def support_meters(trajectories: Sequence[Trajectory], base, own=None, *, batch_size: int = 4) -> dict[str, float]:
     """``support/base_nll``, ``support/base_ppl`` (the trajectories under ``base``), ``support/own_nll``,
     ``support/own_ppl`` (under ``own``, the model that sampled them; NaN without it) and ``support/tokens``.

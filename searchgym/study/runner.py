@@ -25,6 +25,7 @@ from searchgym.runs import RunFolder, atomic_write
 from searchgym.study.spec import (
     SFT_BUDGET,
     STUDY_FILE,
+    DoseTable,
     RunSpec,
     Study,
     load_study,
@@ -120,24 +121,29 @@ def _pretrain_prior(recipe: Recipe, prior_dir: Path) -> None:
 
 
 def run_study(study: Study, out: str | Path, *, train: Callable | None = None, evaluate: Callable | None = None,
-              pretrain: Callable | None = None, log: Callable[[str], None] = print) -> list[Path]:
-    """Run every arm × seed not yet done; returns the run folders in study order.
+              pretrain: Callable | None = None, log: Callable[[str], None] = print, jobs: int = 1) -> list[Path]:
+    """Run every arm × seed not yet done, then evaluate its dose rungs not yet evaluated (when the study has
+    a ``[dose]``); returns the run folders in study order.
 
     ``train`` / ``evaluate`` (run, recipe, run_dir) do one trained / untrained run (default: `train_command`
-    and `eval_command`); ``pretrain`` (recipe, prior_dir) builds the study's prior; tests pass fakes.
+    and the base model's evaluation); ``pretrain`` (recipe, prior_dir) builds the study's prior; tests pass
+    fakes. ``jobs`` > 1 runs that many runs at once in worker processes of one thread each (the prior, if
+    any, first; each worker's output goes to ``<study>/logs/<arm>-seed<k>.log``).
     The study folder is locked while it runs (`searchgym.runs.run_lock`; each training locks its own run
     folder too), so a second `searchgym experiment` on it stops with one line instead of racing.
     """
     from searchgym.runs import run_lock
 
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs: must be an integer >= 1 (runs at once), got {jobs!r}")
     out = Path(out)
     recipes = resolve(study, _prior(out).stage_model("pretrain") if study.prior else None)  # a bad study writes nothing
     with run_lock(out):  # a held lock is `runs.RunLocked`, a ConfigError like every other reason not to run
-        return _run_study(study, out, recipes, train or _train, evaluate or _evaluate_base, pretrain, log)
+        return _run_study(study, out, recipes, train or _train, evaluate or _evaluate_base, pretrain, log, jobs)
 
 
 def _run_study(study: Study, out: Path, recipes: dict[RunSpec, Recipe], train: Callable, evaluate: Callable,
-               pretrain: Callable | None, log: Callable[[str], None]) -> list[Path]:
+               pretrain: Callable | None, log: Callable[[str], None], jobs: int = 1) -> list[Path]:
     prior = _prior(out)
     prior_dir, prior_model = prior.path, prior.stage_model("pretrain")
     _claim(out, study)
@@ -152,15 +158,23 @@ def _run_study(study: Study, out: Path, recipes: dict[RunSpec, Recipe], train: C
                 raise ConfigError(f"the prior finished without {prior_model}")
             prior.mark_done({"recipe": str(study.prior), "seconds": round(time.time() - start, 1),
                              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    folders = []
-    for i, (run, recipe) in enumerate(recipes.items(), 1):
-        run_dir = run.folder(out)
-        folder = RunFolder(run_dir)
-        folders.append(run_dir)
-        tag = f"[{i}/{len(recipes)}] {run.arm} seed {run.seed}"
-        if folder.is_done():
-            log(f"{tag}: done already, skipped")
-            continue
+    jobs_list = [(f"[{i}/{len(recipes)}] {run.arm} seed {run.seed}", run, recipe, run.folder(out))
+                 for i, (run, recipe) in enumerate(recipes.items(), 1)]
+    if jobs == 1:
+        for tag, run, recipe, run_dir in jobs_list:
+            _one_run(tag, run, recipe, run_dir, train, evaluate, study.dose, log)
+    else:
+        _run_parallel(jobs_list, out, train, evaluate, study.dose, log, jobs)
+    return [run_dir for *_, run_dir in jobs_list]
+
+
+def _one_run(tag: str, run: RunSpec, recipe: Recipe, run_dir: Path, train: Callable, evaluate: Callable,
+             dose: DoseTable, log: Callable[[str], None]) -> str:
+    """One arm × seed: train (or evaluate the base) unless done, mark it done, then its dose rungs."""
+    folder = RunFolder(run_dir)
+    if folder.is_done():
+        log(f"{tag}: done already, skipped")
+    else:
         if run_dir.exists():  # a crash left it half-written: start this run over
             log(f"{tag}: unfinished folder from an earlier attempt, starting it over")
             shutil.rmtree(run_dir)
@@ -173,7 +187,76 @@ def _run_study(study: Study, out: Path, recipes: dict[RunSpec, Recipe], train: C
         folder.mark_done({"arm": run.arm, "seed": run.seed, "recipe": str(run.recipe),
                           "overrides": list(run.overrides), "seconds": round(time.time() - start, 1),
                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    return folders
+    if not dose.every:
+        return ""
+    from searchgym.study.dose import evaluate_base_rung, evaluate_rungs, read_rung
+
+    if not run.train:
+        return f"rung {evaluate_base_rung(run_dir, recipe, run.arm, run.seed).name}"
+    log(f"{tag}: dose rungs")
+    rungs = evaluate_rungs(run_dir, recipe, run.arm, run.seed, dose.rungs or None, log=log)
+    last = read_rung(rungs[-1])["kl"]["k3"]["value"]
+    return f"{len(rungs)} rungs, final KL k3 {'–' if last is None else f'{last:.4f}'} nats/token"
+
+
+def _worker_init() -> None:
+    """A worker of `_run_parallel`: one thread (several runs share the cores), set before torch loads."""
+    import os
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _worker(tag: str, run: RunSpec, recipe: Recipe, run_dir: Path, train: Callable, evaluate: Callable,
+            dose: DoseTable, log_file: Path) -> str:
+    """`_one_run` in a worker process, its output (progress bars included) in its own log file."""
+    import contextlib
+    import os
+    import sys
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a", encoding="utf-8", buffering=1) as f, contextlib.ExitStack() as stack:
+        saved = [os.dup(1), os.dup(2)]
+        stack.callback(lambda: [os.dup2(fd, i) or os.close(fd) for i, fd in zip((1, 2), saved)])
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(f.fileno(), 1), os.dup2(f.fileno(), 2)  # C-level writers (tqdm, torch, warnings) too
+        stack.enter_context(contextlib.redirect_stdout(f))
+        stack.enter_context(contextlib.redirect_stderr(f))
+        return _one_run(tag, run, recipe, run_dir, train, evaluate, dose, print)
+
+
+def _run_parallel(jobs_list: list, out: Path, train: Callable, evaluate: Callable, dose: DoseTable,
+                  log: Callable[[str], None], jobs: int) -> None:
+    """Independent runs in ``jobs`` processes (spawned: no torch state is forked); every run finishes or
+    fails on its own, and the failures are raised together at the end."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    failed = []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init) as pool, \
+            tqdm(total=len(jobs_list), desc=f"study runs ({jobs} at once)", unit="run") as bar:
+        started = time.time()
+        futures = {}
+        for tag, run, recipe, run_dir in jobs_list:
+            log_file = out / "logs" / f"{run.arm}-seed{run.seed}.log"
+            futures[pool.submit(_worker, tag, run, recipe, run_dir, train, evaluate, dose, log_file)] = (tag, log_file)
+        for future in as_completed(futures):
+            tag, log_file = futures[future]
+            try:
+                note = future.result()
+                bar.write(f"{tag}: done at {(time.time() - started) / 60:.1f} min{f' ({note})' if note else ''}")
+            except Exception as e:  # noqa: BLE001  one run's failure must not stop the others
+                failed.append(f"{tag}: {type(e).__name__}: {e} (log: {log_file})")
+                bar.write(f"{tag}: FAILED ({type(e).__name__}: {e}); log: {log_file}")
+            bar.update()
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(jobs_list)} study runs failed: " + "; ".join(failed))
 
 
 def _prior(out: Path) -> RunFolder:
@@ -190,7 +273,9 @@ def _claim(out: Path, study: Study) -> None:
     path = out / STUDY_FILE
     if path.exists():
         old = tomllib.loads(path.read_text(encoding="utf-8"))
-        diff = sorted(k for k in set(old) | set(new) if k not in ("arms", "seeds") and old.get(k) != new.get(k))
+        diff = sorted(k for k in set(old) | set(new) if k not in ("arms", "seeds", "dose") and old.get(k) != new.get(k))
+        if old.get("dose", {}).get("every", 0) != new.get("dose", {}).get("every", 0):
+            diff.append("dose.every")  # snapshots are part of training; rungs can be added at any time
         merged = {**new, "arms": dict(new.get("arms", {})),
                   "seeds": _union(old.get("seeds", []), new.get("seeds", []))}
         for name, arm in old.get("arms", {}).items():
@@ -218,11 +303,11 @@ def _union(a: list, b: list) -> list:
 
 def experiment_command(study_path: str | Path, preset: str | None = None, out: str | Path | None = None,
                        overrides: Sequence[str] = (), report: bool = True, *, arms: Sequence[str] | None = None,
-                       seeds: Sequence[int] | None = None) -> Path:
+                       seeds: Sequence[int] | None = None, jobs: int = 1) -> Path:
     """`searchgym experiment`: run (or resume) a study, then write its report. Returns the study folder."""
     study = load_study(study_path, preset, overrides, arms=arms, seeds=seeds)
     out = Path(out) if out else Path("runs") / f"{study.name}-{study.preset or 'default'}"
-    run_study(study, out)
+    run_study(study, out, jobs=jobs)
     if report:
         from searchgym.report import report_command
 

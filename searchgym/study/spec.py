@@ -26,6 +26,18 @@ StudyError = ConfigError  # a study that cannot run as written: the one config e
 
 
 @dataclass
+class DoseTable:
+    """``[dose]``: checkpoints along every training arm, each evaluated like the final model (docs/dose.md).
+
+    ``every`` becomes each training arm's ``dose.every`` (adapter snapshots every N optimizer steps of each
+    stage, and at its end); ``rungs`` are the per-stage steps to evaluate among them (each stage's last
+    step always is; empty: every snapshot). Rungs can be added to a finished study: only new ones run."""
+
+    every: int = 0
+    rungs: list[int] = field(default_factory=list)
+
+
+@dataclass
 class ArmTable:
     """``[arms.<name>]`` as written."""
 
@@ -46,6 +58,7 @@ class PresetTable:
     eval: dict = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
     prior: str | None = None  # "" switches the study's prior off
+    dose: dict = field(default_factory=dict)  # replaces the study's [dose] keys it sets
 
 
 @dataclass
@@ -59,6 +72,7 @@ class StudyFile:
     prior: str | None = None
     overrides: list[str] = field(default_factory=list)
     eval: dict = field(default_factory=dict)
+    dose: dict = field(default_factory=dict)  # a DoseTable
     arms: dict[str, ArmTable] = field(default_factory=dict)
     presets: dict[str, PresetTable] = field(default_factory=dict)
 
@@ -84,6 +98,7 @@ class Study:
     arms: list[Arm]
     prior: Path | None = None  # a pretrain-only recipe every arm starts from (see run_study)
     last: list[str] = field(default_factory=list)  # --set overrides: applied after everything the study sets
+    dose: DoseTable = field(default_factory=DoseTable)
 
     def runs(self, prior_model: str | Path | None = None) -> list[RunSpec]:
         """Arm × seed expansion, in file order (arms first, seeds within), with each run's overrides;
@@ -92,7 +107,8 @@ class Study:
         base = (f"model.base={toml_value(str(Path(prior_model).resolve()))}",) if prior_model else ()
         for arm in self.arms:
             for seed in arm.seeds if arm.seeds is not None else self.seeds:
-                overrides = (*arm.overrides, *self.overrides, *base, f"seed={seed}",
+                dose = (f"dose.every={self.dose.every}",) if arm.train and self.dose.every else ()
+                overrides = (*arm.overrides, *self.overrides, *base, f"seed={seed}", *dose,
                              *(f"eval.{k}={toml_value(v)}" for k, v in self.eval.items()), *self.last)
                 out.append(RunSpec(arm.name, seed, arm.recipe, tuple(overrides), arm.train))
         return out
@@ -101,6 +117,7 @@ class Study:
         return {"name": self.name, "preset": self.preset, "seeds": self.seeds,
                 "overrides": [*self.overrides, *self.last],
                 "prior": str(self.prior) if self.prior else None, "eval": self.eval,
+                "dose": {"every": self.dose.every, "rungs": list(self.dose.rungs)},
                 "arms": {a.name: {"recipe": str(a.recipe), "train": a.train, "overrides": a.overrides,
                                   "seeds": a.seeds if a.seeds is not None else self.seeds} for a in self.arms}}
 
@@ -140,6 +157,7 @@ def parse_list(text: str | None, option: str, kind: Callable = str) -> list | No
 
 # What a study sets itself: --set cannot change it (a --set on anything else wins over the study).
 PINNED = {"seed": "the study sets each run's seed; use --seeds 0,1 instead",
+          "dose.every": "the study's [dose] every sets it for every training arm",
           "name": "run folders are named by arm and seed",
           "stages": "each arm's stages are what the arm is; choose arms with --arms",
           "eval.baseline": "the study's base arm is the baseline"}
@@ -202,12 +220,32 @@ def load_study(path: str | Path, preset: str | None = None, overrides: Sequence[
         if key == "model.base" and prior is not None:
             raise ConfigError(f"--set {item!r}: this study pretrains a prior ({prior}) as every arm's model.base; "
                               "choose a preset without one (e.g. --preset tiny) to set model.base")
+    dose = _dose({**data.dose, **chosen.dose}, path, preset)
     name = data.name or path.stem
     if not NAME_PATTERN.fullmatch(name):  # it names the default output folder, runs/<name>-<preset>
         raise ConfigError(f"{path}: name {name!r:.60} is not a folder name; use 1-100 letters, digits, '.', '_' "
                           "or '-', not starting with '.'")
     return Study(name=name, preset=preset, seeds=seeds, eval=eval_,
-                 overrides=[*data.overrides, *chosen.overrides], arms=arm_list, prior=prior, last=list(overrides))
+                 overrides=[*data.overrides, *chosen.overrides], arms=arm_list, prior=prior, last=list(overrides),
+                 dose=dose)
+
+
+def _dose(table: dict, path: Path, preset: str) -> DoseTable:
+    """The study's ``[dose]`` with its preset's keys over it, checked: the rungs must be on the snapshot grid."""
+    where = f"{path} [presets.{preset}]" if preset else str(path)
+    dose = build(DoseTable, table, where, "dose.")
+    if dose.every < 0:
+        raise ConfigError(f"{where}: dose.every must be an integer >= 0 (0 = no dose curve), got {dose.every}")
+    if dose.rungs and not dose.every:
+        raise ConfigError(f"{where}: dose.rungs {dose.rungs} needs snapshots to evaluate; set dose.every > 0 "
+                          "(e.g. every = 10 with rungs = [10, 20, 40, 80])")
+    bad = [r for r in dose.rungs if r < 1 or r % max(dose.every, 1)]
+    if bad:
+        raise ConfigError(f"{where}: dose.rungs {bad} are not on the snapshot grid: every rung must be a positive "
+                          f"multiple of dose.every = {dose.every} (each stage's last step is a rung anyway)")
+    if len(set(dose.rungs)) != len(dose.rungs):
+        raise ConfigError(f"{where}: dose.rungs must be distinct, got {dose.rungs}")
+    return dose
 
 
 def _recipe_path(name: str, study_path: Path) -> Path:

@@ -191,11 +191,16 @@ class TrainContext:
         return MetricsLogger(self.run_dir, self.stage)
 
     def attach(self, trainer, *, probes: bool = True) -> None:
-        """The readable progress line instead of the Trainer's raw dicts, and (rank 0, ``meters.every`` > 0)
-        the live diversity probes with their collapse alarms."""
+        """The readable progress line instead of the Trainer's raw dicts, (rank 0, ``dose.every`` > 0) adapter
+        snapshots for dose curves (`searchgym.train.dose`), and (rank 0, ``meters.every`` > 0) the live
+        diversity probes with their collapse alarms."""
         from searchgym.train.sft import use_readable_progress
 
         use_readable_progress(trainer, self.stage)
+        if self.recipe.dose.every and self.is_main:
+            from searchgym.train.dose import DoseSnapshots
+
+            trainer.add_callback(DoseSnapshots(self.run_dir, self.stage, self.recipe.dose.every, self.base_alias))
         if probes and self.is_main:
             from searchgym.train.probes import make_diversity_callback
 
@@ -248,7 +253,7 @@ def load_stage_adapter(model, adapter: Path):
     return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
 
 
-def save_adapter(model, folder: Path, base_alias: str | None) -> None:
+def save_adapter(model, folder: Path, base_alias: str | None, adapters: list[str] | None = None) -> None:
     """Save the LoRA adapter in standard PEFT format, loadable two ways:
 
         searchgym.agent.models.load_model("runs/x")                                   # model + tokenizer, any machine
@@ -257,6 +262,7 @@ def save_adapter(model, folder: Path, base_alias: str | None) -> None:
     Its config names the base by the alias's resolved folder (``$SEARCHGYM_CACHE/models/tiny``…), a path
     transformers can open (an alias is not a Hugging Face id); the folder is named after the alias, so
     `load_model` maps it back to the alias and rebuilds the base on a machine with another cache.
+    ``adapters`` names the adapters to save (default: all the model holds).
     """
     from peft import PeftModel
 
@@ -265,7 +271,7 @@ def save_adapter(model, folder: Path, base_alias: str | None) -> None:
 
     if not isinstance(model, PeftModel):
         raise RuntimeError("training returned a model without a LoRA adapter; nothing to save")
-    model.save_pretrained(str(folder))
+    model.save_pretrained(str(folder), **({"selected_adapters": adapters} if adapters else {}))
     config_path = folder / "adapter_config.json"
     if base_alias and config_path.exists():
         config = json.loads(config_path.read_text(encoding="utf-8"))

@@ -138,25 +138,33 @@ def print_summary(title: str, trained: dict, base: dict | None = None, *, label:
         Console().print(f"success, trained − base (paired bootstrap over questions, 95% CI): {_gain(trained)}")
 
 
+def eval_plan(recipe: Recipe, *, progress: bool = True) -> tuple[list[str], dict]:
+    """What a run's evaluation samples: the first ``eval.questions`` task ids of ``eval.split`` and the
+    `rollout` settings (n, decoding, turns, seed, env kwargs). The final model and every dose rung
+    (`searchgym.study.dose`) are evaluated with exactly this."""
+    import gymnasium
+
+    e = recipe.eval
+    env_kwargs = {**recipe.env.kwargs, "split": e.split}
+    env = gymnasium.make(recipe.env.id, **env_kwargs)
+    task_ids = [t.id for t in env.unwrapped.tasks[: e.questions]]
+    env.close()
+    return task_ids, dict(samples=e.samples, temperature=e.temperature, top_p=e.top_p, max_turns=e.max_turns,
+                          max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=recipe.seed,
+                          env_kwargs=env_kwargs, progress=progress)
+
+
 def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, *, progress: bool = True) -> dict:
     """Roll out the trained model (and the base, with the adapter disabled) on the first
     ``recipe.eval.questions`` tasks of ``recipe.eval.split``; write trajectories and ``summary.md``."""
     import contextlib
-
-    import gymnasium
 
     from searchgym.agent.rollout import rollout
     from searchgym.runs import RunFolder
     from searchgym.trajectory import write_trajectories
 
     e, run = recipe.eval, RunFolder(run_dir)
-    env_kwargs = {**recipe.env.kwargs, "split": e.split}
-    env = gymnasium.make(recipe.env.id, **env_kwargs)
-    task_ids = [t.id for t in env.unwrapped.tasks[: e.questions]]
-    env.close()
-    settings = dict(samples=e.samples, temperature=e.temperature, top_p=e.top_p, max_turns=e.max_turns,
-                    max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=recipe.seed,
-                    env_kwargs=env_kwargs, progress=progress)
+    task_ids, settings = eval_plan(recipe, progress=progress)
     summaries, sampled = {}, {}
     for label in ["trained"] + (["base"] if e.baseline else []):
         print(f"evaluating the {label} model on {len(task_ids)} {e.split} questions × {e.samples} samples")

@@ -1,0 +1,70 @@
+"""Snapshots along training: the LoRA adapter every ``dose.every`` optimizer steps, for dose curves.
+
+A method is compared at the doses it reached, not only at the end (docs/dose.md): with ``dose.every = d``
+each LoRA stage (SFT, GRPO, any registered one that calls ``ctx.attach``) saves its adapter at steps d,
+2d, 3d, ... and at its last step into ``dose/<stage>-<step>/adapter`` of the run folder, with a
+``snapshot.json`` (stage, step, the stage's step count). A study then evaluates the rungs it names
+(`searchgym.study.dose`) exactly like the final model. Snapshots are written by rank 0, atomically (a
+temp folder renamed into place), so a crash never leaves half an adapter behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from searchgym.runs import RunFolder, atomic_write, rung_name
+
+SNAPSHOT = "snapshot.json"
+
+
+def snapshot_due(step: int, every: int) -> bool:
+    """Whether optimizer step ``step`` is on the snapshot grid (the stage's last step is saved separately).
+
+    >>> [s for s in range(1, 11) if snapshot_due(s, 4)], snapshot_due(3, 0)
+    ([4, 8], False)
+    """
+    return every > 0 and step > 0 and step % every == 0
+
+
+class DoseSnapshots(TrainerCallback):
+    """Save the trained ("default") adapter on the snapshot grid and at the end of the stage."""
+
+    def __init__(self, run_dir: str | Path, stage: str, every: int, base_alias: str | None = None):
+        self.run, self.stage, self.every, self.base_alias = RunFolder(run_dir), stage, every, base_alias
+
+    def save(self, model, step: int, max_steps: int) -> Path | None:
+        from peft import PeftModel
+
+        from searchgym.train.context import save_adapter
+
+        if not isinstance(model, PeftModel):  # a stage that trains the whole model (pretrain): nothing to snap
+            return None
+        folder = self.run.dose_dir(rung_name(self.stage, step))
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        # Only the policy: TRL's frozen reference copy ("ref", with beta > 0) is a training device.
+        save_adapter(model, tmp / "adapter", self.base_alias, adapters=["default"])
+        atomic_write(tmp / SNAPSHOT, json.dumps({"stage": self.stage, "stage_step": step,
+                                                 "stage_steps": max_steps}).encode("utf-8"))
+        if (folder / "adapter").exists():  # a resumed stage saves the steps after its checkpoint again
+            shutil.rmtree(folder / "adapter")
+        folder.mkdir(parents=True, exist_ok=True)
+        for item in tmp.iterdir():
+            item.rename(folder / item.name)
+        tmp.rmdir()
+        return folder
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero and snapshot_due(state.global_step, self.every) \
+                and state.global_step < state.max_steps:
+            self.save(model, state.global_step, state.max_steps)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        # The stage's last step is always a rung: the point its curve ends on.
+        if state.is_world_process_zero and state.global_step > 0:
+            self.save(model, state.global_step, state.global_step)
