@@ -4,7 +4,8 @@ Takes a study folder or several run folders and runs the report's steps in order
 (`searchgym.report.discover`), meter every run at one fixed n on the shared questions
 (`searchgym.report.data`), derive the verdict (`searchgym.report.rules`), draw the figures
 (`searchgym.report.figures`), then write ``report.html`` (self-contained: PNGs embedded as base64), the
-PNGs, ``report.md`` and ``report.json`` (this module).
+PNGs, ``report.md`` and ``report.json`` (this module). A study with a dose ladder gets one more section,
+"Dose and distance" (`searchgym.report.dose`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from pathlib import Path
 from searchgym.corpus.documents import atomic_write
 from searchgym.report.data import TABLE_METRICS, Estimate, StudyData, ci_text, summarise
 from searchgym.report.discover import discover_runs
+from searchgym.report.dose import CAPTION as DOSE_CAPTION
+from searchgym.report.dose import DoseData, dose_data, dose_figure, dose_findings, dose_table, slope_table
+from searchgym.report.dose import to_json as dose_json
 from searchgym.report.figures import arm_colours, figures
 from searchgym.report.rules import verdict
 
@@ -35,17 +39,44 @@ def _md_inline(text: str) -> str:
     return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def render_html(data: StudyData, findings: list[str], figs: dict[str, tuple[str, bytes]], sources: list[str]) -> str:
+def _figure_html(stem: str, caption: str, png: bytes) -> str:
+    return (f"<figure id='fig-{stem}'><img alt='{html.escape(caption)}' src='data:image/png;base64,"
+            f"{base64.b64encode(png).decode()}'><figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _plain_table(header: list[str], rows: list[list[str]]) -> str:
+    return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>\n" + "\n".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
+
+
+def _dose_html(dose: DoseData, png: bytes) -> str:
+    """The "Dose and distance" section: its sentences, the figure, the matched-KL table and the slopes."""
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in dose.notes)
+    return f"""<h2>Dose and distance</h2>
+<p class="small">Every checkpoint of the dose ladder was evaluated on the same {len(dose.questions)} questions at
+n = {dose.n}. Arms are compared at matched KL: κ is the largest per-token KL to the base that every seed of both
+arms reaches; each seed's meter is interpolated at κ along its own path from the base, and the difference gets a
+95% percentile bootstrap CI (questions resampled jointly for both arms, seeds within each arm). A difference is
+claimed only where that CI excludes 0; otherwise the CI bounds it.</p>
+<ul class="verdict">{''.join(f'<li>{_md_inline(f)}</li>' for f in dose_findings(dose))}</ul>
+{_figure_html("dose", DOSE_CAPTION, png)}
+<h3>Matched KL</h3>
+{_plain_table(*dose_table(dose))}
+<h3>Change per nat of KL (least squares over every rung and seed, base included)</h3>
+{_plain_table(*slope_table(dose))}
+{f'<ul class="small">{notes}</ul>' if notes else ''}
+"""
+
+
+def render_html(data: StudyData, findings: list[str], figs: dict[str, tuple[str, bytes]], sources: list[str],
+                dose: tuple[DoseData, bytes] | None = None) -> str:
     colours = arm_colours([a.name for a in data.arms])
     header, rows = _table_rows(data)
     methods = sorted({e.method for a in data.arms for e in a.table.values() if e.method})
     table = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>\n" + "\n".join(
         "<tr>" + f"<td><span class='dot' style='background:{colours[r[0]]}'></span>{html.escape(r[0])}</td>"
         + "".join(f"<td>{html.escape(c)}</td>" for c in r[1:]) + "</tr>" for r in rows)
-    figure_html = "\n".join(
-        f"<figure id='fig-{stem}'><img alt='{html.escape(caption)}' src='data:image/png;base64,"
-        f"{base64.b64encode(png).decode()}'><figcaption>{html.escape(caption)}</figcaption></figure>"
-        for stem, (caption, png) in figs.items())
+    figure_html = "\n".join(_figure_html(stem, caption, png) for stem, (caption, png) in figs.items())
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>searchgym report: exploration breadth by training method</title>
@@ -61,7 +92,7 @@ th {{ background: #f4f4f4; }} td:first-child, th:first-child {{ text-align: left
 figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; }} figcaption {{ color: #555; font-size: 0.9em; }}
 .verdict li {{ margin: 0.3em 0; }} .small {{ color: #666; font-size: 0.88em; }}
 </style></head>
-<body data-figures-expected="{len(figs)}">
+<body data-figures-expected="{len(figs) + (dose is not None)}">
 <h1>Which training method preserves exploration breadth?</h1>
 <p class="sub">{len(data.arms)} arms · {data.questions} held-out questions · n = {data.n} samples per question ·
 generated {time.strftime('%Y-%m-%d %H:%M')}</p>
@@ -78,7 +109,7 @@ unique docs = distinct documents retrieved over the n samples; query breadth = d
 samples.</p>
 <h2>Figures</h2>
 {figure_html}
-<h2>Inputs and notes</h2>
+{_dose_html(*dose) if dose else ''}<h2>Inputs and notes</h2>
 <ul class="small">{''.join(f'<li>{html.escape(s)}</li>' for s in sources)}{notes}</ul>
 <script>
 window.addEventListener("load", function () {{
@@ -90,8 +121,23 @@ window.addEventListener("load", function () {{
 """
 
 
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+            + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _dose_markdown(dose: DoseData) -> list[str]:
+    return (["## Dose and distance", "", f"![{DOSE_CAPTION}](report_dose.png)", "", f"*{DOSE_CAPTION}*", "",
+             "Matched KL: κ = the largest per-token KL to the base every seed of both arms reaches; each seed's "
+             "meter interpolated at κ along its path; 95% bootstrap CI over questions (paired) and seeds. A "
+             "difference is claimed only where the CI excludes 0.", ""]
+            + [f"- {f}" for f in dose_findings(dose)] + ["", "### Matched KL", ""] + _md_table(*dose_table(dose))
+            + ["", "### Change per nat of KL", ""] + _md_table(*slope_table(dose)) + [""]
+            + [f"- {n}" for n in dose.notes] + ([""] if dose.notes else []))
+
+
 def render_markdown(data: StudyData, findings: list[str], figs: dict[str, tuple[str, bytes]],
-                    sources: list[str]) -> str:
+                    sources: list[str], dose: DoseData | None = None) -> str:
     header, rows = _table_rows(data)
     lines = ["# Which training method preserves exploration breadth?", "",
              f"{len(data.arms)} arms · {data.questions} held-out questions · n = {data.n} samples per question", "",
@@ -102,6 +148,7 @@ def render_markdown(data: StudyData, findings: list[str], figs: dict[str, tuple[
     lines += ["", "## Figures", ""]
     for stem, (caption, _) in figs.items():
         lines += [f"![{caption}](report_{stem}.png)", "", f"*{caption}*", ""]
+    lines += _dose_markdown(dose) if dose else []
     lines += ["## Inputs and notes", ""] + [f"- {s}" for s in sources] + [f"- {n}" for n in data.notes]
     return "\n".join(lines) + "\n"
 
@@ -146,11 +193,18 @@ def report_command(paths: list[str | Path], out: str | Path | None = None) -> Pa
     data = summarise(runs)
     findings = verdict(data)
     figs = figures(data)
+    # the dose ladder of a study folder (None for older studies and run folders: the page is as before)
+    dose = dose_data(paths[0]) if len(paths) == 1 and not (paths[0] / "trajectories.jsonl").is_file() else None
+    dose_png = dose_figure(dose) if dose else None
     sources = [f"{a.name}: " + ", ".join(str(r.path) for r in a.runs) for a in data.arms]
     for stem, (_, png) in figs.items():
         atomic_write(out / f"report_{stem}.png", png)
-    atomic_write(out / "report.md", render_markdown(data, findings, figs, sources).encode("utf-8"))
-    atomic_write(out / "report.json", json.dumps(to_json(data, findings), indent=2).encode("utf-8"))
+    numbers = to_json(data, findings)
+    if dose:
+        atomic_write(out / "report_dose.png", dose_png)
+        numbers["dose"] = dose_json(dose)
+    atomic_write(out / "report.md", render_markdown(data, findings, figs, sources, dose).encode("utf-8"))
+    atomic_write(out / "report.json", json.dumps(numbers, indent=2).encode("utf-8"))
     page = out / "report.html"
-    atomic_write(page, render_html(data, findings, figs, sources).encode("utf-8"))
+    atomic_write(page, render_html(data, findings, figs, sources, (dose, dose_png) if dose else None).encode("utf-8"))
     return page

@@ -1,0 +1,471 @@
+"""The report's dose and distance section: headline meters along each arm's dose ladder, compared at matched KL.
+
+A comparison of methods is only as good as the doses compared (docs/measurement.md, "Dose and distance").
+A study that evaluated checkpoints along training leaves ``<arm>/seed<k>/dose/<rung>/`` folders: the rung's
+eval ``trajectories.jsonl`` and its ``dose.json`` (optimizer steps since the base model, per-question
+per-token KL(policy || base)). `dose_data` reads them, meters every rung on the shared questions at one n,
+and compares every pair of trained arms at the same distance from the base: κ is the largest KL every seed
+of both reaches, each seed's meter is interpolated at κ along its own path, and the difference gets a
+bootstrap CI over questions (paired) and seeds. Each arm's slope d(meter)/d(KL) is "breadth lost per nat".
+`dose_figure`, `dose_table` and `dose_findings` show it; `searchgym.report.page` puts it on the page.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from searchgym.meters.aggregate import per_question
+from searchgym.meters.table import label, unit
+from searchgym.report.data import TABLE_KEYS, Estimate, equalise, fmt
+from searchgym.report.discover import BASE, RunData, _study_arm_order
+from searchgym.trajectory import TOKEN_ROLES, read_trajectories
+
+# The distance axis: Schulman's k3 (unbiased, >= 0 per token); k1 and the exact KL are kept beside it.
+ESTIMATORS = ("k1", "k3", "exact")
+ESTIMATOR = "k3"
+KL = f"kl/{ESTIMATOR}"  # its key among a rung's per-question values
+N_BOOT = 2000
+
+
+def _headline_keys() -> tuple[str, ...]:
+    """success, pass@{n}, strategy entropy, query breadth, looked up among the report table's columns rather
+    than spelled here: the strategy-entropy estimator (and so its key) is chosen in `searchgym.report.data`."""
+    wanted = ("reward/success", "passk/pass@", "strategy_entropy", "search/query_breadth")
+    return tuple(next(k for k in TABLE_KEYS if w in k) for w in wanted)
+
+
+HEADLINE = _headline_keys()
+TOKEN_KEYS = ("entropy/token",) + tuple(f"entropy/token_{role}" for role in TOKEN_ROLES)
+
+
+@dataclass
+class SeedPath:
+    """One seed of one arm along its dose ladder, ordered by optimizer step; rung 0 is the base model."""
+
+    arm: str
+    seed: int
+    rungs: list[str]
+    steps: np.ndarray  # (R,) optimizer steps since the base model (SFT then GRPO laid end to end)
+    values: dict[str, np.ndarray]  # "kl/<estimator>" (nats per token) and meter keys -> (R, Q) per question
+    info: list[dict]  # each rung's dose.json, less its per-question parts
+
+    def mean(self, key: str) -> np.ndarray:
+        """(R,) means over questions."""
+        return _question_means(self.values[key], np.ones((1, self.values[key].shape[1])))[0]
+
+
+@dataclass
+class Point:
+    """One rung of an arm's curve: mean over seeds, with the min–max over seeds (the band)."""
+
+    rung: str
+    step: float
+    kl: float
+    value: float
+    lo: float
+    hi: float
+    seeds: int
+
+
+@dataclass
+class Matched:
+    """Arms a and b at the same distance κ from the base: each arm's value and the difference a − b."""
+
+    a: str
+    b: str
+    key: str
+    kappa: float
+    a_value: Estimate
+    b_value: Estimate
+    diff: Estimate
+
+    @property
+    def claimed(self) -> bool:  # the same rule as the rest of the report: the 95% CI must exclude 0
+        return self.diff.lo > 0 or self.diff.hi < 0
+
+    @property
+    def bound(self) -> float:  # the largest difference the CI leaves possible: what "no difference" means
+        return max(abs(self.diff.lo), abs(self.diff.hi))
+
+
+@dataclass
+class DoseData:
+    n: int
+    questions: list[str]
+    arms: list[str]  # the base first, then the study's order
+    keys: tuple[str, ...]  # meter keys: the headline ones (pass@n filled in), then token entropy by role
+    paths: list[SeedPath]
+    curves: dict[str, dict[str, list[Point]]]  # arm -> key -> points by step
+    matched: list[Matched]
+    slopes: dict[str, dict[str, Estimate]]  # arm -> key -> d(meter)/d(KL) over its rungs
+    notes: list[str]
+
+    @property
+    def trained(self) -> list[str]:
+        return [a for a in self.arms if a != BASE]
+
+    def measured(self, key: str) -> bool:
+        return any(math.isfinite(p.value) for pts in self.curves.values() for p in pts.get(key, []))
+
+
+# ---- pure helpers -----------------------------------------------------------------------------------
+
+def _question_means(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Mean over questions of each row of ``values`` (R, Q) under each question draw ``counts`` (B, Q: how
+    often each question was drawn; a row of ones is the data itself), NaN left out -> (B, R). A matrix
+    product, so thousands of bootstrap draws cost one call."""
+    finite = np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (counts @ np.where(finite, values, 0.0).T) / (counts @ finite.T)
+
+
+def interpolate_at(x, y, kappa: float):
+    """The value of a path y(x) at x = κ, linear between the points around its first crossing of κ (KL need
+    not grow monotonically); a path that never reaches κ gives its last value (no extrapolation). Along the
+    last axis, so a batch of bootstrap paths is one call.
+
+    >>> float(interpolate_at([0.0, 0.25, 0.75], [1.0, 0.75, 0.25], 0.5))
+    0.5
+    >>> float(interpolate_at([0.0, 0.2, 0.1, 0.4], [1.0, 0.0, 0.5, 0.5], 0.1))  # the first crossing counts
+    0.5
+    >>> float(interpolate_at([0.0, 0.1], [1.0, 0.8], 0.5))  # short of κ: the path's end
+    0.8
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    reached = x >= kappa
+    j = np.argmax(reached, axis=-1)[..., None]
+    i = np.maximum(j - 1, 0)  # j = 0 (already at κ): i = j, the point itself
+    x0, x1 = np.take_along_axis(x, i, -1)[..., 0], np.take_along_axis(x, j, -1)[..., 0]
+    y0, y1 = np.take_along_axis(y, i, -1)[..., 0], np.take_along_axis(y, j, -1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(x1 > x0, (kappa - x0) / (x1 - x0), 1.0)
+    return np.where(reached.any(axis=-1), y0 + t * (y1 - y0), y[..., -1])
+
+
+def weighted_slope(xs: list[np.ndarray], ys: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """Least-squares slope dy/dx over the points of several paths at once: ``xs``/``ys`` hold one (B, R_s)
+    array per path, ``weights`` (B, S) how often each path was drawn -> (B,).
+
+    >>> float(weighted_slope([np.array([[0.0, 1.0]]), np.array([[0.0, 2.0]])],
+    ...                      [np.array([[1.0, 0.0]]), np.array([[1.0, -1.0]])], np.ones((1, 2)))[0])
+    -1.0
+    """
+    sw = sx = sy = sxx = sxy = 0.0
+    for s, (x, y) in enumerate(zip(xs, ys)):
+        ok = np.isfinite(x) & np.isfinite(y)
+        w = weights[:, s:s + 1] * ok
+        x, y = np.where(ok, x, 0.0), np.where(ok, y, 0.0)
+        sw, sx, sy = sw + w.sum(-1), sx + (w * x).sum(-1), sy + (w * y).sum(-1)
+        sxx, sxy = sxx + (w * x * x).sum(-1), sxy + (w * x * y).sum(-1)
+    den = sw * sxx - sx * sx
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 1e-12, (sw * sxy - sx * sy) / den, np.nan)
+
+
+def _ci(point: float, boot: np.ndarray, method: str) -> Estimate:
+    boot = boot[np.isfinite(boot)]
+    if not math.isfinite(point) or boot.size == 0:
+        return Estimate(math.nan, math.nan, math.nan, "not measured")
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return Estimate(float(point), float(lo), float(hi), method)
+
+
+# ---- 1. read the ladder -----------------------------------------------------------------------------
+
+def _read_rungs(study: Path) -> list[tuple[dict, RunData]]:
+    rungs = []
+    for f in sorted(study.glob("*/seed*/dose/*/dose.json")):
+        try:
+            record = json.loads(f.read_text(encoding="utf-8"))
+            trajectories = list(read_trajectories(f.parent))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{f.parent}: unreadable dose rung ({e}); re-run the study's dose evaluation") from None
+        if record.get("version") != 1:
+            raise ValueError(f"{f}: dose.json version {record.get('version')!r}; this report reads version 1")
+        rungs.append((record, RunData(f.parents[3].name, int(f.parents[2].name.removeprefix("seed")), f.parent,
+                                      trajectories, [])))
+    return rungs
+
+
+def _rung_values(record: dict, run: RunData, questions: list[str], n: int, keys) -> dict[str, np.ndarray]:
+    """Per-question meters, recomputed from the trajectories (dose.json's are informational and may use
+    another n), and per-question KL; the base model is the reference itself: KL 0 whatever was written."""
+    pq, _, _ = per_question([t for t in run.trajectories if t.task_id in set(questions)], samples=n)
+    out = {k: np.array([pq[q].get(k, math.nan) for q in questions]) for k in keys}
+    per_q = record.get("kl_per_question") or {}
+    for e in ESTIMATORS:
+        got = [(per_q.get(e) or {}).get(q) for q in questions]
+        out[f"kl/{e}"] = np.zeros(len(questions)) if record.get("stage") == "base" else \
+            np.array([v if isinstance(v, int | float) else math.nan for v in got], dtype=np.float64)
+    return out
+
+
+def _paths(rungs, questions: list[str], n: int, keys, notes: list[str]) -> list[SeedPath]:
+    by_seed: dict[tuple[str, int], list] = defaultdict(list)  # (arm, seed) -> [(step, rung, info, values)]
+    for record, run in rungs:
+        info = {k: v for k, v in record.items() if k not in ("kl_per_question", "meters")}
+        by_seed[(run.arm, run.seed)].append((float(record.get("step") or 0), record.get("rung", run.path.name),
+                                             info, _rung_values(record, run, questions, n, keys)))
+    bases = {seed: items[0] for (arm, seed), items in by_seed.items() if arm == BASE}
+    paths = []
+    for (arm, seed), items in by_seed.items():
+        items.sort(key=lambda item: item[0])
+        # Every trained arm starts from the study's base model: its rung 0 is the base arm's base-0 of the same
+        # seed (that model, sampled the same way), else the mean of the base seeds there are.
+        if arm != BASE and items[0][0] > 0:
+            if seed in bases:
+                items.insert(0, bases[seed])
+            elif bases:
+                notes.append(f"{arm} seed {seed}: no base-0 rung of seed {seed}; its rung 0 is the mean of the base "
+                             f"seeds {sorted(bases)}")
+                others = list(bases.values())
+                items.insert(0, (0.0, "base-0", others[0][2],
+                                 {k: np.mean([b[3][k] for b in others], axis=0) for k in others[0][3]}))
+            else:
+                notes.append(f"no base-0 rung in the study: {arm} seed {seed} starts at its first checkpoint")
+        dropped = [rung for _, rung, _, v in items if not np.isfinite(v[KL]).any()]
+        if dropped:  # a rung without its distance cannot be placed on the KL axis
+            notes.append(f"{arm} seed {seed}: rung(s) {', '.join(dropped)} have no KL ({ESTIMATOR}) and were left out")
+            items = [item for item in items if item[1] not in dropped]
+        paths.append(SeedPath(arm, seed, [i[1] for i in items], np.array([i[0] for i in items]),
+                              {k: np.stack([i[3][k] for i in items]) for k in items[0][3]}, [i[2] for i in items]))
+    return paths
+
+
+# ---- 2. curves: mean over seeds at each rung, min–max band --------------------------------------------
+
+def _curves(paths: list[SeedPath], keys) -> dict[str, dict[str, list[Point]]]:
+    curves: dict[str, dict[str, list[Point]]] = defaultdict(dict)
+    for arm in dict.fromkeys(p.arm for p in paths):
+        seeds = [p for p in paths if p.arm == arm]
+        for key in keys:
+            at: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # rung -> [(step, kl, value)]
+            for p in seeds:
+                for row in zip(p.rungs, p.steps, p.mean(KL), p.mean(key)):
+                    at[row[0]].append(row[1:])
+            points = []
+            for rung, rows in at.items():
+                s, x, y = (np.array(v) for v in zip(*rows))
+                y = y[np.isfinite(y)] if np.isfinite(y).any() else np.array([math.nan])
+                points.append(Point(rung, float(s.mean()), float(x.mean()), float(y.mean()), float(y.min()),
+                                    float(y.max()), len(rows)))
+            curves[arm][key] = sorted(points, key=lambda pt: pt.step)
+    return dict(curves)
+
+
+# ---- 3. matched KL and slopes, with one bootstrap over questions and seeds ---------------------------
+
+def _draw_counts(rng: np.random.Generator, n_boot: int, size: int) -> np.ndarray:
+    """(n_boot, size): how often each of ``size`` items is drawn in each resample with replacement."""
+    counts = np.zeros((n_boot, size))
+    np.add.at(counts, (np.arange(n_boot)[:, None], rng.integers(0, size, (n_boot, size))), 1.0)
+    return counts
+
+
+def _compare(paths: list[SeedPath], arms: list[str], keys, n_boot: int, seed: int):
+    """Differences at matched KL for every pair of trained arms, and every trained arm's slope. One question
+    draw serves every arm, rung and meter (paired: the arms answered the same questions); seeds are drawn
+    with replacement within each arm. κ stays fixed: it defines the comparison, only the values resample."""
+    rng = np.random.default_rng(seed)
+    q = len(next(iter(paths[0].values.values()))[0])
+    draws = (np.ones((1, q)), _draw_counts(rng, n_boot, q))  # the data itself, then the resamples
+    trained = {a: [p for p in paths if p.arm == a] for a in arms if a != BASE}
+    seeds = {a: (np.ones((1, len(ps))), _draw_counts(rng, n_boot, len(ps))) for a, ps in trained.items()}
+    # per path and key: the (1, R) means over questions and the (B, R) resampled ones, computed once
+    means = {(p.arm, p.seed, k): tuple(_question_means(p.values[k], c) for c in draws)
+             for ps in trained.values() for p in ps for k in (KL, *keys)}
+    method = f"95% percentile bootstrap over questions (paired) and seeds, {n_boot} resamples"
+
+    def at_kappa(arm: str, key: str, kappa: float) -> list[np.ndarray]:  # [point (1,), resamples (B,)]
+        ps = trained[arm]
+        return [(np.stack([interpolate_at(means[p.arm, p.seed, KL][i], means[p.arm, p.seed, key][i], kappa)
+                           for p in ps], axis=1) * seeds[arm][i]).sum(axis=1) / len(ps) for i in (0, 1)]
+
+    matched, names = [], list(trained)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            kappa = float(min(means[p.arm, p.seed, KL][0].max() for p in trained[a] + trained[b]))
+            for key in keys:
+                (pa, ba), (pb, bb) = at_kappa(a, key, kappa), at_kappa(b, key, kappa)
+                matched.append(Matched(a, b, key, kappa, _ci(pa[0], ba, method), _ci(pb[0], bb, method),
+                                       _ci(pa[0] - pb[0], ba - bb, method)))
+    slopes: dict[str, dict[str, Estimate]] = defaultdict(dict)
+    for a, ps in trained.items():
+        for key in keys:
+            point, boot = (weighted_slope([means[p.arm, p.seed, KL][i] for p in ps],
+                                          [means[p.arm, p.seed, key][i] for p in ps], seeds[a][i]) for i in (0, 1))
+            slopes[a][key] = _ci(point[0], boot, method)
+    return matched, dict(slopes)
+
+
+def dose_data(study_dir: str | Path, n_boot: int = N_BOOT, seed: int = 0) -> DoseData | None:
+    """Everything the dose section shows, from a study folder; None when it holds no dose ladder (older
+    studies and single runs report exactly as before)."""
+    study = Path(study_dir)
+    rungs = _read_rungs(study)
+    if not rungs:
+        return None
+    n, tasks, notes = equalise([run for _, run in rungs])  # one n and one question set, as the report's table
+    notes = [f"dose ladder: {note}" for note in notes]
+    questions = sorted(tasks)
+    keys = tuple(k.format(n=n) for k in HEADLINE) + TOKEN_KEYS
+    paths = _paths(rungs, questions, n, keys, notes)
+    order = _study_arm_order(study)
+    arms = sorted(dict.fromkeys(p.arm for p in paths), key=lambda a: (a != BASE, order.get(a, len(order)), a))
+    paths.sort(key=lambda p: (arms.index(p.arm), p.seed))
+    matched, slopes = _compare(paths, arms, keys, n_boot, seed)
+    return DoseData(n, questions, arms, keys, paths, _curves(paths, keys), matched, slopes, notes)
+
+
+# ---- 4. words and a table -----------------------------------------------------------------------------
+
+def _breadth_key(data: DoseData) -> str:
+    """Strategy entropy where the world labels strategies, query breadth otherwise (as the verdict does)."""
+    strategy, breadth = data.keys[2], data.keys[3]
+    return strategy if data.measured(strategy) else breadth
+
+
+def _units(key: str) -> str:
+    return " nats" if unit(key).startswith("nats") else ""
+
+
+def _ci_text(e: Estimate, sign: bool = False) -> str:
+    value = f"{e.value:+.3f}" if sign and math.isfinite(e.value) else fmt(e.value)
+    return f"{value} [{fmt(e.lo)}, {fmt(e.hi)}]"
+
+
+def matched_sentence(m: Matched) -> str:
+    """One pair of arms and one meter at matched KL, by the rule: a difference only where its CI excludes 0."""
+    head, what = f"**{m.a} vs {m.b} at matched KL:**", label(m.key)
+    if not m.kappa > 0:
+        return f"{head} not comparable: a seed never moved from the base (largest KL reached {m.kappa:.3g})."
+    if not math.isfinite(m.diff.value):
+        return f"{head} {what} not measured."
+    where = f"at κ = {m.kappa:.3g} nats/token of KL ({ESTIMATOR}), the largest every seed of both reaches"
+    values = (f"{m.a} {fmt(m.a_value.value)} vs {m.b} {fmt(m.b_value.value)}, difference "
+              f"{_ci_text(m.diff, sign=True)}{_units(m.key)} (95% CI over questions and seeds)")
+    if m.claimed:
+        return f"{head} {where}, {what} is {'lower' if m.diff.hi < 0 else 'higher'} for {m.a}: {values}."
+    return f"{head} {where}, no difference in {what} larger than {m.bound:.3f}{_units(m.key)}: {values}."
+
+
+def slope_sentence(arm: str, key: str, e: Estimate) -> str:
+    """An arm's change in a meter per nat of KL, claimed (falls / rises) only where the CI excludes 0."""
+    head, per = f"**Breadth lost per nat, {arm}:**", f"{_units(key).strip() or 'units'} per nat of KL ({ESTIMATOR})"
+    if not math.isfinite(e.value):
+        return f"{head} {label(key)} not measured."
+    if e.lo > 0 or e.hi < 0:
+        return (f"{head} {label(key)} {'falls' if e.hi < 0 else 'rises'} along its dose ladder: "
+                f"{_ci_text(e, sign=True)} {per}.")
+    return (f"{head} no change in {label(key)} steeper than {max(abs(e.lo), abs(e.hi)):.3f} {per} "
+            f"({_ci_text(e, sign=True)}).")
+
+
+def dose_findings(data: DoseData) -> list[str]:
+    """The sentences for the page: per pair of trained arms the breadth meter at matched KL, and every other
+    headline meter where a difference is claimed; then each arm's breadth lost per nat."""
+    breadth = _breadth_key(data)
+    headline = data.keys[:len(HEADLINE)]
+    out = [matched_sentence(m) for m in data.matched
+           if m.key == breadth or (m.key in headline and m.claimed and m.kappa > 0)]
+    out += [slope_sentence(a, breadth, data.slopes[a][breadth]) for a in data.trained]
+    return out
+
+
+def dose_table(data: DoseData) -> tuple[list[str], list[list[str]]]:
+    """The matched-KL table: one row per pair of trained arms and headline meter."""
+    header = ["arms (a − b)", "meter", f"κ (KL {ESTIMATOR}, nats/token)", "a at κ", "b at κ", "a − b [95% CI]",
+              "claim"]
+    rows = []
+    for m in data.matched:
+        if m.key not in data.keys[:len(HEADLINE)] or not data.measured(m.key):
+            continue
+        claim = ("a lower" if m.diff.hi < 0 else "a higher") if m.claimed else f"none larger than {m.bound:.3f}"
+        rows.append([f"{m.a} − {m.b}", label(m.key), f"{m.kappa:.3g}", _ci_text(m.a_value), _ci_text(m.b_value),
+                     _ci_text(m.diff, sign=True), claim if math.isfinite(m.diff.value) else "not measured"])
+    return header, rows
+
+
+def slope_table(data: DoseData) -> tuple[list[str], list[list[str]]]:
+    """Each trained arm's slope d(meter)/d(KL) for every headline meter measured."""
+    keys = [k for k in data.keys[:len(HEADLINE)] if data.measured(k)]
+    return (["arm"] + [f"{label(k)} per nat" for k in keys],
+            [[a] + [_ci_text(data.slopes[a][k], sign=True) for k in keys] for a in data.trained])
+
+
+def to_json(data: DoseData) -> dict:
+    def est(e: Estimate) -> dict:
+        return {k: (v if math.isfinite(v) else None) for k, v in (("value", e.value), ("lo", e.lo), ("hi", e.hi))}
+
+    def num(v: float) -> float | None:
+        return float(v) if math.isfinite(v) else None
+
+    return {"n": data.n, "questions": len(data.questions), "kl_estimator": ESTIMATOR, "notes": data.notes,
+            "findings": dose_findings(data),
+            "curves": {a: {k: [{"rung": p.rung, "step": p.step, "kl": num(p.kl), "value": num(p.value),
+                                "min": num(p.lo), "max": num(p.hi), "seeds": p.seeds} for p in pts]
+                           for k, pts in keys.items()} for a, keys in data.curves.items()},
+            "rungs": {f"{p.arm}/seed{p.seed}": [dict(info, rung=rung, kl_mean={e: num(p.mean(f"kl/{e}")[i])
+                                                                            for e in ESTIMATORS})
+                                               for i, (rung, info) in enumerate(zip(p.rungs, p.info))]
+                      for p in data.paths},
+            "matched": [{"a": m.a, "b": m.b, "meter": m.key, "kappa": m.kappa, "a_value": est(m.a_value),
+                         "b_value": est(m.b_value), "diff": est(m.diff), "claimed": m.claimed} for m in data.matched],
+            "slopes": {a: {k: est(e) for k, e in keys.items()} for a, keys in data.slopes.items()}}
+
+
+# ---- 5. the figure ------------------------------------------------------------------------------------
+
+CAPTION = ("Headline meters against dose (optimizer steps since the base model, symlog axis) and against "
+           f"distance (per-token KL {ESTIMATOR} to the base on each rung's own samples, mean over questions). "
+           "Lines: mean over seeds at each rung (markers); bands: min–max over seeds. Every trained arm starts "
+           "at the base model (rung 0).")
+ROLE_STYLES = {"entropy/token": "-"} | dict(zip(TOKEN_KEYS[1:], ("--", ":", "-.", (0, (1, 3)))))
+
+
+def dose_figure(data: DoseData) -> bytes:
+    from searchgym.report.figures import MARKERS, _png, arm_colours, plt  # matplotlib only when drawing
+
+    colours = arm_colours(data.arms)
+    rows = [(label(k)[:1].upper() + label(k)[1:], unit(k), [k]) for k in data.keys[:len(HEADLINE)]]
+    roles = [k for k in TOKEN_KEYS if data.measured(k)]
+    if roles:
+        rows.append(("Token entropy by role", "nats per token (sampled)", roles))
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 3.1 * len(rows)), squeeze=False)
+    for (title, ylabel, keys), pair in zip(rows, axes):
+        for col, ax in enumerate(pair):
+            for i, arm in enumerate(data.arms):
+                for key in keys:
+                    pts = [p for p in data.curves[arm][key] if math.isfinite(p.value)]
+                    if not pts:
+                        continue
+                    x = [p.step if col == 0 else p.kl for p in pts]
+                    style = dict(color=colours[arm], ls=ROLE_STYLES[key] if len(keys) > 1 else "-")
+                    if arm == BASE:  # one model: a level to read the arms against, not a curve
+                        ax.axhline(pts[0].value, lw=1, alpha=0.7, **(style | {"ls": ":"}))
+                    ax.plot(x, [p.value for p in pts], marker=MARKERS[i % len(MARKERS)], ms=4, lw=1.6, **style,
+                            label=arm if key == keys[0] else None)
+                    if max(p.seeds for p in pts) > 1:
+                        ax.fill_between(x, [p.lo for p in pts], [p.hi for p in pts], color=colours[arm],
+                                        alpha=0.15, lw=0)
+            if col == 0:
+                ax.set_xscale("symlog", linthresh=1)  # SFT and GRPO budgets differ by orders of magnitude
+            ax.set_xlabel("optimizer steps since the base model" if col == 0 else
+                          f"KL {ESTIMATOR} to the base (nats/token)", fontsize=9)
+            ax.set_title(f"{title} against {'dose' if col == 0 else 'distance'}", fontsize=10)
+            ax.set_ylabel(ylabel, fontsize=9)
+            ax.grid(alpha=0.3)
+        if len(keys) > 1:  # which line style is which role
+            pair[1].legend([plt.Line2D([], [], color="#444444", ls=ROLE_STYLES[k]) for k in keys],
+                           [label(k) for k in keys], frameon=False, fontsize=7, loc="best")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=min(6, len(names)), frameon=False,
+               title="arm (line: mean over seeds; band: min–max over seeds; dotted: the base model)")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (3.1 * len(rows))))  # room for the legend, ~0.6 in
+    return _png(fig)
