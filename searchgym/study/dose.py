@@ -152,8 +152,24 @@ def rung_record(trajectories: Sequence[Trajectory], n: int, kl: list[dict[str, f
 
 
 def write_rung(folder: Path, record: dict) -> Path:
-    path = folder / DOSE_FILE
-    atomic_write(path, json.dumps({"version": VERSION, **record}, indent=2, default=float).encode("utf-8"))
+    """``dose.json``, strict JSON (NaN and infinities as null: jq and JavaScript must read it too).
+
+    >>> import tempfile; folder = Path(tempfile.mkdtemp())
+    >>> json.loads(write_rung(folder, {"kl": {"k3": {"value": float("nan")}}, "n": 8}).read_text())["kl"]
+    {'k3': {'value': None}}
+    """
+    def strict(x):
+        if isinstance(x, dict):
+            return {str(k): strict(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [strict(v) for v in x]
+        if isinstance(x, float | np.floating):
+            return float(x) if math.isfinite(x) else None
+        return int(x) if isinstance(x, np.integer) else x
+
+    path = Path(folder) / DOSE_FILE
+    text = json.dumps(strict({"version": VERSION, **record}), indent=2, allow_nan=False)
+    atomic_write(path, text.encode("utf-8"))
     return path
 
 
