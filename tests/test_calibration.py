@@ -11,30 +11,49 @@ import numpy as np
 import pytest
 
 from searchgym.calibration import (
+    MIXTURES,
     CalibrationConfig,
     StudySetup,
+    best_combinations,
+    compare_estimators,
     entropy_power,
     label_table,
     make_env,
+    mixture_truth,
     passk_power,
     recover_mixture,
     sample_counts,
+    simulated_coverage,
     study_setup,
     temperature_sweep,
 )
 from searchgym.meters.calibration import (
     entropy_from_counts,
+    estimates_from_counts,
     expected_entropy_estimates,
+    expected_estimates,
+    jackknife_from_counts,
     paired_diff_ci,
     question_ci,
     question_rule_mde,
     seed_ci,
     study_mde,
+    two_level_ci,
 )
 from searchgym.meters.diversity import cluster_stats
 from searchgym.meters.stats import bootstrap_ci, paired_bootstrap
 from searchgym.report import verdict
-from searchgym.report.data import ArmSummary, Estimate, StudyData, _seed_estimate
+from searchgym.report.data import (
+    STRATEGY_KEY,
+    TABLE_KEYS,
+    ArmSummary,
+    Estimate,
+    StudyData,
+    _key_estimate,
+    _seed_estimate,
+    two_level_bootstrap_ci,
+)
+from searchgym.report.rules import detectable_difference
 
 SMALL = StudySetup("searchgym/SyntheticWorld-Easy-v0",
                    {"embedder": "hashing", "top_k": 3, "max_obs_chars": 400, "max_steps": 8,
@@ -61,11 +80,44 @@ def test_known_mixture_is_recovered_through_env_and_meters(world):
     assert abs(r["expected_mm"] - r["true_entropy"]) < 0.02  # Miller–Madow's exact bias at n = 8 (plug-in: ~0.09)
     assert r["expected_plugin"] < r["expected_mm"] < r["true_entropy"] + 1e-9
     assert abs(r["measured_mm"] - r["true_entropy"]) < 0.12
-    assert r["ci_mm"][0] <= r["measured_mm"] <= r["ci_mm"][1] and 0.3 < r["coverage"] <= 1.0
+    assert r["ci_mm"][0] <= r["measured_mm"] <= r["ci_mm"][1] and 0.3 < r["coverage_mm"] <= 1.0
+    # the report's column: jackknife per question, two-level bootstrap CI; slightly biased high at n = 8
+    assert 0 < r["expected_jk"] - r["true_entropy"] < 0.02 and abs(r["measured"] - r["true_entropy"]) < 0.12
+    assert r["ci"][0] <= r["measured"] <= r["ci"][1] and r["coverage"] >= 0.85 and "two-level" in r["ci_method"]
     assert r["measured_shares"]["forward"] == pytest.approx(0.5, abs=0.12)
     assert r["episodes"] == SMALL.questions * SMALL.samples * SMALL.seeds
     one = recover_mixture(env, tasks[:4], "one", {"forward": 1.0}, table, 4, 2, coverage_reps=0)
-    assert one["true_entropy"] == one["measured_mm"] == 0.0 and one["measured_shares"] == {"forward": 1.0}
+    assert one["true_entropy"] == one["measured_mm"] == one["measured"] == 0.0
+    assert one["measured_shares"] == {"forward": 1.0}
+
+
+def test_report_ci_covers_the_true_strategy_entropy_where_the_previous_rule_did_not(world):
+    """The issue's criterion at a small size (8 questions x 8 samples x 3 seeds): the report's strategy-entropy
+    CI contains the true entropy in >= 90% of simulated studies for every mixture; the previous rule
+    (Miller–Madow, the range of 3 seed values) did not (0.47 for the uniform mixture here)."""
+    env, tasks, table = world
+    styles = env.unwrapped.taskset.query_styles
+    qs = tasks[:SMALL.questions]
+    new, old = {}, {}
+    for name, weights in MIXTURES.items():
+        truth = mixture_truth(qs, weights, table, styles, SMALL.samples)["true_entropy"]
+        new[name], = simulated_coverage(qs, weights, table, styles, SMALL.samples, SMALL.seeds, 400, [truth])
+        old[name], = simulated_coverage(qs, weights, table, styles, SMALL.samples, SMALL.seeds, 400, [truth],
+                                        rule="previous")
+    assert min(new.values()) >= 0.9, new
+    assert old["uniform (5)"] < 0.7 and min(old.values()) < 0.9, old
+
+
+def test_estimator_comparison_finds_the_reports_rule(world):
+    env, tasks, table = world
+    styles = env.unwrapped.taskset.query_styles
+    rows = compare_estimators(tasks[:SMALL.questions], MIXTURES, table, styles, 8, [3, 1], 200)
+    assert {r["estimator"] for r in rows} == {"plug-in", "MM", "jackknife", "Chao-Shen", "Grassberger"}
+    assert len(rows) == len(MIXTURES) * 5 * (7 + 4)  # 7 intervals with 3 seeds, 4 without seed intervals
+    plugin_uniform = [r for r in rows if r["estimator"] == "plug-in" and r["mixture"] == "uniform (5)"]
+    assert all(r["bias"] < -0.2 and r["coverage"] < 0.5 for r in plugin_uniform)  # plug-in: hopeless at n = 8
+    best = best_combinations(rows)
+    assert best[3]["ok"] and best[3]["min_coverage"] >= 0.9
 
 
 def test_exact_expectation_matches_simulation_and_counts_match_cluster_stats():
@@ -80,6 +132,37 @@ def test_exact_expectation_matches_simulation_and_counts_match_cluster_stats():
         assert (h, h_mm) == pytest.approx((stats["entropy"], stats["entropy_mm"]))
     drawn = sample_counts(np.array([[0.25, 0.75]]), 4000, rng.random((1, 4000)))
     assert drawn[0, 1] / 4000 == pytest.approx(0.75, abs=0.03)
+
+
+def test_jackknife_twins_agree_and_are_less_biased_than_miller_madow_at_n8():
+    rng = np.random.default_rng(2)
+    counts = rng.multinomial(8, [0.3, 0.3, 0.2, 0.1, 0.1], size=300)
+    jk = jackknife_from_counts(counts)
+    assert np.array_equal(jk, estimates_from_counts(counts)["jackknife"])
+    for row, value in zip(counts[:60], jk[:60], strict=True):  # the meter on the labels themselves
+        assert value == pytest.approx(cluster_stats([k for k, c in enumerate(row) for _ in range(c)])["entropy_jk"])
+    p = [0.2] * 5
+    exact = expected_estimates(p, 8)
+    assert exact["jackknife"] == pytest.approx(jk_mean := jackknife_from_counts(
+        rng.multinomial(8, p, size=40000)).mean(), abs=0.01), jk_mean
+    truth = math.log(5)
+    assert abs(exact["jackknife"] - truth) < abs(exact["MM"] - truth) < abs(exact["plug-in"] - truth)
+
+
+def test_two_level_twin_is_the_reports_strategy_entropy_ci():
+    rng = np.random.default_rng(4)
+    values = rng.random((6, 3, 15))
+    point, lo, hi = two_level_ci(values)
+    for i in range(6):
+        assert (point[i], lo[i], hi[i]) == pytest.approx(two_level_bootstrap_ci(values[i]))
+    # and `_key_estimate`, the report's column, is that function on the per-(seed, question) values
+    per_qs = [{f"q{q:02d}": {STRATEGY_KEY: values[0, s, q]} for q in range(15)} for s in range(3)]
+    est = _key_estimate([{STRATEGY_KEY: float(values[0, s].mean())} for s in range(3)], per_qs,
+                        {f"q{q:02d}" for q in range(15)}, STRATEGY_KEY)
+    assert (est.value, est.lo, est.hi) == pytest.approx((point[0], lo[0], hi[0]))
+    assert STRATEGY_KEY in TABLE_KEYS and STRATEGY_KEY == "diversity/strategy_entropy_jk"
+    one = two_level_bootstrap_ci(values[0, :1])  # one seed: a bootstrap over questions
+    assert one[1] < one[0] < one[2]
 
 
 def test_vectorised_rules_are_the_reports_rules():
@@ -129,23 +212,36 @@ def test_study_setup_reads_the_quick_preset():
     assert setup.env_kwargs["world_kwargs"]["size"] == 30 and "quick" in setup.source  # the shipped prior's world
 
 
-def _arm(name: str, values: list[float], lo: float, hi: float) -> ArmSummary:
-    key = "diversity/strategy_entropy_mm"
-    table = {label: Estimate(0.5, 0.4, 0.6) for label in ("success@1", "pass@n", "unique docs", "query breadth")}
-    table["strategy entropy"] = Estimate(float(np.mean(values)), lo, hi)
+def _arm(name: str, values: list[float], lo: float, hi: float, strategy: bool = True) -> ArmSummary:
+    key = STRATEGY_KEY if strategy else "search/query_breadth"
+    table = {label: Estimate(0.5, 0.4, 0.6) for label in ("success@1", "pass@n", "unique docs", "query breadth",
+                                                         "strategy entropy")}
+    table["strategy entropy" if strategy else "query breadth"] = Estimate(float(np.mean(values)), lo, hi)
+    if not strategy:  # a world without strategy labels: the verdict reads query breadth
+        table["strategy entropy"] = Estimate(math.nan, math.nan, math.nan)
     return ArmSummary(name, [], [{key: v} for v in values], table, {}, {}, {})
 
 
 def test_no_change_verdict_carries_the_minimum_detectable_difference():
-    base, grpo = _arm("base", [0.62, 0.64, 0.66], 0.62, 0.66), _arm("grpo", [0.63, 0.65, 0.69], 0.63, 0.69)
+    # strategy entropy: the two-level bootstrap CIs, whatever the seeds (SEs read off the CIs)
+    base, grpo = _arm("base", [0.62, 0.64, 0.66], 0.58, 0.70), _arm("grpo", [0.63, 0.65, 0.69], 0.60, 0.72)
+    data = StudyData([base, grpo], n=8, questions=20)
+    text = " ".join(verdict(data))
+    se = 0.12 / (2 * 1.959964)
+    assert "no change in breadth is claimed" in text
+    assert f"minimum detectable difference at these sizes: {question_rule_mde(se, se):.3f} nats" in text
+    assert "two-level bootstrap CIs" in detectable_difference(data, "strategy entropy", grpo, base)[1]
+    # a column under the seed rule (query breadth) keeps the seed-spread MDE
+    base, grpo = (_arm("base", [0.62, 0.64, 0.66], 0.62, 0.66, strategy=False),
+                  _arm("grpo", [0.63, 0.65, 0.69], 0.63, 0.69, strategy=False))
     text = " ".join(verdict(StudyData([base, grpo], n=8, questions=20)))
     expected = study_mde([[0.62, 0.64, 0.66], [0.63, 0.65, 0.69]], 3, 3)
-    assert "no change in breadth is claimed" in text
-    assert f"minimum detectable difference at these sizes: {expected:.3f} nats" in text
-    one_a, one_b = _arm("base", [0.64], 0.60, 0.68), _arm("grpo", [0.65], 0.61, 0.69)  # one seed: from the CIs
+    assert f"minimum detectable difference at these sizes: {expected:.3f}" in text
+    one_a, one_b = (_arm("base", [0.64], 0.60, 0.68, strategy=False),
+                    _arm("grpo", [0.65], 0.61, 0.69, strategy=False))  # one seed: from the CIs
     text = " ".join(verdict(StudyData([one_a, one_b], n=8, questions=20)))
     se = 0.04 / 1.959964
-    assert f"{question_rule_mde(se, se):.3f} nats" in text and "one seed" in text
+    assert f"{question_rule_mde(se, se):.3f}" in text and "one seed" in text
 
 
 def test_cli_quick_writes_calibration_json(tmp_path):
@@ -157,8 +253,11 @@ def test_cli_quick_writes_calibration_json(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "calibration.json").read_text())
     for key in ("max_entropy_error", "mde_strategy_entropy", "mde_strategy_entropy_paired", "mde_pass_at_k",
-                "size_sweep", "temperature_monotone"):
+                "size_sweep", "temperature_monotone", "mean_coverage", "estimator_comparison",
+                "mde_strategy_entropy_from_cis"):
         assert key in data
+    assert data["entropy_ci_coverage_min"] == min(m["coverage"] for m in data["mixtures"])
+    assert data["strategy_entropy_rule"] == {"estimator": "jackknife", "interval": "two-level bootstrap"}
     assert data["setup"]["questions"] == CalibrationConfig.quick().questions
     assert data["temperature"]["token_monotone"] is True
     assert Counter(m["name"] for m in data["mixtures"]) == Counter(list(CalibrationConfig().mixtures))

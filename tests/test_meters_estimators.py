@@ -22,6 +22,7 @@ from searchgym.meters.diversity import (
     vendi_score,
 )
 from searchgym.meters.entropy import (
+    jackknife_entropy,
     kl_k1,
     kl_k3,
     miller_madow_entropy,
@@ -89,6 +90,29 @@ def test_label_entropy_bounds_and_permutation_invariance(xs, random):
     assert plugin_entropy(shuffled) == pytest.approx(h)
     stats = cluster_stats(xs)
     assert stats["distinct"] == k and 1 / k - 1e-12 <= stats["max_share"] <= 1
+
+
+@FAST
+@given(labels, st.randoms(use_true_random=False))
+def test_jackknife_entropy_is_the_leave_one_out_definition(xs, random):
+    n = len(xs)
+    loo = [plugin_entropy(xs[:i] + xs[i + 1:]) if n > 1 else 0.0 for i in range(n)]
+    expected = n * plugin_entropy(xs) - (n - 1) / n * sum(loo)
+    assert jackknife_entropy(xs) == pytest.approx(expected if len(set(xs)) > 1 else 0.0, abs=1e-9)
+    shuffled = list(xs)
+    random.shuffle(shuffled)
+    assert jackknife_entropy(shuffled) == pytest.approx(jackknife_entropy(xs))
+    assert cluster_stats(xs)["entropy_jk"] == jackknife_entropy(xs)
+
+
+def test_jackknife_is_less_biased_than_miller_madow_at_n8():
+    """docs/calibration.md: the report's strategy entropy at n = 8 samples, 5 equally likely strategies."""
+    rng = np.random.default_rng(3)
+    draws = [rng.integers(0, 5, size=8).tolist() for _ in range(3000)]
+    truth = math.log(5)
+    bias_jk = np.mean([jackknife_entropy(d) for d in draws]) - truth
+    bias_mm = np.mean([miller_madow_entropy(d) for d in draws]) - truth
+    assert bias_mm < -0.05 and abs(bias_jk) < 0.04 and abs(bias_jk) < abs(bias_mm) / 2
 
 
 def test_token_entropy_matches_definition_and_is_stable():

@@ -8,11 +8,14 @@ real env, the real strategy classifier and the real meter and report code:
    and several seeds. A mixture restricted to each question's valid strategies and renormalised (exactly as
    the prior lab samples its demos, `searchgym.train.pretrain.task_distribution`) has a known strategy
    distribution per question, so the true strategy entropy (mean over questions of the per-question
-   entropy, what the meter averages) is exact; so are the plug-in and Miller–Madow estimators'
-   expectations at n. We report measured vs true, the study CI's coverage of the truth over repeated
-   studies, and label fidelity (how often the classifier labels a demonstrator's episode as its script).
-2. **Power.** How often does the study's claim rule (IQM over seeds with stratified-bootstrap CIs that must
-   not overlap) detect a true difference delta in strategy entropy, and in pass@k? Demonstrators are
+   entropy, what the meter averages) is exact; so are every estimator's expectations at n. We report
+   measured vs true for the report's strategy entropy (jackknife per question, two-level bootstrap CI over
+   seeds and questions), that CI's coverage of the truth over repeated studies (`entropy_ci_coverage_min`,
+   target >= 0.90 for every mixture), the comparison of candidate estimators x intervals that chose it, and
+   label fidelity (how often the classifier labels a demonstrator's episode as its script).
+2. **Power.** How often does the report's claim rule (CIs that must not overlap: two-level bootstrap CIs for
+   strategy entropy, IQM over seeds with stratified-bootstrap CIs for pass@k) detect a true difference
+   delta in strategy entropy, and in pass@k? Demonstrators are
    deterministic, so one play of every (question, strategy, query style) gives each question's exact label
    distribution under any mixture, and a simulated study is a multinomial draw: thousands of studies cost
    seconds. The minimum detectable effect (MDE) is the smallest delta detected in >= 80% of studies, for the
@@ -28,6 +31,7 @@ Every public name is importable from here.
 
 from searchgym.calibration.config import (
     BIAS_AT_N,
+    COVERAGE_TARGET,
     ENTROPY_ERROR_TARGET,
     FALLBACK_ENV_ID,
     FALLBACK_ENV_KWARGS,
@@ -46,6 +50,10 @@ from searchgym.calibration.config import (
     study_setup,
 )
 from searchgym.calibration.mixtures import (
+    REPORT_ESTIMATOR,
+    REPORT_INTERVAL,
+    best_combinations,
+    compare_estimators,
     label_distribution,
     label_table,
     make_env,
@@ -59,6 +67,7 @@ from searchgym.calibration.power import entropy_power, passk_power, shift_curve
 from searchgym.calibration.run import (
     calibrate,
     calibrate_command,
+    comparison_table,
     jsonable,
     print_calibration,
     summary_lines,
@@ -67,9 +76,10 @@ from searchgym.calibration.run import (
 from searchgym.calibration.temperature import temperature_sweep
 
 __all__ = [
-    "BIAS_AT_N", "ENTROPY_ERROR_TARGET", "FALLBACK_ENV_ID", "FALLBACK_ENV_KWARGS", "FALLBACK_MODEL", "FALLBACK_SIZES",
-    "MDE_TARGET", "MIXTURES", "PRIOR_MIX", "SHIFT_TOWARDS", "STUDY_FILE", "STUDY_PRESET", "TEMPERATURES",
-    "CalibrationConfig", "StudySetup", "calibrate", "calibrate_command", "default_model", "entropy_power", "jsonable",
+    "BIAS_AT_N", "COVERAGE_TARGET", "ENTROPY_ERROR_TARGET", "FALLBACK_ENV_ID", "FALLBACK_ENV_KWARGS", "FALLBACK_MODEL", "FALLBACK_SIZES",
+    "MDE_TARGET", "MIXTURES", "PRIOR_MIX", "REPORT_ESTIMATOR", "REPORT_INTERVAL", "SHIFT_TOWARDS", "STUDY_FILE",
+    "STUDY_PRESET", "TEMPERATURES", "CalibrationConfig", "StudySetup", "best_combinations", "calibrate",
+    "calibrate_command", "compare_estimators", "comparison_table", "default_model", "entropy_power", "jsonable",
     "label_distribution", "label_table", "make_env", "mixture_truth", "passk_power", "play_mixture",
     "print_calibration", "recover_mixture", "sample_counts", "shift_curve", "simulated_coverage", "study_setup",
     "summary_lines", "temperature_sweep", "write_calibration",

@@ -25,7 +25,8 @@ MIXTURES = {
     "uniform (5)": {"forward": 1.0, "question_first": 1.0, "parallel": 1.0, "snippet": 1.0, "verify": 1.0},
 }
 SHIFT_TOWARDS = "forward"  # the power simulation's second arm: the base mix shifted towards this strategy
-ENTROPY_ERROR_TARGET = 0.05  # nats: max |measured MM - true| over mixtures at the study's sizes
+ENTROPY_ERROR_TARGET = 0.05  # nats: max |measured - true| over mixtures at the study's sizes (report's estimator)
+COVERAGE_TARGET = 0.90  # the report's strategy-entropy CI must contain the truth this often, for every mixture
 MDE_TARGET = 0.10  # nats: the size sweep reports the smallest size whose MDE reaches this
 FALLBACK_MODEL = "tiny"  # the random 2-layer model that loads offline, until the reference prior exists
 TEMPERATURES = (0.3, 0.7, 1.0, 1.3)

@@ -1,6 +1,7 @@
 """Recovery: the scripted demonstrators' labels, the exact truths of a mixture of them, the mixture played as an
-agent through the real env and metered by the report's code, and the CI coverage of the truth over simulated
-studies (check 1 of `searchgym.calibration`)."""
+agent through the real env and metered by the report's code, the CI coverage of the truth over simulated
+studies, and the comparison of candidate estimators x intervals that chose the report's rule (check 1 of
+`searchgym.calibration`)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from searchgym.calibration.config import BIAS_AT_N, SHIFT_TOWARDS, StudySetup
+from searchgym.calibration.config import BIAS_AT_N, COVERAGE_TARGET, SHIFT_TOWARDS, StudySetup
 from searchgym.meters.calibration import (
+    ESTIMATORS,
+    candidate_intervals,
     entropy,
-    expected_entropy_estimates,
+    estimates_from_counts,
+    expected_estimates,
+    jackknife_from_counts,
     question_ci,
     seed_ci,
+    two_level_ci,
 )
 from searchgym.meters.calibration import (
     entropy_from_counts as _entropy_from_counts,
 )
+
+REPORT_ESTIMATOR, REPORT_INTERVAL = "jackknife", "two-level bootstrap"  # `report.data.STRATEGY_KEY`'s rule
 
 # ---- the env and every demonstrator's label ------------------------------------------------------------
 
@@ -77,7 +85,8 @@ def label_distribution(task, weights: dict[str, float], labels: dict[tuple[str, 
 def mixture_truth(tasks, weights: dict[str, float], table, styles: Sequence[str], n: int) -> dict:
     """Exact truths of a mixture on a question set: the true strategy entropy (mean over questions of the
     renormalised mixture's entropy), the same for the labels the classifier gives (label fidelity in), the
-    expectations of the plug-in and Miller–Madow meters at n, true shares and the expected label fidelity."""
+    expectations of the plug-in, Miller–Madow and jackknife meters (and every candidate estimator) at n,
+    true shares and the expected label fidelity."""
     from searchgym.train.pretrain import task_distribution
 
     rows = []
@@ -86,15 +95,17 @@ def mixture_truth(tasks, weights: dict[str, float], table, styles: Sequence[str]
         if not dist:
             continue
         labelled = label_distribution(t, weights, table[t.id], styles)
-        plugin, mm = expected_entropy_estimates(labelled, n)
+        expected = expected_estimates(labelled, n)
         fidelity = sum(w / len(styles) for s, w in dist.items() for st in styles if table[t.id][(s, st)] == s)
-        bias = {m: expected_entropy_estimates(labelled, m)[1] - entropy(dist) for m in BIAS_AT_N}
-        rows.append((entropy(dist), entropy(labelled), plugin, mm, dist, labelled, fidelity, bias))
+        bias = {m: expected_estimates(labelled, m) for m in BIAS_AT_N}
+        bias = {m: {k: v - entropy(dist) for k, v in e.items()} for m, e in bias.items()}
+        rows.append((entropy(dist), entropy(labelled), expected["plug-in"], expected["MM"], dist, labelled, fidelity,
+                     bias, expected))
     if not rows:
         raise ValueError(f"mixture {weights} has no valid strategy on any of the {len(tasks)} questions")
     shares: Counter = Counter()
     label_shares: Counter = Counter()
-    for *_, dist, labelled, _, _ in rows:
+    for *_, dist, labelled, _, _, _ in rows:
         shares.update(dist)
         label_shares.update(labelled)
     q = len(rows)
@@ -102,10 +113,13 @@ def mixture_truth(tasks, weights: dict[str, float], table, styles: Sequence[str]
             "labelled_entropy": float(np.mean([r[1] for r in rows])),
             "expected_plugin": float(np.mean([r[2] for r in rows])),
             "expected_mm": float(np.mean([r[3] for r in rows])),
+            "expected_jk": float(np.mean([r[8][REPORT_ESTIMATOR] for r in rows])),
+            "expected_estimates": {k: float(np.mean([r[8][k] for r in rows])) for k in ESTIMATORS},
             "true_shares": {k: shares[k] / q for k in sorted(shares)},
             "expected_label_shares": {k: label_shares[k] / q for k in sorted(label_shares)},
             "expected_label_fidelity": float(np.mean([r[6] for r in rows])),
-            "bias_mm_by_n": {str(m): float(np.mean([r[7][m] for r in rows])) for m in BIAS_AT_N},
+            "bias_mm_by_n": {str(m): float(np.mean([r[7][m]["MM"] for r in rows])) for m in BIAS_AT_N},
+            "bias_jk_by_n": {str(m): float(np.mean([r[7][m][REPORT_ESTIMATOR] for r in rows])) for m in BIAS_AT_N},
             "questions_with_support": q}
 
 
@@ -132,40 +146,54 @@ def play_mixture(env, tasks, weights: dict[str, float], samples: int, rng: rando
 
 def recover_mixture(env, tasks, name: str, weights: dict[str, float], table, samples: int, seeds: int,
                     coverage_reps: int, seed: int = 0) -> dict:
-    """One mixture at the study's sizes: played and metered per seed, with the report's seed CI, against
-    the exact truth; coverage of the truth by that CI over ``coverage_reps`` simulated studies."""
+    """One mixture at the study's sizes: played and metered per seed, summarised by the report's own code
+    (`report.data._key_estimate` of the strategy-entropy column: jackknife, two-level bootstrap CI) against
+    the exact truth; coverage of the truth by that CI over ``coverage_reps`` simulated studies. The
+    ``*_mm`` keys are the previous rule's (Miller–Madow, IQM over seeds, stratified bootstrap), for
+    comparison."""
     from searchgym.meters.aggregate import average, per_question
-    from searchgym.report.data import _seed_estimate
+    from searchgym.report.data import STRATEGY_KEY, _key_estimate, _seed_estimate
 
     styles = env.unwrapped.taskset.query_styles
     truth = mixture_truth(tasks, weights, table, styles, samples)
     start = time.perf_counter()
-    plugin, mm, per_q_mm, per_q_plugin, played = [], [], [], [], []
+    plugin, mm, per_q_mm, per_q_plugin, played, metered, per_qs = [], [], [], [], [], [], []
     for s in range(seeds):
         trajectories = play_mixture(env, tasks, weights, samples, random.Random(f"calibrate:{seed}:{name}:{s}"))
         meters, difficulty, _ = per_question(trajectories, samples=samples)
         avg = average(meters, difficulty, samples)
+        metered.append(avg)
+        per_qs.append(meters)
         plugin.append(avg["diversity/strategy_entropy"])
         mm.append(avg["diversity/strategy_entropy_mm"])
         per_q_mm.append([m["diversity/strategy_entropy_mm"] for m in meters.values()])
         per_q_plugin.append([m["diversity/strategy_entropy"] for m in meters.values()])
         played += trajectories
-    est_mm = _seed_estimate(mm, np.mean(per_q_mm, axis=0).tolist())  # the report's estimate and CI
+    est = _key_estimate(metered, per_qs, set(per_qs[0]), STRATEGY_KEY)  # the report's column, as it shows it
+    est_mm = _seed_estimate(mm, np.mean(per_q_mm, axis=0).tolist())  # the previous rule
     est_plugin = _seed_estimate(plugin, np.mean(per_q_plugin, axis=0).tolist())
     counts = Counter(t.strategy or "other" for t in played)
     fidelity = sum(t.strategy == t.meta.get("demo_strategy") for t in played) / len(played)
-    coverage, coverage_expected = simulated_coverage(
-        tasks, weights, table, styles, samples, seeds, coverage_reps, [truth["true_entropy"], truth["expected_mm"]],
-        seed) if coverage_reps else (math.nan, math.nan)
-    return {"name": name, "weights": weights, **truth,
+    coverage = coverage_expected = coverage_mm = coverage_expected_mm = math.nan
+    if coverage_reps:
+        coverage, coverage_expected = simulated_coverage(
+            tasks, weights, table, styles, samples, seeds, coverage_reps,
+            [truth["true_entropy"], truth["expected_jk"]], seed)
+        coverage_mm, coverage_expected_mm = simulated_coverage(
+            tasks, weights, table, styles, samples, seeds, coverage_reps,
+            [truth["true_entropy"], truth["expected_mm"]], seed, rule="previous")
+    return {"name": name, "weights": weights, **truth, "estimator": REPORT_ESTIMATOR,
+            "measured": est.value, "ci": [est.lo, est.hi], "ci_method": est.method,
+            "error": est.value - truth["true_entropy"], "bias": truth["expected_jk"] - truth["true_entropy"],
+            "ci_covers_truth": est.lo <= truth["true_entropy"] <= est.hi,
+            "coverage": coverage, "coverage_of_expected": coverage_expected,
             "measured_plugin": est_plugin.value, "measured_mm": est_mm.value,
-            "measured_mm_seeds": mm, "ci_mm": [est_mm.lo, est_mm.hi], "ci_method": est_mm.method,
+            "measured_mm_seeds": mm, "ci_mm": [est_mm.lo, est_mm.hi], "ci_method_mm": est_mm.method,
             "error_mm": est_mm.value - truth["true_entropy"],
             "error_plugin": est_plugin.value - truth["true_entropy"],
             "bias_mm": truth["expected_mm"] - truth["true_entropy"],
             "bias_plugin": truth["expected_plugin"] - truth["true_entropy"],
-            "ci_covers_truth": est_mm.lo <= truth["true_entropy"] <= est_mm.hi,
-            "coverage": coverage, "coverage_of_expected_mm": coverage_expected, "label_fidelity": fidelity,
+            "coverage_mm": coverage_mm, "coverage_of_expected_mm": coverage_expected_mm, "label_fidelity": fidelity,
             "measured_shares": {k: counts[k] / len(played) for k in sorted(counts)},
             "episodes": len(played), "seconds": time.perf_counter() - start}
 
@@ -193,12 +221,68 @@ def sample_counts(probs: np.ndarray, n: int, uniforms: np.ndarray) -> np.ndarray
 
 
 def simulated_coverage(tasks, weights, table, styles, samples: int, seeds: int, reps: int,
-                       truths: Sequence[float], seed: int = 0) -> list[float]:
-    """Share of simulated studies whose CI (the report's: over seeds, or over questions with one seed)
-    contains each of ``truths``."""
+                       truths: Sequence[float], seed: int = 0, rule: str = "report") -> list[float]:
+    """Share of simulated studies whose CI contains each of ``truths``: the report's rule (jackknife per
+    question, two-level bootstrap over seeds and questions) or, with ``rule="previous"``, the rule it
+    replaced (Miller–Madow, IQM over seeds with a stratified bootstrap; one seed: bootstrap over questions)."""
     probs, _ = _label_matrix(tasks, weights, table, styles)
     rng = np.random.default_rng(seed)
     counts = sample_counts(probs, samples, rng.random((reps, seeds, probs.shape[0], samples)))
-    _, mm = _entropy_from_counts(counts)  # (reps, seeds, questions)
-    _, lo, hi = seed_ci(mm.mean(-1)) if seeds >= 2 else question_ci(mm[:, 0])
+    if rule == "report":
+        _, lo, hi = two_level_ci(jackknife_from_counts(counts))
+    elif rule == "previous":
+        _, mm = _entropy_from_counts(counts)  # (reps, seeds, questions)
+        _, lo, hi = seed_ci(mm.mean(-1)) if seeds >= 2 else question_ci(mm[:, 0])
+    else:
+        raise ValueError(f"rule must be 'report' or 'previous', got {rule!r}")
     return [float(((lo <= t) & (t <= hi)).mean()) for t in truths]
+
+
+def compare_estimators(tasks, mixtures: dict[str, dict[str, float]], table, styles, samples: int,
+                       seeds: Sequence[int], reps: int, seed: int = 0) -> list[dict]:
+    """Coverage of the true strategy entropy and mean width of every candidate estimator
+    (`meters.calibration.estimates_from_counts`) x interval (`meters.calibration.candidate_intervals`) for
+    every mixture, over ``reps`` simulated studies at n = ``samples`` and each seed count in ``seeds``: the
+    measurement behind the report's rule. One row per (seeds, estimator, interval, mixture), with the
+    estimator's exact bias there."""
+    rows = []
+    for name, weights in mixtures.items():
+        probs, _ = _label_matrix(tasks, weights, table, styles)
+        truth = float(np.mean([entropy(row) for row in probs]))
+        expected = [expected_estimates(row, samples) for row in probs]
+        for s in seeds:
+            rng = np.random.default_rng(seed)
+            counts = sample_counts(probs, samples, rng.random((reps, s, probs.shape[0], samples)))
+            for estimator, values in estimates_from_counts(counts).items():
+                bias = float(np.mean([e[estimator] for e in expected])) - truth
+                for interval, (_, lo, hi) in candidate_intervals(values).items():
+                    rows.append({"mixture": name, "seeds": s, "estimator": estimator, "interval": interval,
+                                 "true_entropy": truth, "bias": bias,
+                                 "coverage": float(((lo <= truth) & (truth <= hi)).mean()),
+                                 "width": float((hi - lo).mean())})
+    return rows
+
+
+def best_combinations(rows: list[dict], target: float = COVERAGE_TARGET) -> dict[int, dict]:
+    """Per seed count, the narrowest (mean width over mixtures) estimator x interval whose coverage reaches
+    ``target`` for every mixture, or, where none does, the one with the highest minimum coverage (``ok``
+    says which).
+
+    >>> rows = [{"seeds": 3, "estimator": e, "interval": "i", "mixture": m, "coverage": c, "width": w}
+    ...         for e, c, w in (("a", 0.95, 0.2), ("b", 0.91, 0.1), ("c", 0.5, 0.05)) for m in ("x", "y")]
+    >>> best_combinations(rows)[3]
+    {'estimator': 'b', 'interval': 'i', 'min_coverage': 0.91, 'mean_width': 0.1, 'ok': True}
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["seeds"], r["estimator"], r["interval"]), []).append(r)
+    best: dict[int, dict] = {}
+    for (s, estimator, interval), group in groups.items():
+        cand = {"estimator": estimator, "interval": interval, "min_coverage": min(r["coverage"] for r in group),
+                "mean_width": float(np.mean([r["width"] for r in group]))}
+        cand["ok"] = cand["min_coverage"] >= target
+        now = best.get(s)
+        rank = (not cand["ok"], cand["mean_width"] if cand["ok"] else -cand["min_coverage"])
+        if now is None or rank < (not now["ok"], now["mean_width"] if now["ok"] else -now["min_coverage"]):
+            best[s] = cand
+    return dict(sorted(best.items(), reverse=True))

@@ -13,15 +13,15 @@ from searchgym.calibration.config import SHIFT_TOWARDS
 from searchgym.calibration.mixtures import _label_matrix, sample_counts
 from searchgym.meters.calibration import (
     entropy,
+    jackknife_from_counts,
     nonoverlap,
     nonoverlap_mde_factor,
     paired_diff_ci,
     pass_at_k_table,
     question_ci,
+    question_rule_mde,
     seed_ci,
-)
-from searchgym.meters.calibration import (
-    entropy_from_counts as _entropy_from_counts,
+    two_level_ci,
 )
 
 
@@ -68,24 +68,41 @@ def _lambda_for(delta: float, lambdas: np.ndarray, deltas: np.ndarray) -> float 
     return float(lambdas[i - 1] + (lambdas[i] - lambdas[i - 1]) * (delta - d0) / max(d1 - d0, 1e-12))
 
 
+def seed_rule_ci(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The report's seed rule (`report.data._seed_estimate`) on per-(seed, question) values (reps, seeds,
+    questions): IQM over seed means with a stratified bootstrap when >= 2 seeds, else over questions."""
+    _, lo, hi = seed_ci(values.mean(-1)) if values.shape[-2] >= 2 else question_ci(values[..., 0, :])
+    return lo, hi
+
+
+def two_level_rule_ci(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The report's strategy-entropy rule (`report.data.two_level_bootstrap_ci`) on (reps, seeds, questions)."""
+    _, lo, hi = two_level_ci(values)
+    return lo, hi
+
+
 class _Rules:
-    """Detection rates of both claim rules for one arm A against many candidate arms B."""
+    """Detection rates of both claim rules for one arm A against many candidate arms B: the report's CI rule
+    of the column (``ci``: non-overlapping CIs) and the paired bootstrap over questions (seeds averaged)."""
 
-    def __init__(self, a_seed: np.ndarray, a_per_q: np.ndarray):
-        self.a_per_q = a_per_q  # (reps, questions): per-question meter, mean over seeds
-        self.a_seed = a_seed  # (reps, seeds): the meter of each seed (mean over questions)
-        self.lo_a, self.hi_a = self._ci(a_seed, a_per_q)
+    def __init__(self, a_values: np.ndarray, ci=seed_rule_ci):
+        self.ci = ci
+        self.a_values = a_values  # (reps, seeds, questions): the per-question meter of every seed
+        self.a_per_q = a_values.mean(-2)  # (reps, questions): per-question meter, mean over seeds
+        self.a_seed = a_values.mean(-1)  # (reps, seeds): the meter of each seed (mean over questions)
+        self.lo_a, self.hi_a = ci(a_values)
 
-    @staticmethod
-    def _ci(seed_values: np.ndarray, per_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # the report's rule (report.data._seed_estimate): seeds when >= 2, else questions
-        _, lo, hi = seed_ci(seed_values) if seed_values.shape[-1] >= 2 else question_ci(per_q)
-        return lo, hi
-
-    def power(self, b_seed: np.ndarray, b_per_q: np.ndarray) -> tuple[float, float]:
-        lo_b, hi_b = self._ci(b_seed, b_per_q)
-        _, lo, hi = paired_diff_ci(self.a_per_q, b_per_q)
+    def power(self, b_values: np.ndarray) -> tuple[float, float]:
+        lo_b, hi_b = self.ci(b_values)
+        _, lo, hi = paired_diff_ci(self.a_per_q, b_values.mean(-2))
         return float(nonoverlap(self.lo_a, self.hi_a, lo_b, hi_b).mean()), float(((lo > 0) | (hi < 0)).mean())
+
+    def mde_from_cis(self, b_values: np.ndarray) -> float:
+        """Mean over studies of what the report states as the MDE (`report.rules.detectable_difference`):
+        `question_rule_mde` with standard errors read off the two arms' 95% CIs."""
+        lo_b, hi_b = self.ci(b_values)
+        se_a, se_b = (self.hi_a - self.lo_a) / (2 * 1.959964), (hi_b - lo_b) / (2 * 1.959964)
+        return float(np.mean([question_rule_mde(a, b) for a, b in zip(se_a, se_b, strict=True)]))
 
 
 def _scan(power_at, max_delta: float, coarse: float = 0.05, fine: float = 0.01) -> tuple[float, float, list]:
@@ -115,40 +132,45 @@ def _scan(power_at, max_delta: float, coarse: float = 0.05, fine: float = 0.01) 
 
 def entropy_power(tasks, base, table, styles, questions: int, samples: int, seeds: int, reps: int,
                   seed: int = 0) -> dict:
-    """Power of the seed rule and of the paired bootstrap to detect a drop delta in strategy entropy, arm
-    A = the base mixture, arm B = the base shifted towards `SHIFT_TOWARDS` until its true entropy is delta
-    lower; both arms on the same ``questions`` held-out questions (as in a study) at n = ``samples``."""
+    """Power of the report's rule (jackknife per question, two-level bootstrap CIs that must not overlap) and
+    of the paired bootstrap to detect a drop delta in strategy entropy, arm A = the base mixture, arm B = the
+    base shifted towards `SHIFT_TOWARDS` until its true entropy is delta lower; both arms on the same
+    ``questions`` held-out questions (as in a study) at n = ``samples``. ``mde_from_cis`` is what the report
+    would state from one study's CIs (mean over studies), ``mde_from_seed_sd`` the seed-spread formula of
+    the other columns' rule, for comparison."""
     qs = _questions(tasks, questions, seed)
     lambdas, deltas = shift_curve(qs, base, table, styles)
     rng = np.random.default_rng(seed)
     shape = (reps, seeds, len(qs), samples)
     u_a, u_b = rng.random(shape), rng.random(shape)  # arm B's draws are shared by every delta
 
-    def arm(weights, uniforms) -> tuple[np.ndarray, np.ndarray]:
+    def arm(weights, uniforms) -> np.ndarray:
         probs, _ = _label_matrix(qs, weights, table, styles)
-        _, mm = _entropy_from_counts(sample_counts(probs, samples, uniforms))
-        return mm.mean(-1), mm.mean(-2)  # seed-level (reps, seeds), per question over seeds (reps, questions)
+        return jackknife_from_counts(sample_counts(probs, samples, uniforms))  # (reps, seeds, questions)
 
-    rules = _Rules(*arm(base, u_a))
+    rules = _Rules(arm(base, u_a), two_level_rule_ci)
 
     def power_at(delta: float) -> tuple[float, float]:
         lam = _lambda_for(delta, lambdas, deltas)
         if lam is None:
             return math.nan, math.nan
-        return rules.power(*arm(_shifted(base, lam), u_b))
+        return rules.power(arm(_shifted(base, lam), u_b))
 
     mde, mde_paired, curve = _scan(power_at, float(deltas.max()))
-    sd = math.nan  # the seed-to-seed sd of both arms at the MDE, pooled (what the report estimates from a study)
+    sd = from_cis = math.nan  # the seed-to-seed sd of both arms at the MDE, pooled; the report's own MDE
     lam = _lambda_for(mde, lambdas, deltas) if math.isfinite(mde) else None
-    if seeds >= 2 and lam is not None:
-        b_seed, _ = arm(_shifted(base, lam), u_b)
-        sd = math.sqrt(float(np.mean([np.var(rules.a_seed, axis=-1, ddof=1), np.var(b_seed, axis=-1, ddof=1)])))
+    if lam is not None:
+        b_values = arm(_shifted(base, lam), u_b)
+        from_cis = rules.mde_from_cis(b_values)
+        if seeds >= 2:
+            sd = math.sqrt(float(np.mean([np.var(rules.a_seed, axis=-1, ddof=1),
+                                          np.var(b_values.mean(-1), axis=-1, ddof=1)])))
     return {"questions": questions, "samples": samples, "seeds": seeds, "episodes_per_arm": questions * samples * seeds,
             "mde": mde, "mde_paired": mde_paired, "false_positive_seed_rule": curve[0]["power_seed_rule"],
             "false_positive_paired": curve[0]["power_paired"], "base_entropy": float(
                 np.mean([entropy(r) for r in _label_matrix(qs, base, table, styles)[0]])),
             "seed_sd": sd, "mde_from_seed_sd": sd * nonoverlap_mde_factor(seeds, seeds) if seeds >= 2 else math.nan,
-            "curve": curve}
+            "mde_from_cis": from_cis, "curve": curve}
 
 
 def _expit(x):
@@ -168,10 +190,9 @@ def passk_power(questions: int, samples: int, seeds: int, reps: int, k: int, rat
     table = pass_at_k_table(samples, k)
     u_a, u_b = rng.random((reps, seeds, questions, samples)), rng.random((reps, seeds, questions, samples))
 
-    def arm(probs, u) -> tuple[np.ndarray, np.ndarray]:
+    def arm(probs, u) -> np.ndarray:
         c = (u < probs[:, None, :, None]).sum(-1)  # (reps, seeds, questions) correct counts
-        values = table[c]
-        return values.mean(-1), values.mean(-2)
+        return table[c]
 
     def true_passk(probs) -> float:
         return float((1 - (1 - probs) ** k).mean())
@@ -179,13 +200,13 @@ def passk_power(questions: int, samples: int, seeds: int, reps: int, k: int, rat
     base_true = true_passk(p)
     thetas = np.linspace(0.0, 8.0, 321)
     deltas = np.array([true_passk(_expit(logit + th)) - base_true for th in thetas])
-    rules = _Rules(*arm(p, u_a))
+    rules = _Rules(arm(p, u_a))  # pass@k columns keep the seed rule
 
     def power_at(delta: float) -> tuple[float, float]:
         theta = _lambda_for(delta, thetas, deltas)
         if theta is None:
             return math.nan, math.nan
-        return rules.power(*arm(_expit(logit + theta), u_b))
+        return rules.power(arm(_expit(logit + theta), u_b))
 
     mde, mde_paired, curve = _scan(power_at, float(deltas.max()))
     return {"k": k, "questions": questions, "samples": samples, "seeds": seeds, "base_rate": rate,

@@ -12,13 +12,22 @@ from pathlib import Path
 import numpy as np
 
 from searchgym.calibration.config import (
+    COVERAGE_TARGET,
     ENTROPY_ERROR_TARGET,
     MDE_TARGET,
     CalibrationConfig,
     default_model,
     study_setup,
 )
-from searchgym.calibration.mixtures import label_table, make_env, recover_mixture
+from searchgym.calibration.mixtures import (
+    REPORT_ESTIMATOR,
+    REPORT_INTERVAL,
+    best_combinations,
+    compare_estimators,
+    label_table,
+    make_env,
+    recover_mixture,
+)
 from searchgym.calibration.power import _questions, entropy_power, passk_power
 from searchgym.calibration.temperature import temperature_sweep
 
@@ -62,6 +71,12 @@ def calibrate(config: CalibrationConfig | None = None) -> dict:
                                 config.coverage_reps, config.seed)
                 for name, weights in tqdm(config.mixtures.items(), desc="mixtures", disable=not config.progress)]
     timings["recovery"] = time.perf_counter() - started - timings["labels"]
+    # Every candidate estimator x interval on the same simulated studies: what chose the report's rule.
+    mark = time.perf_counter()
+    comparison = compare_estimators(study_tasks, config.mixtures, table, styles, setup.samples,
+                                    sorted({setup.seeds, 1}, reverse=True), config.coverage_reps,
+                                    config.seed) if config.coverage_reps else []
+    timings["estimator_comparison"] = time.perf_counter() - mark
 
     # 2. Power: the study's sizes, then the sweep.
     mark = time.perf_counter()
@@ -87,7 +102,8 @@ def calibrate(config: CalibrationConfig | None = None) -> dict:
         timings["temperature"] = time.perf_counter() - mark
     env.close()
 
-    errors = [abs(m["error_mm"]) for m in mixtures]
+    errors = [abs(m["error"]) for m in mixtures]
+    coverages = [m["coverage"] for m in mixtures]
     fidelity = float(np.average([m["label_fidelity"] for m in mixtures], weights=[m["episodes"] for m in mixtures]))
     timings["total"] = time.perf_counter() - started
     return {
@@ -96,14 +112,25 @@ def calibrate(config: CalibrationConfig | None = None) -> dict:
         "max_entropy_error": max(errors),
         "entropy_error_target": ENTROPY_ERROR_TARGET,
         "meets_entropy_target": max(errors) <= ENTROPY_ERROR_TARGET,
+        "max_entropy_error_mm": max(abs(m["error_mm"]) for m in mixtures),
+        "max_entropy_bias": max(abs(m["bias"]) for m in mixtures),
         "max_entropy_bias_mm": max(abs(m["bias_mm"]) for m in mixtures),
         "max_entropy_bias_plugin": max(abs(m["bias_plugin"]) for m in mixtures),
-        "mean_coverage": float(np.nanmean([m["coverage"] for m in mixtures])) if config.coverage_reps else math.nan,
+        "strategy_entropy_rule": {"estimator": REPORT_ESTIMATOR, "interval": REPORT_INTERVAL},
+        "mean_coverage": float(np.nanmean(coverages)) if config.coverage_reps else math.nan,
+        "entropy_ci_coverage_min": float(np.nanmin(coverages)) if config.coverage_reps else math.nan,
+        "entropy_ci_coverage_target": COVERAGE_TARGET,
+        "meets_coverage_target": bool(config.coverage_reps and np.nanmin(coverages) >= COVERAGE_TARGET),
+        "mean_coverage_mm": float(np.nanmean([m["coverage_mm"] for m in mixtures])) if config.coverage_reps
+        else math.nan,
+        "estimator_comparison": comparison,
+        "best_estimator_interval": {str(k): v for k, v in best_combinations(comparison).items()},
         "label_fidelity": fidelity,
         "mixtures": mixtures,
         "mde_strategy_entropy": study["mde"],
         "mde_strategy_entropy_paired": study["mde_paired"],
         "mde_strategy_entropy_from_seed_sd": study["mde_from_seed_sd"],
+        "mde_strategy_entropy_from_cis": study["mde_from_cis"],
         "false_positive_seed_rule": study["false_positive_seed_rule"],
         "false_positive_paired": study["false_positive_paired"],
         "mde_pass_at_k": passk["mde"],
@@ -114,7 +141,8 @@ def calibrate(config: CalibrationConfig | None = None) -> dict:
         "power_pass_at_k": passk,
         "power_success_at_1": success1,
         "size_sweep": [{k: r[k] for k in ("questions", "samples", "seeds", "episodes_per_arm", "mde", "mde_paired",
-                                          "false_positive_seed_rule", "false_positive_paired", "seed_sd")}
+                                          "false_positive_seed_rule", "false_positive_paired", "seed_sd",
+                                          "mde_from_cis")}
                        for r in sweep],
         "mde_target": MDE_TARGET,
         "smallest_size_for_target": _smallest(sweep, "mde", MDE_TARGET),
@@ -131,21 +159,38 @@ def _f(x, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
 
+def _rule(result: dict) -> str:
+    rule = result.get("strategy_entropy_rule") or {}
+    return f"{rule.get('estimator', '?')}, {rule.get('interval', '?')}"
+
+
 def summary_lines(result: dict) -> list[str]:
     """The headline numbers as plain lines (the benchmark prints these before its JSON)."""
     s = result["setup"]
     lines = [f"setup: {s['env_id']} ({s['source']}), {s['questions']} questions x {s['samples']} samples x "
              f"{s['seeds']} seeds",
-             f"max |MM measured - true| = {_f(result['max_entropy_error'])} nats (target <= "
-             f"{result['entropy_error_target']}); exact MM bias <= {_f(result['max_entropy_bias_mm'])}, plug-in "
-             f"<= {_f(result['max_entropy_bias_plugin'])}; label fidelity {_f(result['label_fidelity'])}; "
-             f"CI coverage of the truth {_f(result['mean_coverage'], 2)}"]
+             f"strategy entropy as the report shows it ({_rule(result)}): max |measured - true| = "
+             f"{_f(result['max_entropy_error'])} nats (target <= {result['entropy_error_target']}; Miller–Madow "
+             f"{_f(result['max_entropy_error_mm'])}); exact bias <= {_f(result['max_entropy_bias'])} (MM "
+             f"{_f(result['max_entropy_bias_mm'])}, plug-in {_f(result['max_entropy_bias_plugin'])}); label "
+             f"fidelity {_f(result['label_fidelity'])}",
+             f"CI coverage of the truth: min over mixtures {_f(result['entropy_ci_coverage_min'], 2)} (target >= "
+             f"{result['entropy_ci_coverage_target']}), mean {_f(result['mean_coverage'], 2)}; the previous rule "
+             f"(MM, seed bootstrap) {_f(result['mean_coverage_mm'], 2)}"]
     for m in result["mixtures"]:
-        lines.append(f"  {m['name']:<40} true {_f(m['true_entropy'])}  E[MM] {_f(m['expected_mm'])}  measured MM "
-                     f"{_f(m['measured_mm'])} [{_f(m['ci_mm'][0])}, {_f(m['ci_mm'][1])}]  plug-in "
-                     f"{_f(m['measured_plugin'])}  error {m['error_mm']:+.3f}  coverage {_f(m['coverage'], 2)}")
-    lines.append(f"MDE strategy entropy: {_f(result['mde_strategy_entropy'], 2)} nats (seed CIs must not overlap; "
-                 f"false positives {_f(result['false_positive_seed_rule'], 2)}), "
+        lines.append(f"  {m['name']:<40} true {_f(m['true_entropy'])}  E[jk] {_f(m['expected_jk'])}  measured "
+                     f"{_f(m['measured'])} [{_f(m['ci'][0])}, {_f(m['ci'][1])}]  error {m['error']:+.3f}  coverage "
+                     f"{_f(m['coverage'], 2)}  (MM {_f(m['measured_mm'])}, coverage {_f(m['coverage_mm'], 2)})")
+    for seeds, best in result["best_estimator_interval"].items():
+        lines.append(f"narrowest estimator x interval with coverage >= {result['entropy_ci_coverage_target']} for "
+                     f"every mixture, {seeds} seed(s): " + (
+                         f"{best['estimator']} + {best['interval']} (min coverage {_f(best['min_coverage'], 2)}, "
+                         f"mean width {_f(best['mean_width'])})" if best["ok"] else
+                         f"none (best: {best['estimator']} + {best['interval']}, min coverage "
+                         f"{_f(best['min_coverage'], 2)})"))
+    lines.append(f"MDE strategy entropy: {_f(result['mde_strategy_entropy'], 2)} nats (the report's CIs must not "
+                 f"overlap; false positives {_f(result['false_positive_seed_rule'], 2)}; the report would state "
+                 f"{_f(result['mde_strategy_entropy_from_cis'], 2)}), "
                  f"{_f(result['mde_strategy_entropy_paired'], 2)} paired over questions (false positives "
                  f"{_f(result['false_positive_paired'], 2)})")
     pk = result["power_pass_at_k"]
@@ -175,14 +220,18 @@ def print_calibration(result: dict) -> None:
 
     console = Console()
     s = result["setup"]
-    table = Table("mixture", "true H", "E[MM] at n", "measured MM [95% CI]", "plug-in", "error", "coverage",
-                  "label fidelity", title=f"Recovery: {s['questions']} questions x {s['samples']} samples x "
-                                          f"{s['seeds']} seeds ({s['env_id']})")
+    table = Table("mixture", "true H", "E[jk] at n", "measured [95% CI]", "error", "coverage", "MM [95% CI]",
+                  "MM coverage", "label fidelity",
+                  title=f"Recovery ({_rule(result)}; MM: the previous rule): {s['questions']} questions x "
+                        f"{s['samples']} samples x {s['seeds']} seeds ({s['env_id']})")
     for m in result["mixtures"]:
-        table.add_row(m["name"], _f(m["true_entropy"]), _f(m["expected_mm"]),
-                      f"{_f(m['measured_mm'])} [{_f(m['ci_mm'][0])}, {_f(m['ci_mm'][1])}]", _f(m["measured_plugin"]),
-                      f"{m['error_mm']:+.3f}", _f(m["coverage"], 2), _f(m["label_fidelity"], 3))
+        table.add_row(m["name"], _f(m["true_entropy"]), _f(m["expected_jk"]),
+                      f"{_f(m['measured'])} [{_f(m['ci'][0])}, {_f(m['ci'][1])}]", f"{m['error']:+.3f}",
+                      _f(m["coverage"], 2), f"{_f(m['measured_mm'])} [{_f(m['ci_mm'][0])}, {_f(m['ci_mm'][1])}]",
+                      _f(m["coverage_mm"], 2), _f(m["label_fidelity"], 3))
     console.print(table)
+    if result.get("estimator_comparison"):
+        console.print(comparison_table(result["estimator_comparison"]))
     table = Table("questions", "samples", "seeds", "episodes/arm", "MDE (CI rule)", "MDE (paired)",
                   "false pos. (CI rule)", title="Minimum detectable drop in strategy entropy (nats, 80% power)")
     for r in result["size_sweep"]:
@@ -200,8 +249,34 @@ def print_calibration(result: dict) -> None:
                           str(r["tokens"]))
         console.print(table)
     for line in summary_lines(result):  # the headline numbers under the tables
-        if line.startswith(("max |MM", "MDE", "smallest")):
+        if line.startswith(("strategy entropy as", "CI coverage", "narrowest", "MDE", "smallest")):
             console.print(line, markup=False, highlight=False)
+
+
+def comparison_table(rows: list[dict]):
+    """The estimator x interval comparison as a rich table: coverage / mean width per mixture, the minimum
+    coverage and the mean width, best first (per seed count)."""
+    from rich.table import Table
+
+    mixtures = list(dict.fromkeys(r["mixture"] for r in rows))
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        groups.setdefault((r["seeds"], r["estimator"], r["interval"]), {})[r["mixture"]] = r
+    table = Table("seeds", "estimator", "interval", *[m.split(":")[0] for m in mixtures], "min coverage",
+                  "mean width", title="Coverage of the true strategy entropy / mean CI width, every candidate")
+
+    def order(item):
+        (seeds, _, _), cells = item
+        low = min(c["coverage"] for c in cells.values())
+        return -seeds, low < COVERAGE_TARGET, -low if low < COVERAGE_TARGET else 0, np.mean(
+            [c["width"] for c in cells.values()])
+
+    for (seeds, estimator, interval), cells in sorted(groups.items(), key=order):
+        table.add_row(str(seeds), estimator, interval,
+                      *[f"{_f(cells[m]['coverage'], 2)} / {_f(cells[m]['width'])}" for m in mixtures],
+                      _f(min(c["coverage"] for c in cells.values()), 2),
+                      _f(float(np.mean([c["width"] for c in cells.values()]))))
+    return table
 
 
 def write_calibration(result: dict, out: str | Path) -> Path:

@@ -3,12 +3,15 @@
 Pure functions (numpy only) behind ``searchgym calibrate`` (`searchgym.calibration`) and the report's
 minimum detectable difference:
 
-- the exact entropy of a label distribution and the exact expectation of the plug-in and Miller–Madow
-  estimators at n samples (what the meter should read on a policy whose label distribution is known);
-- vectorised twins of the two claim rules, bit-for-bit on the same bootstrap draws as the report's code:
-  the seed rule (IQM over seeds with a stratified bootstrap CI, `searchgym.report.data._seed_estimate`,
-  a difference claimed when two CIs do not overlap) and the paired bootstrap over questions
-  (`searchgym.meters.stats.paired_bootstrap`), so thousands of simulated studies cost seconds;
+- the exact entropy of a label distribution and the exact expectation of every candidate estimator at n
+  samples (plug-in, Miller–Madow, jackknife, Chao–Shen, Grassberger: what the meter should read on a
+  policy whose label distribution is known);
+- vectorised twins of the claim rules, bit-for-bit on the same bootstrap draws as the report's code: the
+  seed rule (IQM over seeds with a stratified bootstrap CI, `searchgym.report.data._seed_estimate`), the
+  two-level bootstrap over seeds and questions of the strategy-entropy column
+  (`searchgym.report.data.two_level_bootstrap_ci`), a difference claimed when two CIs do not overlap, and
+  the paired bootstrap over questions (`searchgym.meters.stats.paired_bootstrap`), so thousands of
+  simulated studies cost seconds; and the other candidate intervals the calibration compared;
 - the minimum detectable effect (MDE): the smallest true difference a rule detects in >= 80% of studies.
 
 Nothing here is registered in ``searchgym.meters``: import it as ``searchgym.meters.calibration``.
@@ -53,17 +56,17 @@ def _compositions(n: int, k: int) -> np.ndarray:
     return np.array(rows, dtype=np.int64)
 
 
-def expected_entropy_estimates(p: Mapping[str, float] | Sequence[float], n: int) -> tuple[float, float]:
-    """Exact expectation of the plug-in and the Miller–Madow entropy of n labels drawn i.i.d. from p.
+def expected_estimates(p: Mapping[str, float] | Sequence[float], n: int) -> dict[str, float]:
+    """Exact expectation of every estimator of `estimates_from_counts` on n labels drawn i.i.d. from p.
 
     Sums over every possible count vector with its multinomial probability (labels with p = 0 never
     occur, so only the support of p is enumerated). The gap to `entropy(p)` is the estimator's bias.
 
-    >>> plugin, mm = expected_entropy_estimates([0.5, 0.5], 2)  # counts (2,0), (1,1), (0,2): 1/4, 1/2, 1/4
-    >>> round(plugin, 6), round(mm, 6)  # 0.5 log 2; MM adds (K-1)/(2n) = 1/4 when both labels show
-    (0.346574, 0.471574)
-    >>> expected_entropy_estimates({"forward": 1.0}, 8)
-    (0.0, 0.0)
+    >>> e = expected_estimates([0.5, 0.5], 2)  # counts (2,0), (1,1), (0,2) with probabilities 1/4, 1/2, 1/4
+    >>> {k: round(v, 6) for k, v in e.items()}  # plug-in 0.5 log 2; MM adds (K-1)/(2n) = 1/4 when both show
+    {'plug-in': 0.346574, 'MM': 0.471574, 'jackknife': 0.693147, 'Chao-Shen': 0.792168, 'Grassberger': 0.981755}
+    >>> expected_estimates({"forward": 1.0}, 8)["jackknife"]
+    0.0
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -73,13 +76,26 @@ def expected_entropy_estimates(p: Mapping[str, float] | Sequence[float], n: int)
         raise ValueError("p has no positive share")
     probs = probs / probs.sum()
     if probs.size == 1:
-        return 0.0, 0.0
+        return dict.fromkeys(ESTIMATORS, 0.0)
     counts = _compositions(n, probs.size)
     log_factorial = np.array([math.lgamma(i + 1.0) for i in range(n + 1)])
     log_pmf = log_factorial[n] - log_factorial[counts].sum(axis=1) + (counts * np.log(probs)).sum(axis=1)
     pmf = np.exp(log_pmf)
-    plugin, mm = entropy_from_counts(counts)
-    return float(pmf @ plugin), float(pmf @ mm)
+    return {name: float(pmf @ values) for name, values in estimates_from_counts(counts).items()}
+
+
+def expected_entropy_estimates(p: Mapping[str, float] | Sequence[float], n: int) -> tuple[float, float]:
+    """Exact expectation of the plug-in and the Miller–Madow entropy of n labels drawn i.i.d. from p
+    (`expected_estimates`, those two).
+
+    >>> plugin, mm = expected_entropy_estimates([0.5, 0.5], 2)
+    >>> round(plugin, 6), round(mm, 6)
+    (0.346574, 0.471574)
+    >>> expected_entropy_estimates({"forward": 1.0}, 8)
+    (0.0, 0.0)
+    """
+    e = expected_estimates(p, n)
+    return e["plug-in"], e["MM"]
 
 
 # ---- 2. estimators over count arrays (vectorised `cluster_stats`) -------------------------------------
@@ -101,6 +117,76 @@ def entropy_from_counts(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     seen = (c > 0).sum(axis=-1)
     mm = plugin + (seen - 1).clip(min=0) / (2 * n[..., 0].clip(min=1))
     return plugin, mm
+
+
+def _plugin_last(c: np.ndarray) -> np.ndarray:
+    n = c.sum(axis=-1, keepdims=True)
+    share = np.divide(c, n, out=np.zeros_like(c), where=n > 0)
+    return -(share * np.log(share, out=np.zeros_like(share), where=share > 0)).sum(axis=-1) + 0.0
+
+
+def jackknife_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Jackknife entropy of label counts along the last axis, for any leading shape: the count-array twin of
+    `searchgym.meters.entropy.jackknife_entropy` (the report's strategy entropy), H_J = n H - ((n - 1) / n)
+    sum_c n_c H(counts - e_c). A row with one label seen is 0.
+
+    >>> jackknife_from_counts(np.array([[2, 2, 0], [3, 0, 0], [1, 0, 0]])).round(4).tolist()
+    [0.863, 0.0, 0.0]
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    n = c.sum(axis=-1)
+    left_out = np.zeros_like(n)
+    for k in range(c.shape[-1]):  # dropping one sample of label k, which it holds c_k times
+        drop = np.zeros(c.shape[-1])
+        drop[k] = 1.0
+        left_out += c[..., k] * _plugin_last(np.where(c[..., k:k + 1] > 0, c - drop, c))
+    jk = n * _plugin_last(c) - np.divide(n - 1, n, out=np.zeros_like(n), where=n > 0) * left_out
+    return np.where((c > 0).sum(axis=-1) <= 1, 0.0, jk) + 0.0
+
+
+@lru_cache(maxsize=8)
+def _grassberger_g(n: int) -> np.ndarray:
+    """G(c) = psi(c) + (-1)^c (psi((c + 1) / 2) - psi(c / 2)) / 2 for c = 0..n (G(0) = 0), with psi at
+    integers and half-integers in closed form (no scipy)."""
+    euler = 0.5772156649015329
+
+    def psi_half(k: int) -> float:  # psi(k / 2)
+        if k % 2 == 0:
+            return -euler + sum(1.0 / j for j in range(1, k // 2))
+        return -euler - 2 * math.log(2) + sum(2.0 / (2 * j - 1) for j in range(1, (k + 1) // 2))
+
+    return np.array([0.0] + [psi_half(2 * c) + 0.5 * (-1) ** c * (psi_half(c + 1) - psi_half(c))
+                             for c in range(1, n + 1)])
+
+
+def estimates_from_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Every candidate estimator the calibration compared, on label counts along the last axis (any leading
+    shape): plug-in, Miller–Madow (MM), jackknife, Chao–Shen (coverage-adjusted Horvitz–Thompson, with
+    f1 = n - 1 when every sample is a singleton) and Grassberger (2003: log n - (1/n) sum_c n_c G(n_c)).
+    A row with one label seen is 0 for all of them.
+
+    >>> e = estimates_from_counts(np.array([[3, 1, 0]]))
+    >>> {k: round(float(v[0]), 4) for k, v in e.items()}
+    {'plug-in': 0.5623, 'MM': 0.6873, 'jackknife': 0.8172, 'Chao-Shen': 0.8923, 'Grassberger': 1.1567}
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    n = c.sum(axis=-1, keepdims=True)
+    plugin, mm = entropy_from_counts(counts)
+    singletons = (c == 1).sum(axis=-1, keepdims=True)
+    singletons = np.where(singletons == n, n - 1, singletons)
+    coverage = 1 - np.divide(singletons, n, out=np.zeros_like(n), where=n > 0)
+    pa = coverage * np.divide(c, n, out=np.zeros_like(c), where=n > 0)
+    safe = np.where(pa > 0, pa, 0.5)
+    chao_shen = -np.where(pa > 0, safe * np.log(safe) / (1 - (1 - safe) ** n), 0.0).sum(axis=-1)
+    g = _grassberger_g(int(c.max()) if c.size else 0)
+    grassberger = (np.log(np.where(n > 0, n, 1.0)) - (c * g[np.asarray(counts, dtype=np.int64)]).sum(
+        axis=-1, keepdims=True) / np.where(n > 0, n, 1.0))[..., 0]
+    one = (c > 0).sum(axis=-1) <= 1
+    return {"plug-in": plugin, "MM": mm, "jackknife": jackknife_from_counts(c),
+            "Chao-Shen": np.where(one, 0.0, chao_shen) + 0.0, "Grassberger": np.where(one, 0.0, grassberger) + 0.0}
+
+
+ESTIMATORS = ("plug-in", "MM", "jackknife", "Chao-Shen", "Grassberger")  # the keys of `estimates_from_counts`
 
 
 def pass_at_k_table(n: int, k: int) -> np.ndarray:
@@ -149,6 +235,119 @@ def seed_ci(values: np.ndarray, n_boot: int = SEED_BOOT, alpha: float = 0.05,
     stats = _iqm_last(v[..., idx])  # (..., n_boot)
     lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2], axis=-1)
     return _iqm_last(v), lo, hi
+
+
+@lru_cache(maxsize=32)
+def two_level_weights(seeds: int, questions: int, n_boot: int = SEED_BOOT,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The draws of `searchgym.report.data.two_level_bootstrap_ci` for a (seeds, questions) matrix, as
+    weights: (n_boot, seeds) and (n_boot, questions), how often each seed / question is drawn over the number
+    drawn (the same generator calls in the same order, so the CIs below are the report's).
+
+    >>> ws, wq = two_level_weights(3, 4, n_boot=2)
+    >>> ws.shape, wq.shape, ws.sum(axis=1).tolist(), wq.sum(axis=1).tolist()
+    ((2, 3), (2, 4), [1.0, 1.0], [1.0, 1.0])
+    """
+    rng = np.random.default_rng(seed)
+    weights = []
+    for size in (seeds, questions):
+        idx = rng.integers(0, size, size=(n_boot, size))
+        w = np.zeros((n_boot, size))
+        np.add.at(w, (np.arange(n_boot)[:, None], idx), 1.0)
+        weights.append(w / size)
+    return weights[0], weights[1]
+
+
+def _quantiles(stats: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2], axis=-1)
+    return lo, hi
+
+
+def two_level_ci(values: np.ndarray, n_boot: int = SEED_BOOT, alpha: float = 0.05, seed: int = 0,
+                 stats: bool = False):
+    """Mean over seeds and questions and its two-level bootstrap CI (seeds drawn with replacement, then
+    questions, shared by the seeds drawn) for every (seeds, questions) matrix in ``values`` (shape
+    (..., seeds, questions)): `searchgym.report.data.two_level_bootstrap_ci`, the report's strategy-entropy
+    CI, on the same draws. With ``stats`` also the bootstrap statistics (..., n_boot).
+
+    >>> point, lo, hi = two_level_ci(np.array([[[0.6, 0.7, 0.8], [0.6, 0.7, 0.8]]]))
+    >>> round(float(point[0]), 6), bool(0.6 <= lo[0] < 0.7 < hi[0] <= 0.8)
+    (0.7, True)
+    """
+    v = np.asarray(values, dtype=np.float64)
+    ws, wq = two_level_weights(v.shape[-2], v.shape[-1], n_boot, seed)
+    boot = np.einsum("...sb,bs->...b", v @ wq.T, ws)  # (..., n_boot): each seed's question mean, weighted
+    lo, hi = _quantiles(boot, alpha)
+    out = (v.mean(axis=(-1, -2)), lo, hi)
+    return (*out, boot) if stats else out
+
+
+def _t975(df: np.ndarray | int) -> np.ndarray:
+    """The 97.5% quantile of Student's t with df degrees of freedom (a table to 9, then the Cornish–Fisher
+    expansion, within 0.001 there).
+
+    >>> _t975(2).round(3).tolist(), _t975(29).round(3).tolist()
+    (4.303, 2.045)
+    """
+    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+    d = np.asarray(df, dtype=np.float64)
+    z = 1.959964
+    approx = z + (z ** 3 + z) / (4 * d) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * d ** 2)
+    return np.where(d < 10, np.vectorize(lambda x: table.get(int(x), math.nan))(d), approx)
+
+
+def _bias_corrected(stats: np.ndarray, point: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bias-corrected (BC) percentile interval of bootstrap statistics (Efron): the percentiles shifted by
+    z0 = Phi^-1(share of statistics below the point estimate)."""
+    from statistics import NormalDist
+
+    norm = NormalDist()
+    below = np.clip((stats < point[..., None]).mean(axis=-1), 1 / stats.shape[-1], 1 - 1 / stats.shape[-1])
+    z0 = np.vectorize(norm.inv_cdf)(below)
+    levels = [np.vectorize(norm.cdf)(2 * z0 + norm.inv_cdf(q)) for q in (alpha / 2, 1 - alpha / 2)]
+    ordered = np.sort(stats, axis=-1)
+    pos = [np.clip(np.rint(lv * (stats.shape[-1] - 1)).astype(int), 0, stats.shape[-1] - 1) for lv in levels]
+    return (np.take_along_axis(ordered, pos[0][..., None], -1)[..., 0],
+            np.take_along_axis(ordered, pos[1][..., None], -1)[..., 0])
+
+
+def candidate_intervals(values: np.ndarray, alpha: float = 0.05) -> dict[str, tuple[np.ndarray, ...]]:
+    """Every 95% interval the calibration compared, for per-question estimates ``values`` of shape
+    (..., seeds, questions): name -> (point, lo, hi). Seed intervals need >= 2 seeds and are left out
+    otherwise.
+
+    - "seed bootstrap": IQM over seed means, stratified bootstrap (the previous report rule, `seed_ci`);
+    - "t over seeds": seed means, mean +- t_(S-1) sd / sqrt(S);
+    - "pooled seed spread": mean +- 1.96 sqrt(sum_q s_q^2 / S) / Q with s_q the seed-to-seed sd of question
+      q (the right variance for a fixed policy on fixed questions; blind to effects shared by a seed's
+      questions);
+    - "question bootstrap", "t over questions": seeds averaged per question, then over questions;
+    - "two-level bootstrap": seeds, then questions (`two_level_ci`, the report's rule), and its
+      bias-corrected percentile version "two-level bootstrap BC".
+
+    >>> v = np.random.default_rng(0).normal(0.7, 0.1, size=(1, 3, 30))
+    >>> len(candidate_intervals(v)), list(candidate_intervals(v[:, :1]))  # one seed: no seed intervals
+    (7, ['question bootstrap', 't over questions', 'two-level bootstrap', 'two-level bootstrap BC'])
+    """
+    v = np.asarray(values, dtype=np.float64)
+    seeds, questions = v.shape[-2:]
+    out = {}
+    if seeds >= 2:
+        seed_means = v.mean(axis=-1)
+        out["seed bootstrap"] = seed_ci(seed_means, alpha=alpha)
+        m, half = seed_means.mean(axis=-1), _t975(seeds - 1) * seed_means.std(axis=-1, ddof=1) / math.sqrt(seeds)
+        out["t over seeds"] = (m, m - half, m + half)
+        m = v.mean(axis=(-1, -2))
+        half = 1.959964 * np.sqrt(v.var(axis=-2, ddof=1).sum(axis=-1) / seeds) / questions
+        out["pooled seed spread"] = (m, m - half, m + half)
+    per_q = v.mean(axis=-2)
+    out["question bootstrap"] = question_ci(per_q, alpha=alpha)
+    m, half = per_q.mean(axis=-1), _t975(questions - 1) * per_q.std(axis=-1, ddof=1) / math.sqrt(questions)
+    out["t over questions"] = (m, m - half, m + half)
+    point, lo, hi, boot = two_level_ci(v, alpha=alpha, stats=True)
+    out["two-level bootstrap"] = (point, lo, hi)
+    out["two-level bootstrap BC"] = (point, *_bias_corrected(boot, point, alpha))
+    return out
 
 
 def nonoverlap(lo_a: np.ndarray, hi_a: np.ndarray, lo_b: np.ndarray, hi_b: np.ndarray) -> np.ndarray:

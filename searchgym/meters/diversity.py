@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from searchgym.meters.entropy import miller_madow_entropy, plugin_entropy
+from searchgym.meters.entropy import jackknife_entropy, miller_madow_entropy, plugin_entropy
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 EMPTY_TOKEN = "<empty>"  # stands in for an empty text so two empty samples count as identical
@@ -46,18 +46,20 @@ def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
 
 
 def cluster_stats(labels: Sequence[Hashable]) -> dict[str, float]:
-    """Cluster meters of n labels: K distinct, plug-in and Miller–Madow entropy, max share s_max.
+    """Cluster meters of n labels: K distinct, plug-in, Miller–Madow and jackknife entropy, max share s_max.
 
-    p_c = n_c / n; H = -sum p_c log p_c; H_MM = H + (K-1)/(2n); s_max = max_c p_c.
+    p_c = n_c / n; H = -sum p_c log p_c; H_MM = H + (K-1)/(2n); H_J (`jackknife_entropy`); s_max = max_c p_c.
 
-    >>> cluster_stats(["S A", "S A", "S O A", "S A"])
-    {'distinct': 2.0, 'entropy': 0.5623351446188083, 'entropy_mm': 0.6873351446188083, 'max_share': 0.75}
+    >>> {k: round(v, 4) for k, v in cluster_stats(["S A", "S A", "S O A", "S A"]).items()}
+    {'distinct': 2.0, 'entropy': 0.5623, 'entropy_mm': 0.6873, 'entropy_jk': 0.8172, 'max_share': 0.75}
     """
     if not labels:
-        return {"distinct": math.nan, "entropy": math.nan, "entropy_mm": math.nan, "max_share": math.nan}
+        return {"distinct": math.nan, "entropy": math.nan, "entropy_mm": math.nan, "entropy_jk": math.nan,
+                "max_share": math.nan}
     counts = Counter(labels)
     return {"distinct": float(len(counts)), "entropy": plugin_entropy(labels),
-            "entropy_mm": miller_madow_entropy(labels), "max_share": max(counts.values()) / len(labels)}
+            "entropy_mm": miller_madow_entropy(labels), "entropy_jk": jackknife_entropy(labels),
+            "max_share": max(counts.values()) / len(labels)}
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:

@@ -1,7 +1,9 @@
 """Entropy meters: of token distributions, of sampled sequences, of discrete labels, and KL to a reference.
 
-Token entropy detects the classic entropy collapse; label entropy (plug-in and Miller–Madow) is the
-building block of every cluster meter (strategies, action signatures, answers, tool-call counts).
+Token entropy detects the classic entropy collapse; label entropy (plug-in, Miller–Madow and jackknife) is
+the building block of every cluster meter (strategies, action signatures, answers, tool-call counts). The
+report's strategy entropy is the jackknife: at n = 8 samples per question it is the least biased of the
+estimators docs/calibration.md measured, and the only one whose CI covers the truth for every test mixture.
 All functions are pure; empty inputs give NaN (scripted demonstrations carry no token data).
 """
 
@@ -89,6 +91,36 @@ def miller_madow_entropy(labels: Sequence[Hashable]) -> float:
     if n == 0:
         return math.nan
     return plugin_entropy(labels) + (len(set(labels)) - 1) / (2 * n)
+
+
+def jackknife_entropy(labels: Sequence[Hashable]) -> float:
+    """Jackknife bias-corrected entropy (Zahl 1977): H_J = n H - ((n - 1) / n) sum_i H_(-i), with H the
+    plug-in entropy of all n labels and H_(-i) that of the n - 1 left after dropping sample i.
+
+    The plug-in's bias is a series in 1/n whose first term depends on the whole distribution (unseen labels
+    included); the jackknife cancels that term from the data alone, where Miller–Madow's (K - 1) / (2n)
+    counts only the labels seen and so still falls short when some are unseen. At n = 8 with 2-5 labels
+    the jackknife is biased slightly high (+0.01 to +0.03 nats) where Miller–Madow is low (-0.01 to -0.08).
+    Dropping sample i only matters through its label, so the sum runs over labels: sum_c n_c H(counts - e_c).
+
+    >>> round(jackknife_entropy(["a", "a", "b", "b"]), 4)  # 4 log 2 - (3/4) 4 H(1/3, 2/3)
+    0.863
+    >>> jackknife_entropy(["a", "a", "a"]), jackknife_entropy(["a"])
+    (0.0, 0.0)
+    """
+    n = len(labels)
+    if n == 0:
+        return math.nan
+    counts = np.array(list(Counter(labels).values()), dtype=np.float64)
+    if counts.size == 1:
+        return 0.0
+
+    def h(c: np.ndarray) -> float:
+        p = c[c > 0] / c.sum()
+        return float(-(p * np.log(p)).sum())
+
+    left_out = sum(c * h(counts - np.eye(counts.size)[k]) for k, c in enumerate(counts))
+    return float(n * h(counts) - (n - 1) / n * left_out) + 0.0
 
 
 def kl_k1(logp: Sequence[float], logq: Sequence[float]) -> np.ndarray:

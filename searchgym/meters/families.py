@@ -105,12 +105,15 @@ def passk_meters(group: Sequence[Trajectory]) -> dict[str, float]:
 
 
 def cluster_meters(group: Sequence[Trajectory]) -> dict[str, float]:
-    """``diversity/{cluster}_{distinct,entropy,entropy_mm,max_share}`` over the samples clustered by strategy
-    label, action signature and normalised answer; a world without strategy labels gets NaN, not one cluster.
+    """``diversity/{cluster}_{distinct,entropy,entropy_mm,entropy_jk,max_share}`` over the samples clustered
+    by strategy label, action signature and normalised answer; a world without strategy labels gets NaN, not
+    one cluster. ``diversity/strategy_entropy_jk`` (jackknife) is the report's strategy entropy.
 
     >>> m = cluster_meters([example(answer="Paris"), example(answer="paris!", strategy="bridge")])
     >>> m["diversity/answer_distinct"], m["diversity/strategy_distinct"], m["diversity/signature_max_share"]
     (1.0, 2.0, 1.0)
+    >>> round(m["diversity/strategy_entropy_jk"], 4)  # 2 log 2 - (1/2)(0 + 0)
+    1.3863
     """
     strategies = [t.strategy for t in group]
     labels = {"signature": [t.signature for t in group], "answer": [normalise_answer(t.answer) for t in group]}

@@ -13,13 +13,23 @@ import math
 from searchgym.meters.calibration import question_rule_mde, study_mde
 from searchgym.meters.table import label as meter_label
 from searchgym.meters.table import unit as meter_unit
-from searchgym.report.data import BASE, TABLE_METRICS, ArmSummary, Estimate, StudyData, ci_text, fmt
+from searchgym.report.data import (
+    BASE,
+    STRATEGY_KEY,
+    TABLE_METRICS,
+    TWO_LEVEL_KEYS,
+    ArmSummary,
+    Estimate,
+    StudyData,
+    ci_text,
+    fmt,
+)
 
 CLOSE_TO_DEMOS = 0.15  # total-variation distance under which an arm "stayed near" its demonstration mix
 DOMINANT_SHARE = 0.8  # one strategy taking this share of samples is called a collapse onto it
 # The table columns the rules read, by their labels in the table of meters (`searchgym.meters.table`).
 SUCCESS, PASS_N = meter_label("reward/success"), meter_label("passk/pass@{n}")
-STRATEGY, BREADTH = meter_label("diversity/strategy_entropy_mm"), meter_label("search/query_breadth")
+STRATEGY, BREADTH = meter_label(STRATEGY_KEY), meter_label("search/query_breadth")
 
 
 def _count(x: float) -> str:
@@ -57,20 +67,23 @@ def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
 
 def detectable_difference(data: StudyData, label: str, a: ArmSummary, b: ArmSummary) -> tuple[float, str]:
     """The minimum detectable difference (80% power) of the claim rule between arms ``a`` and ``b`` for the
-    table column ``label``, at this study's sizes, from its own data, and how it was estimated: with >= 2
-    seeds per arm, the seed-to-seed standard deviation pooled over every arm times the rule's factor
-    (`searchgym.meters.calibration.study_mde`); with one seed, from the two CIs over questions
+    table column ``label``, at this study's sizes, from its own data, and how it was estimated: for a column
+    under the seed rule with >= 2 seeds per arm, the seed-to-seed standard deviation pooled over every arm
+    times the rule's factor (`searchgym.meters.calibration.study_mde`); for the strategy entropy (two-level
+    bootstrap CIs, `searchgym.report.data.TWO_LEVEL_KEYS`) and with one seed, from the two CIs
     (`question_rule_mde`, standard errors read off the 95% CIs). NaN when neither is possible."""
     key = dict(TABLE_METRICS)[label].format(n=data.n)
     seeds = [sum(math.isfinite(m.get(key, math.nan)) for m in arm.meters) for arm in (a, b)]
-    if min(seeds) >= 2:
+    two_level = key in TWO_LEVEL_KEYS
+    if min(seeds) >= 2 and not two_level:
         values = [[m.get(key, math.nan) for m in arm.meters] for arm in data.arms]
         return study_mde(values, *seeds), "from the seed-to-seed spread of this study's arms"
     ea, eb = a.table[label], b.table[label]
     if not all(math.isfinite(x) for x in (ea.lo, ea.hi, eb.lo, eb.hi)):
         return math.nan, ""
     se = [(e.hi - e.lo) / (2 * 1.959964) for e in (ea, eb)]
-    return question_rule_mde(*se), "from the CIs over questions (one seed)"
+    how = "from the two-level bootstrap CIs" if two_level else "from the CIs over questions (one seed)"
+    return question_rule_mde(*se), how
 
 
 def _mde_note(data: StudyData, label: str, a: ArmSummary, b: ArmSummary) -> str:
