@@ -104,7 +104,7 @@ detect in 80% of studies of this size, estimated from this study's own spread (d
 <h2>Summary</h2>
 <table>{table}</table>
 <p class="small">Cells: estimate [95% CI]; {html.escape('; '.join(methods))}. success@1 = mean success of single
-samples; pass@{data.n} = unbiased pass@k at k = n; strategy entropy is Miller–Madow over n samples per question;
+samples; pass@{data.n} = unbiased pass@k at k = n; strategy entropy is the jackknife estimate over n samples per question (CI: two-level bootstrap over seeds, then questions);
 unique docs = distinct documents retrieved over the n samples; query breadth = diversity of queries across
 samples.</p>
 <h2>Figures</h2>
