@@ -176,7 +176,7 @@ class MeterConfig:
 class DoseConfig:
     """Checkpoints along training, for dose curves (`searchgym.train.dose`, docs/dose.md): every ``every``
     optimizer steps of each LoRA stage, and at each stage's end, the adapter is saved as
-    ``dose/<stage>-<step>/adapter`` (a LoRA is small: ~0.1 MB on the shipped prior, ~7 MB on SmolLM2 at r = 16).
+    ``dose/<stage>-<step>/adapter`` (a LoRA is small: 0.76 MB on the shipped prior at r = 16).
     A study evaluates the rungs it names among them exactly like the final model."""
 
     every: int = 0  # 0 = no snapshots
