@@ -34,6 +34,7 @@ from searchgym.meters.calibration import (
     expected_estimates,
     jackknife_from_counts,
     paired_diff_ci,
+    paired_two_level_ci,
     question_ci,
     question_rule_mde,
     seed_ci,
@@ -51,9 +52,11 @@ from searchgym.report.data import (
     StudyData,
     _key_estimate,
     _seed_estimate,
+    _two_level_estimate,
+    paired_two_level_bootstrap_ci,
     two_level_bootstrap_ci,
 )
-from searchgym.report.rules import detectable_difference
+from searchgym.report.rules import compare_arms, detectable_difference
 
 SMALL = StudySetup("searchgym/SyntheticWorld-Easy-v0",
                    {"embedder": "hashing", "top_k": 3, "max_obs_chars": 400, "max_steps": 8,
@@ -181,17 +184,50 @@ def test_vectorised_rules_are_the_reports_rules():
         assert (m[0], qlo[0], qhi[0]) == pytest.approx(bootstrap_ci(a[i], n_boot=1000))
 
 
+def test_paired_twin_is_the_reports_claim_between_two_arms():
+    """`paired_two_level_ci` (calibration, many studies at once) equals the report's
+    `paired_two_level_bootstrap_ci` on the same draws, also with unequal seed counts, and the calibration's
+    claim for each simulated study is `report.rules.compare_arms`'s on arms built from the same values."""
+    from searchgym.calibration.power import _Rules, two_level_rule_ci
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0.8, 0.3, size=(6, 3, 12)), rng.normal(0.8, 0.3, size=(6, 2, 12))
+    d, lo, hi = paired_two_level_ci(a, b)
+    for i in range(6):
+        assert (d[i], lo[i], hi[i]) == pytest.approx(paired_two_level_bootstrap_ci(a[i], b[i])[:3])
+    levels = rng.uniform(0.2, 1.6, size=12)
+    a = levels + rng.normal(0.0, 0.1, size=(6, 3, 12))
+    b = levels - np.array([0.0, 0.01, 0.03, 0.05, 0.1, 0.3])[:, None, None] + rng.normal(0.0, 0.1, size=(6, 3, 12))
+    claims = _Rules(a, two_level_rule_ci).claims(b)
+    qs = [f"q{q:02d}" for q in range(12)]
+
+    def arm(name, values):
+        return ArmSummary(name, [], [], {"strategy entropy": _two_level_estimate(values.tolist())}, {}, {}, {},
+                          per_question={"strategy entropy": values}, questions=qs)
+
+    report = [compare_arms(arm("a", a[i]), arm("b", b[i]), "strategy entropy").claimed for i in range(6)]
+    assert report == claims["report_rule"].tolist() and 0 < sum(report) < 6, report
+    assert claims["report_rule"].sum() > claims["nonoverlap"].sum()  # the CIs overlap where pairing finds it
+
+
 def test_mde_is_smaller_for_larger_studies(world):
     env, tasks, table = world
     styles = env.unwrapped.taskset.query_styles
     base = {"forward": 0.35, "question_first": 0.25, "snippet": 0.2, "parallel": 0.2}
     small = entropy_power(tasks, base, table, styles, questions=4, samples=4, seeds=3, reps=120)
     large = entropy_power(tasks, base, table, styles, questions=24, samples=16, seeds=3, reps=120)
-    assert 0 < large["mde"] < small["mde"] and large["mde_paired"] < small["mde_paired"]
+    inf = math.inf  # NaN: no delta reached 80% power (too small a study for that rule)
+    assert 0 < large["mde"] < (small["mde"] if math.isfinite(small["mde"]) else inf)
+    assert large["mde_paired"] < small["mde_paired"] and large["mde_nonoverlap"] < small["mde_nonoverlap"]
     assert large["curve"][0]["delta"] == 0.0 and large["false_positive_seed_rule"] < 0.25
+    # the report's rule is the paired two-level bootstrap: un-suffixed keys; the old CI rule kept as *_nonoverlap
+    assert "paired" in large["rule"] and large["false_positive"] == large["curve"][0]["power_report_rule"]
+    assert large["false_positive_nonoverlap"] == large["curve"][0]["power_nonoverlap"]
+    assert large["mde"] < large["mde_nonoverlap"] and math.isfinite(large["mde_from_cis"])
     p_small = passk_power(6, 4, 3, reps=120, k=4, rate=0.3, concentration=2.0)
     p_large = passk_power(40, 8, 3, reps=120, k=4, rate=0.3, concentration=2.0)
-    assert p_large["mde"] < p_small["mde"]
+    assert p_large["mde"] < (p_small["mde"] if math.isfinite(p_small["mde"]) else inf)
+    assert p_large["mde_nonoverlap"] < p_small["mde_nonoverlap"]
 
 
 def test_temperature_sweep_of_the_tiny_model_raises_token_entropy(world):
@@ -230,7 +266,8 @@ def test_no_change_verdict_carries_the_minimum_detectable_difference():
     se = 0.12 / (2 * 1.959964)
     assert "no change in breadth is claimed" in text
     assert f"minimum detectable difference at these sizes: {question_rule_mde(se, se):.3f} nats" in text
-    assert "two-level bootstrap CIs" in detectable_difference(data, "strategy entropy", grpo, base)[1]
+    how = detectable_difference(data, "strategy entropy", grpo, base)[1]
+    assert "two-level bootstrap CIs" in how and "CI rule" in how  # no per-question values: the fallback
     # a column under the seed rule (query breadth) keeps the seed-spread MDE
     base, grpo = (_arm("base", [0.62, 0.64, 0.66], 0.62, 0.66, strategy=False),
                   _arm("grpo", [0.63, 0.65, 0.69], 0.63, 0.69, strategy=False))

@@ -12,11 +12,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from searchgym.meters.calibration import paired_rule_mde
 from searchgym.report import compare, report_command, verdict
-from searchgym.report.data import Estimate, summarise
+from searchgym.report.data import ArmSummary, Estimate, StudyData, _two_level_estimate, summarise
 from searchgym.report.discover import discover_runs
+from searchgym.report.rules import compare_arms, detectable_difference
 from searchgym.runs import append_metrics
 from searchgym.trajectory import Trajectory, write_trajectories
 
@@ -98,6 +101,10 @@ def test_summary_numbers_match_what_was_fabricated(study):
     assert grpo.table["success@1"].value > base.table["success@1"].value
     assert grpo.table["pass@n"].value == pytest.approx(0.5, abs=0.05)
     assert compare(grpo.table["strategy entropy"], base.table["strategy entropy"]) == "lower"
+    # each run's per-question values of every table column, on the shared questions: what the paired rule reads
+    assert grpo.questions == [f"q{q:02d}" for q in range(QUESTIONS)]
+    assert set(grpo.per_question) == set(grpo.table) and grpo.per_question["strategy entropy"].shape == (3, QUESTIONS)
+    assert grpo.table["strategy entropy"].value == pytest.approx(np.nanmean(grpo.per_question["strategy entropy"]))
     assert grpo.overlap["only_b"] >= 4 and grpo.overlap["questions"] == QUESTIONS
     assert diverse.demo_share == pytest.approx({s: 0.2 for s in STRATEGIES})
     # pass@k is monotone in k, with CIs around it, on the ladder 1, 2, 4, 8
@@ -114,16 +121,69 @@ def test_summary_numbers_match_what_was_fabricated(study):
 def test_verdict_follows_the_numbers(study):
     data = summarise(discover_runs([study]))
     text = " ".join(verdict(data))
-    assert "grpo collapsed exploration breadth" in text
-    assert "sharpened rather than widened" in text
+    assert "grpo collapsed exploration breadth" in text and "the 95% CI excludes 0" in text
+    # grpo's success@1 is 0.95 on half the questions and 0 on the rest: on 12 questions the paired rule does
+    # not establish a higher mean (the CIs of the seed rule did), but the pass@8 it lost is claimed
+    assert compare_arms(data.arm("grpo"), data.arm("base"), "success@1").side == "no claim"
+    assert "grpo lost coverage" in text and "sharpened rather than widened" not in text
     assert "sft-diverse stayed close to its demonstration mix" in text
     assert "grpo put" in text and "(forward)" in text
-    # flip the evidence: make every CI overlap and the verdict must stop claiming a collapse
+    # overlapping CIs no longer hide a paired difference: the per-question values still show the collapse
     for arm in data.arms:
         for key in arm.table:
             arm.table[key] = Estimate(0.5, 0.0, 1.0)
+    assert "grpo collapsed exploration breadth" in " ".join(verdict(data))
+    # flip the evidence: every arm with the base's per-question values, and the verdict stops claiming
+    base = data.arm("base")
+    for arm in data.arms:
+        arm.per_question = {k: v.copy() for k, v in base.per_question.items()}
     text = " ".join(verdict(data))
-    assert "collapsed" not in text and "no change in breadth is claimed" in text
+    assert "collapsed" not in text and "no change in breadth is claimed" in text and "paired rule" in text
+    # without per-question values the verdict falls back to the CIs, and says so
+    for arm in data.arms:
+        arm.per_question = {}
+    text = " ".join(verdict(data))
+    assert "collapsed" not in text and "CIs overlap" in text and "CI rule" in text
+
+
+def _planted(name: str, levels: np.ndarray, shift: float, seed: int, noise: float = 0.1) -> ArmSummary:
+    """An arm whose per-(seed, question) strategy entropy is each question's level plus ``shift`` plus noise,
+    3 seeds; its table column is the report's own two-level estimate of those values."""
+    rng = np.random.default_rng(seed)
+    values = levels[None, :] + shift + rng.normal(0.0, noise, size=(3, levels.size))
+    questions = [f"q{q:02d}" for q in range(levels.size)]
+    table = {label: Estimate(math.nan, math.nan, math.nan) for label in ("success@1", "pass@n", "unique docs",
+                                                                          "query breadth")}
+    table["strategy entropy"] = _two_level_estimate(values.tolist())
+    return ArmSummary(name, [], [{"diversity/strategy_entropy_jk": float(v)} for v in values.mean(axis=1)],
+                      table, {}, {}, {}, per_question={"strategy entropy": values}, questions=questions)
+
+
+def test_paired_rule_finds_a_planted_drop_the_overlapping_cis_miss_and_no_null_difference():
+    """Questions differ a lot in their own entropy (0.2-1.6 nats): that spread widens each arm's CI, so a
+    drop of 0.1 nats on every question leaves the two CIs overlapping; it cancels in the paired difference,
+    which claims the drop. A null pair (same levels, fresh noise) is not claimed, and its "no change" states
+    the paired rule's minimum detectable difference."""
+    levels = np.random.default_rng(0).uniform(0.2, 1.6, size=30)
+    base, grpo = _planted("base", levels, 0.0, 1), _planted("grpo", levels, -0.1, 2)
+    assert compare(grpo.table["strategy entropy"], base.table["strategy entropy"]) == "overlap"
+    found = compare_arms(grpo, base, "strategy entropy")
+    assert found.side == "lower" and found.paired and found.diff.hi < 0
+    assert found.diff.value == pytest.approx(np.mean(grpo.per_question["strategy entropy"])
+                                             - np.mean(base.per_question["strategy entropy"]))
+    text = " ".join(verdict(StudyData([base, grpo], n=8, questions=30)))
+    assert "**grpo collapsed exploration breadth**" in text and "over 30 shared questions" in text
+
+    null = _planted("grpo", levels, 0.0, 3)
+    none = compare_arms(null, base, "strategy entropy")
+    assert none.side == "no claim" and none.diff.lo < 0 < none.diff.hi
+    data = StudyData([base, null], n=8, questions=30)
+    text = " ".join(verdict(data))
+    mde, how = detectable_difference(data, "strategy entropy", null, base)
+    assert mde == pytest.approx(paired_rule_mde((none.diff.hi - none.diff.lo) / (2 * 1.959964)))
+    assert "paired rule" in how and 0.02 < mde < 0.1
+    assert "no change in breadth is claimed" in text and f"{mde:.3f} nats, 80% power under the paired rule" in text
+    assert "collapsed" not in text and "widened" not in text
 
 
 def test_report_files_are_self_contained(report):

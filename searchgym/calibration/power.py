@@ -1,6 +1,20 @@
 """Power of the study's claim rules and the minimum detectable effect (check 2 of `searchgym.calibration`):
 simulated studies as multinomial draws from each question's exact label distribution (strategy entropy) or
-binomial draws from Beta-distributed success rates (pass@k)."""
+binomial draws from Beta-distributed success rates (pass@k).
+
+Three rules are measured on the same simulated studies (`RULES`):
+
+- ``report_rule``: the report's claim between two arms (`searchgym.report.rules.compare_arms`): the paired
+  difference of per-question values, 95% CI by a two-level bootstrap (each arm's seeds, then questions
+  shared by both arms) that must exclude 0 (`meters.calibration.paired_two_level_ci`). Its numbers are the
+  un-suffixed keys (``mde``, ``false_positive``, ``mde_from_cis``) and, for `searchgym.calibration.run`,
+  ``false_positive_seed_rule``;
+- ``nonoverlap``: the report's fallback, two 95% CIs of the column that must not overlap (two-level CIs for
+  strategy entropy, IQM over seeds for pass@k; the report's rule until 2026-12-07): ``mde_nonoverlap``,
+  ``false_positive_nonoverlap``, ``mde_nonoverlap_from_cis``;
+- ``paired``: the paired bootstrap over questions alone, seeds averaged first (`stats.paired_bootstrap`):
+  ``mde_paired``, ``false_positive_paired``.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +31,8 @@ from searchgym.meters.calibration import (
     nonoverlap,
     nonoverlap_mde_factor,
     paired_diff_ci,
+    paired_rule_mde,
+    paired_two_level_ci,
     pass_at_k_table,
     question_ci,
     question_rule_mde,
@@ -81,9 +97,19 @@ def two_level_rule_ci(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+RULES = ("report_rule", "nonoverlap", "paired")  # see the module docstring
+REPORT_RULE = ("paired difference of per-question values (each arm: mean over its seeds), 95% two-level "
+               "bootstrap CI (seeds within each arm, then questions shared by both arms) excludes 0")
+
+
+def _excludes_zero(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return (lo > 0) | (hi < 0)
+
+
 class _Rules:
-    """Detection rates of both claim rules for one arm A against many candidate arms B: the report's CI rule
-    of the column (``ci``: non-overlapping CIs) and the paired bootstrap over questions (seeds averaged)."""
+    """Detection rates of the three claim rules (`RULES`) for one arm A against many candidate arms B, on the
+    same simulated studies: the report's paired two-level rule, the non-overlap of the column's CIs
+    (``ci``: the CI rule of the column) and the paired bootstrap over questions alone (seeds averaged)."""
 
     def __init__(self, a_values: np.ndarray, ci=seed_rule_ci):
         self.ci = ci
@@ -92,52 +118,87 @@ class _Rules:
         self.a_seed = a_values.mean(-1)  # (reps, seeds): the meter of each seed (mean over questions)
         self.lo_a, self.hi_a = ci(a_values)
 
-    def power(self, b_values: np.ndarray) -> tuple[float, float]:
+    def claims(self, b_values: np.ndarray) -> dict[str, np.ndarray]:
+        """Per study, whether each rule claims a difference between A and B."""
         lo_b, hi_b = self.ci(b_values)
-        _, lo, hi = paired_diff_ci(self.a_per_q, b_values.mean(-2))
-        return float(nonoverlap(self.lo_a, self.hi_a, lo_b, hi_b).mean()), float(((lo > 0) | (hi < 0)).mean())
+        _, lo, hi = paired_two_level_ci(self.a_values, b_values)
+        _, qlo, qhi = paired_diff_ci(self.a_per_q, b_values.mean(-2))
+        return {"report_rule": _excludes_zero(lo, hi), "nonoverlap": nonoverlap(self.lo_a, self.hi_a, lo_b, hi_b),
+                "paired": _excludes_zero(qlo, qhi)}
+
+    def power(self, b_values: np.ndarray) -> tuple[float, ...]:
+        """Detection rate of every rule, in the order of `RULES`."""
+        claims = self.claims(b_values)
+        return tuple(float(claims[r].mean()) for r in RULES)
 
     def mde_from_cis(self, b_values: np.ndarray) -> float:
-        """Mean over studies of what the report states as the MDE (`report.rules.detectable_difference`):
-        `question_rule_mde` with standard errors read off the two arms' 95% CIs."""
+        """Mean over studies of what the report states as the MDE of the non-overlap rule
+        (`report.rules.detectable_difference`'s fallback): `question_rule_mde` with standard errors read off
+        the two arms' 95% CIs."""
         lo_b, hi_b = self.ci(b_values)
         se_a, se_b = (self.hi_a - self.lo_a) / (2 * 1.959964), (hi_b - lo_b) / (2 * 1.959964)
         return float(np.mean([question_rule_mde(a, b) for a, b in zip(se_a, se_b, strict=True)]))
 
+    def mde_from_paired_ci(self, b_values: np.ndarray) -> float:
+        """Mean over studies of what the report states as the MDE of its paired rule
+        (`report.rules.detectable_difference`): `paired_rule_mde` of the standard error read off the paired
+        95% CI."""
+        _, lo, hi = paired_two_level_ci(self.a_values, b_values)
+        return float(np.mean(paired_rule_mde((hi - lo) / (2 * 1.959964))))
 
-def _scan(power_at, max_delta: float, coarse: float = 0.05, fine: float = 0.01) -> tuple[float, float, list]:
-    """MDE of both rules by scanning delta upwards: a coarse grid until each rule reaches the target power,
-    then a fine grid inside the last coarse step. Returns (mde_seed_rule, mde_paired, coarse curve)."""
+
+def _scan(power_at, max_delta: float, coarse: float = 0.05, fine: float = 0.01) -> tuple[dict[str, float], list]:
+    """MDE of every rule (`RULES`) by scanning delta upwards: a coarse grid until each rule reaches the
+    target power, then a fine grid inside the last coarse step. Returns ({rule: mde}, coarse curve); the
+    curve's point at delta = 0 holds the false-positive rates."""
+    cache: dict[float, tuple[float, ...]] = {}
+
+    def at(delta: float) -> tuple[float, ...]:
+        key = round(delta, 9)
+        if key not in cache:
+            cache[key] = power_at(delta)
+        return cache[key]
+
     curve = []
-    found: list[float | None] = [None, None]
+    found: dict[str, float | None] = dict.fromkeys(RULES)
     delta = 0.0
-    while delta <= max_delta + 1e-9 and None in found:
-        p = power_at(delta)
-        curve.append({"delta": round(delta, 4), "power_seed_rule": p[0], "power_paired": p[1]})
-        for r in range(2):
-            if found[r] is None and p[r] >= 0.8:
+    while delta <= max_delta + 1e-9 and None in found.values():
+        p = at(delta)
+        curve.append({"delta": round(delta, 4), **{f"power_{r}": p[i] for i, r in enumerate(RULES)}})
+        for i, r in enumerate(RULES):
+            if found[r] is None and p[i] >= 0.8:
                 found[r] = delta
         delta += coarse
-    mdes = []
-    for r in range(2):
+    mdes = {}
+    for i, r in enumerate(RULES):
         if found[r] is None:
-            mdes.append(math.nan)
+            mdes[r] = math.nan
             continue
         lo = max(0.0, found[r] - coarse)
-        grid = [lo + fine * i for i in range(1, round(coarse / fine))] if found[r] > 0 else []
-        fine_power = [power_at(d)[r] for d in grid]
-        mdes.append(min([d for d, p in zip(grid, fine_power) if p >= 0.8] + [found[r]]))
-    return round(mdes[0], 4), round(mdes[1], 4), curve
+        grid = [lo + fine * j for j in range(1, round(coarse / fine))] if found[r] > 0 else []
+        mdes[r] = round(min([d for d in grid if at(d)[i] >= 0.8] + [found[r]]), 4)
+    return mdes, curve
+
+
+def _rule_keys(mdes: dict[str, float], curve: list) -> dict:
+    """The MDE and false-positive keys of every rule (module docstring)."""
+    fp = {r: curve[0][f"power_{r}"] for r in RULES}
+    return {"rule": REPORT_RULE, "mde": mdes["report_rule"], "false_positive": fp["report_rule"],
+            "false_positive_seed_rule": fp["report_rule"],  # the key run.py pairs with "mde": the report's rule
+            "mde_nonoverlap": mdes["nonoverlap"], "false_positive_nonoverlap": fp["nonoverlap"],
+            "mde_paired": mdes["paired"], "false_positive_paired": fp["paired"]}
 
 
 def entropy_power(tasks, base, table, styles, questions: int, samples: int, seeds: int, reps: int,
                   seed: int = 0) -> dict:
-    """Power of the report's rule (jackknife per question, two-level bootstrap CIs that must not overlap) and
-    of the paired bootstrap to detect a drop delta in strategy entropy, arm A = the base mixture, arm B = the
-    base shifted towards `SHIFT_TOWARDS` until its true entropy is delta lower; both arms on the same
-    ``questions`` held-out questions (as in a study) at n = ``samples``. ``mde_from_cis`` is what the report
-    would state from one study's CIs (mean over studies), ``mde_from_seed_sd`` the seed-spread formula of
-    the other columns' rule, for comparison."""
+    """Power of the report's rule (jackknife per question; the paired difference of the two arms'
+    per-question values, two-level bootstrap CI that must exclude 0), of its fallback (two-level bootstrap
+    CIs that must not overlap) and of the paired bootstrap over questions alone, to detect a drop delta in
+    strategy entropy: arm A = the base mixture, arm B = the base shifted towards `SHIFT_TOWARDS` until its
+    true entropy is delta lower; both arms on the same ``questions`` held-out questions (as in a study) at
+    n = ``samples``. Keys: `RULES` in the module docstring; ``mde_from_cis`` / ``mde_nonoverlap_from_cis``
+    are what the report would state from one study (mean over studies at that rule's MDE),
+    ``mde_from_seed_sd`` the seed-spread formula of the other columns' fallback, for comparison."""
     qs = _questions(tasks, questions, seed)
     lambdas, deltas = shift_curve(qs, base, table, styles)
     rng = np.random.default_rng(seed)
@@ -150,27 +211,30 @@ def entropy_power(tasks, base, table, styles, questions: int, samples: int, seed
 
     rules = _Rules(arm(base, u_a), two_level_rule_ci)
 
-    def power_at(delta: float) -> tuple[float, float]:
-        lam = _lambda_for(delta, lambdas, deltas)
-        if lam is None:
-            return math.nan, math.nan
-        return rules.power(arm(_shifted(base, lam), u_b))
+    def b_at(delta: float) -> np.ndarray | None:
+        lam = _lambda_for(delta, lambdas, deltas) if math.isfinite(delta) else None
+        return None if lam is None else arm(_shifted(base, lam), u_b)
 
-    mde, mde_paired, curve = _scan(power_at, float(deltas.max()))
-    sd = from_cis = math.nan  # the seed-to-seed sd of both arms at the MDE, pooled; the report's own MDE
-    lam = _lambda_for(mde, lambdas, deltas) if math.isfinite(mde) else None
-    if lam is not None:
-        b_values = arm(_shifted(base, lam), u_b)
+    def power_at(delta: float) -> tuple[float, ...]:
+        b_values = b_at(delta)
+        return (math.nan,) * len(RULES) if b_values is None else rules.power(b_values)
+
+    mdes, curve = _scan(power_at, float(deltas.max()))
+    out = _rule_keys(mdes, curve)
+    b_values = b_at(mdes["report_rule"])
+    out["mde_from_cis"] = rules.mde_from_paired_ci(b_values) if b_values is not None else math.nan
+    sd = from_cis = math.nan  # the seed-to-seed sd of both arms at the non-overlap MDE, pooled; its statement
+    b_values = b_at(mdes["nonoverlap"])
+    if b_values is not None:
         from_cis = rules.mde_from_cis(b_values)
         if seeds >= 2:
             sd = math.sqrt(float(np.mean([np.var(rules.a_seed, axis=-1, ddof=1),
                                           np.var(b_values.mean(-1), axis=-1, ddof=1)])))
     return {"questions": questions, "samples": samples, "seeds": seeds, "episodes_per_arm": questions * samples * seeds,
-            "mde": mde, "mde_paired": mde_paired, "false_positive_seed_rule": curve[0]["power_seed_rule"],
-            "false_positive_paired": curve[0]["power_paired"], "base_entropy": float(
+            **out, "mde_nonoverlap_from_cis": from_cis, "base_entropy": float(
                 np.mean([entropy(r) for r in _label_matrix(qs, base, table, styles)[0]])),
             "seed_sd": sd, "mde_from_seed_sd": sd * nonoverlap_mde_factor(seeds, seeds) if seeds >= 2 else math.nan,
-            "mde_from_cis": from_cis, "curve": curve}
+            "curve": curve}
 
 
 def _expit(x):
@@ -179,7 +243,8 @@ def _expit(x):
 
 def passk_power(questions: int, samples: int, seeds: int, reps: int, k: int, rate: float, concentration: float,
                 seed: int = 0) -> dict:
-    """Power of both rules for a rise delta in pass@k (k <= n = ``samples``). Per-question success
+    """Power of the three rules (`RULES`; the fallback here: IQM over seeds, stratified-bootstrap CIs that
+    must not overlap) for a rise delta in pass@k (k <= n = ``samples``). Per-question success
     probabilities p ~ Beta(c r, c (1 - r)) (``rate`` r, ``concentration`` c), fixed within a study; arm B
     raises every question's p on the logit scale by theta, chosen so the mean true pass@k
     (1 - (1 - p)^k, averaged over questions) rises by delta. Correct counts are binomial at n."""
@@ -200,16 +265,19 @@ def passk_power(questions: int, samples: int, seeds: int, reps: int, k: int, rat
     base_true = true_passk(p)
     thetas = np.linspace(0.0, 8.0, 321)
     deltas = np.array([true_passk(_expit(logit + th)) - base_true for th in thetas])
-    rules = _Rules(arm(p, u_a))  # pass@k columns keep the seed rule
+    rules = _Rules(arm(p, u_a))  # the fallback of pass@k columns: the seed rule
 
-    def power_at(delta: float) -> tuple[float, float]:
-        theta = _lambda_for(delta, thetas, deltas)
-        if theta is None:
-            return math.nan, math.nan
-        return rules.power(arm(_expit(logit + theta), u_b))
+    def b_at(delta: float) -> np.ndarray | None:
+        theta = _lambda_for(delta, thetas, deltas) if math.isfinite(delta) else None
+        return None if theta is None else arm(_expit(logit + theta), u_b)
 
-    mde, mde_paired, curve = _scan(power_at, float(deltas.max()))
+    def power_at(delta: float) -> tuple[float, ...]:
+        b_values = b_at(delta)
+        return (math.nan,) * len(RULES) if b_values is None else rules.power(b_values)
+
+    mdes, curve = _scan(power_at, float(deltas.max()))
+    b_values = b_at(mdes["report_rule"])
     return {"k": k, "questions": questions, "samples": samples, "seeds": seeds, "base_rate": rate,
-            "concentration": concentration, "base_true": base_true, "mde": mde, "mde_paired": mde_paired,
-            "false_positive_seed_rule": curve[0]["power_seed_rule"], "false_positive_paired": curve[0]["power_paired"],
+            "concentration": concentration, "base_true": base_true, **_rule_keys(mdes, curve),
+            "mde_from_cis": rules.mde_from_paired_ci(b_values) if b_values is not None else math.nan,
             "curve": curve}

@@ -9,10 +9,14 @@ minimum detectable difference:
 - vectorised twins of the claim rules, bit-for-bit on the same bootstrap draws as the report's code: the
   seed rule (IQM over seeds with a stratified bootstrap CI, `searchgym.report.data._seed_estimate`), the
   two-level bootstrap over seeds and questions of the strategy-entropy column
-  (`searchgym.report.data.two_level_bootstrap_ci`), a difference claimed when two CIs do not overlap, and
-  the paired bootstrap over questions (`searchgym.meters.stats.paired_bootstrap`), so thousands of
-  simulated studies cost seconds; and the other candidate intervals the calibration compared;
-- the minimum detectable effect (MDE): the smallest true difference a rule detects in >= 80% of studies.
+  (`searchgym.report.data.two_level_bootstrap_ci`), the report's claim between two arms (the paired
+  two-level bootstrap of their per-question difference, `searchgym.report.data.paired_two_level_bootstrap_ci`,
+  claimed when its 95% CI excludes 0: `paired_two_level_ci`), the fallback where per-question values are
+  missing (two CIs that must not overlap: `nonoverlap`), and the paired bootstrap over questions alone
+  (`searchgym.meters.stats.paired_bootstrap`), so thousands of simulated studies cost seconds; and the
+  other candidate intervals the calibration compared;
+- the minimum detectable effect (MDE): the smallest true difference a rule detects in >= 80% of studies,
+  and what the report states from one study (`paired_rule_mde`, `question_rule_mde`, `study_mde`).
 
 Nothing here is registered in ``searchgym.meters``: import it as ``searchgym.meters.calibration``.
 """
@@ -351,7 +355,7 @@ def candidate_intervals(values: np.ndarray, alpha: float = 0.05) -> dict[str, tu
 
 
 def nonoverlap(lo_a: np.ndarray, hi_a: np.ndarray, lo_b: np.ndarray, hi_b: np.ndarray) -> np.ndarray:
-    """The report's claim (`searchgym.report.rules.compare`): True where the two CIs do not overlap.
+    """The report's fallback claim (`searchgym.report.rules.compare`): True where the two CIs do not overlap.
 
     >>> nonoverlap(np.array([0.0, 0.0]), np.array([1.0, 1.0]), np.array([1.5, 0.5]), np.array([2.0, 2.0])).tolist()
     [True, False]
@@ -385,6 +389,48 @@ def paired_diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int = PAIRED_BOOT, alph
     means = d @ weights.T  # (..., n_boot)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2], axis=-1)
     return d.mean(axis=-1), lo, hi
+
+
+@lru_cache(maxsize=32)
+def paired_two_level_weights(seeds_a: int, seeds_b: int, questions: int, n_boot: int = PAIRED_BOOT,
+                             seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The draws of `searchgym.report.data.paired_two_level_bootstrap_ci` as weights: (n_boot, seeds_a),
+    (n_boot, seeds_b) and (n_boot, questions), how often each seed of arm a, each seed of arm b and each
+    question is drawn over the number drawn (the same generator calls in the same order).
+
+    >>> wa, wb, wq = paired_two_level_weights(3, 2, 4, n_boot=5)
+    >>> wa.shape, wb.shape, wq.shape, float(wa.sum()), float(wq.sum())
+    ((5, 3), (5, 2), (5, 4), 5.0, 5.0)
+    """
+    rng = np.random.default_rng(seed)
+    weights = []
+    for size in (seeds_a, seeds_b, questions):
+        idx = rng.integers(0, size, size=(n_boot, size))
+        w = np.zeros((n_boot, size))
+        np.add.at(w, (np.arange(n_boot)[:, None], idx), 1.0)
+        weights.append(w / size)
+    return weights[0], weights[1], weights[2]
+
+
+def paired_two_level_ci(a: np.ndarray, b: np.ndarray, n_boot: int = PAIRED_BOOT, alpha: float = 0.05,
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The report's claim rule between two arms, for many studies at once: ``a`` (..., seeds_a, questions)
+    and ``b`` (..., seeds_b, questions) per-(seed, question) values on the same questions; returns the
+    difference a - b of the per-question means over seeds, averaged over questions, and its paired two-level
+    bootstrap CI (a's seeds, b's seeds, then questions shared by both arms): the twin of
+    `searchgym.report.data.paired_two_level_bootstrap_ci` (no NaN here), on the same draws. A difference
+    is claimed where the CI excludes 0: ``(lo > 0) | (hi < 0)``.
+
+    >>> d, lo, hi = paired_two_level_ci(np.array([[[0.9, 0.5, 0.2, 0.7]] * 3]), np.array([[[0.8, 0.4, 0.1, 0.6]] * 3]))
+    >>> [round(float(x[0]), 6) for x in (d, lo, hi)]
+    [0.1, 0.1, 0.1]
+    """
+    va, vb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    wa, wb, wq = paired_two_level_weights(va.shape[-2], vb.shape[-2], va.shape[-1], n_boot, seed)
+    boot = (np.einsum("...sb,bs->...b", va @ wq.T, wa)  # (..., n_boot): a's drawn seeds on the drawn questions
+            - np.einsum("...sb,bs->...b", vb @ wq.T, wb))
+    lo, hi = _quantiles(boot, alpha)
+    return va.mean(axis=(-1, -2)) - vb.mean(axis=(-1, -2)), lo, hi
 
 
 def question_ci(values: np.ndarray, n_boot: int = SEED_BOOT, alpha: float = 0.05,
@@ -451,6 +497,21 @@ def question_rule_mde(se_a: float, se_b: float, target: float = POWER, alpha: fl
 
     z = NormalDist().inv_cdf
     return z(1 - alpha / 2) * (se_a + se_b) + z(target) * math.hypot(se_a, se_b)
+
+
+def paired_rule_mde(se: float | np.ndarray, target: float = POWER, alpha: float = 0.05) -> float | np.ndarray:
+    """MDE of the paired rule (the 95% CI of the paired difference must exclude 0) from the difference's
+    standard error: the CI excludes 0 once |diff| > z_(1-alpha/2) se, and diff ~ Normal(delta, se^2), so
+    delta = (z_(1-alpha/2) + z_target) se (2.80 se at 80% power). The report reads se off the paired CI
+    (half its width / 1.96).
+
+    >>> round(paired_rule_mde(1.0), 3)
+    2.802
+    """
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf
+    return (z(1 - alpha / 2) + z(target)) * se
 
 
 def study_mde(seed_values: Sequence[Sequence[float]], seeds_a: int, seeds_b: int) -> float:

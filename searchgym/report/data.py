@@ -2,7 +2,9 @@
 
 Summarises each arm of the runs `searchgym.report.discover` found over its seeds with `searchgym.meters`:
 IQM and 95% CIs of the headline meters (strategy entropy: the jackknife, mean over seeds and questions
-with a two-level bootstrap CI, the rule docs/calibration.md found to cover the truth), pass@k curves with bootstrap CIs over questions, solvable-set
+with a two-level bootstrap CI, the rule docs/calibration.md found to cover the truth), each run's
+per-question values of the table's meters (what the verdict's paired comparison of two arms resamples,
+`paired_two_level_bootstrap_ci`), pass@k curves with bootstrap CIs over questions, solvable-set
 overlap with the base arm, strategy shares and training curves (mean and min–max band over seeds). The
 verdict (`searchgym.report.rules`), the figures (`searchgym.report.figures`) and the page
 (`searchgym.report.page`) are built from these summaries.
@@ -23,7 +25,7 @@ from searchgym.meters.coverage import compare_with_base
 from searchgym.meters.literature import entropy_reward_points, fit_entropy_reward
 from searchgym.meters.passk import k_ladder, pass_at_k_table, pass_hat_k_table, solvable_set_overlap
 from searchgym.meters.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
-from searchgym.meters.table import label, unit
+from searchgym.meters.table import label, missing, unit
 from searchgym.report.discover import BASE, RunData, normalise
 
 # Training-curve panels: metric keys in order of preference (the first one a run logged is used): live meter
@@ -47,6 +49,7 @@ PANEL_KEYS = (
 # studies; this is the narrowest combination covering it in >= 90% for every mixture.
 STRATEGY_KEY = "diversity/strategy_entropy_jk"
 TWO_LEVEL_KEYS = (STRATEGY_KEY,)  # columns whose CI is `two_level_bootstrap_ci`, not the seed rule
+PAIRED_BOOT = 2000  # resamples of the paired comparison of two arms (`paired_two_level_bootstrap_ci`)
 # The table's columns ("{n}" is the fixed n), and further per-run meters summarised like them (IQM over
 # seeds, or CIs over questions with one seed): the template-collapse panel (cross-input identifiability
 # beside within-input entropy) and depth adaptivity. Their labels come from the table of meters.
@@ -118,6 +121,12 @@ class ArmSummary:
     entropy_reward: list[tuple[list[float], list[float], tuple[str, str] | None]] = field(default_factory=list)
     run_fits: list[dict[str, float]] = field(default_factory=list)
     fit: dict[str, float] | None = None
+    # TABLE_METRICS label -> (runs, questions) matrix of each run's per-question meter on the shared questions
+    # (rows in the order of ``runs``, columns in the order of ``questions``; NaN where a question did not
+    # emit it): what `paired_difference` resamples. Empty (hand-built summaries): comparisons fall back to
+    # the two CIs (`searchgym.report.rules.compare`).
+    per_question: dict[str, np.ndarray] = field(default_factory=dict)
+    questions: list[str] = field(default_factory=list)
 
     @property
     def seeds(self) -> list[int]:
@@ -208,6 +217,74 @@ def _two_level_estimate(matrix: list[list[float]]) -> Estimate:
         return Estimate(math.nan, math.nan, math.nan, "not measured")
     return Estimate(point, lo, hi, f"mean over {seeds} seed(s) x {len(matrix[0])} questions, "
                                    "two-level bootstrap (seeds, then questions)")
+
+
+def paired_two_level_bootstrap_ci(a: np.ndarray | list[list[float]], b: np.ndarray | list[list[float]],
+                                  n_boot: int = PAIRED_BOOT, alpha: float = 0.05,
+                                  seed: int = 0) -> tuple[float, float, float, int]:
+    """Paired comparison of two arms on shared questions: ``a`` (seeds_a, questions) and ``b`` (seeds_b,
+    questions) hold each seed's per-question value, columns the same questions. The difference is the mean
+    over questions of (arm a's value - arm b's value), each arm's value of a question the mean over its
+    seeds; its 95% CI is a two-level percentile bootstrap, as the strategy-entropy column's own CI
+    (`two_level_bootstrap_ci`): each resample draws a's seeds with replacement, then b's seeds, then
+    questions with replacement, the SAME questions for both arms (so each question's own level cancels in
+    the difference, and seed-to-seed variance, training included, stays in). Returns (difference, lo, hi,
+    questions used). Questions where an arm has no finite value are left out; in a resample, a question
+    whose drawn seeds of one arm are all NaN is left out of that resample. The vectorised twin is
+    `searchgym.meters.calibration.paired_two_level_ci` (same draws).
+
+    >>> d, lo, hi, q = paired_two_level_bootstrap_ci([[0.9, 0.5, 0.2, 0.7]] * 3, [[0.8, 0.4, 0.1, 0.6]] * 3)
+    >>> round(d, 6), round(lo, 6), round(hi, 6), q  # every question 0.1 lower in b: no spread to resample
+    (0.1, 0.1, 0.1, 4)
+    """
+    va, vb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if va.ndim != 2 or vb.ndim != 2 or va.shape[1] != vb.shape[1]:
+        raise ValueError(f"paired comparison needs (seeds, questions) matrices on the same questions, got "
+                         f"{va.shape} and {vb.shape}")
+    keep = np.isfinite(va).any(axis=0) & np.isfinite(vb).any(axis=0)
+    if not keep.any():
+        return math.nan, math.nan, math.nan, 0
+    va, vb = va[:, keep], vb[:, keep]
+    questions = va.shape[1]
+    rng = np.random.default_rng(seed)  # draws in the order of `meters.calibration.paired_two_level_weights`
+    seeds_a = rng.integers(0, va.shape[0], size=(n_boot, va.shape[0]))
+    seeds_b = rng.integers(0, vb.shape[0], size=(n_boot, vb.shape[0]))
+    question_idx = rng.integers(0, questions, size=(n_boot, questions))
+
+    def drawn_means(v: np.ndarray, seed_idx: np.ndarray) -> np.ndarray:  # (n_boot, questions drawn)
+        drawn = v[seed_idx[:, :, None], question_idx[:, None, :]]  # (n_boot, seeds, questions)
+        finite = np.isfinite(drawn)
+        count = finite.sum(axis=1)
+        total = np.where(finite, drawn, 0.0).sum(axis=1)
+        return np.divide(total, count, out=np.full(total.shape, math.nan), where=count > 0)
+
+    diff = drawn_means(va, seeds_a) - drawn_means(vb, seeds_b)
+    ok = np.isfinite(diff)
+    stats = np.where(ok, diff, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
+    stats = stats[ok.any(axis=1)]
+    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    point = float(np.mean(np.nanmean(va, axis=0) - np.nanmean(vb, axis=0)))
+    return point, float(lo), float(hi), questions
+
+
+def paired_difference(a: ArmSummary, b: ArmSummary, label: str) -> tuple[Estimate, int] | None:
+    """Arm ``a`` minus arm ``b`` on the table column ``label`` by `paired_two_level_bootstrap_ci`, on the
+    questions both arms answered, and the number of questions it used; None where either arm has no
+    per-question values of the column (the caller falls back to the two CIs)."""
+    ma, mb = a.per_question.get(label), b.per_question.get(label)
+    if ma is None or mb is None or not a.questions or not b.questions:
+        return None
+    shared = sorted(set(a.questions) & set(b.questions))
+    col_a, col_b = {q: i for i, q in enumerate(a.questions)}, {q: i for i, q in enumerate(b.questions)}
+    va = np.asarray(ma, dtype=np.float64)[:, [col_a[q] for q in shared]]
+    vb = np.asarray(mb, dtype=np.float64)[:, [col_b[q] for q in shared]]
+    if not shared or not np.isfinite(va).any() or not np.isfinite(vb).any():
+        return None
+    point, lo, hi, used = paired_two_level_bootstrap_ci(va, vb)
+    if not used:
+        return None
+    return Estimate(point, lo, hi, f"paired difference over {used} shared questions, two-level bootstrap "
+                                   f"(seeds within each arm, then questions), {PAIRED_BOOT} resamples"), used
 
 
 def training_curves(metrics: list[list[dict]]) -> dict[str, list[tuple[float, float, float, float]]]:
@@ -310,6 +387,11 @@ def summarise(runs: list[RunData]) -> StudyData:
                                for q, g in groups.items()})
         counts[name] = arm_counts
         table = {label: _key_estimate(metered, per_qs, tasks, key.format(n=n)) for label, key in TABLE_METRICS}
+        questions = sorted(tasks)
+        per_question_values = {  # NaN, or 0 for a count no sample made, as `meters.aggregate.average` reads it
+            label: np.array([[pq[q].get(key.format(n=n), missing(key.format(n=n))) if q in pq else math.nan
+                              for q in questions] for pq in per_qs], dtype=np.float64)
+            for label, key in TABLE_METRICS}
         extra = {label: _key_estimate(metered, per_qs, tasks, key) for label, key in EXTRA_METRICS}
         matrix = np.array([[c[q] for q in sorted(tasks)] for c in arm_counts])  # (runs, questions)
         curves = {}
@@ -324,7 +406,8 @@ def summarise(runs: list[RunData]) -> StudyData:
         arms.append(ArmSummary(name, arm_runs, metered, table, curves["passk"], normalise(dict(strategies)),
                                training_curves([r.metrics for r in arm_runs]), demo_share=demo,
                                prior_share=prior, passhat=curves["passhat"], extra=extra,
-                               entropy_reward=points, run_fits=run_fits, fit=fit))
+                               entropy_reward=points, run_fits=run_fits, fit=fit,
+                               per_question=per_question_values, questions=questions))
     if BASE in counts:
         for arm in arms:
             if arm.name != BASE:

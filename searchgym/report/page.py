@@ -98,9 +98,12 @@ figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; }} figcaption {{ co
 generated {time.strftime('%Y-%m-%d %H:%M')}</p>
 <h2>Verdict</h2>
 <ul class="verdict">{''.join(f'<li>{_md_inline(f)}</li>' for f in findings)}</ul>
-<p class="small">Rules: a difference is claimed only where the 95% CIs do not overlap; the reference is the
-untrained base model where the study has one. A "no change" gives the smallest difference the rule would
-detect in 80% of studies of this size, estimated from this study's own spread (docs/calibration.md).</p>
+<p class="small">Rules: two arms are compared on the questions they share by the paired difference of their
+per-question values (each arm: mean over its seeds); a difference is claimed only where its 95% CI (two-level
+bootstrap: each arm's seeds, then the questions, one draw shared by both arms) excludes 0. Where per-question
+values are missing, only where the two arms' 95% CIs do not overlap. The reference is the untrained base model
+where the study has one. A "no change" gives the smallest difference the rule used would detect in 80% of
+studies of this size, estimated from this study's own spread (docs/calibration.md).</p>
 <h2>Summary</h2>
 <table>{table}</table>
 <p class="small">Cells: estimate [95% CI]; {html.escape('; '.join(methods))}. success@1 = mean success of single

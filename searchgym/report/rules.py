@@ -1,16 +1,23 @@
 """Step 3 of a report: the verdict — plain-language findings derived from the numbers by fixed rules.
 
-A difference is claimed only when the 95% CIs do not overlap (`compare`); a "no change" states the
-smallest difference the rule would detect at the study's sizes (`detectable_difference`, from
-`searchgym.meters.calibration`). `headlines` answers the questions the study exists for; `verdict` adds
-the details arm by arm. Reads only `searchgym.report.data`'s summaries.
+Two arms are compared by `compare_arms`: where both have per-question values of the column on their shared
+questions (every table column of a `summarise`d study), by the **paired rule**: the difference of the two
+arms' per-question values (each the mean over the arm's seeds), with a two-level bootstrap 95% CI that
+draws each arm's seeds and then questions, the same questions for both arms
+(`searchgym.report.data.paired_two_level_bootstrap_ci`); a difference is claimed only when that CI
+excludes 0. Where per-question values are missing, the fallback: a difference is claimed only when the
+two arms' 95% CIs do not overlap (`compare`). A "no change" states the smallest difference the rule used
+would detect in 80% of studies of this size (`detectable_difference`, from `searchgym.meters.calibration`;
+docs/calibration.md measures both rules). `headlines` answers the questions the study exists for;
+`verdict` adds the details arm by arm. Reads only `searchgym.report.data`'s summaries.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from searchgym.meters.calibration import question_rule_mde, study_mde
+from searchgym.meters.calibration import paired_rule_mde, question_rule_mde, study_mde
 from searchgym.meters.table import label as meter_label
 from searchgym.meters.table import unit as meter_unit
 from searchgym.report.data import (
@@ -23,6 +30,7 @@ from searchgym.report.data import (
     StudyData,
     ci_text,
     fmt,
+    paired_difference,
 )
 
 CLOSE_TO_DEMOS = 0.15  # total-variation distance under which an arm "stayed near" its demonstration mix
@@ -42,7 +50,8 @@ def _count(x: float) -> str:
 
 
 def compare(a: Estimate, b: Estimate) -> str:
-    """'higher', 'lower' or 'overlap' (no claim) for a against b, by their 95% CIs; 'n/a' without data.
+    """'higher', 'lower' or 'overlap' (no claim) for a against b, by their 95% CIs; 'n/a' without data. The
+    fallback of `compare_arms` where an arm has no per-question values of the column.
 
     >>> compare(Estimate(0.8, 0.7, 0.9), Estimate(0.5, 0.4, 0.6)), compare(Estimate(0.5, 0.4, 0.6), Estimate(0.55, 0.5, 0.7))
     ('higher', 'overlap')
@@ -56,6 +65,73 @@ def compare(a: Estimate, b: Estimate) -> str:
     return "overlap"
 
 
+NO_CLAIM = "no claim"  # `Comparison.side` when neither 'higher' nor 'lower' is claimed
+# How the MDE note names the rule used (`detectable_difference`).
+PAIRED_RULE = "paired rule: the 95% CI of the paired difference must exclude 0"
+CI_RULE = "CI rule: the two arms' 95% CIs must not overlap"
+
+
+def _signed(x: float) -> str:
+    """A difference with its sign.
+
+    >>> _signed(0.1234), _signed(-0.05), _signed(float("nan"))
+    ('+0.123', '-0.050', '–')
+    """
+    return f"{x:+.3f}" if math.isfinite(x) else "–"
+
+
+@dataclass
+class Comparison:
+    """Arm a against arm b on one table column, by the rule `compare_arms` chose."""
+
+    side: str  # 'higher', 'lower', NO_CLAIM or 'n/a' (not measured)
+    paired: bool  # True: the paired rule; False: the fallback, non-overlapping CIs
+    diff: Estimate | None = None  # a - b with its paired 95% CI (the paired rule only)
+    questions: int = 0  # shared questions the paired difference used
+
+    @property
+    def claimed(self) -> bool:
+        return self.side in ("higher", "lower")
+
+    @property
+    def rule(self) -> str:
+        return PAIRED_RULE if self.paired else CI_RULE
+
+    def evidence(self) -> str:
+        """Why the claim was (not) made, for the verdict's parentheses."""
+        if not self.paired:
+            return "95% CIs do not overlap" if self.claimed else "CIs overlap"
+        d = self.diff
+        return (f"paired difference {_signed(d.value)} [{_signed(d.lo)}, {_signed(d.hi)}] over {self.questions} "
+                f"shared questions: the 95% CI {'excludes' if self.claimed else 'includes'} 0")
+
+
+def compare_arms(a: ArmSummary, b: ArmSummary, label: str) -> Comparison:
+    """Arm ``a`` against arm ``b`` on the table column ``label``: the paired rule where both arms have
+    per-question values of it (`searchgym.report.data.paired_difference`: 'higher'/'lower' when the 95% CI
+    of a - b excludes 0), else the fallback `compare` on the two CIs.
+
+    >>> import numpy as np
+    >>> from searchgym.report.data import ArmSummary
+    >>> wide = Estimate(0.5, 0.0, 1.0)  # the columns' CIs overlap: the fallback would claim nothing
+    >>> qs = ["q1", "q2", "q3", "q4"]
+    >>> a = ArmSummary("a", [], [], {"x": wide}, {}, {}, {}, per_question={"x": np.array([[0.9, 0.5, 0.2, 0.7]] * 3)}, questions=qs)
+    >>> b = ArmSummary("b", [], [], {"x": wide}, {}, {}, {}, per_question={"x": np.array([[0.8, 0.4, 0.1, 0.6]] * 3)}, questions=qs)
+    >>> c = compare_arms(a, b, "x")
+    >>> c.side, c.paired, round(c.diff.value, 3), compare(a.table["x"], b.table["x"])
+    ('higher', True, 0.1, 'overlap')
+    """
+    paired = paired_difference(a, b, label)
+    if paired is None:
+        side = compare(a.table[label], b.table[label])
+        return Comparison(NO_CLAIM if side == "overlap" else side, False)
+    diff, used = paired
+    if not (math.isfinite(diff.lo) and math.isfinite(diff.hi)):
+        return Comparison("n/a", True, diff, used)
+    side = "higher" if diff.lo > 0 else "lower" if diff.hi < 0 else NO_CLAIM
+    return Comparison(side, True, diff, used)
+
+
 def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
     """Half the L1 distance between two share dicts (0 = same mix, 1 = disjoint).
 
@@ -66,24 +142,38 @@ def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
 
 
 def detectable_difference(data: StudyData, label: str, a: ArmSummary, b: ArmSummary) -> tuple[float, str]:
-    """The minimum detectable difference (80% power) of the claim rule between arms ``a`` and ``b`` for the
-    table column ``label``, at this study's sizes, from its own data, and how it was estimated: for a column
-    under the seed rule with >= 2 seeds per arm, the seed-to-seed standard deviation pooled over every arm
-    times the rule's factor (`searchgym.meters.calibration.study_mde`); for the strategy entropy (two-level
-    bootstrap CIs, `searchgym.report.data.TWO_LEVEL_KEYS`) and with one seed, from the two CIs
-    (`question_rule_mde`, standard errors read off the 95% CIs). NaN when neither is possible."""
+    """The minimum detectable difference (80% power) of the claim rule `compare_arms` uses between arms
+    ``a`` and ``b`` for the table column ``label``, at this study's sizes, from its own data, and how it
+    was estimated (naming the rule):
+
+    - the paired rule (per-question values in both arms): (z_0.975 + z_0.8) x the standard error of the
+      paired difference, read off its 95% CI (`searchgym.meters.calibration.paired_rule_mde`): the spread
+      of this pair's own per-question differences and seeds;
+    - the fallback, non-overlapping CIs: for a column under the seed rule with >= 2 seeds per arm, the
+      seed-to-seed standard deviation pooled over every arm times the rule's factor (`study_mde`); for the
+      strategy entropy (two-level bootstrap CIs, `searchgym.report.data.TWO_LEVEL_KEYS`) and with one seed,
+      from the two CIs (`question_rule_mde`, standard errors read off the 95% CIs).
+
+    NaN when none is possible."""
+    cmp = compare_arms(a, b, label)
+    if cmp.paired:
+        if cmp.diff is None or not all(math.isfinite(x) for x in (cmp.diff.lo, cmp.diff.hi)):
+            return math.nan, ""
+        se = (cmp.diff.hi - cmp.diff.lo) / (2 * 1.959964)
+        return float(paired_rule_mde(se)), (f"{PAIRED_RULE}; from the spread of this pair's two-level paired "
+                                            f"bootstrap over {cmp.questions} shared questions and their seeds")
     key = dict(TABLE_METRICS)[label].format(n=data.n)
     seeds = [sum(math.isfinite(m.get(key, math.nan)) for m in arm.meters) for arm in (a, b)]
     two_level = key in TWO_LEVEL_KEYS
     if min(seeds) >= 2 and not two_level:
         values = [[m.get(key, math.nan) for m in arm.meters] for arm in data.arms]
-        return study_mde(values, *seeds), "from the seed-to-seed spread of this study's arms"
+        return study_mde(values, *seeds), f"{CI_RULE}; from the seed-to-seed spread of this study's arms"
     ea, eb = a.table[label], b.table[label]
     if not all(math.isfinite(x) for x in (ea.lo, ea.hi, eb.lo, eb.hi)):
         return math.nan, ""
     se = [(e.hi - e.lo) / (2 * 1.959964) for e in (ea, eb)]
     how = "from the two-level bootstrap CIs" if two_level else "from the CIs over questions (one seed)"
-    return question_rule_mde(*se), how
+    return question_rule_mde(*se), f"{CI_RULE}; {how}"
 
 
 def _mde_note(data: StudyData, label: str, a: ArmSummary, b: ArmSummary) -> str:
@@ -91,7 +181,7 @@ def _mde_note(data: StudyData, label: str, a: ArmSummary, b: ArmSummary) -> str:
     if not math.isfinite(mde):
         return ""
     unit = " nats" if meter_unit(dict(TABLE_METRICS)[label]).startswith("nats") else ""
-    return f" (minimum detectable difference at these sizes: {mde:.3f}{unit}, 80% power under this rule, {how})"
+    return f" (minimum detectable difference at these sizes: {mde:.3f}{unit}, 80% power under the {how})"
 
 
 def _breadth_label(ref: ArmSummary) -> str:
@@ -100,16 +190,19 @@ def _breadth_label(ref: ArmSummary) -> str:
 
 
 def _claim(data: StudyData, label: str, a: ArmSummary, b: ArmSummary) -> str:
-    """One comparison in a few words: 'lower'/'higher' with both CIs, or 'no change larger than X'."""
-    side = compare(a.table[label], b.table[label])
+    """One comparison in a few words: 'lower'/'higher' with both CIs and the evidence, or 'no change larger
+    than X' (X: the minimum detectable difference of the rule used)."""
+    cmp = compare_arms(a, b, label)
     values = f"{ci_text(a.table[label])} vs {ci_text(b.table[label])}"
-    if side in ("lower", "higher"):
-        return f"{side} ({values}; 95% CIs do not overlap)"
-    if side == "n/a":
+    if cmp.claimed:
+        return f"{cmp.side} ({values}; {cmp.evidence()})"
+    if cmp.side == "n/a":
         return "not measured"
     mde, _ = detectable_difference(data, label, a, b)
-    bound = f"no change larger than {mde:.2f}" if math.isfinite(mde) else "no change claimed"
-    return f"{bound} ({values}; CIs overlap)"
+    rule = "paired rule" if cmp.paired else "CI rule"
+    bound = f"no change larger than {mde:.2f} (the {rule}'s minimum detectable difference)" if math.isfinite(
+        mde) else "no change claimed"
+    return f"{bound} ({values}; {cmp.evidence()})"
 
 
 def headlines(data: StudyData) -> list[str]:
@@ -182,17 +275,18 @@ def verdict(data: StudyData) -> list[str]:
     others = [a for a in data.arms if a is not ref]
     for arm in others:
         a, b = arm.table[label], ref.table[label]
-        side = compare(a, b)
-        if side in ("lower", "higher"):
-            verb = "collapsed" if side == "lower" else "widened"
+        breadth = compare_arms(arm, ref, label)
+        if breadth.claimed:
+            verb = "collapsed" if breadth.side == "lower" else "widened"
             out.append(f"**{arm.name} {verb} exploration breadth**: {label} {ci_text(a)} against {ref.name}'s "
-                       f"{ci_text(b)} (95% CIs do not overlap).")
-        elif side == "overlap":
-            out.append(f"{arm.name} kept {label} within noise of {ref.name} ({ci_text(a)} vs {ci_text(b)}): the CIs "
-                       f"overlap, so no change in breadth is claimed{_mde_note(data, label, arm, ref)}.")
-        s1, sn = compare(arm.table[SUCCESS], ref.table[SUCCESS]), compare(arm.table[PASS_N], ref.table[PASS_N])
+                       f"{ci_text(b)} ({breadth.evidence()}).")
+        elif breadth.side == NO_CLAIM:
+            out.append(f"{arm.name} kept {label} within noise of {ref.name} ({ci_text(a)} vs {ci_text(b)}; "
+                       f"{breadth.evidence()}), so no change in breadth is claimed"
+                       f"{_mde_note(data, label, arm, ref)}.")
+        s1, sn = compare_arms(arm, ref, SUCCESS).side, compare_arms(arm, ref, PASS_N).side
         ceiling = ref.table[PASS_N].value >= 0.98  # the reference solves ~everything: no room to widen
-        if s1 == "higher" and (sn == "lower" or (sn == "overlap" and not ceiling)):
+        if s1 == "higher" and (sn == "lower" or (sn == NO_CLAIM and not ceiling)):
             out.append(f"{arm.name} sharpened rather than widened: {SUCCESS} rose "
                        f"({ci_text(arm.table[SUCCESS])} vs {ci_text(ref.table[SUCCESS])}) but pass@{data.n} did "
                        f"{'not rise' if sn == 'overlap' else 'fall'} ({ci_text(arm.table[PASS_N])} vs "
@@ -214,12 +308,15 @@ def verdict(data: StudyData) -> list[str]:
     if len(ranked) >= 2:
         ranked.sort(key=lambda a: a.table[label].value, reverse=True)
         top, second = ranked[0], ranked[1]
-        if compare(top.table[label], second.table[label]) == "higher":
+        ranking = compare_arms(top, second, label)
+        if ranking.side == "higher":
             out.append(f"Of the trained arms, **{top.name} kept the most breadth**, clearly ahead of "
-                       f"{second.name} ({ci_text(top.table[label])} vs {ci_text(second.table[label])}).")
+                       f"{second.name} ({ci_text(top.table[label])} vs {ci_text(second.table[label])}; "
+                       f"{ranking.evidence()}).")
         else:
+            why = ranking.evidence() if ranking.side == NO_CLAIM else "not measured"
             out.append(f"Of the trained arms {top.name} has the highest {label} ({fmt(top.table[label].value)}), "
-                       f"but its CI overlaps {second.name}'s: no ranking is claimed between them.")
+                       f"but not clearly ahead of {second.name} ({why}): no ranking is claimed between them.")
     for arm in data.arms:
         if arm.shares:
             top_strategy, share = max(arm.shares.items(), key=lambda kv: kv[1])
