@@ -9,7 +9,8 @@ recovered by the report's strategy entropy (jackknife per question, two-level bo
 questions): ``max_entropy_error`` = max |measured - true| over mixtures (target <= 0.05 nats) and
 ``entropy_ci_coverage_min`` = min over mixtures of the share of simulated studies whose CI contains the
 true entropy (target >= 0.90), with ``estimator_comparison`` (every candidate estimator x interval);
-(2) power of the report's claim rule: ``mde_strategy_entropy`` (the report's CIs must not overlap),
+(2) power of the report's claim rule: ``mde_strategy_entropy`` (the paired difference's two-level bootstrap CI
+must exclude 0; ``mde_strategy_entropy_nonoverlap``: the old rule, CIs that must not overlap),
 ``mde_strategy_entropy_paired`` (paired bootstrap over questions), ``mde_pass_at_k`` (k = n) and a
 ``size_sweep`` with the smallest size reaching MDE <= 0.10 nats; (3) a temperature sweep of ``--model``:
 ``temperature_monotone``. Prints readable lines, then (last line) the whole result as one JSON object.

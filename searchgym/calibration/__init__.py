@@ -13,9 +13,9 @@ real env, the real strategy classifier and the real meter and report code:
    seeds and questions), that CI's coverage of the truth over repeated studies (`entropy_ci_coverage_min`,
    target >= 0.90 for every mixture), the comparison of candidate estimators x intervals that chose it, and
    label fidelity (how often the classifier labels a demonstrator's episode as its script).
-2. **Power.** How often does the report's claim rule (CIs that must not overlap: two-level bootstrap CIs for
-   strategy entropy, IQM over seeds with stratified-bootstrap CIs for pass@k) detect a true difference
-   delta in strategy entropy, and in pass@k? Demonstrators are
+2. **Power.** How often does the report's claim rule (the paired difference of two arms over their shared
+   questions, whose two-level bootstrap CI over seeds and questions must exclude 0; the old rule, CIs that
+   must not overlap, is reported beside it) detect a true difference delta in strategy entropy, and in pass@k? Demonstrators are
    deterministic, so one play of every (question, strategy, query style) gives each question's exact label
    distribution under any mixture, and a simulated study is a multinomial draw: thousands of studies cost
    seconds. The minimum detectable effect (MDE) is the smallest delta detected in >= 80% of studies, for the

@@ -131,18 +131,24 @@ def calibrate(config: CalibrationConfig | None = None) -> dict:
         "mde_strategy_entropy_paired": study["mde_paired"],
         "mde_strategy_entropy_from_seed_sd": study["mde_from_seed_sd"],
         "mde_strategy_entropy_from_cis": study["mde_from_cis"],
-        "false_positive_seed_rule": study["false_positive_seed_rule"],
+        "false_positive_seed_rule": study["false_positive_seed_rule"],  # the report's (paired) rule
         "false_positive_paired": study["false_positive_paired"],
+        "strategy_entropy_claim_rule": study["rule"],
+        "mde_strategy_entropy_nonoverlap": study["mde_nonoverlap"],
+        "mde_strategy_entropy_nonoverlap_from_cis": study["mde_nonoverlap_from_cis"],
+        "false_positive_nonoverlap": study["false_positive_nonoverlap"],
         "mde_pass_at_k": passk["mde"],
         "mde_pass_at_k_paired": passk["mde_paired"],
         "mde_success_at_1": success1["mde"],
         "mde_success_at_1_paired": success1["mde_paired"],
+        "mde_pass_at_k_nonoverlap": passk["mde_nonoverlap"],
+        "mde_success_at_1_nonoverlap": success1["mde_nonoverlap"],
         "power_strategy_entropy": study,
         "power_pass_at_k": passk,
         "power_success_at_1": success1,
         "size_sweep": [{k: r[k] for k in ("questions", "samples", "seeds", "episodes_per_arm", "mde", "mde_paired",
                                           "false_positive_seed_rule", "false_positive_paired", "seed_sd",
-                                          "mde_from_cis")}
+                                          "mde_from_cis", "mde_nonoverlap", "false_positive_nonoverlap")}
                        for r in sweep],
         "mde_target": MDE_TARGET,
         "smallest_size_for_target": _smallest(sweep, "mde", MDE_TARGET),
@@ -188,20 +194,27 @@ def summary_lines(result: dict) -> list[str]:
                          f"mean width {_f(best['mean_width'])})" if best["ok"] else
                          f"none (best: {best['estimator']} + {best['interval']}, min coverage "
                          f"{_f(best['min_coverage'], 2)})"))
-    lines.append(f"MDE strategy entropy: {_f(result['mde_strategy_entropy'], 2)} nats (the report's CIs must not "
-                 f"overlap; false positives {_f(result['false_positive_seed_rule'], 2)}; the report would state "
-                 f"{_f(result['mde_strategy_entropy_from_cis'], 2)}), "
-                 f"{_f(result['mde_strategy_entropy_paired'], 2)} paired over questions (false positives "
-                 f"{_f(result['false_positive_paired'], 2)})")
+    fp = result["false_positive_seed_rule"]  # the report's rule (paired two-level) since 2026-12-07
+    high = " ABOVE the nominal 0.05" if fp is not None and math.isfinite(fp) and fp > 0.06 else ""
+    lines.append(f"MDE strategy entropy: {_f(result['mde_strategy_entropy'], 2)} nats under the report's rule "
+                 f"(paired difference over questions, two-level bootstrap CI must exclude 0; false positives "
+                 f"{_f(fp, 3)}{high}; the report would state {_f(result['mde_strategy_entropy_from_cis'], 2)}); "
+                 f"non-overlapping CIs (fallback) {_f(result['mde_strategy_entropy_nonoverlap'], 2)} (false "
+                 f"positives {_f(result['false_positive_nonoverlap'], 3)}); paired over questions alone "
+                 f"{_f(result['mde_strategy_entropy_paired'], 2)} (false positives "
+                 f"{_f(result['false_positive_paired'], 3)})")
     pk = result["power_pass_at_k"]
-    lines.append(f"MDE pass@{pk['k']}: {_f(result['mde_pass_at_k'], 2)} (paired {_f(result['mde_pass_at_k_paired'], 2)}); "
-                 f"success@1: {_f(result['mde_success_at_1'], 2)} (paired {_f(result['mde_success_at_1_paired'], 2)}); "
-                 f"base success rate {pk['base_rate']}")
-    lines.append("size sweep (MDE nats: seed rule / paired):")
+    lines.append(f"MDE pass@{pk['k']}: {_f(result['mde_pass_at_k'], 2)} (non-overlap "
+                 f"{_f(result['mde_pass_at_k_nonoverlap'], 2)}, questions alone {_f(result['mde_pass_at_k_paired'], 2)}); "
+                 f"success@1: {_f(result['mde_success_at_1'], 2)} (non-overlap "
+                 f"{_f(result['mde_success_at_1_nonoverlap'], 2)}, questions alone "
+                 f"{_f(result['mde_success_at_1_paired'], 2)}); base success rate {pk['base_rate']}")
+    lines.append("size sweep (MDE nats: report's paired rule / paired over questions alone):")
     for r in result["size_sweep"]:
         lines.append(f"  {r['questions']:>4} questions x {r['samples']:>3} samples x {r['seeds']} seeds: "
                      f"{_f(r['mde'], 2)} / {_f(r['mde_paired'], 2)}")
-    for key, rule in (("smallest_size_for_target", "seed rule"), ("smallest_size_for_target_paired", "paired")):
+    for key, rule in (("smallest_size_for_target", "report's paired rule"),
+                      ("smallest_size_for_target_paired", "paired over questions alone")):
         best = result[key]
         lines.append(f"smallest size with MDE <= {result['mde_target']} ({rule}): " + (
             f"{best['questions']} x {best['samples']} x {best['seeds']}" if best else "none in the sweep"))
@@ -232,8 +245,8 @@ def print_calibration(result: dict) -> None:
     console.print(table)
     if result.get("estimator_comparison"):
         console.print(comparison_table(result["estimator_comparison"]))
-    table = Table("questions", "samples", "seeds", "episodes/arm", "MDE (CI rule)", "MDE (paired)",
-                  "false pos. (CI rule)", title="Minimum detectable drop in strategy entropy (nats, 80% power)")
+    table = Table("questions", "samples", "seeds", "episodes/arm", "MDE (report: paired)", "MDE (questions alone)",
+                  "false pos. (report)", title="Minimum detectable drop in strategy entropy (nats, 80% power)")
     for r in result["size_sweep"]:
         table.add_row(str(r["questions"]), str(r["samples"]), str(r["seeds"]), str(r["episodes_per_arm"]),
                       _f(r["mde"], 2), _f(r["mde_paired"], 2), _f(r["false_positive_seed_rule"], 2))

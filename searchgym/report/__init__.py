@@ -4,9 +4,11 @@ The modules are the report's steps, in order:
 
 1. `discover` — find the runs (study folder or run folders) and read each run folder;
 2. `data` — meter every run at one fixed n on the shared questions and summarise each arm;
-3. `rules` — the verdict: plain-language findings from the summaries by fixed rules (CIs must not overlap);
+3. `rules` — the verdict: plain-language findings from the summaries by fixed rules (a paired difference whose
+   two-level bootstrap CI excludes 0);
 4. `figures` — the PNGs (matplotlib, Agg);
-5. `page` — ``report.html``/``.md``/``.json`` and `report_command`, which runs 1–4.
+5. `dose` — the dose curves and matched-KL comparisons of a study with dose rungs (docs/dose.md);
+6. `page` — ``report.html``/``.md``/``.json`` and `report_command`, which runs 1–5.
 
 Beside them, `meter_command` (``searchgym meter``: runs or trajectory files metered side by side at one n,
 compared with the first by paired bootstraps) and `support` (trajectories scored under the base model and
