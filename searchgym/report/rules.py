@@ -207,10 +207,12 @@ def _claim(data: StudyData, label: str, a: ArmSummary, b: ArmSummary) -> str:
 
 def headlines(data: StudyData) -> list[str]:
     """One sentence per question the study exists to answer, where its arms are present: RL vs base
-    breadth, narrow vs diverse SFT, base vs RL at the largest k, whether RL amplifies the prior's
-    dominant strategy, and whether a strategy absent from the prior is ever sampled."""
+    breadth, narrow vs diverse SFT, base vs RL at the largest k, whether RL after narrow SFT reopens the
+    strategy palette narrow SFT closed, whether RL amplifies the prior's dominant strategy, and whether a
+    strategy absent from the prior is ever sampled."""
     base, rl = data.arm(BASE), data.arm("grpo")
     narrow, diverse = data.arm("sft-narrow"), data.arm("sft-diverse")
+    narrow_rl = data.arm("sft-narrow-grpo")
     out = []
     if base and rl:
         label = _breadth_label(base)
@@ -220,6 +222,11 @@ def headlines(data: StudyData) -> list[str]:
         out.append(f"**Narrow vs diverse SFT, {label}:** SFT-narrow {_claim(data, label, narrow, diverse)}.")
     if base and rl:
         out.append(f"**Base vs RL at the largest k (pass@{data.n}):** GRPO {_claim(data, PASS_N, rl, base)}.")
+    if narrow and narrow_rl:
+        label = _breadth_label(narrow)
+        reference = f"; against the base: {_claim(data, label, narrow_rl, base)}" if base else ""
+        out.append(f"**Does RL after narrow SFT reopen the palette ({label})?** SFT-narrow then GRPO, against "
+                   f"SFT-narrow alone: {_claim(data, label, narrow_rl, narrow)}{reference}.")
     prior = next((a.prior_share for a in data.arms if a.prior_share), None)
     if prior and rl and rl.shares and base and base.shares:
         top = max(prior, key=prior.get)
