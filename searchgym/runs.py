@@ -23,8 +23,8 @@ from searchgym.config import ConfigError
 from searchgym.corpus.documents import atomic_write  # re-exported: the one atomic write every module uses
 
 __all__ = ["LOCK_FILE", "RUNS_DIR", "RunFolder", "RunLocked", "append_metrics", "atomic_write",
-           "checkpoint_step", "namespaced", "new_run_dir", "parse_rung", "rung_name", "read_metrics", "run_lock", "save_pretrained_atomic",
-           "trim_metrics", "write_text"]
+           "checkpoint_step", "jsonable", "namespaced", "new_run_dir", "parse_rung", "read_metrics", "rung_name",
+           "run_lock", "save_pretrained_atomic", "trim_metrics", "write_text"]
 
 RUNS_DIR = Path("runs")
 LOCK_FILE = ".lock"
@@ -164,6 +164,31 @@ def __getattr__(name: str):
         globals()["MetricsLogger"] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def jsonable(x):
+    """A value as strict JSON takes it: NaN and infinities as null, numpy scalars as Python numbers, tuples
+    as lists (what every JSON file of a run holds: jq and JavaScript refuse NaN).
+
+    >>> import numpy as np
+    >>> jsonable({"a": float("nan"), "b": (np.float32(0.5), np.int64(2), np.bool_(True))})
+    {'a': None, 'b': [0.5, 2, True]}
+    """
+    import math
+
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [jsonable(v) for v in x]
+    if isinstance(x, float | np.floating):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
 
 
 def rung_name(stage: str, step: int) -> str:

@@ -30,6 +30,7 @@ from searchgym.calibration.mixtures import (
 )
 from searchgym.calibration.power import _questions, entropy_power, passk_power
 from searchgym.calibration.temperature import temperature_sweep
+from searchgym.runs import jsonable  # noqa: F401  (re-exported: benchmarks/calibration.py imports it from here)
 
 
 def _smallest(sweep: list[dict], key: str, target: float) -> dict | None:
@@ -301,21 +302,6 @@ def write_calibration(result: dict, out: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(jsonable(result), indent=2).encode("utf-8"))
     return path
-
-
-def jsonable(x):
-    """NaN and infinities as null (strict JSON), tuples as lists."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [jsonable(v) for v in x]
-    if isinstance(x, float | np.floating):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
 
 
 def calibrate_command(config: CalibrationConfig, out: str | Path | None = None) -> Path:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from searchgym.config.recipe import Recipe
-from searchgym.runs import RunFolder, atomic_write, parse_rung, rung_name
+from searchgym.runs import RunFolder, atomic_write, jsonable, parse_rung, rung_name
 from searchgym.trajectory import TOKEN_ROLES, Trajectory
 
 DOSE_FILE = "dose.json"
@@ -158,17 +158,8 @@ def write_rung(folder: Path, record: dict) -> Path:
     >>> json.loads(write_rung(folder, {"kl": {"k3": {"value": float("nan")}}, "n": 8}).read_text())["kl"]
     {'k3': {'value': None}}
     """
-    def strict(x):
-        if isinstance(x, dict):
-            return {str(k): strict(v) for k, v in x.items()}
-        if isinstance(x, list | tuple):
-            return [strict(v) for v in x]
-        if isinstance(x, float | np.floating):
-            return float(x) if math.isfinite(x) else None
-        return int(x) if isinstance(x, np.integer) else x
-
     path = Path(folder) / DOSE_FILE
-    text = json.dumps(strict({"version": VERSION, **record}), indent=2, allow_nan=False)
+    text = json.dumps(jsonable({"version": VERSION, **record}), indent=2, allow_nan=False)
     atomic_write(path, text.encode("utf-8"))
     return path
 
