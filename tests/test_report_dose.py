@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from searchgym.meters.families import example
+from searchgym.meters.stats import interpolate_at
 from searchgym.meters.table import label
 from searchgym.report import report_command
-from searchgym.report.dose import HEADLINE, dose_data, dose_figure, dose_findings, dose_table, interpolate_at
+from searchgym.report.dose import HEADLINE, dose_data, dose_findings, dose_table
+from searchgym.report.figures import dose_figure
 from searchgym.trajectory import write_trajectories
 
 QUESTIONS, N = 12, 8

@@ -192,3 +192,48 @@ def bootstrap_correlation(x: Sequence[float], y: Sequence[float], method: str = 
         return point, math.nan, math.nan
     lo, hi = np.quantile(s, [alpha / 2, 1 - alpha / 2])
     return point, float(lo), float(hi)
+
+
+# ---- paths along training: a value at matched distance, and a slope ----------------------------------
+
+def interpolate_at(x, y, kappa: float):
+    """The value of a path y(x) at x = κ, linear between the points around its first crossing of κ (KL need
+    not grow monotonically); a path that never reaches κ gives its last value (no extrapolation). Along the
+    last axis, so a batch of bootstrap paths is one call.
+
+    >>> float(interpolate_at([0.0, 0.25, 0.75], [1.0, 0.75, 0.25], 0.5))
+    0.5
+    >>> float(interpolate_at([0.0, 0.2, 0.1, 0.4], [1.0, 0.0, 0.5, 0.5], 0.1))  # the first crossing counts
+    0.5
+    >>> float(interpolate_at([0.0, 0.1], [1.0, 0.8], 0.5))  # short of κ: the path's end
+    0.8
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    reached = x >= kappa
+    j = np.argmax(reached, axis=-1)[..., None]
+    i = np.maximum(j - 1, 0)  # j = 0 (already at κ): i = j, the point itself
+    x0, x1 = np.take_along_axis(x, i, -1)[..., 0], np.take_along_axis(x, j, -1)[..., 0]
+    y0, y1 = np.take_along_axis(y, i, -1)[..., 0], np.take_along_axis(y, j, -1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(x1 > x0, (kappa - x0) / (x1 - x0), 1.0)
+    return np.where(reached.any(axis=-1), y0 + t * (y1 - y0), y[..., -1])
+
+
+def weighted_slope(xs: list[np.ndarray], ys: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """Least-squares slope dy/dx over the points of several paths at once: ``xs``/``ys`` hold one (B, R_s)
+    array per path, ``weights`` (B, S) how often each path was drawn -> (B,).
+
+    >>> float(weighted_slope([np.array([[0.0, 1.0]]), np.array([[0.0, 2.0]])],
+    ...                      [np.array([[1.0, 0.0]]), np.array([[1.0, -1.0]])], np.ones((1, 2)))[0])
+    -1.0
+    """
+    sw = sx = sy = sxx = sxy = 0.0
+    for s, (x, y) in enumerate(zip(xs, ys)):
+        ok = np.isfinite(x) & np.isfinite(y)
+        w = weights[:, s:s + 1] * ok
+        x, y = np.where(ok, x, 0.0), np.where(ok, y, 0.0)
+        sw, sx, sy = sw + w.sum(-1), sx + (w * x).sum(-1), sy + (w * y).sum(-1)
+        sxx, sxy = sxx + (w * x * x).sum(-1), sxy + (w * x * y).sum(-1)
+    den = sw * sxx - sx * sx
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 1e-12, (sw * sxy - sx * sy) / den, np.nan)

@@ -7,7 +7,8 @@ per-token KL(policy || base)). `dose_data` reads them, meters every rung on the 
 and compares every pair of trained arms at the same distance from the base: κ is the largest KL every seed
 of both reaches, each seed's meter is interpolated at κ along its own path, and the difference gets a
 bootstrap CI over questions (paired) and seeds. Each arm's slope d(meter)/d(KL) is "breadth lost per nat".
-`dose_figure`, `dose_table` and `dose_findings` show it; `searchgym.report.page` puts it on the page.
+`dose_table` and `dose_findings` say it, `searchgym.report.figures.dose_figure` draws it, and
+`searchgym.report.page` puts it on the page.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from searchgym.meters.aggregate import per_question
+from searchgym.meters.stats import interpolate_at, weighted_slope
 from searchgym.meters.table import label, unit
 from searchgym.report.data import TABLE_KEYS, Estimate, equalise, fmt
 from searchgym.report.discover import BASE, RunData, _study_arm_order
@@ -123,49 +125,6 @@ def _question_means(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     finite = np.isfinite(values)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (counts @ np.where(finite, values, 0.0).T) / (counts @ finite.T)
-
-
-def interpolate_at(x, y, kappa: float):
-    """The value of a path y(x) at x = κ, linear between the points around its first crossing of κ (KL need
-    not grow monotonically); a path that never reaches κ gives its last value (no extrapolation). Along the
-    last axis, so a batch of bootstrap paths is one call.
-
-    >>> float(interpolate_at([0.0, 0.25, 0.75], [1.0, 0.75, 0.25], 0.5))
-    0.5
-    >>> float(interpolate_at([0.0, 0.2, 0.1, 0.4], [1.0, 0.0, 0.5, 0.5], 0.1))  # the first crossing counts
-    0.5
-    >>> float(interpolate_at([0.0, 0.1], [1.0, 0.8], 0.5))  # short of κ: the path's end
-    0.8
-    """
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    reached = x >= kappa
-    j = np.argmax(reached, axis=-1)[..., None]
-    i = np.maximum(j - 1, 0)  # j = 0 (already at κ): i = j, the point itself
-    x0, x1 = np.take_along_axis(x, i, -1)[..., 0], np.take_along_axis(x, j, -1)[..., 0]
-    y0, y1 = np.take_along_axis(y, i, -1)[..., 0], np.take_along_axis(y, j, -1)[..., 0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.where(x1 > x0, (kappa - x0) / (x1 - x0), 1.0)
-    return np.where(reached.any(axis=-1), y0 + t * (y1 - y0), y[..., -1])
-
-
-def weighted_slope(xs: list[np.ndarray], ys: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
-    """Least-squares slope dy/dx over the points of several paths at once: ``xs``/``ys`` hold one (B, R_s)
-    array per path, ``weights`` (B, S) how often each path was drawn -> (B,).
-
-    >>> float(weighted_slope([np.array([[0.0, 1.0]]), np.array([[0.0, 2.0]])],
-    ...                      [np.array([[1.0, 0.0]]), np.array([[1.0, -1.0]])], np.ones((1, 2)))[0])
-    -1.0
-    """
-    sw = sx = sy = sxx = sxy = 0.0
-    for s, (x, y) in enumerate(zip(xs, ys)):
-        ok = np.isfinite(x) & np.isfinite(y)
-        w = weights[:, s:s + 1] * ok
-        x, y = np.where(ok, x, 0.0), np.where(ok, y, 0.0)
-        sw, sx, sy = sw + w.sum(-1), sx + (w * x).sum(-1), sy + (w * y).sum(-1)
-        sxx, sxy = sxx + (w * x * x).sum(-1), sxy + (w * x * y).sum(-1)
-    den = sw * sxx - sx * sx
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 1e-12, (sw * sxy - sx * sy) / den, np.nan)
 
 
 def _ci(point: float, boot: np.ndarray, method: str) -> Estimate:
@@ -418,54 +377,3 @@ def to_json(data: DoseData) -> dict:
             "matched": [{"a": m.a, "b": m.b, "meter": m.key, "kappa": m.kappa, "a_value": est(m.a_value),
                          "b_value": est(m.b_value), "diff": est(m.diff), "claimed": m.claimed} for m in data.matched],
             "slopes": {a: {k: est(e) for k, e in keys.items()} for a, keys in data.slopes.items()}}
-
-
-# ---- 5. the figure ------------------------------------------------------------------------------------
-
-CAPTION = ("Headline meters against dose (optimizer steps since the base model, symlog axis) and against "
-           f"distance (per-token KL {ESTIMATOR} to the base on each rung's own samples, mean over questions). "
-           "Lines: mean over seeds at each rung (markers); bands: min–max over seeds. Every trained arm starts "
-           "at the base model (rung 0).")
-ROLE_STYLES = {"entropy/token": "-"} | dict(zip(TOKEN_KEYS[1:], ("--", ":", "-.", (0, (1, 3)))))
-
-
-def dose_figure(data: DoseData) -> bytes:
-    from searchgym.report.figures import MARKERS, _png, arm_colours, plt  # matplotlib only when drawing
-
-    colours = arm_colours(data.arms)
-    rows = [(label(k)[:1].upper() + label(k)[1:], unit(k), [k]) for k in data.keys[:len(HEADLINE)]]
-    roles = [k for k in TOKEN_KEYS if data.measured(k)]
-    if roles:
-        rows.append(("Token entropy by role", "nats per token (sampled)", roles))
-    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 3.1 * len(rows)), squeeze=False)
-    for (title, ylabel, keys), pair in zip(rows, axes):
-        for col, ax in enumerate(pair):
-            for i, arm in enumerate(data.arms):
-                for key in keys:
-                    pts = [p for p in data.curves[arm][key] if math.isfinite(p.value)]
-                    if not pts:
-                        continue
-                    x = [p.step if col == 0 else p.kl for p in pts]
-                    style = dict(color=colours[arm], ls=ROLE_STYLES[key] if len(keys) > 1 else "-")
-                    if arm == BASE:  # one model: a level to read the arms against, not a curve
-                        ax.axhline(pts[0].value, lw=1, alpha=0.7, **(style | {"ls": ":"}))
-                    ax.plot(x, [p.value for p in pts], marker=MARKERS[i % len(MARKERS)], ms=4, lw=1.6, **style,
-                            label=arm if key == keys[0] else None)
-                    if max(p.seeds for p in pts) > 1:
-                        ax.fill_between(x, [p.lo for p in pts], [p.hi for p in pts], color=colours[arm],
-                                        alpha=0.15, lw=0)
-            if col == 0:
-                ax.set_xscale("symlog", linthresh=1)  # SFT and GRPO budgets differ by orders of magnitude
-            ax.set_xlabel("optimizer steps since the base model" if col == 0 else
-                          f"KL {ESTIMATOR} to the base (nats/token)", fontsize=9)
-            ax.set_title(f"{title} against {'dose' if col == 0 else 'distance'}", fontsize=10)
-            ax.set_ylabel(ylabel, fontsize=9)
-            ax.grid(alpha=0.3)
-        if len(keys) > 1:  # which line style is which role
-            pair[1].legend([plt.Line2D([], [], color="#444444", ls=ROLE_STYLES[k]) for k in keys],
-                           [label(k) for k in keys], frameon=False, fontsize=7, loc="best")
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper center", ncol=min(6, len(names)), frameon=False,
-               title="arm (line: mean over seeds; band: min–max over seeds; dotted: the base model)")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (3.1 * len(rows))))  # room for the legend, ~0.6 in
-    return _png(fig)

@@ -17,7 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless back
 import numpy as np  # noqa: E402
 
 from searchgym.meters.table import label as meter_label  # noqa: E402
+from searchgym.meters.table import unit as meter_unit  # noqa: E402
 from searchgym.report.data import BASE, TRAINING_PANELS, Estimate, StudyData  # noqa: E402
+from searchgym.report.dose import ESTIMATOR, HEADLINE, TOKEN_KEYS, DoseData  # noqa: E402
 
 _NAN = Estimate(math.nan, math.nan, math.nan)
 
@@ -366,3 +368,53 @@ def figures(data: StudyData) -> dict[str, tuple[str, bytes]]:
         if png is not None:
             out[stem] = (caption, png)
     return out
+
+
+# ---- the dose ladder (a figure of its own: report_dose.png) --------------------------------------------
+
+DOSE_CAPTION = ("Headline meters against dose (optimizer steps since the base model, symlog axis) and against "
+           f"distance (per-token KL {ESTIMATOR} to the base on each rung's own samples, mean over questions). "
+           "Lines: mean over seeds at each rung (markers); bands: min–max over seeds. Every trained arm starts "
+           "at the base model (rung 0).")
+ROLE_STYLES = {"entropy/token": "-"} | dict(zip(TOKEN_KEYS[1:], ("--", ":", "-.", (0, (1, 3)))))
+
+
+def dose_figure(data: DoseData) -> bytes:
+    """Headline meters and token entropy by role against dose and against KL (`searchgym.report.dose`)."""
+    colours = arm_colours(data.arms)
+    rows = [(meter_label(k)[:1].upper() + meter_label(k)[1:], meter_unit(k), [k]) for k in data.keys[:len(HEADLINE)]]
+    roles = [k for k in TOKEN_KEYS if data.measured(k)]
+    if roles:
+        rows.append(("Token entropy by role", "nats per token (sampled)", roles))
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 3.1 * len(rows)), squeeze=False)
+    for (title, ylabel, keys), pair in zip(rows, axes):
+        for col, ax in enumerate(pair):
+            for i, arm in enumerate(data.arms):
+                for key in keys:
+                    pts = [p for p in data.curves[arm][key] if math.isfinite(p.value)]
+                    if not pts:
+                        continue
+                    x = [p.step if col == 0 else p.kl for p in pts]
+                    style = dict(color=colours[arm], ls=ROLE_STYLES[key] if len(keys) > 1 else "-")
+                    if arm == BASE:  # one model: a level to read the arms against, not a curve
+                        ax.axhline(pts[0].value, lw=1, alpha=0.7, **(style | {"ls": ":"}))
+                    ax.plot(x, [p.value for p in pts], marker=MARKERS[i % len(MARKERS)], ms=4, lw=1.6, **style,
+                            label=arm if key == keys[0] else None)
+                    if max(p.seeds for p in pts) > 1:
+                        ax.fill_between(x, [p.lo for p in pts], [p.hi for p in pts], color=colours[arm],
+                                        alpha=0.15, lw=0)
+            if col == 0:
+                ax.set_xscale("symlog", linthresh=1)  # SFT and GRPO budgets differ by orders of magnitude
+            ax.set_xlabel("optimizer steps since the base model" if col == 0 else
+                          f"KL {ESTIMATOR} to the base (nats/token)", fontsize=9)
+            ax.set_title(f"{title} against {'dose' if col == 0 else 'distance'}", fontsize=10)
+            ax.set_ylabel(ylabel, fontsize=9)
+            ax.grid(alpha=0.3)
+        if len(keys) > 1:  # which line style is which role
+            pair[1].legend([plt.Line2D([], [], color="#444444", ls=ROLE_STYLES[k]) for k in keys],
+                           [meter_label(k) for k in keys], frameon=False, fontsize=7, loc="best")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=min(6, len(names)), frameon=False,
+               title="arm (line: mean over seeds; band: min–max over seeds; dotted: the base model)")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (3.1 * len(rows))))  # room for the legend, ~0.6 in
+    return _png(fig)

@@ -20,10 +20,9 @@ from pathlib import Path
 from searchgym.corpus.documents import atomic_write
 from searchgym.report.data import TABLE_METRICS, Estimate, StudyData, ci_text, summarise
 from searchgym.report.discover import discover_runs
-from searchgym.report.dose import CAPTION as DOSE_CAPTION
-from searchgym.report.dose import DoseData, dose_data, dose_figure, dose_findings, dose_table, slope_table
+from searchgym.report.dose import DoseData, dose_data, dose_findings, dose_table, slope_table
 from searchgym.report.dose import to_json as dose_json
-from searchgym.report.figures import arm_colours, figures
+from searchgym.report.figures import DOSE_CAPTION, arm_colours, dose_figure, figures
 from searchgym.report.rules import verdict
 
 
