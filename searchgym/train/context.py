@@ -200,7 +200,11 @@ class TrainContext:
         if self.recipe.dose.every and self.is_main:
             from searchgym.train.dose import DoseSnapshots
 
-            trainer.add_callback(DoseSnapshots(self.run_dir, self.stage, self.recipe.dose.every, self.base_alias))
+            def snapshot(model, folder: Path) -> None:
+                # Only the policy: TRL's frozen reference copy ("ref", with beta > 0) is a training device.
+                save_adapter(model, folder, self.base_alias, adapters=["default"])
+
+            trainer.add_callback(DoseSnapshots(self.run_dir, self.stage, self.recipe.dose.every, snapshot))
         if probes and self.is_main:
             from searchgym.train.probes import make_diversity_callback
 

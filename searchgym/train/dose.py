@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -33,13 +34,12 @@ def snapshot_due(step: int, every: int) -> bool:
 class DoseSnapshots(TrainerCallback):
     """Save the trained ("default") adapter on the snapshot grid and at the end of the stage."""
 
-    def __init__(self, run_dir: str | Path, stage: str, every: int, base_alias: str | None = None):
-        self.run, self.stage, self.every, self.base_alias = RunFolder(run_dir), stage, every, base_alias
+    def __init__(self, run_dir: str | Path, stage: str, every: int, save_adapter: Callable[[object, Path], None]):
+        # save_adapter(model, folder): the context's, so snapshots load like any adapter of the run
+        self.run, self.stage, self.every, self.save_adapter = RunFolder(run_dir), stage, every, save_adapter
 
     def save(self, model, step: int, max_steps: int) -> Path | None:
         from peft import PeftModel
-
-        from searchgym.train.context import save_adapter
 
         if not isinstance(model, PeftModel):  # a stage that trains the whole model (pretrain): nothing to snap
             return None
@@ -47,8 +47,7 @@ class DoseSnapshots(TrainerCallback):
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        # Only the policy: TRL's frozen reference copy ("ref", with beta > 0) is a training device.
-        save_adapter(model, tmp / "adapter", self.base_alias, adapters=["default"])
+        self.save_adapter(model, tmp / "adapter")
         atomic_write(tmp / SNAPSHOT, json.dumps({"stage": self.stage, "stage_step": step,
                                                  "stage_steps": max_steps}).encode("utf-8"))
         if (folder / "adapter").exists():  # a resumed stage saves the steps after its checkpoint again
