@@ -33,6 +33,8 @@ from searchgym.meters.calibration import (
     expected_entropy_estimates,
     expected_estimates,
     jackknife_from_counts,
+)
+from searchgym.meters.claim_rules import (
     paired_diff_ci,
     paired_two_level_ci,
     question_ci,

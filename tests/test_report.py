@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from searchgym.meters.calibration import paired_rule_mde
+from searchgym.meters.claim_rules import paired_rule_mde
 from searchgym.report import compare, report_command, verdict
 from searchgym.report.data import ArmSummary, Estimate, StudyData, _two_level_estimate, summarise
 from searchgym.report.discover import discover_runs

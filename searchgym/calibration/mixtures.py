@@ -16,18 +16,13 @@ import numpy as np
 from searchgym.calibration.config import BIAS_AT_N, COVERAGE_TARGET, SHIFT_TOWARDS, StudySetup
 from searchgym.meters.calibration import (
     ESTIMATORS,
-    candidate_intervals,
     entropy,
     estimates_from_counts,
     expected_estimates,
     jackknife_from_counts,
-    question_ci,
-    seed_ci,
-    two_level_ci,
 )
-from searchgym.meters.calibration import (
-    entropy_from_counts as _entropy_from_counts,
-)
+from searchgym.meters.calibration import entropy_from_counts as _entropy_from_counts
+from searchgym.meters.claim_rules import candidate_intervals, question_ci, seed_ci, two_level_ci
 
 REPORT_ESTIMATOR, REPORT_INTERVAL = "jackknife", "two-level bootstrap"  # `report.data.STRATEGY_KEY`'s rule
 
@@ -241,7 +236,7 @@ def simulated_coverage(tasks, weights, table, styles, samples: int, seeds: int, 
 def compare_estimators(tasks, mixtures: dict[str, dict[str, float]], table, styles, samples: int,
                        seeds: Sequence[int], reps: int, seed: int = 0) -> list[dict]:
     """Coverage of the true strategy entropy and mean width of every candidate estimator
-    (`meters.calibration.estimates_from_counts`) x interval (`meters.calibration.candidate_intervals`) for
+    (`meters.calibration.estimates_from_counts`) x interval (`meters.claim_rules.candidate_intervals`) for
     every mixture, over ``reps`` simulated studies at n = ``samples`` and each seed count in ``seeds``: the
     measurement behind the report's rule. One row per (seeds, estimator, interval, mixture), with the
     estimator's exact bias there."""

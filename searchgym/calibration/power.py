@@ -6,7 +6,7 @@ Three rules are measured on the same simulated studies (`RULES`):
 
 - ``report_rule``: the report's claim between two arms (`searchgym.report.rules.compare_arms`): the paired
   difference of per-question values, 95% CI by a two-level bootstrap (each arm's seeds, then questions
-  shared by both arms) that must exclude 0 (`meters.calibration.paired_two_level_ci`). Its numbers are the
+  shared by both arms) that must exclude 0 (`meters.claim_rules.paired_two_level_ci`). Its numbers are the
   un-suffixed keys (``mde``, ``false_positive``, ``mde_from_cis``) and, for `searchgym.calibration.run`,
   ``false_positive_seed_rule``;
 - ``nonoverlap``: the report's fallback, two 95% CIs of the column that must not overlap (two-level CIs for
@@ -25,15 +25,13 @@ import numpy as np
 
 from searchgym.calibration.config import SHIFT_TOWARDS
 from searchgym.calibration.mixtures import _label_matrix, sample_counts
-from searchgym.meters.calibration import (
-    entropy,
-    jackknife_from_counts,
+from searchgym.meters.calibration import entropy, jackknife_from_counts, pass_at_k_table
+from searchgym.meters.claim_rules import (
     nonoverlap,
     nonoverlap_mde_factor,
     paired_diff_ci,
     paired_rule_mde,
     paired_two_level_ci,
-    pass_at_k_table,
     question_ci,
     question_rule_mde,
     seed_ci,

@@ -198,7 +198,7 @@ def two_level_bootstrap_ci(values: np.ndarray | list[list[float]], n_boot: int =
     if v.ndim != 2 or not np.isfinite(v).any():
         return math.nan, math.nan, math.nan
     seeds, questions = v.shape
-    rng = np.random.default_rng(seed)  # draws in the order of `meters.calibration.two_level_weights`
+    rng = np.random.default_rng(seed)  # draws in the order of `meters.claim_rules.two_level_weights`
     seed_idx = rng.integers(0, seeds, size=(n_boot, seeds))
     question_idx = rng.integers(0, questions, size=(n_boot, questions))
     drawn = v[seed_idx[:, :, None], question_idx[:, None, :]]  # (n_boot, seeds, questions)
@@ -231,7 +231,7 @@ def paired_two_level_bootstrap_ci(a: np.ndarray | list[list[float]], b: np.ndarr
     the difference, and seed-to-seed variance, training included, stays in). Returns (difference, lo, hi,
     questions used). Questions where an arm has no finite value are left out; in a resample, a question
     whose drawn seeds of one arm are all NaN is left out of that resample. The vectorised twin is
-    `searchgym.meters.calibration.paired_two_level_ci` (same draws).
+    `searchgym.meters.claim_rules.paired_two_level_ci` (same draws).
 
     >>> d, lo, hi, q = paired_two_level_bootstrap_ci([[0.9, 0.5, 0.2, 0.7]] * 3, [[0.8, 0.4, 0.1, 0.6]] * 3)
     >>> round(d, 6), round(lo, 6), round(hi, 6), q  # every question 0.1 lower in b: no spread to resample
@@ -246,7 +246,7 @@ def paired_two_level_bootstrap_ci(a: np.ndarray | list[list[float]], b: np.ndarr
         return math.nan, math.nan, math.nan, 0
     va, vb = va[:, keep], vb[:, keep]
     questions = va.shape[1]
-    rng = np.random.default_rng(seed)  # draws in the order of `meters.calibration.paired_two_level_weights`
+    rng = np.random.default_rng(seed)  # draws in the order of `meters.claim_rules.paired_two_level_weights`
     seeds_a = rng.integers(0, va.shape[0], size=(n_boot, va.shape[0]))
     seeds_b = rng.integers(0, vb.shape[0], size=(n_boot, vb.shape[0]))
     question_idx = rng.integers(0, questions, size=(n_boot, questions))

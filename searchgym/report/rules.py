@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from searchgym.meters.calibration import paired_rule_mde, question_rule_mde, study_mde
+from searchgym.meters.claim_rules import paired_rule_mde, question_rule_mde, study_mde
 from searchgym.meters.table import label as meter_label
 from searchgym.meters.table import unit as meter_unit
 from searchgym.report.data import (
@@ -147,7 +147,7 @@ def detectable_difference(data: StudyData, label: str, a: ArmSummary, b: ArmSumm
     was estimated (naming the rule):
 
     - the paired rule (per-question values in both arms): (z_0.975 + z_0.8) x the standard error of the
-      paired difference, read off its 95% CI (`searchgym.meters.calibration.paired_rule_mde`): the spread
+      paired difference, read off its 95% CI (`searchgym.meters.claim_rules.paired_rule_mde`): the spread
       of this pair's own per-question differences and seeds;
     - the fallback, non-overlapping CIs: for a column under the seed rule with >= 2 seeds per arm, the
       seed-to-seed standard deviation pooled over every arm times the rule's factor (`study_mde`); for the
