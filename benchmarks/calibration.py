@@ -1,7 +1,8 @@
 """Calibration of the meters on policies of known behaviour (docs/calibration.md).
 
     python benchmarks/calibration.py [--quick] [--questions Q] [--samples N] [--seeds S] [--reps R]
-                                     [--model tiny|PATH] [--skip-temperature] [--out DIR]
+                                     [--model tiny|PATH] [--skip-temperature] [--training-control off|tiny|full]
+                                     [--out DIR]
 
 Default sizes are the breadth study's quick preset (agents/breadth-study.toml). Three checks through the
 real env, classifier, meters and claim rule: (1) known mixtures of the scripted demonstrators must be
@@ -13,7 +14,10 @@ true entropy (target >= 0.90), with ``estimator_comparison`` (every candidate es
 must exclude 0; ``mde_strategy_entropy_nonoverlap``: the old rule, CIs that must not overlap),
 ``mde_strategy_entropy_paired`` (paired bootstrap over questions), ``mde_pass_at_k`` (k = n) and a
 ``size_sweep`` with the smallest size reaching MDE <= 0.10 nats; (3) a temperature sweep of ``--model``:
-``temperature_monotone``. Prints readable lines, then (last line) the whole result as one JSON object.
+``temperature_monotone``; (4) the training-level positive control: narrow SFT on the shipped prior through the
+real training entry point must drop strategy entropy beyond the paired rule's MDE: ``training_control_drop``
+(nats, base - trained, with ``_lo``/``_hi``) beside ``training_control_mde`` and ``training_control_detected``.
+Prints readable lines, then (last line) the whole result as one JSON object.
 """
 
 from __future__ import annotations
@@ -45,10 +49,14 @@ def main() -> None:
     parser.add_argument("--model", help="model of the temperature sweep: alias or folder (default: the reference "
                         "prior searchgym-prior where it is shipped, else tiny)")
     parser.add_argument("--skip-temperature", action="store_true", help="no temperature sweep")
+    parser.add_argument("--training-control", choices=("off", "tiny", "full"),
+                        help="the training-level positive control (default: full; tiny with --quick)")
     parser.add_argument("--out", help="also write calibration.json into this folder (or to this .json path)")
     args = parser.parse_args()
     given = {k: getattr(args, k) for k in ("questions", "samples", "seeds", "reps") if getattr(args, k) is not None}
     given.update(model=args.model, skip_temperature=args.skip_temperature)
+    if args.training_control:
+        given["training_control"] = args.training_control
     config = CalibrationConfig.quick(**given) if args.quick else CalibrationConfig(**given)
     result = calibrate(config)
     for line in summary_lines(result):

@@ -174,6 +174,9 @@ def calibrate_(
         temp_samples: Annotated[int | None, typer.Option(help="samples per question of the temperature sweep")] = None,
         temp_max_new_tokens: Annotated[int | None, typer.Option(help="tokens per turn in the temperature sweep")] = None,
         skip_temperature: Annotated[bool, typer.Option(help="skip the temperature sweep (no model is loaded)")] = False,
+        training_control: Annotated[str | None, typer.Option(help="the training-level positive control: off, tiny "
+                                                                  "(~1 min) or full (~3 min; default; tiny with "
+                                                                  "--quick)")] = None,
         quick: Annotated[bool, typer.Option(help="tiny sizes for CI: every code path, noisy numbers")] = False,
         out: Annotated[Path | None, typer.Option(help="folder for calibration.json, or a .json path (default "
                                                       "runs/calibration-<timestamp>)")] = None) -> None:
@@ -185,6 +188,8 @@ def calibrate_(
                  temp_samples=temp_samples, temp_max_new_tokens=temp_max_new_tokens)
     settings = {k: v for k, v in given.items() if v is not None}
     settings.update(model=model, skip_temperature=skip_temperature)
+    if training_control is not None:
+        settings["training_control"] = training_control
     with _one_line(ValueError):
         config = CalibrationConfig.quick(**settings) if quick else CalibrationConfig(**settings)
         print(calibrate_command(config, out))

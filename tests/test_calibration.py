@@ -288,9 +288,12 @@ def test_cli_quick_writes_calibration_json(tmp_path):
 
     from searchgym.cli import app
 
-    result = CliRunner().invoke(app, ["calibrate", "--quick", "--out", str(tmp_path)])
+    # The training control trains for a minute: tests/test_training_control.py runs it for real, and
+    # test_the_training_control_reaches_the_result below checks its wiring.
+    result = CliRunner().invoke(app, ["calibrate", "--quick", "--training-control", "off", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "calibration.json").read_text())
+    assert data["training_control"] is None and data["training_control_drop"] is None
     for key in ("max_entropy_error", "mde_strategy_entropy", "mde_strategy_entropy_paired", "mde_pass_at_k",
                 "size_sweep", "temperature_monotone", "mean_coverage", "estimator_comparison",
                 "mde_strategy_entropy_from_cis"):
@@ -301,3 +304,22 @@ def test_cli_quick_writes_calibration_json(tmp_path):
     assert data["temperature"]["token_monotone"] is True
     assert Counter(m["name"] for m in data["mixtures"]) == Counter(list(CalibrationConfig().mixtures))
     assert "Recovery" in result.output
+
+
+def test_the_training_control_reaches_the_result(monkeypatch):
+    """calibrate() runs the control at the size asked for and lifts its headline keys to the top level (the
+    benchmark's JSON) and into a summary line that says whether the drop was detected."""
+    from searchgym.calibration import control, run
+
+    asked = []
+    fake = {"training_control_drop": 0.75, "training_control_drop_lo": 0.59, "training_control_drop_hi": 0.89,
+            "training_control_mde": 0.21, "training_control_detected": True, "key": "diversity/strategy_entropy_jk",
+            "steps": 150, "questions": 30, "n": 8, "base_entropy": 1.07, "trained_entropy": 0.28}
+    monkeypatch.setattr(control, "training_control", lambda size, progress=True: asked.append(size) or fake)
+    result = run.calibrate(CalibrationConfig.quick(skip_temperature=True, coverage_reps=20, reps=20))
+    assert asked == ["tiny"] and result["training_control"] == fake
+    assert {k: result[k] for k in run.CONTROL_KEYS} == {k: fake[k] for k in run.CONTROL_KEYS}
+    line = next(x for x in run.summary_lines(result) if x.startswith("training control"))
+    assert "150 steps" in line and "drop 0.750 [0.590, 0.890] nats vs MDE 0.210: detected" in line
+    with pytest.raises(ValueError, match="training_control: choose one of off, tiny, full"):
+        run.calibrate(CalibrationConfig.quick(training_control="big"))

@@ -96,6 +96,9 @@ class CalibrationConfig:
     temp_max_turns: int = 3  # search, open, answer: enough turns for a strategy label
     temp_max_new_tokens: int = 32
     skip_temperature: bool = False
+    # 4. the training-level positive control (`searchgym.calibration.control`): narrow SFT on the shipped prior
+    # through the real entry point must drop strategy entropy beyond the MDE. "full" ~3 min, "tiny" ~1 min.
+    training_control: str = "full"  # "off", "tiny" or "full"
     seed: int = 0
     study_file: str = str(STUDY_FILE)
     preset: str = STUDY_PRESET
@@ -108,5 +111,5 @@ class CalibrationConfig:
         """Tiny sizes for CI: every code path, numbers too noisy to read."""
         sizes = dict(questions=6, samples=4, seeds=2, reps=60, coverage_reps=100, sweep_questions=(6, 12),
                      sweep_samples=(4,), sweep_seeds=(2,), temp_questions=2, temp_samples=2, temp_max_turns=2,
-                     temp_max_new_tokens=12, temperatures=(0.3, 1.3))
+                     temp_max_new_tokens=12, temperatures=(0.3, 1.3), training_control="tiny")
         return cls(**{**sizes, **overrides})

@@ -58,13 +58,8 @@ COMMON = (
     "eval.batch_size=128",
 )
 
-# Optimizer steps = ceil(num_questions × demos_per_question × epochs / batch_size). Measured on 2 shared cores
-# (2026-12-07, one thread, load 3-4; drop = base − trained strategy entropy (Miller–Madow; the jackknife
-# reads 0.02-0.06 nats more), MDE of the paired rule):
-#   tiny: 40 steps, lr 3e-3, 20 questions × 8: drop 0.71-0.83 nats (CI lo >= 0.46), MDE 0.22-0.33 over seeds
-#         0-2, 70-96 s; lr 1e-9 (nothing learnt): drop 0.000 [0, 0], not detected.
-#   full: 150 steps, lr 1e-3 (the quick study's), 30 questions × 8: drop 0.75 [0.59, 0.89], MDE 0.21, ~3 min.
-# The quick study's own dose (10 steps at lr 1e-3) is at the edge: 0.26 [0.08, 0.41] vs MDE 0.24 at 20 × 8.
+# Optimizer steps = ceil(num_questions × demos_per_question × epochs / batch_size): tiny 40 steps at lr 3e-3,
+# full 150 at the quick study's lr 1e-3. What each measured, and how they were chosen: docs/calibration.md.
 SIZES: dict[str, tuple[str, ...]] = {
     "tiny": (
         "sft.num_questions=80",

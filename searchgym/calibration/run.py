@@ -42,11 +42,17 @@ def _smallest(sweep: list[dict], key: str, target: float) -> dict | None:
     return {k: best[k] for k in ("questions", "samples", "seeds", "episodes_per_arm", key)}
 
 
+CONTROL_KEYS = ("training_control_drop", "training_control_drop_lo", "training_control_drop_hi",
+                "training_control_mde", "training_control_detected")  # top-level keys (None with the control off)
+
+
 def calibrate(config: CalibrationConfig | None = None) -> dict:
     """Run the three checks; returns one JSON-ready dict (see docs/calibration.md for every key)."""
     from tqdm.auto import tqdm
 
     config = config or CalibrationConfig()
+    if config.training_control not in ("off", "tiny", "full"):
+        raise ValueError(f"training_control: choose one of off, tiny, full; got {config.training_control!r}")
     started = time.perf_counter()
     setup = study_setup(config.study_file, config.preset)
     if config.env_id:
@@ -103,6 +109,15 @@ def calibrate(config: CalibrationConfig | None = None) -> dict:
         timings["temperature"] = time.perf_counter() - mark
     env.close()
 
+    # 4. The training-level positive control: a broken training path must not pass as "no effect".
+    control = None
+    if config.training_control != "off":
+        from searchgym.calibration.control import training_control
+
+        mark = time.perf_counter()
+        control = training_control(config.training_control, progress=config.progress)
+        timings["training_control"] = time.perf_counter() - mark
+
     errors = [abs(m["error"]) for m in mixtures]
     coverages = [m["coverage"] for m in mixtures]
     fidelity = float(np.average([m["label_fidelity"] for m in mixtures], weights=[m["episodes"] for m in mixtures]))
@@ -156,6 +171,8 @@ def calibrate(config: CalibrationConfig | None = None) -> dict:
         "smallest_size_for_target_paired": _smallest(sweep, "mde_paired", MDE_TARGET),
         "temperature": temperature,
         "temperature_monotone": temperature["monotone"] if temperature else None,
+        "training_control": control,
+        **{k: (control or {}).get(k) for k in CONTROL_KEYS},
         "seconds": timings,
     }
 
@@ -224,6 +241,12 @@ def summary_lines(result: dict) -> list[str]:
         cells = ", ".join(f"T={r['temperature']}: token {_f(r['token_entropy'])}, strategy "
                           f"{_f(r['strategy_entropy'])}" for r in t["rows"])
         lines.append(f"temperature sweep ({t['model']}): {cells}; monotone = {t['monotone']}")
+    if c := result.get("training_control"):
+        lines.append(f"training control (narrow SFT on {c['key'].split('/')[-1]}, {c['steps']} steps on the prior, "
+                     f"{c['questions']} x {c['n']}): strategy entropy {_f(c['base_entropy'])} -> "
+                     f"{_f(c['trained_entropy'])}, drop {_f(c['training_control_drop'])} "
+                     f"[{_f(c['training_control_drop_lo'])}, {_f(c['training_control_drop_hi'])}] nats vs MDE "
+                     f"{_f(c['training_control_mde'])}: {'detected' if c['training_control_detected'] else 'NOT DETECTED'}")
     return lines
 
 

@@ -196,9 +196,9 @@ def _mark_done(ctx) -> None:
 
 def _draw(run_dir: Path) -> None:
     """The run's report beside it: training curves (report_training.png), strategy shares, pass@k."""
-    from searchgym.report import report_command
+    try:  # the import too: a report that cannot even load must not fail a finished training
+        from searchgym.report import report_command
 
-    try:
         page = report_command([run_dir], out=run_dir)
     except Exception as e:  # noqa: BLE001  a report is a view of the run: never fail a finished training
         print(f"no report drawn for {run_dir}: {e}")
