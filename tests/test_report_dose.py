@@ -197,3 +197,20 @@ def test_study_without_a_dose_ladder_reports_as_before(study, tmp_path):
     assert "dose" not in json.loads((plain / "report.json").read_text())
     images = html.count("src='data:image/png;base64,")
     assert f'data-figures-expected="{images}"' in html and not math.isnan(images)
+
+
+def test_an_arm_that_continues_another_is_not_compared_inside_their_shared_path():
+    """SFT-narrow then GRPO repeats SFT-narrow's rungs seed for seed: at matched KL the two would meet on that
+    shared path (a difference of exactly 0 that says nothing about GRPO), so the pair is skipped and named."""
+    import numpy as np
+
+    from searchgym.report.dose import SeedPath, continues
+
+    def path(arm, rungs, values):
+        return SeedPath(arm, 0, rungs, np.arange(len(rungs)), {"kl/k3": np.array(values)}, [{}] * len(rungs))
+
+    sft = path("sft-narrow", ["base-0", "sft-10"], [[0.0, 0.0], [0.2, 0.1]])
+    chained = path("sft-narrow-grpo", ["base-0", "sft-10", "grpo-10"], [[0.0, 0.0], [0.2, 0.1], [0.3, 0.1]])
+    other = path("sft-narrow-grpo", ["base-0", "sft-10", "grpo-10"], [[0.0, 0.0], [0.25, 0.1], [0.3, 0.1]])
+    assert continues([sft], [chained]) and not continues([chained], [sft])
+    assert not continues([sft], [other])  # the same rung names but another training: a real comparison

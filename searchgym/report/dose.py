@@ -249,6 +249,8 @@ def _compare(paths: list[SeedPath], arms: list[str], keys, n_boot: int, seed: in
     matched, names = [], list(trained)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
+            if continues(trained[a], trained[b]) or continues(trained[b], trained[a]):
+                continue  # one arm is the other plus a stage: at matched KL they share a path (`continuations`)
             kappa = float(min(means[p.arm, p.seed, KL][0].max() for p in trained[a] + trained[b]))
             for key in keys:
                 (pa, ba), (pb, bb) = at_kappa(a, key, kappa), at_kappa(b, key, kappa)
@@ -261,6 +263,30 @@ def _compare(paths: list[SeedPath], arms: list[str], keys, n_boot: int, seed: in
                                           [means[p.arm, p.seed, key][i] for p in ps], seeds[a][i]) for i in (0, 1))
             slopes[a][key] = _ci(point[0], boot, method)
     return matched, dict(slopes)
+
+
+def continues(first: list[SeedPath], then: list[SeedPath]) -> bool:
+    """Whether arm ``then`` continues arm ``first``: for every seed both have, every rung of ``first`` is a rung
+    of ``then`` with the same per-question values (SFT-narrow then GRPO repeats SFT-narrow's training, seed
+    for seed). Such a pair compared at matched KL meets inside the shared stage and differs by exactly 0,
+    which says nothing about the added stage: the report compares their ends instead (the verdict)."""
+    pairs = [(p, q) for p in first for q in then if p.seed == q.seed]
+    if not pairs:
+        return False
+    for p, q in pairs:
+        index = {r: i for i, r in enumerate(q.rungs)}
+        if not all(r in index for r in p.rungs):
+            return False
+        if not all(np.array_equal(p.values[k][i], q.values[k][index[r]], equal_nan=True)
+                   for k in p.values for i, r in enumerate(p.rungs)):
+            return False
+    return True
+
+
+def continuations(data: DoseData) -> list[tuple[str, str]]:
+    """(first, then) pairs of trained arms where ``then`` continues ``first`` (`continues`)."""
+    arms = {a: [p for p in data.paths if p.arm == a] for a in data.trained}
+    return [(a, b) for a in arms for b in arms if a != b and continues(arms[a], arms[b])]
 
 
 def dose_data(study_dir: str | Path, n_boot: int = N_BOOT, seed: int = 0) -> DoseData | None:
@@ -333,6 +359,9 @@ def dose_findings(data: DoseData) -> list[str]:
     headline = data.keys[:len(HEADLINE)]
     out = [matched_sentence(m) for m in data.matched
            if m.key == breadth or (m.key in headline and m.claimed and m.kappa > 0)]
+    out += [f"**{b} continues {a}:** the same {a} rungs, seed for seed, then more training; at matched KL they "
+            f"would meet on that shared path, so they are compared end to end in the verdict instead."
+            for a, b in continuations(data)]
     out += [slope_sentence(a, breadth, data.slopes[a][breadth]) for a in data.trained]
     return out
 

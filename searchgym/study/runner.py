@@ -243,7 +243,9 @@ def _run_parallel(jobs_list: list, out: Path, train: Callable, evaluate: Callabl
             tqdm(total=len(jobs_list), desc=f"study runs ({jobs} at once)", unit="run") as bar:
         started = time.time()
         futures = {}
-        for tag, run, recipe, run_dir in jobs_list:
+        # Longest first (chained stages, then single stages, then base evaluations), so the last minutes do
+        # not leave a core idle behind one long run; results are reported as they come, in any order.
+        for tag, run, recipe, run_dir in sorted(jobs_list, key=lambda j: -len(j[2].stages) if j[1].train else 0):
             log_file = out / "logs" / f"{run.arm}-seed{run.seed}.log"
             futures[pool.submit(_worker, tag, run, recipe, run_dir, train, evaluate, dose, log_file)] = (tag, log_file)
         for future in as_completed(futures):
