@@ -327,3 +327,19 @@ def test_new_figures_draw_nothing_without_their_data(tmp_path):
     make_run(tmp_path / "base-only" / "seed0", "base", 0, n=4, questions=4)
     data = summarise(discover_runs([tmp_path / "base-only" / "seed0"]))
     assert coverage_figure(data) is None and entropy_reward_figure(data) is None
+
+
+def test_the_headline_asks_whether_rl_after_narrow_sft_reopens_the_palette():
+    """With SFT-narrow and SFT-narrow then GRPO in a study, the verdict's headlines compare them (and the chained
+    arm with the base) by the paired rule: a planted reopening is claimed 'higher', a null one is not."""
+    from searchgym.report.rules import headlines
+
+    levels = np.random.default_rng(1).uniform(0.2, 1.0, size=30)
+    base, narrow = _planted("base", levels + 0.6, 0.0, 1), _planted("sft-narrow", levels, 0.0, 2)
+    reopened = _planted("sft-narrow-grpo", levels, 0.3, 3)
+    line = next(h for h in headlines(StudyData([base, narrow, reopened], n=8, questions=30)) if "reopen" in h)
+    assert "against SFT-narrow alone: higher" in line and "against the base: lower" in line
+    same = _planted("sft-narrow-grpo", levels, 0.0, 4)
+    line = next(h for h in headlines(StudyData([base, narrow, same], n=8, questions=30)) if "reopen" in h)
+    assert "against SFT-narrow alone: no change larger than" in line
+    assert not any("reopen" in h for h in headlines(StudyData([base, narrow], n=8, questions=30)))
