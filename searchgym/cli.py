@@ -19,24 +19,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="searchgym: measure exploration diversity in LLM search agents.")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     from rich.console import Console
     from rich.markup import escape
 
     # escape: messages quote TOML tables like [lora], which rich would otherwise eat as markup;
     # soft_wrap: one message is one line (a terminal may wrap it, rich must not break it into several)
     Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
 
 
 @contextlib.contextmanager
-def _one_line(errors: type[Exception] | tuple[type[Exception], ...] = ConfigError):
+def _one_line(errors: type[Exception] | tuple[type[Exception], ...] = ConfigError, code: int = 2):
     """The one place a command's expected errors become one line and exit 2: a bad config always; commands
-    whose inputs are checked by ValueError (eval, meter, report, search, calibrate) pass ``ValueError``."""
+    whose inputs are checked by ValueError (eval, meter, report, search, calibrate) pass ``ValueError``.
+    Work that ran and failed (a study's runs) is reported the same way with exit ``code`` 1."""
     try:
         yield
     except errors as e:
-        _fail(str(e))
+        _fail(str(e), code)
 
 
 @app.command()
@@ -141,10 +142,10 @@ def experiment(study: Annotated[Path, typer.Argument(help="study file, e.g. agen
                                                       "(e.g. 2 on a 2-core CPU); logs in <study>/logs/")] = 1,
                ) -> None:
     """Run (or resume) a multi-arm study: every arm × seed, evaluated alike; then write its report."""
-    from searchgym.study.runner import experiment_command
+    from searchgym.study.runner import RunsFailed, experiment_command
     from searchgym.study.spec import parse_list
 
-    with _one_line():
+    with _one_line(), _one_line(RunsFailed, code=1):  # failed runs: one line naming each run and its log
         experiment_command(study, preset=preset, out=out, overrides=set_ or (), report=report,
                            arms=parse_list(arms, "--arms"), seeds=parse_list(seeds, "--seeds", int), jobs=jobs)
 

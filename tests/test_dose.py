@@ -117,3 +117,24 @@ def test_dose_json_is_strict_json(tmp_path):
     text = write_rung(tmp_path, {"meters": {"x": {"value": float("nan"), "lo": float("inf")}}}).read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text)["meters"]["x"] == {"value": None, "lo": None}
+
+
+def _failing_train(run, recipe, run_dir):
+    """A training that dies (module level: the spawned workers import it by name)."""
+    raise RuntimeError("out of memory in a worker")
+
+
+def test_a_failed_parallel_run_is_one_line_and_keeps_the_others(tmp_path, monkeypatch):
+    """--jobs 2: one run's failure does not stop the others; the command ends with one line that names the
+    failed run and its log, exit 1 (work that ran and failed, not a bad config), no traceback."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(study_mod, "_train", _failing_train)  # pickled by reference into the workers
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, ["experiment", str(STUDY), "--preset", "tiny", "--arms", "base,grpo",
+                                      "--out", str(out), "--jobs", "2"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    line = " ".join(result.output.split())  # rich may wrap the one line in a narrow terminal
+    assert "1 of 2 study runs failed" in line and "grpo seed 0: RuntimeError: out of memory in a worker" in line
+    assert "logs/grpo-seed0.log" in line and "re-run the same command" in line
+    assert (out / "base" / "seed0" / "done.json").is_file() and not (out / "grpo" / "seed0" / "done.json").exists()
+    assert (out / "base" / "seed0" / "dose" / "base-0" / "dose.json").is_file()

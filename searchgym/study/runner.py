@@ -199,6 +199,10 @@ def _one_run(tag: str, run: RunSpec, recipe: Recipe, run_dir: Path, train: Calla
     return f"{len(rungs)} rungs, final KL k3 {'–' if last is None else f'{last:.4f}'} nats/token"
 
 
+class RunsFailed(RuntimeError):
+    """Some runs of a parallel study failed (each with its log); the rest finished and are kept."""
+
+
 def _worker_init() -> None:
     """A worker of `_run_parallel`: one thread (several runs share the cores), set before torch loads."""
     import os
@@ -258,7 +262,8 @@ def _run_parallel(jobs_list: list, out: Path, train: Callable, evaluate: Callabl
                 bar.write(f"{tag}: FAILED ({type(e).__name__}: {e}); log: {log_file}")
             bar.update()
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(jobs_list)} study runs failed: " + "; ".join(failed))
+        raise RunsFailed(f"{len(failed)} of {len(jobs_list)} study runs failed (the others are done; re-run the "
+                         "same command to retry only these): " + "; ".join(failed))
 
 
 def _prior(out: Path) -> RunFolder:
