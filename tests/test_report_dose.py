@@ -214,3 +214,18 @@ def test_an_arm_that_continues_another_is_not_compared_inside_their_shared_path(
     other = path("sft-narrow-grpo", ["base-0", "sft-10", "grpo-10"], [[0.0, 0.0], [0.25, 0.1], [0.3, 0.1]])
     assert continues([sft], [chained]) and not continues([chained], [sft])
     assert not continues([sft], [other])  # the same rung names but another training: a real comparison
+
+
+def test_the_rung_table_shows_how_far_each_arm_moved(data):
+    """One row per arm and rung with its step and KL (mean over seeds; the seeds' min-max for k3): seed 1's KL is
+    planted 10% above seed 0's, so the mean is 1.05 x the ladder's value and the band spans 1.0-1.1 x."""
+    from searchgym.report.dose import rung_table
+
+    header, rows = rung_table(data)
+    assert header[:4] == ["arm", "rung", "step", "KL k3 [min–max over seeds]"] and header[-1] == "seeds"
+    assert rows[0][:3] == ["base", "base-0", "0"] and rows[0][3].startswith("0.0000")
+    stage, ladder = LADDERS["sft-narrow"]
+    narrow = [r for r in rows if r[0] == "sft-narrow"]
+    assert [r[1] for r in narrow] == [f"{stage}-{k}" for k, *_ in ladder]  # no rung 0 row: that is the base's
+    last = ladder[-1][1]
+    assert narrow[-1][3] == f"{1.05 * last:.4f} [{last:.4f}, {1.1 * last:.4f}]" and narrow[-1][-1] == "2"

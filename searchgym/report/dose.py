@@ -387,6 +387,28 @@ def slope_table(data: DoseData) -> tuple[list[str], list[list[str]]]:
             [[a] + [_ci_text(data.slopes[a][k], sign=True) for k in keys] for a in data.trained])
 
 
+def rung_table(data: DoseData) -> tuple[list[str], list[list[str]]]:
+    """Distance per arm and rung: optimizer steps, and KL to the base by every estimator (mean over questions,
+    then over seeds; min–max over seeds for the axis estimator), so a reader sees how far each arm moved."""
+    header = ["arm", "rung", "step", f"KL {ESTIMATOR} [min–max over seeds]"] + \
+        [f"KL {e}" for e in ESTIMATORS if e != ESTIMATOR] + ["seeds"]
+    rows = []
+    for arm in data.arms:
+        by_rung: dict[str, list[tuple[float, dict[str, float]]]] = defaultdict(list)
+        for p in (p for p in data.paths if p.arm == arm):
+            for i, rung in enumerate(p.rungs):
+                if arm != BASE and rung.startswith(f"{BASE}-"):
+                    continue  # a trained arm's rung 0 is the base arm's own row
+                by_rung[rung].append((float(p.steps[i]), {e: float(p.mean(f"kl/{e}")[i]) for e in ESTIMATORS}))
+        for rung, points in sorted(by_rung.items(), key=lambda kv: kv[1][0][0]):
+            axis = [kl[ESTIMATOR] for _, kl in points]
+            rows.append([arm, rung, f"{points[0][0]:.0f}",
+                         f"{fmt(float(np.mean(axis)), 4)} [{fmt(min(axis), 4)}, {fmt(max(axis), 4)}]"]
+                        + [fmt(float(np.mean([kl[e] for _, kl in points])), 4) for e in ESTIMATORS if e != ESTIMATOR]
+                        + [str(len(points))])
+    return header, rows
+
+
 def to_json(data: DoseData) -> dict:
     def est(e: Estimate) -> dict:
         return {k: (v if math.isfinite(v) else None) for k, v in (("value", e.value), ("lo", e.lo), ("hi", e.hi))}

@@ -20,7 +20,7 @@ from pathlib import Path
 from searchgym.corpus.documents import atomic_write
 from searchgym.report.data import TABLE_METRICS, Estimate, StudyData, ci_text, summarise
 from searchgym.report.discover import discover_runs
-from searchgym.report.dose import DoseData, dose_data, dose_findings, dose_table, slope_table
+from searchgym.report.dose import DoseData, dose_data, dose_findings, dose_table, rung_table, slope_table
 from searchgym.report.dose import to_json as dose_json
 from searchgym.report.figures import DOSE_CAPTION, arm_colours, dose_figure, figures
 from searchgym.report.rules import verdict
@@ -63,6 +63,8 @@ claimed only where that CI excludes 0; otherwise the CI bounds it.</p>
 {_plain_table(*dose_table(dose))}
 <h3>Change per nat of KL (least squares over every rung and seed, base included)</h3>
 {_plain_table(*slope_table(dose))}
+<h3>Distance from the base, per arm and rung (per-token KL on each rung's own samples, nats)</h3>
+{_plain_table(*rung_table(dose))}
 {f'<ul class="small">{notes}</ul>' if notes else ''}
 """
 
@@ -134,7 +136,9 @@ def _dose_markdown(dose: DoseData) -> list[str]:
              "meter interpolated at κ along its path; 95% bootstrap CI over questions (paired) and seeds. A "
              "difference is claimed only where the CI excludes 0.", ""]
             + [f"- {f}" for f in dose_findings(dose)] + ["", "### Matched KL", ""] + _md_table(*dose_table(dose))
-            + ["", "### Change per nat of KL", ""] + _md_table(*slope_table(dose)) + [""]
+            + ["", "### Change per nat of KL", ""] + _md_table(*slope_table(dose))
+            + ["", "### Distance from the base, per arm and rung (per-token KL, nats)", ""] + _md_table(*rung_table(dose))
+            + [""]
             + [f"- {n}" for n in dose.notes] + ([""] if dose.notes else []))
 
 
