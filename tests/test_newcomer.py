@@ -22,7 +22,7 @@ def _traj(task_id: str, sample: int, correct: bool = True) -> Trajectory:
 
 # ---- 12. progress ------------------------------------------------------------------------------------------
 def test_training_prints_a_bar_and_one_readable_line_per_log(capsys):
-    from searchgym.train.sft import ReadableProgress, log_line
+    from searchgym.train.progress import ReadableProgress, log_line
 
     line = log_line("grpo", 2, 10, {"reward": 0.5, "loss": 1e-3, "kl": 0.0, "epoch": 0.1, "note": "x"})
     assert line == "grpo step 2/10 | loss 0.001 | reward 0.5 | kl 0 | epoch 0.1"
@@ -43,7 +43,7 @@ def test_training_prints_a_bar_and_one_readable_line_per_log(capsys):
 def test_trainers_swap_their_raw_printing_for_the_readable_progress():
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from searchgym.train.sft import ReadableProgress, use_readable_progress
+    from searchgym.train.progress import ReadableProgress, use_readable_progress
 
     class Trainer:
         callbacks = [PrinterCallback, ProgressCallback]

@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import json
 
-    from searchgym.calibration.run import jsonable
+    from searchgym.runs import jsonable
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("size", nargs="?", default="full", choices=sorted(SIZES))

@@ -194,7 +194,7 @@ class TrainContext:
         """The readable progress line instead of the Trainer's raw dicts, (rank 0, ``dose.every`` > 0) adapter
         snapshots for dose curves (`searchgym.train.dose`), and (rank 0, ``meters.every`` > 0) the live
         diversity probes with their collapse alarms."""
-        from searchgym.train.sft import use_readable_progress
+        from searchgym.train.progress import use_readable_progress
 
         use_readable_progress(trainer, self.stage)
         if self.recipe.dose.every and self.is_main:
