@@ -157,17 +157,31 @@ def scripted_generation(tokenizer, gold_by_question):
     return generate, emitted
 
 
-def run_scripted(tmp_path, monkeypatch, overrides=()):
-    """Run agents/smoke-grpo.toml with scripted generation; return (model, first batch, emitted turns)."""
+def scripted_engine_turn(generate):
+    """The same script as a replacement for the engine path's `grpo_rollout.sample_turn`."""
+    from searchgym.agent.rollout_cache import SequenceCache
+
+    def sample_turn(model, trainer, contexts, caches, max_new_tokens, stops):
+        ids, _ = generate(None, contexts, None, None, 1)
+        return ids, [[0.0] * len(i) for i in ids], [SequenceCache([], []) for _ in ids]
+
+    return sample_turn
+
+
+def run_scripted(tmp_path, monkeypatch, overrides=(), rollout="trl"):
+    """Run agents/smoke-grpo.toml with scripted generation on either rollout path (TRL's tool loop or our
+    engine); return (model, first batch, emitted turns)."""
     from trl import GRPOTrainer
 
     from searchgym.agent.models import load_model
+    from searchgym.train import grpo_rollout
 
-    recipe = load_recipe(SMOKE, overrides=list(overrides))
+    recipe = load_recipe(SMOKE, overrides=[*overrides, f"grpo.rollout={rollout}"])
     env = make_environment_factory(recipe.env.id, recipe.env.kwargs).env
     model, tokenizer = load_model(recipe.model.base)
     generate, emitted = scripted_generation(tokenizer, {t.question: t.answers[0] for t in env.tasks})
     monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", generate)
+    monkeypatch.setattr(grpo_rollout, "sample_turn", scripted_engine_turn(generate))
     batches = []
     original = GRPOTrainer._generate_and_score_completions
 
@@ -183,8 +197,9 @@ def run_scripted(tmp_path, monkeypatch, overrides=()):
     return trained, before, batches, emitted, tokenizer
 
 
-def test_smoke_run_masks_tool_output_trains_lora_and_logs_metrics(tmp_path, monkeypatch):
-    model, before, batches, emitted, tokenizer = run_scripted(tmp_path, monkeypatch)
+@pytest.mark.parametrize("rollout", ["trl", "engine"])
+def test_smoke_run_masks_tool_output_trains_lora_and_logs_metrics(tmp_path, monkeypatch, rollout):
+    model, before, batches, emitted, tokenizer = run_scripted(tmp_path, monkeypatch, rollout=rollout)
 
     # TRL renders the prompt exactly as rollouts, SFT and the prior lab's pretraining do: the same system
     # prompt and the same tools block in the same order (a prior-lab model reads that block as one token).
@@ -224,7 +239,8 @@ def test_smoke_run_masks_tool_output_trains_lora_and_logs_metrics(tmp_path, monk
     for key in ("train/reward", "train/reward_std", "train/frac_reward_zero_std", "train/entropy", "train/kl",
                 "tools/call_frequency", "completions/mean_length", "completions/clipped_ratio", "train/step_time",
                 "search/tool_result_truncated", "search/answered", "search/correct",
-                "search/searches_per_episode", "rewards/SearchEnvironment/mean"):
+                "search/searches_per_episode",
+                "rewards/SearchEnvironment/mean" if rollout == "trl" else "rewards/episode_return/mean"):
         assert key in rows[0], key
     assert rows[0]["search/answered"] == 1.0 and rows[0]["search/correct"] == 0.5
     assert rows[0]["tools/call_frequency"] == 3.0 and rows[0]["search/tool_result_truncated"] == 0
@@ -233,10 +249,11 @@ def test_smoke_run_masks_tool_output_trains_lora_and_logs_metrics(tmp_path, monk
     assert kl[0] == pytest.approx(0, abs=1e-7) and kl[1] > 1e-6 and kl[2] == pytest.approx(0, abs=1e-7)
 
 
-def test_tool_result_that_does_not_fit_is_counted_and_warned(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("rollout", ["trl", "engine"])
+def test_tool_result_that_does_not_fit_is_counted_and_warned(tmp_path, monkeypatch, caplog, rollout):
     caplog.set_level(logging.WARNING, logger="searchgym.train.grpo")
     run_scripted(tmp_path, monkeypatch, overrides=["grpo.steps=1", "grpo.max_completion_length=80",
-                                                   "grpo.ref_reset_steps=0", "grpo.beta=0.0"])
+                                                   "grpo.ref_reset_steps=0", "grpo.beta=0.0"], rollout=rollout)
     row = next(r for r in read_metrics(tmp_path) if "train/reward" in r)
     # The search call fits, its ~100-token result does not: TRL drops it and ends every rollout.
     assert row["search/tool_result_truncated"] == 2 and row["search/tool_result_truncated_frac"] == 1.0

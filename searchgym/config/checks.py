@@ -90,6 +90,9 @@ def check_grpo(recipe: Recipe) -> None:
         raise ConfigError(f"grpo.beta: the KL coefficient must be >= 0, got {g.beta}")
     if g.ref_reset_steps and not g.beta:
         raise ConfigError("grpo.ref_reset_steps: reference resets need a reference model; set grpo.beta > 0")
+    if g.use_vllm and g.rollout == "engine":
+        raise ConfigError("grpo.use_vllm: vLLM generates only in TRL's own tool loop; set grpo.rollout = \"trl\" "
+                          "with it (the engine rollout generates with transformers)")
     if g.use_vllm and "grpo" in recipe.stages:  # was refused only when the GRPO stage started
         import importlib.util
 

@@ -138,6 +138,11 @@ class GRPOSettings:
     logging_steps: int = 1
     use_vllm: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"  # TRL's GRPOConfig.vllm_mode (docs/scale.md)
+    # Who generates the multi-turn rollouts: searchgym's KV-cached engine through TRL's rollout_func ("engine",
+    # train/grpo_rollout.py), or TRL's own tool loop ("trl": re-encodes the conversation every turn; vLLM).
+    rollout: Literal["engine", "trl"] = "engine"
+    # Recompute activations in the backward pass: "auto" = only for models of >= 1B parameters.
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass

@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 from searchgym.config.recipe import Recipe
 from searchgym.envs.tools import SYSTEM_PROMPT
 from searchgym.train.grpo_env import make_environment_factory
+from searchgym.train.grpo_rollout import EngineRollout
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,12 @@ def grpo_rows(tasks, num_questions: int) -> list[dict]:
     >>> row = grpo_rows([t], 5)[0]
     >>> [m["role"] for m in row["prompt"]], row["task_id"], row["answers"]
     (['system', 'user'], 't1', ['Ada'])
+
+    Each message also carries ``task_id``: TRL's ``rollout_func`` sees the prompts but not the rows
+    (`searchgym.train.grpo_rollout`); chat templates ignore the key.
     """
-    return [{"prompt": [{"role": "system", "content": SYSTEM_PROMPT},  # never the template's default
-                        {"role": "user", "content": t.question}],
+    return [{"prompt": [{"role": "system", "content": SYSTEM_PROMPT, "task_id": t.id},  # never the default
+                        {"role": "user", "content": t.question, "task_id": t.id}],
              "task_id": t.id, "seed": i, "answers": list(t.answers)}
             for i, t in enumerate(tasks[:num_questions])]
 
@@ -72,17 +76,29 @@ def tool_errors(messages: list[dict]) -> int:
     return sum(1 for m in messages if m.get("role") == "tool" and str(m.get("content", "")).startswith("{'error'"))
 
 
-def format_reward(completions, environments, **kwargs) -> list[float]:
-    """1 for a rollout that submitted an answer with the answer tool and had no failed tool call, else 0."""
+def format_reward(completions, environments, messages=None, **kwargs) -> list[float]:
+    """1 for a rollout that submitted an answer with the answer tool and had no failed tool call, else 0.
+
+    ``messages`` (from `EngineRollout`) is the completion as messages; TRL's own tool loop puts them in
+    ``completions``."""
     return [float(env.state.answer is not None and not tool_errors(c) and all(x["valid"] for x in env.calls))
-            for c, env in zip(completions, environments)]
+            for c, env in zip(messages or completions, environments)]
+
+
+def episode_return(environments, **kwargs) -> list[float]:
+    """The env's own reward, ``get_reward()`` of each rollout's episode (weight 1). TRL adds this itself
+    for an ``environment_factory`` (logged as ``rewards/SearchEnvironment``); `EngineRollout` passes the
+    envs as data, so the engine path names it here."""
+    return [e.get_reward() for e in environments]
 
 
 def make_search_calls_reward(max_iterations: int):
     """The per-search cost (weighted by ``-grpo.search_cost``), which also logs episode diagnostics."""
 
-    def search_calls(completions, environments, log_metric=None, **kwargs) -> list[float]:
+    def search_calls(completions, environments, log_metric=None, messages=None, tool_calls=None,
+                     tool_failures=None, **kwargs) -> list[float]:
         n = len(environments)
+        completions = messages or completions
         dropped = [dropped_tool_results(c, max_iterations) for c in completions]
         lost = sum(1 for d in dropped if d)
         if lost:
@@ -105,6 +121,9 @@ def make_search_calls_reward(max_iterations: int):
                 "search/step_budget_truncated": sum(e.truncated for e in environments) / n,
             }.items():
                 log_metric(key, float(value))
+            if tool_calls is not None:  # the engine path: TRL logs these itself only for its own tool loop
+                log_metric("tools/call_frequency", sum(tool_calls) / n)
+                log_metric("tools/failure_frequency", sum(tool_failures) / max(sum(tool_calls), 1))
         return [float(len(e.state.queries)) for e in environments]
 
     return search_calls
@@ -148,9 +167,10 @@ class ReferenceReset(TrainerCallback):
 
 # ---- the stage ------------------------------------------------------------------------------------
 
-def grpo_config(recipe: Recipe, run_dir: Path, reward_weights: list[float]):
+def grpo_config(recipe: Recipe, run_dir: Path, reward_weights: list[float], model_parameters: int = 0):
     """GRPOConfig from the recipe: CPU without a GPU; on a GPU the precision ``model.dtype`` asks for (bf16 for
-    "bfloat16", like every stage: `searchgym.train.context.trainer_args`) and optionally vLLM."""
+    "bfloat16", like every stage: `searchgym.train.context.trainer_args`) and optionally vLLM; gradient
+    checkpointing by `checkpointing` for a model of ``model_parameters``."""
     from trl import GRPOConfig
 
     from searchgym.train.context import trainer_args
@@ -171,9 +191,23 @@ def grpo_config(recipe: Recipe, run_dir: Path, reward_weights: list[float]):
         dataloader_num_workers=0, disable_tqdm=True,
         # Dropout makes the sampled, the trained and the reference log-probs disagree for no reason.
         disable_dropout=True,
-        # Recomputing activations saves GPU memory; on CPU, memory is not the bottleneck but time is.
-        gradient_checkpointing=cuda,
+        activation_checkpointing=checkpointing(g.gradient_checkpointing, model_parameters),
     )
+
+
+# Recomputing activations in the backward pass runs every layer's forward twice to save activation memory;
+# below a billion parameters (the prior: 1.3M, SmolLM2: 135M) the activations of a GRPO batch fit anywhere.
+CHECKPOINTING_MIN_PARAMETERS = 1_000_000_000
+
+
+def checkpointing(setting: str, parameters: int) -> bool:
+    """Whether to recompute activations: ``grpo.gradient_checkpointing`` "on"/"off", or "auto" = only for
+    models of at least `CHECKPOINTING_MIN_PARAMETERS` parameters, where memory needs it.
+
+    >>> checkpointing("auto", 1_317_120), checkpointing("auto", 3_000_000_000), checkpointing("on", 10)
+    (False, True, True)
+    """
+    return setting == "on" or (setting == "auto" and parameters >= CHECKPOINTING_MIN_PARAMETERS)
 
 
 def run_grpo(recipe: Recipe, run_dir: str | Path, model, tokenizer, *, resume: bool = False):
@@ -194,6 +228,17 @@ def train_grpo(ctx):
     `ReferenceReset` can re-anchor. Checkpoints go to ``run_dir/checkpoints/grpo``; ``ctx.resume`` continues
     from the latest one there. Metrics append to ``run_dir/metrics.jsonl`` (stage "grpo").
     """
+    trainer = grpo_trainer(ctx)
+    checkpoint = ctx.resume_checkpoint()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    model = trainer.model
+    if "ref" in model.peft_config:  # the frozen reference is a training device; ship only the policy
+        model.delete_adapter("ref")
+    return model
+
+
+def grpo_trainer(ctx):
+    """The GRPOTrainer `train_grpo` runs, built and attached but not started (benchmarks time it alone)."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
@@ -203,19 +248,19 @@ def train_grpo(ctx):
     if len(rows) < g.num_questions:
         log.warning("grpo.num_questions=%d but %s has only %d train tasks; using them all",
                     g.num_questions, recipe.env.id, len(rows))
-    checkpoint = ctx.resume_checkpoint()
     model = ctx.wrap_lora(ctx.model)
     reward_funcs = [format_reward, make_search_calls_reward(g.max_tool_calling_iterations)]
-    # TRL appends the env's own get_reward with weight 1 after these.
-    args = grpo_config(recipe, ctx.run_dir, reward_weights=[g.format_reward, -g.search_cost])
+    weights = [g.format_reward, -g.search_cost]
+    if g.rollout == "engine":  # our cached engine generates; the env's reward is a reward function like the rest
+        generation = dict(rollout_func=EngineRollout(factory))
+        reward_funcs, weights = [*reward_funcs, episode_return], [*weights, 1.0]
+    else:  # TRL's own tool loop; it appends the env's get_reward with weight 1 after our reward functions
+        generation = dict(environment_factory=factory)
+    parameters = sum(p.numel() for p in model.parameters())
+    args = grpo_config(recipe, ctx.run_dir, reward_weights=weights, model_parameters=parameters)
     trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, processing_class=ctx.tokenizer,
-                          train_dataset=Dataset.from_list(rows), environment_factory=factory,
-                          callbacks=[ctx.metrics_logger()])
+                          train_dataset=Dataset.from_list(rows), callbacks=[ctx.metrics_logger()], **generation)
     if g.ref_reset_steps:
         trainer.add_callback(ReferenceReset(trainer.model, g.ref_reset_steps))
     ctx.attach(trainer)  # a bar with ETA and one line per logged step; live diversity/* probes + alarms
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    model = trainer.model
-    if "ref" in model.peft_config:  # the frozen reference is a training device; ship only the policy
-        model.delete_adapter("ref")
-    return model
+    return trainer

@@ -41,7 +41,7 @@ def sft_config(recipe: Recipe, output_dir: Path):
         save_steps=s.save_steps,
         save_total_limit=2,
         # Small models: recomputing activations costs more time than the memory it saves.
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         **trainer_args(recipe),  # device, precision, report_to, seed
         disable_tqdm=False,
         dataset_num_proc=None,
