@@ -10,7 +10,8 @@ agents/smoke-sft.toml and agents/smoke-grpo.toml with ``--set`` overrides, one c
 
 - ``sft``: bf16 SmolLM2-135M (the offline default), LoRA SFT, 20 steps;
 - ``grpo_hf``: GRPO, 10 steps, generation with transformers;
-- ``grpo_vllm``: the same with ``grpo.use_vllm=true`` (colocate), only where vLLM is importable.
+- ``grpo_vllm``: the same with ``grpo.use_vllm=true`` (colocate; TRL's tool loop, ``grpo.rollout=trl``), only
+  where vLLM is importable.
 
 Per phase, read from the run folder's ``metrics.jsonl`` (one row per step, ``logging_steps = 1``): the
 steps run, the step time (median and mean of the wall-clock gaps between step rows, the first step left
@@ -68,7 +69,8 @@ def phases(dry_run: bool, vllm: bool) -> list[tuple[str, str, list[str]]]:
            ("grpo_hf", "agents/smoke-grpo.toml", model + grpo + ["grpo.use_vllm=false"] + QUIET_EVAL)]
     if vllm and not dry_run:
         out.append(("grpo_vllm", "agents/smoke-grpo.toml",
-                    model + grpo + ["grpo.use_vllm=true", 'grpo.vllm_mode="colocate"'] + QUIET_EVAL))
+                    model + grpo + ["grpo.use_vllm=true", 'grpo.vllm_mode="colocate"', "grpo.rollout=trl"]
+                    + QUIET_EVAL))
     return out
 
 

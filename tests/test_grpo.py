@@ -259,3 +259,64 @@ def test_tool_result_that_does_not_fit_is_counted_and_warned(tmp_path, monkeypat
     assert row["search/tool_result_truncated"] == 2 and row["search/tool_result_truncated_frac"] == 1.0
     assert row["search/answered"] == 0 and row["search/searches_per_episode"] == 1.0
     assert any("did not fit max_completion_length" in r.getMessage() for r in caplog.records)
+
+
+# ---- countermeasures: recipe settings that are TRL's own ---------------------------------------------
+
+COUNTERMEASURES = {"epsilon": 0.25, "epsilon_high": 0.28, "top_entropy_quantile": 0.2, "entropy_coef": 0.01,
+                   "use_adaptive_entropy": True, "entropy_target": 0.3, "scale_rewards": "none",
+                   "mask_truncated_completions": True, "num_iterations": 2, "importance_sampling_level": "sequence"}
+
+
+def test_every_countermeasure_reaches_the_built_trainer(tmp_path):
+    from searchgym.agent.models import load_model
+    from searchgym.train.context import TrainContext
+    from searchgym.train.grpo import TRL_COUNTERMEASURES, grpo_trainer
+
+    assert set(COUNTERMEASURES) == set(TRL_COUNTERMEASURES)
+    overrides = [f"grpo.{k}={json.dumps(v)}" for k, v in COUNTERMEASURES.items()]
+    recipe = load_recipe(SMOKE, overrides)
+    model, tokenizer = load_model(recipe.model.base)
+    trainer = grpo_trainer(TrainContext(recipe, tmp_path, stage="grpo", model=model, tokenizer=tokenizer))
+    for name, value in COUNTERMEASURES.items():
+        assert getattr(trainer.args, name) == value, name
+    # and TRL acts on them: its trainer copies what its loss reads
+    assert (trainer.epsilon_low, trainer.epsilon_high, trainer.num_iterations) == (0.25, 0.28, 2)
+    assert trainer.top_entropy_quantile == 0.2 and trainer.importance_sampling_level == "sequence"
+    default = load_recipe(SMOKE)
+    assert default.grpo.epsilon_high is None and default.grpo.scale_rewards == "group"
+
+
+@pytest.mark.parametrize("item, allowed", [
+    ("grpo.epsilon=0", "grpo.epsilon: must be a clip range in (0, 1)"),
+    ("grpo.epsilon_high=-1", "grpo.epsilon_high: must be a finite number > 0"),
+    ("grpo.top_entropy_quantile=1.5", "grpo.top_entropy_quantile: must be a share in [0, 1]"),
+    ("grpo.entropy_coef=-0.1", "grpo.entropy_coef: must be a finite number >= 0"),
+    ("grpo.num_iterations=0", "grpo.num_iterations: must be an integer >= 1"),
+    ("grpo.scale_rewards=std", "grpo.scale_rewards must be one of ['group', 'batch', 'none']"),
+    ("grpo.importance_sampling_level=seq", "grpo.importance_sampling_level must be one of ['token', 'sequence']"),
+])
+def test_countermeasure_out_of_range_is_one_line_at_load(item, allowed):
+    from searchgym.config.schema import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_recipe(SMOKE, [item])
+    assert allowed in str(e.value) and "\n" not in str(e.value)
+
+
+def test_exploration_rewards_are_paid_and_logged_one_by_one(tmp_path, monkeypatch):
+    """Scripted episodes (search the question, open the first hit, answer: gold on even rows, wrong on odd):
+    one distinct query + one document each, nothing repeated, two different answers per group of two."""
+    run_scripted(tmp_path, monkeypatch, overrides=["grpo.steps=1", "grpo.ref_reset_steps=0", "grpo.beta=0.0",
+                                                   "grpo.novelty_reward=0.1", "grpo.redundancy_penalty=0.2",
+                                                   "grpo.evidence_reward=0.3", "grpo.rare_answer_reward=0.5"],
+                 rollout="engine")
+    row = next(r for r in read_metrics(tmp_path) if "train/reward" in r)
+    assert row["rewards/novelty_reward/mean"] == 2.0
+    assert row["rewards/redundancy_penalty/mean"] == 0.0
+    assert row["rewards/rare_answer_reward/mean"] == 0.5
+    assert 0.0 <= row["rewards/evidence_reward/mean"] <= 1.0
+    paid = {"format_reward": 0.1, "search_calls": -0.01, "novelty_reward": 0.1, "redundancy_penalty": -0.2,
+            "evidence_reward": 0.3, "rare_answer_reward": 0.5, "episode_return": 1.0}
+    total = sum(weight * row[f"rewards/{name}/mean"] for name, weight in paid.items())
+    assert row["train/reward"] == pytest.approx(total, abs=1e-5)

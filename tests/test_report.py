@@ -343,3 +343,19 @@ def test_the_headline_asks_whether_rl_after_narrow_sft_reopens_the_palette():
     line = next(h for h in headlines(StudyData([base, narrow, same], n=8, questions=30)) if "reopen" in h)
     assert "against SFT-narrow alone: no change larger than" in line
     assert not any("reopen" in h for h in headlines(StudyData([base, narrow], n=8, questions=30)))
+
+
+def test_each_countermeasure_arm_gets_a_headline_against_plain_grpo():
+    """A grpo-* arm (one setting apart from plain GRPO) is compared with GRPO by the paired rule: a planted
+    gain in breadth is claimed 'higher', a null arm is not; without plain GRPO there is no such headline."""
+    from searchgym.report.rules import headlines
+
+    levels = np.random.default_rng(2).uniform(0.2, 1.0, size=30)
+    grpo, kept = _planted("grpo", levels, 0.0, 1), _planted("grpo-entropy", levels, 0.3, 2)
+    null = _planted("grpo-novelty", levels, 0.0, 3)
+    lines = headlines(StudyData([grpo, kept, null], n=8, questions=30))
+    entropy = next(h for h in lines if "grpo-entropy keep more breadth" in h)
+    novelty = next(h for h in lines if "grpo-novelty keep more breadth" in h)
+    assert "grpo-entropy higher" in entropy and "success@1" in entropy
+    assert "grpo-novelty no change larger than" in novelty
+    assert not any("keep more breadth" in h for h in headlines(StudyData([kept, null], n=8, questions=30)))

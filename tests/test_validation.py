@@ -177,7 +177,20 @@ def test_grpo_use_vllm_without_vllm_stops_at_load(no_slow_work):
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")
     with pytest.raises(RecipeError, match="^grpo.use_vllm: vllm is not installed"):
+        load_recipe(REPO / "agents" / "smoke-grpo.toml", ["grpo.use_vllm=true", "grpo.rollout=trl"])
+
+
+def test_grpo_rollout_and_checkpointing_are_checked_at_load(no_slow_work):
+    with pytest.raises(RecipeError, match=r"grpo.rollout must be one of \['engine', 'trl'\], got 'fast'"):
+        load_recipe(REPO / "agents" / "smoke-grpo.toml", ["grpo.rollout=fast"])
+    with pytest.raises(RecipeError, match=r"grpo.gradient_checkpointing must be one of \['auto', 'on', 'off'\]"):
+        load_recipe(REPO / "agents" / "smoke-grpo.toml", ["grpo.gradient_checkpointing=true"])
+    # vLLM generates only inside TRL's tool loop: refused with the engine rollout before anything else
+    with pytest.raises(RecipeError, match=r"^grpo.use_vllm: vLLM generates only in TRL's own tool loop; set "
+                                          r"grpo.rollout = \"trl\""):
         load_recipe(REPO / "agents" / "smoke-grpo.toml", ["grpo.use_vllm=true"])
+    recipe = load_recipe(REPO / "agents" / "smoke-grpo.toml", ["grpo.rollout=trl", "grpo.gradient_checkpointing=on"])
+    assert (recipe.grpo.rollout, recipe.grpo.gradient_checkpointing) == ("trl", "on")
 
 
 STUDY = REPO / "agents" / "breadth-study.toml"

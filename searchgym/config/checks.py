@@ -142,6 +142,20 @@ def check_numbers(recipe: Recipe) -> None:
         *((f"{sec}.top_p", _finite(getattr(recipe, sec).top_p) and 0 < getattr(recipe, sec).top_p <= 1,
            "a number in (0, 1]") for sec in ("eval", "grpo")),
         ("grpo.beta", _finite(recipe.grpo.beta), "a finite number >= 0"),
+        ("grpo.epsilon", _finite(recipe.grpo.epsilon) and 0 < recipe.grpo.epsilon < 1, "a clip range in (0, 1)"),
+        ("grpo.epsilon_high", recipe.grpo.epsilon_high is None or (_finite(recipe.grpo.epsilon_high)
+                                                                   and recipe.grpo.epsilon_high > 0),
+         "a finite number > 0 (DAPO uses 0.28), or leave it out to use grpo.epsilon"),
+        ("grpo.top_entropy_quantile", _finite(recipe.grpo.top_entropy_quantile)
+         and 0 <= recipe.grpo.top_entropy_quantile <= 1, "a share in [0, 1] (1 = every token; 0.2 in the paper)"),
+        ("grpo.entropy_coef", _finite(recipe.grpo.entropy_coef) and recipe.grpo.entropy_coef >= 0,
+         "a finite number >= 0 (0 = no entropy bonus)"),
+        ("grpo.entropy_target", _finite(recipe.grpo.entropy_target) and recipe.grpo.entropy_target >= 0,
+         "a finite entropy in nats >= 0"),
+        ("grpo.num_iterations", recipe.grpo.num_iterations >= 1, "an integer >= 1"),
+        *((f"grpo.{k}", _finite(getattr(recipe.grpo, k)) and getattr(recipe.grpo, k) >= 0,
+           "a finite weight >= 0 (0 = off)")
+          for k in ("novelty_reward", "redundancy_penalty", "evidence_reward", "rare_answer_reward")),
         ("grpo.format_reward", _finite(recipe.grpo.format_reward), "a finite number"),
         ("grpo.search_cost", _finite(recipe.grpo.search_cost) and recipe.grpo.search_cost >= 0,
          "a finite cost >= 0"),
@@ -190,6 +204,9 @@ def check_env(recipe: Recipe) -> None:
     if spec.entry_point != SEARCH_ENV:
         return  # not a SearchEnv: its kwargs are its own business
     _check_env_kwargs(recipe.env.kwargs)
+    if recipe.env.kwargs.get("tools") is not None and "grpo" in recipe.stages:  # else trained open-book, silently
+        raise ConfigError("env.kwargs.tools: GRPO offers every tool (train/grpo_env builds its own); evaluate a "
+                          "subset instead: searchgym eval RUN --env-kwargs 'tools=[\"answer\"]'")
     recipe.env.kwargs = _world_kwargs_for(spec.kwargs, recipe.env.kwargs)
     kwargs = {**spec.kwargs, **recipe.env.kwargs}
     world = _world(kwargs.get("world", "synthetic"))

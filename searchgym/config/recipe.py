@@ -138,6 +138,24 @@ class GRPOSettings:
     logging_steps: int = 1
     use_vllm: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"  # TRL's GRPOConfig.vllm_mode (docs/scale.md)
+    # Entropy-collapse countermeasures: TRL GRPOConfig fields under the same names, passed through as they are
+    # (what each does and its source: docs/countermeasures.md; train.grpo.TRL_COUNTERMEASURES lists them).
+    epsilon: float = 0.2  # lower clip of the importance ratio, 1 - epsilon
+    epsilon_high: float | None = None  # upper clip, 1 + epsilon_high; unset = epsilon (DAPO clip-higher: 0.28)
+    top_entropy_quantile: float = 1.0  # loss on the top-ρ share of tokens by entropy only (80/20 rule: 0.2)
+    entropy_coef: float = 0.0  # entropy bonus in the loss
+    use_adaptive_entropy: bool = False  # Skywork-OR1: move entropy_coef toward keeping entropy at entropy_target
+    entropy_target: float = 0.2  # nats per token, with use_adaptive_entropy
+    scale_rewards: Literal["group", "batch", "none"] = "group"  # advantage / std of the group; Dr. GRPO: "none"
+    mask_truncated_completions: bool = False  # DAPO: no loss on rollouts cut by max_completion_length
+    num_iterations: int = 1  # μ: optimizer passes over each generated batch
+    importance_sampling_level: Literal["token", "sequence"] = "token"  # GSPO: "sequence"
+    # Exploration rewards, gym-side (train/exploration.py; docs/countermeasures.md): weights, 0 = off.
+    novelty_reward: float = 0.0  # per distinct query and distinct document opened
+    redundancy_penalty: float = 0.0  # per repeated query and re-opened document (subtracted)
+    evidence_reward: float = 0.0  # x the share of a gold evidence chain search showed or the agent opened
+    rare_answer_reward: float = 0.0  # x how rare the answer is among the group's (1 - its share)
+    rare_answer_history: bool = False  # ... and among every earlier answer to the same question
     # Who generates the multi-turn rollouts: searchgym's KV-cached engine through TRL's rollout_func ("engine",
     # train/grpo_rollout.py), or TRL's own tool loop ("trl": re-encodes the conversation every turn; vLLM).
     rollout: Literal["engine", "trl"] = "engine"

@@ -227,6 +227,10 @@ def headlines(data: StudyData) -> list[str]:
         reference = f"; against the base: {_claim(data, label, narrow_rl, base)}" if base else ""
         out.append(f"**Does RL after narrow SFT reopen the palette ({label})?** SFT-narrow then GRPO, against "
                    f"SFT-narrow alone: {_claim(data, label, narrow_rl, narrow)}{reference}.")
+    for variant in (a for a in data.arms if rl and a.name.startswith("grpo-")):  # countermeasure arms
+        label = _breadth_label(rl)
+        out.append(f"**Does {variant.name} keep more breadth than plain GRPO ({label})?** {variant.name} "
+                   f"{_claim(data, label, variant, rl)}; success@1 {_claim(data, SUCCESS, variant, rl)}.")
     prior = next((a.prior_share for a in data.arms if a.prior_share), None)
     if prior and rl and rl.shares and base and base.shares:
         top = max(prior, key=prior.get)

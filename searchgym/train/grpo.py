@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 
 from searchgym.config.recipe import Recipe
 from searchgym.envs.tools import SYSTEM_PROMPT
+from searchgym.train.exploration import reward_terms
 from searchgym.train.grpo_env import make_environment_factory
 from searchgym.train.grpo_rollout import EngineRollout
 
@@ -167,6 +168,13 @@ class ReferenceReset(TrainerCallback):
 
 # ---- the stage ------------------------------------------------------------------------------------
 
+# GRPOSettings fields that are TRL GRPOConfig fields of the same name and meaning, passed through untouched
+# (docs/countermeasures.md says what each does and where it comes from).
+TRL_COUNTERMEASURES = ("epsilon", "epsilon_high", "top_entropy_quantile", "entropy_coef", "use_adaptive_entropy",
+                       "entropy_target", "scale_rewards", "mask_truncated_completions", "num_iterations",
+                       "importance_sampling_level")
+
+
 def grpo_config(recipe: Recipe, run_dir: Path, reward_weights: list[float], model_parameters: int = 0):
     """GRPOConfig from the recipe: CPU without a GPU; on a GPU the precision ``model.dtype`` asks for (bf16 for
     "bfloat16", like every stage: `searchgym.train.context.trainer_args`) and optionally vLLM; gradient
@@ -191,6 +199,7 @@ def grpo_config(recipe: Recipe, run_dir: Path, reward_weights: list[float], mode
         dataloader_num_workers=0, disable_tqdm=True,
         # Dropout makes the sampled, the trained and the reference log-probs disagree for no reason.
         disable_dropout=True,
+        **{name: getattr(g, name) for name in TRL_COUNTERMEASURES if getattr(g, name) is not None},
         activation_checkpointing=checkpointing(g.gradient_checkpointing, model_parameters),
     )
 
@@ -249,8 +258,9 @@ def grpo_trainer(ctx):
         log.warning("grpo.num_questions=%d but %s has only %d train tasks; using them all",
                     g.num_questions, recipe.env.id, len(rows))
     model = ctx.wrap_lora(ctx.model)
-    reward_funcs = [format_reward, make_search_calls_reward(g.max_tool_calling_iterations)]
-    weights = [g.format_reward, -g.search_cost]
+    exploration, exploration_weights = reward_terms(g)  # logged one by one as rewards/<term>/mean
+    reward_funcs = [format_reward, make_search_calls_reward(g.max_tool_calling_iterations), *exploration]
+    weights = [g.format_reward, -g.search_cost, *exploration_weights]
     if g.rollout == "engine":  # our cached engine generates; the env's reward is a reward function like the rest
         generation = dict(rollout_func=EngineRollout(factory))
         reward_funcs, weights = [*reward_funcs, episode_return], [*weights, 1.0]

@@ -27,6 +27,7 @@ messages (``grpo_rows`` puts ``task_id`` in every message; chat templates ignore
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass, field
 
@@ -215,11 +216,12 @@ def sample_turn(model, trainer, contexts: list[list[int]], caches: list[rollout_
     (`rollout_cache.build_batch`). Returns per row: the new tokens up to and including the first stop token,
     their log-probs at the sampling temperature, and the row's cache extended over them."""
     tokenizer = trainer.processing_class
-    config = trainer.generation_config
+    # TRL's sampling settings (temperature, top-p/k, min-p, stop tokens) with this turn's budget and logits.
+    config = copy.copy(trainer.generation_config)
+    config.max_new_tokens, config.output_logits, config.return_dict_in_generate = max_new_tokens, True, True
     cached = rollout_cache.build_batch(model, caches, contexts, tokenizer.pad_token_id,
                                        next(model.parameters()).device)
-    out = model.generate(**cached.inputs, generation_config=config, max_new_tokens=max_new_tokens,
-                         output_logits=True, return_dict_in_generate=True)
+    out = model.generate(**cached.inputs, generation_config=config)
     generated = out.sequences[:, cached.inputs["input_ids"].shape[1]:]
     temperature = config.temperature if config.do_sample else 0.0
     logprobs = torch.stack([token_stats(step, generated[:, t], temperature)[0]
