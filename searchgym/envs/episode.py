@@ -84,9 +84,9 @@ class Episode:
         self.total = 0.0
         self.terminated = self.truncated = False
 
-    def begin(self, task: Task) -> None:
-        """Start a new episode on ``task``."""
-        self.tools.begin(task)
+    def begin(self, task: Task, seed: int = 0) -> None:
+        """Start a new episode on ``task`` (``seed``: what a random retrieval control draws with)."""
+        self.tools.begin(task, seed)
         self.calls, self.total = [], 0.0
         self.terminated = self.truncated = False
 

@@ -3,7 +3,8 @@
 The agent's actions are the text an LLM emits (tool calls); observations are the tool results an LLM
 reads. Any task set (a `searchgym.tasks.TaskSet`: corpus + questions) becomes an env; its retriever (a
 FAISS index, BM25, or both fused) is built once per (corpus, settings) and cached on disk, so envs are
-cheap to make.
+cheap to make. Retrieval controls (a random or an oracle retriever, a closed book) isolate what search
+contributes: docs/controls.md.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from gymnasium import spaces
 
 from searchgym.envs.actions import ActionError, parse_action
 from searchgym.envs.episode import CHARSET, Episode, clean_observation
-from searchgym.envs.tools import SYSTEM_PROMPT, SearchTools, check_settings
+from searchgym.envs.tools import SETTINGS, SearchTools, check_settings, system_prompt
 from searchgym.tasks import Task, TaskSet, ToolCall
 from searchgym.trajectory import Trajectory
 from searchgym.worlds import world_class, world_names
@@ -26,8 +27,15 @@ MAX_ACTION_CHARS = 4096
 _WORLD_CACHE: dict[tuple, TaskSet] = {}
 _INDEX_CACHE: dict[tuple, Any] = {}
 
-Retriever = Literal["dense", "bm25", "hybrid"]
-RETRIEVERS: tuple[str, ...] = get_args(Retriever)
+Ranker = Literal["dense", "bm25", "hybrid"]
+Control = Literal["random", "oracle"]  # not rankers: they measure what search contributes (envs.controls)
+Retriever = Ranker | Control
+RANKERS: tuple[str, ...] = get_args(Ranker)
+CONTROLS: tuple[str, ...] = get_args(Control)
+RETRIEVERS: tuple[str, ...] = RANKERS + CONTROLS
+# Recipe loading (config.checks) checks env.kwargs against SETTINGS; the two kinds are named apart there too.
+SETTINGS["retriever"] = (lambda v: isinstance(v, str) and v in RETRIEVERS,
+                         f"one of {list(RANKERS)} or a control {list(CONTROLS)}")
 
 
 def load_world(world: str | TaskSet, world_kwargs: dict | None = None) -> TaskSet:
@@ -53,19 +61,29 @@ def load_world(world: str | TaskSet, world_kwargs: dict | None = None) -> TaskSe
 def check_retriever(retriever: object) -> None:
     """Refuse a retriever name outside RETRIEVERS with one line naming the field and the allowed values."""
     if not isinstance(retriever, str) or retriever not in RETRIEVERS:
-        raise ValueError(f"retriever must be one of {list(RETRIEVERS)}, got {retriever!r:.60}")
+        raise ValueError(f"retriever must be one of {list(RANKERS)} or a control {list(CONTROLS)}, "
+                         f"got {retriever!r:.60}")
 
 
 def load_index(taskset: TaskSet, embedder: str, index: str, progress: bool = True, retriever: str = "dense"):
     """The search index over ``taskset.corpus`` (memoised in-process, cached on disk by its builder):
     ``"dense"`` the FAISS index of ``embedder``/``index`` (corpus.index.build_index), ``"bm25"`` the BM25
     index (corpus.lexical; ``embedder``/``index`` unused), ``"hybrid"`` both fused by reciprocal rank
-    fusion (corpus.hybrid)."""
+    fusion (corpus.hybrid); the controls (envs.controls) ``"random"`` (uniform documents; nothing to build)
+    and ``"oracle"`` (gold evidence first, then the dense ranking)."""
     check_retriever(retriever)
     corpus = taskset.corpus
-    key = (retriever, corpus.hash) if retriever == "bm25" else (retriever, corpus.hash, embedder, index)
+    key = (retriever, corpus.hash) if retriever in ("bm25", "random") else (retriever, corpus.hash, embedder, index)
     if key not in _INDEX_CACHE:
-        if retriever == "dense":
+        if retriever == "random":
+            from searchgym.envs.controls import RandomIndex
+
+            _INDEX_CACHE[key] = RandomIndex(corpus)
+        elif retriever == "oracle":
+            from searchgym.envs.controls import OracleIndex
+
+            _INDEX_CACHE[key] = OracleIndex(load_index(taskset, embedder, index, progress, "dense"))
+        elif retriever == "dense":
             from searchgym.corpus.index import build_index
 
             _INDEX_CACHE[key] = build_index(corpus, embedder=embedder, index=index, progress=progress)
@@ -163,13 +181,23 @@ class SearchEnv(gymnasium.Env):
       folded); built in seconds, no model; ``embedder``/``index`` are ignored. A query that shares no
       word with any document returns "No documents match".
     * ``"hybrid"``: the BM25 and dense rankings fused by reciprocal rank fusion (k=60, top 50 of each).
+    * ``"random"`` (a control): ``top_k`` documents drawn uniformly from the corpus, whatever the query;
+      the n-th search of an episode is seeded by (the last ``reset`` seed, the task id, n).
+    * ``"oracle"`` (a control): the task's first gold evidence chain in reading order, then the dense
+      ranking for the rest of ``top_k``.
+
+    ``tools`` (default: all) is the subset of tools the episode offers: ``["answer"]`` is closed book,
+    ``["search", "answer"]`` snippets only. Other calls return an error observation (``-format_penalty``)
+    and ``info["system_prompt"]``/``info["tools"]`` describe only the subset. The controls change what
+    search returns or offers, never the questions, rewards or step costs (docs/controls.md).
 
     Every index is cached under ``$SEARCHGYM_CACHE`` (default ``~/.cache/searchgym``) keyed by the corpus
     hash and its settings; a corrupt cache is reported and rebuilt. Any other ``retriever`` is refused
     at construction with a ValueError naming the allowed values.
 
     ## Version History
-    * v0: initial release; ``retriever`` added later (default ``"dense"``: unchanged behaviour).
+    * v0: initial release; ``retriever`` added later (default ``"dense"``: unchanged behaviour), then
+      its controls ``"random"``/``"oracle"`` and ``tools`` (default: all, unchanged).
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -179,9 +207,9 @@ class SearchEnv(gymnasium.Env):
                  index: str = "flat", top_k: int = 5,
                  max_steps: int = 10, max_obs_chars: int = 1500, reward: str = "em", step_cost: float = 0.0,
                  format_penalty: float = 0.1, render_mode: str | None = None, env_id: str | None = None,
-                 progress: bool = False):
+                 progress: bool = False, tools: list[str] | None = None):
         check_settings(top_k=top_k, max_obs_chars=max_obs_chars, max_steps=max_steps, step_cost=step_cost,
-                       format_penalty=format_penalty, reward=reward)  # before any world or index is loaded
+                       format_penalty=format_penalty, reward=reward, tools=tools)  # before any world or index
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         check_retriever(retriever)
@@ -197,14 +225,16 @@ class SearchEnv(gymnasium.Env):
         self.env_id = env_id or f"searchgym/{self.taskset.name}"
         self.retriever = retriever
         self.index = load_index(self.taskset, embedder, index, progress=progress, retriever=retriever)
-        self.tools = SearchTools(self.index, top_k=top_k, max_obs_chars=max_obs_chars, scorer=reward)
+        self.tools = SearchTools(self.index, top_k=top_k, max_obs_chars=max_obs_chars, scorer=reward, tools=tools)
         self.episode = Episode(self.tools, max_steps=max_steps, step_cost=step_cost, format_penalty=format_penalty)
         self.max_obs_chars = max_obs_chars
         self.render_mode = render_mode
         self.observation_space = _text_space(max_obs_chars)
         self.action_space = _text_space(MAX_ACTION_CHARS)
         self.reward_range = (-max(self.step_cost, self.format_penalty), 1.0)
-        self._schemas = SearchTools.schemas()
+        self._schemas = SearchTools.schemas(tools)
+        self._system_prompt = system_prompt(tools)
+        self._retrieval_seed = 0  # the last reset seed: what the random control draws with
         self._last_obs = ""
 
     # The episode rules live in the engine; these read (and, for experiments, set) them there.
@@ -219,6 +249,8 @@ class SearchEnv(gymnasium.Env):
     # -- Gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        if seed is not None:
+            self._retrieval_seed = int(seed)
         options = options or {}
         if "task_id" in options:
             task_id = options["task_id"]
@@ -228,10 +260,10 @@ class SearchEnv(gymnasium.Env):
         else:
             task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
         self.task = task
-        self.episode.begin(task)
+        self.episode.begin(task, self._retrieval_seed)
         self._last_obs = clean_observation(task.question, self.max_obs_chars)
         info = self._info(shown=())
-        info.update(system_prompt=SYSTEM_PROMPT, tools=self._schemas)
+        info.update(system_prompt=self._system_prompt, tools=self._schemas)
         return self._last_obs, info
 
     def step(self, action):

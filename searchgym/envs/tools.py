@@ -10,13 +10,15 @@ The Gymnasium `SearchEnv` dispatches parsed actions to it, and the TRL adapter (
 exposes these same methods and docstrings to GRPOTrainer, so SFT demonstrations, evaluation rollouts and
 RL all see identical tool schemas and observation text. Docstrings are prompts: they tell the model what
 comes back and what to call next. A new tool is one more ``@tool`` method taking one ``str`` argument.
+An env may offer a subset (``tools=["answer"]``: closed book); the others then answer with an error, and
+`system_prompt` / `SearchTools.schemas` describe only the subset (docs/controls.md).
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from searchgym.envs.rewards import SCORERS, exact_match
@@ -128,17 +130,23 @@ class SearchTools:
         scorer: ``"em"`` (normalised exact match) or ``"f1"`` (token F1), the answer score in [0, 1].
     """
 
-    def __init__(self, index, *, top_k: int = 5, max_obs_chars: int = 1500, scorer: str = "em"):
+    def __init__(self, index, *, top_k: int = 5, max_obs_chars: int = 1500, scorer: str = "em",
+                 tools: Sequence[str] | None = None):
         check_settings(reward=scorer, top_k=top_k, max_obs_chars=max_obs_chars)
         self.index = index
         self.top_k = top_k
         self.max_obs_chars = max_obs_chars
         self.scorer = scorer
+        self.enabled = enabled_tools(tools)
         self.state = EpisodeState()
+        self._searched = index  # what search asks: the index, or its per-episode view (envs.controls)
 
-    def begin(self, task: Task) -> None:
-        """Start a new episode on ``task``."""
+    def begin(self, task: Task, seed: int = 0) -> None:
+        """Start a new episode on ``task``. An index with ``for_episode`` (the retrieval controls, whose
+        results depend on the task and ``seed``) gives this episode its own view to search."""
         self.state = EpisodeState(task=task)
+        for_episode = getattr(self.index, "for_episode", None)
+        self._searched = for_episode(task, seed) if for_episode is not None else self.index
 
     @property
     def done(self) -> bool:
@@ -160,7 +168,7 @@ class SearchTools:
         query = str(query).strip()
         if not query:
             raise ToolError("search needs a non-empty query")
-        hits = self.index.search([query], self.top_k)[0]
+        hits = self._searched.search([query], self.top_k)[0]
         self.state.queries.append(query)
         self.state.shown.extend(h.doc_id for h in hits)
         if not hits:
@@ -215,15 +223,21 @@ class SearchTools:
             raise ToolError("the episode is over: you already answered, make no more tool calls")
 
     def call(self, name: str, arguments: dict) -> str:
-        """Dispatch a parsed call (name in TOOL_NAMES) to its tool."""
+        """Dispatch a parsed call (name in TOOL_NAMES) to its tool; a tool this episode does not offer
+        (``tools=``, e.g. closed book) is a `ToolError`, so the agent sees an error, not a crash."""
+        if name not in self.enabled:
+            closed = " (closed book: answer from what you know)" if "search" not in self.enabled else ""
+            raise ToolError(f"{name} is not available in this environment; its tools are {list(self.enabled)}"
+                            + closed)
         return getattr(self, name)(**arguments)
 
     @staticmethod
-    def schemas() -> list[dict]:
-        """JSON tool schemas (the ones chat templates render and TRL derives from these methods)."""
+    def schemas(tools: Sequence[str] | None = None) -> list[dict]:
+        """JSON tool schemas (the ones chat templates render and TRL derives from these methods) of
+        ``tools`` (default: all), in `TOOL_NAMES` order."""
         from transformers.utils import get_json_schema
 
-        return [get_json_schema(getattr(SearchTools, n)) for n in TOOL_NAMES]
+        return [get_json_schema(getattr(SearchTools, n)) for n in enabled_tools(tools)]
 
 
 TOOLS = declared_tools(SearchTools)
@@ -232,12 +246,50 @@ TOOLS = declared_tools(SearchTools)
 # A prior-lab model sees that block as one token; in another order it is ~550 tokens it never read.
 TOOL_NAMES = tuple(sorted(t.name for t in TOOLS))
 
-SYSTEM_PROMPT = (
-    "You answer questions by searching a document collection. Use the tools: "
-    + "; ".join(f"{t.name}({t.argument}) {t.prompt}" for t in TOOLS)
-    + ". Make one tool call per turn. Facts may be spread over several documents: search, read, then search "
-    "again for the next fact. Answer with a short name, place or number, not a sentence."
-)
+
+def _tool_subset(v) -> bool:
+    return v is None or (isinstance(v, list | tuple) and all(isinstance(n, str) for n in v)
+                         and len(set(v)) == len(v) and set(v) <= set(TOOL_NAMES) and "answer" in v
+                         and ("open" not in v or "search" in v))
+
+
+# A subset filter on the one declaration, not a second one: ["answer"] is closed book, ["search", "answer"]
+# snippets only. answer must stay (the only way an episode earns its reward), and open needs search (the
+# only place doc ids come from).
+SETTINGS["tools"] = (_tool_subset, f"a list of distinct tool names from {list(TOOL_NAMES)} with 'answer', "
+                                   "and 'search' if 'open' (['answer'] = closed book), or none for all")
+
+
+def enabled_tools(tools: Sequence[str] | None = None) -> tuple[str, ...]:
+    """``tools`` checked and in `TOOL_NAMES` order (None: every tool).
+
+    >>> enabled_tools(["search", "answer"]), enabled_tools() == TOOL_NAMES
+    (('answer', 'search'), True)
+    """
+    check_settings(tools=tools)
+    return TOOL_NAMES if tools is None else tuple(n for n in TOOL_NAMES if n in tools)
+
+
+def system_prompt(tools: Sequence[str] | None = None) -> str:
+    """The system prompt for ``tools`` (default: all, `SYSTEM_PROMPT`). Without search it says there is
+    nothing to search, so a closed-book agent is not told to search.
+
+    >>> system_prompt(["answer"])[:73]
+    'You answer questions from what you know: there is no document collection.'
+    """
+    enabled = enabled_tools(tools)
+    specs = [t for t in TOOLS if t.name in enabled]
+    searching = "search" in enabled
+    return (("You answer questions by searching a document collection." if searching else
+             "You answer questions from what you know: there is no document collection.")
+            + (" Use the tools: " if len(specs) > 1 else " Use the tool: ")
+            + "; ".join(f"{t.name}({t.argument}) {t.prompt}" for t in specs) + ". Make one tool call per turn."
+            + (" Facts may be spread over several documents: search, read, then search again for the next fact."
+               if searching else "")
+            + " Answer with a short name, place or number, not a sentence.")
+
+
+SYSTEM_PROMPT = system_prompt()
 
 
 def _fit(text: str, budget: int) -> str:
