@@ -192,9 +192,10 @@ def test_report_files_are_self_contained(report):
     assert {p.name for p in out.glob("report*")} >= {"report.html", "report.md", "report.json",
                                                       "report_training.png", "report_passk.png",
                                                       "report_strategy.png", "report_coverage.png",
-                                                      "report_entropy_reward.png", "report_template.png"}
+                                                      "report_entropy_reward.png", "report_template.png",
+                                                      "report_strata.png"}  # questions of 1 and 2 hops
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(images) == 6 and 'data-figures-expected="6"' in page
+    assert len(images) == 7 and 'data-figures-expected="7"' in page
     assert all(base64.b64decode(b).startswith(b"\x89PNG") for b in images)
     assert "src='http" not in page and "<link" not in page  # nothing fetched from elsewhere
     md = (out / "report.md").read_text()
@@ -237,7 +238,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert pixels.shape[0] >= 2000 and pixels.std() > 0.05  # not a blank page
     dom = subprocess.run([str(CHROMIUM), *flags, "--dump-dom", f"file://{report.resolve()}"], check=True,
                          capture_output=True, text=True, timeout=120).stdout
-    assert 'data-figures-loaded="6"' in dom  # every embedded figure decoded with a non-zero size
+    assert 'data-figures-loaded="7"' in dom  # every embedded figure decoded with a non-zero size
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
 
 

@@ -12,6 +12,7 @@ sampled from and its role (query / answer / post_tool / other) — the inputs of
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -152,7 +153,9 @@ def rollout(model, tokenizer, env_id: str, task_ids: Sequence[str], *, samples: 
         raise ValueError(f"cache must be 'prefix' or 'none'; got {cache!r}")
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 (0 = greedy) and 0 < top_p <= 1; got {temperature}, {top_p}")
-    queue = [(i, t, s) for i, (t, s) in enumerate((t, s) for t in task_ids for s in range(samples))]
+    # A deque: the queue holds questions x samples episodes (25,600 for 100 questions at n = 256), and taking
+    # each from the front of a list would move all the others, quadratic work in n.
+    queue = deque((i, t, s) for i, (t, s) in enumerate((t, s) for t in task_ids for s in range(samples)))
     free_envs = _IDLE_ENVS.setdefault(_env_key(env_id, env_kwargs), [])
     active: list[_Episode] = []
     finished: dict[int, Trajectory] = {}
@@ -169,7 +172,7 @@ def rollout(model, tokenizer, env_id: str, task_ids: Sequence[str], *, samples: 
         while queue or active:
             # 1. Refill the batch: each new episode gets a free env (or a new one) reset to its task.
             while queue and len(active) < batch_size:
-                index, task_id, sample = queue.pop(0)
+                index, task_id, sample = queue.popleft()
                 env = free_envs.pop() if free_envs else gymnasium.make(env_id, **(env_kwargs or {}))
                 obs, info = env.reset(seed=seed + index, options={"task_id": task_id})
                 messages = [{"role": "system", "content": info["system_prompt"]},

@@ -5,7 +5,8 @@ Takes a study folder or several run folders and runs the report's steps in order
 (`searchgym.report.data`), derive the verdict (`searchgym.report.rules`), draw the figures
 (`searchgym.report.figures`), then write ``report.html`` (self-contained: PNGs embedded as base64), the
 PNGs, ``report.md`` and ``report.json`` (this module). A study with a dose ladder gets one more section,
-"Dose and distance" (`searchgym.report.dose`).
+"Dose and distance" (`searchgym.report.dose`), and questions of several hop counts, kinds or evidence orders
+one more, "pass@k by stratum" (`searchgym.report.strata`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from searchgym.report.dose import DoseData, dose_data, dose_findings, dose_table
 from searchgym.report.dose import to_json as dose_json
 from searchgym.report.figures import DOSE_CAPTION, arm_colours, dose_figure, figures
 from searchgym.report.rules import verdict
+from searchgym.report.strata import CAPTION as STRATA_CAPTION
+from searchgym.report.strata import StrataData, strata_data, strata_figure, strata_html, strata_markdown
+from searchgym.report.strata import to_json as strata_json
 
 
 def _table_rows(data: StudyData) -> tuple[list[str], list[list[str]]]:
@@ -70,7 +74,7 @@ claimed only where that CI excludes 0; otherwise the CI bounds it.</p>
 
 
 def render_html(data: StudyData, findings: list[str], figs: dict[str, tuple[str, bytes]], sources: list[str],
-                dose: tuple[DoseData, bytes] | None = None) -> str:
+                dose: tuple[DoseData, bytes] | None = None, strata: tuple[StrataData, bytes] | None = None) -> str:
     colours = arm_colours([a.name for a in data.arms])
     header, rows = _table_rows(data)
     methods = sorted({e.method for a in data.arms for e in a.table.values() if e.method})
@@ -93,7 +97,7 @@ th {{ background: #f4f4f4; }} td:first-child, th:first-child {{ text-align: left
 figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; }} figcaption {{ color: #555; font-size: 0.9em; }}
 .verdict li {{ margin: 0.3em 0; }} .small {{ color: #666; font-size: 0.88em; }}
 </style></head>
-<body data-figures-expected="{len(figs) + (dose is not None)}">
+<body data-figures-expected="{len(figs) + (dose is not None) + (strata is not None)}">
 <h1>Which training method preserves exploration breadth?</h1>
 <p class="sub">{len(data.arms)} arms · {data.questions} held-out questions · n = {data.n} samples per question ·
 generated {time.strftime('%Y-%m-%d %H:%M')}</p>
@@ -113,6 +117,7 @@ unique docs = distinct documents retrieved over the n samples; query breadth = d
 samples.</p>
 <h2>Figures</h2>
 {figure_html}
+{strata_html(strata[0], _figure_html("strata", STRATA_CAPTION, strata[1])) if strata else ''}
 {_dose_html(*dose) if dose else ''}<h2>Inputs and notes</h2>
 <ul class="small">{''.join(f'<li>{html.escape(s)}</li>' for s in sources)}{notes}</ul>
 <script>
@@ -143,7 +148,7 @@ def _dose_markdown(dose: DoseData) -> list[str]:
 
 
 def render_markdown(data: StudyData, findings: list[str], figs: dict[str, tuple[str, bytes]],
-                    sources: list[str], dose: DoseData | None = None) -> str:
+                    sources: list[str], dose: DoseData | None = None, strata: StrataData | None = None) -> str:
     header, rows = _table_rows(data)
     lines = ["# Which training method preserves exploration breadth?", "",
              f"{len(data.arms)} arms · {data.questions} held-out questions · n = {data.n} samples per question", "",
@@ -154,6 +159,7 @@ def render_markdown(data: StudyData, findings: list[str], figs: dict[str, tuple[
     lines += ["", "## Figures", ""]
     for stem, (caption, _) in figs.items():
         lines += [f"![{caption}](report_{stem}.png)", "", f"*{caption}*", ""]
+    lines += strata_markdown(strata) if strata else []
     lines += _dose_markdown(dose) if dose else []
     lines += ["## Inputs and notes", ""] + [f"- {s}" for s in sources] + [f"- {n}" for n in data.notes]
     return "\n".join(lines) + "\n"
@@ -202,6 +208,8 @@ def report_command(paths: list[str | Path], out: str | Path | None = None) -> Pa
     # the dose ladder of a study folder (None for older studies and run folders: the page is as before)
     dose = dose_data(paths[0]) if len(paths) == 1 and not (paths[0] / "trajectories.jsonl").is_file() else None
     dose_png = dose_figure(dose) if dose else None
+    strata = strata_data(data)  # None unless hop count, kind or evidence order splits the questions
+    strata_png = strata_figure(strata) if strata else None
     sources = [f"{a.name}: " + ", ".join(str(r.path) for r in a.runs) for a in data.arms]
     for stem, (_, png) in figs.items():
         atomic_write(out / f"report_{stem}.png", png)
@@ -209,8 +217,12 @@ def report_command(paths: list[str | Path], out: str | Path | None = None) -> Pa
     if dose:
         atomic_write(out / "report_dose.png", dose_png)
         numbers["dose"] = dose_json(dose)
-    atomic_write(out / "report.md", render_markdown(data, findings, figs, sources, dose).encode("utf-8"))
+    if strata:
+        atomic_write(out / "report_strata.png", strata_png)
+        numbers["strata"] = strata_json(strata)
+    atomic_write(out / "report.md", render_markdown(data, findings, figs, sources, dose, strata).encode("utf-8"))
     atomic_write(out / "report.json", json.dumps(numbers, indent=2).encode("utf-8"))
     page = out / "report.html"
-    atomic_write(page, render_html(data, findings, figs, sources, (dose, dose_png) if dose else None).encode("utf-8"))
+    atomic_write(page, render_html(data, findings, figs, sources, (dose, dose_png) if dose else None,
+                                   (strata, strata_png) if strata else None).encode("utf-8"))
     return page
