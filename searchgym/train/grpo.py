@@ -10,6 +10,7 @@ completions/*, step_time) we log search behaviour and the tool results TRL dropp
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -22,6 +23,10 @@ from searchgym.train.grpo_env import make_environment_factory
 from searchgym.train.grpo_rollout import EngineRollout
 
 log = logging.getLogger(__name__)
+
+# TRL 1.16 reads model.is_gradient_checkpointing around every generation, which transformers 5 deprecates in
+# favour of is_activation_checkpointing: a FutureWarning about TRL's code, not the user's, on every run.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 # ---- data -----------------------------------------------------------------------------------------
