@@ -22,7 +22,7 @@ $(STAMP):
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first, pinned to the CPU build on disk, so nothing later can pull a CUDA wheel.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,serve]'  # serve: FastAPI + uvicorn, for tests/test_serve.py
 	$(BIN)/pip install -q --no-deps $(OFFLINE)
 	$(BIN)/pip install -q --no-deps -e examples/plugin-example
 	rm -f $(VENV)/.stamp-*

@@ -62,6 +62,21 @@ def search(recipe: Annotated[Path, typer.Argument(help="corpus recipe, e.g. corp
 
 
 @app.command()
+def serve(recipe: Annotated[Path, typer.Argument(help="corpus recipe, e.g. corpora/wikipedia.toml")],
+          host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+          workers: Annotated[int, typer.Option(help="worker processes (each maps the cached index; "
+                                                    "mmap = true in the recipe shares one copy)")] = 1,
+          retriever: Annotated[str, typer.Option(help="dense (the recipe's FAISS index), bm25 or hybrid")] = "dense",
+          ) -> None:
+    """Serve a corpus over HTTP in Search-R1's protocol: POST /retrieve, GET /health."""
+    from searchgym.serve import serve_command
+
+    with _one_line(ValueError):
+        serve_command(recipe, host=host, port=port, workers=workers, retriever=retriever)
+
+
+@app.command()
 def envs() -> None:
     """List every registered search environment (built-in and plug-ins)."""
     from rich.console import Console
