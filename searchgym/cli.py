@@ -91,17 +91,24 @@ def envs() -> None:
 
 
 @app.command()
-def meter(paths: Annotated[list[Path], typer.Argument(help="run folders or trajectories.jsonl files")],
+def meter(paths: Annotated[list[Path], typer.Argument(help="run folders, trajectories.jsonl or rollout files "
+                                                            "(chat, Search-R1)")],
           samples: Annotated[int | None, typer.Option(help="compute every meter at this fixed n")] = None,
           out: Annotated[Path | None, typer.Option(help="where to write meters.json")] = None,
           base_nll: Annotated[bool, typer.Option("--base-nll", help="also score each run's trajectories under "
-                                                 "its base and its own model (support/…; loads the models)")] = False
+                                                 "its base and its own model (support/…; loads the models)")] = False,
+          format_: Annotated[str, typer.Option("--format", help="rollout files: auto (from the first line), "
+                                               "searchgym, chat or search-r1 (docs/meters.md)")] = "auto",
+          field: Annotated[list[str] | None, typer.Option("--field", help="read a field from another key: "
+                                                          "question_id=uid (repeatable; a.b for nested)")] = None,
           ) -> None:
     """Compute the diversity meters of runs or trajectory files; prints a table, writes meters.json."""
+    from searchgym.report.importers import parse_field_map
     from searchgym.report.meter_command import meter_command
 
     with _one_line(ValueError):
-        meter_command(paths, samples=samples, out=out, base_nll=base_nll)
+        meter_command(paths, samples=samples, out=out, base_nll=base_nll, fmt=format_,
+                      fields=parse_field_map(field or ()))
 
 
 @app.command()
@@ -166,14 +173,19 @@ def experiment(study: Annotated[Path, typer.Argument(help="study file, e.g. agen
 
 
 @app.command(name="report")
-def report_(paths: Annotated[list[Path], typer.Argument(help="a study folder or run folders")],
+def report_(paths: Annotated[list[Path], typer.Argument(help="a study folder, run folders or rollout files")],
             out: Annotated[Path | None, typer.Option(help="output folder (default: the single input folder, "
-                                                         "else ./report)")] = None) -> None:
+                                                         "else ./report)")] = None,
+            format_: Annotated[str, typer.Option("--format", help="rollout files: auto, searchgym, chat or "
+                                                 "search-r1 (docs/meters.md)")] = "auto",
+            field: Annotated[list[str] | None, typer.Option("--field", help="read a field from another key: "
+                                                            "question_id=uid (repeatable)")] = None) -> None:
     """Write report.html (self-contained), report.md and the figures for a study or runs."""
     from searchgym.report import report_command
+    from searchgym.report.importers import parse_field_map
 
     with _one_line(ValueError):
-        page = report_command(paths, out=out)
+        page = report_command(paths, out=out, fmt=format_, fields=parse_field_map(field or ()))
     print(page)
 
 

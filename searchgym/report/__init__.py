@@ -12,7 +12,8 @@ The modules are the report's steps, in order:
 
 Beside them, `meter_command` (``searchgym meter``: runs or trajectory files metered side by side at one n,
 compared with the first by paired bootstraps) and `support` (trajectories scored under the base model and
-their own, ``searchgym meter --base-nll``; loads models).
+their own, ``searchgym meter --base-nll``; loads models), and `importers` (other trainers' rollout files, chat
+messages or Search-R1 text, read as trajectories; one episode parsed by `rollout_text`).
 
 This package only re-exports (``from searchgym.report import report_command, verdict``); names load on
 first use, so importing ``searchgym.report.data`` does not import matplotlib.

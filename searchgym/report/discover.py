@@ -12,9 +12,10 @@ import json
 import re
 import tomllib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from searchgym.report.importers import read_rollouts
 from searchgym.runs import read_metrics
 from searchgym.trajectory import Trajectory, read_trajectories
 
@@ -30,6 +31,7 @@ class RunData:
     metrics: list[dict]
     demo_share: dict[str, float] | None = None
     prior_share: dict[str, float] | None = None
+    notes: list[str] = field(default_factory=list)  # an imported rollout file's meters left out, and why
 
 
 def _seed_of(folder: Path) -> int | None:
@@ -49,15 +51,25 @@ def _load_run(arm: str, seed: int, folder: Path) -> RunData:
                    demo_strategy_share(folder), prior_strategy_share(folder))
 
 
-def discover_runs(paths: list[Path]) -> list[RunData]:
-    """Runs from study folders (``<arm>/seed<k>/``) and single run folders, in a stable arm order.
+def discover_runs(paths: list[Path], fmt: str = "auto", fields: dict[str, str] | None = None) -> list[RunData]:
+    """Runs from study folders (``<arm>/seed<k>/``), single run folders and rollout files, in a stable arm order.
 
     A single run folder's arm is its parent's name when the folder is ``seed<k>``, else its own name; its
     ``baseline/`` evaluation (written by ``searchgym train``) becomes a ``base`` run when no base arm is given.
+    A rollout file (searchgym's, chat or Search-R1: `searchgym.report.importers`, read with ``fmt`` and
+    ``fields``) is a run of the arm named by its stem.
     """
     runs: list[RunData] = []
     baselines: list[RunData] = []
     for path in map(Path, paths):
+        if path.is_file():
+            imported = read_rollouts(path, fmt, fields)
+            if "reward/" in imported.left_out:
+                raise ValueError(f"{path}: no record carries a reward, a correct flag or gold answers, which the "
+                                 "report's success, pass@k and verdict need; map one (--field reward=KEY) or "
+                                 "meter the file with `searchgym meter`")
+            runs.append(RunData(path.stem, 0, path, imported.trajectories, [], notes=imported.notes))
+            continue
         if (path / "trajectories.jsonl").is_file():
             seed = _seed_of(path)
             arm = path.parent.name if seed is not None else path.name

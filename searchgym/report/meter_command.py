@@ -6,7 +6,9 @@ compared with the first by a paired bootstrap over questions, plus the solvable-
 base-vs-arm meters of Yue et al. 2025 (`compare_with_base`: coverage inclusion, new, lost, ΔSE, the pass@k
 crossing), the first input playing the base. ``--base-nll`` also scores each run's trajectories under the
 base model its run names and under its own model (`searchgym.report.support`); it loads models, so it is off
-by default.
+by default. Rollout files of other trainers (chat messages with tool calls, Search-R1 text) are read through
+`searchgym.report.importers` (``--format``, ``--field``); the meters their records cannot feed are left out,
+with a note.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from searchgym.meters.common_n import common_n
 from searchgym.meters.coverage import compare_with_base
 from searchgym.meters.passk import solvable_set_overlap
 from searchgym.meters.stats import bootstrap_ci, paired_bootstrap
-from searchgym.trajectory import Trajectory, read_trajectories
+from searchgym.report.importers import FORMATS, Imported, read_rollouts
+from searchgym.trajectory import Trajectory
 
 
 @dataclass
@@ -39,6 +42,8 @@ class MeteredInput:
     ci: dict[str, tuple[float, float]]
     trajectories: list[Trajectory] = field(default_factory=list, repr=False)  # the n metered per task
     models: dict[str, str] = field(default_factory=dict)  # {"base", "own"} when the support meters ran
+    format: str = "searchgym"  # how the input was read (`importers.FORMATS`)
+    notes: list[str] = field(default_factory=list)  # an imported input's meters left out, and why
 
     def to_json(self, note: str) -> dict:
         out = {"input": str(self.path), "n": int(self.meters["meta/n"]), "original_n": self.original_n,
@@ -47,6 +52,8 @@ class MeteredInput:
                "ci95": {k: [_finite_or_none(lo), _finite_or_none(hi)] for k, (lo, hi) in self.ci.items()}}
         if self.models:
             out["support_models"] = self.models
+        if self.format != "searchgym":
+            out |= {"format": self.format, "import_notes": self.notes}
         return out
 
 
@@ -55,12 +62,16 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def _load(path: Path) -> list[Trajectory]:
+def _load(path: Path, fmt: str = "auto", fields: dict[str, str] | None = None) -> Imported:
     if path.is_dir() and not (path / "trajectories.jsonl").exists():
         raise ValueError(f"{path} is a folder without trajectories.jsonl; pass a run folder or a .jsonl file")
     if not path.exists():
         raise ValueError(f"{path} does not exist; pass a run folder or a trajectories .jsonl file")
-    return list(read_trajectories(path))
+    if path.is_dir():
+        if fmt not in ("auto", "searchgym"):
+            raise ValueError(f"{path} is a run folder: --format {fmt} reads .jsonl files")
+        return read_rollouts(path / "trajectories.jsonl", "searchgym")
+    return read_rollouts(path, fmt, fields)
 
 
 def _names(paths: list[Path]) -> list[str]:
@@ -93,10 +104,14 @@ def check_same_questions(paths: list[Path], loaded: list[list[Trajectory]]) -> N
                                  "eval RUN` uses the run's own env) before metering them together")
 
 
-def meter_inputs(paths: list[Path], samples: int | None = None, n_boot: int = 1000
-                 ) -> tuple[list[MeteredInput], str]:
-    """Meter every input at one common n; returns the metered inputs and a note on how n was chosen."""
-    loaded = [_load(Path(p)) for p in paths]
+def meter_inputs(paths: list[Path], samples: int | None = None, n_boot: int = 1000, fmt: str = "auto",
+                 fields: dict[str, str] | None = None) -> tuple[list[MeteredInput], str]:
+    """Meter every input at one common n; returns the metered inputs and a note on how n was chosen.
+    ``fmt`` and ``fields`` say how to read rollout files (`searchgym.report.importers.read_rollouts`)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {list(FORMATS)}, got {fmt!r}")
+    imported = [_load(Path(p), fmt, fields) for p in paths]  # every file is read (and checked) before metering
+    loaded = [i.trajectories for i in imported]
     check_same_questions(paths, loaded)
     names = _names(paths)  # unique: they key the sizes `common_n` compares
     sizes = {}
@@ -111,21 +126,24 @@ def meter_inputs(paths: list[Path], samples: int | None = None, n_boot: int = 10
     if down_sampled:
         print(f"warning: {note}", file=sys.stderr)
     metered = []
-    for path, name, trajs in zip(paths, names, loaded):
+    for path, name, trajs, source in zip(paths, names, loaded, imported):
         lo, hi = sizes[name]
         size = str(lo) if lo == hi else f"{lo}-{hi}"
         try:
             pq, difficulty, n = per_question(trajs, samples)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
-        meters = average(pq, difficulty, n)
+        # meters an imported input cannot feed (no world, no token data…) are left out (str.startswith(()): False)
+        meters = {k: v for k, v in average(pq, difficulty, n).items() if not k.startswith(source.left_out)}
+        pq = {q: {k: v for k, v in m.items() if not k.startswith(source.left_out)} for q, m in pq.items()}
         ci = {}
         for key in meter_table.main_keys():
             if key in meters:
                 _, ci_lo, ci_hi = bootstrap_ci([m.get(key, math.nan) for m in pq.values()], n_boot=n_boot)
                 ci[key] = (ci_lo, ci_hi)
         kept = [t for group in group_by_task(trajs, samples)[0].values() for t in group]
-        metered.append(MeteredInput(Path(path), name, size, pq, meters, ci, kept))
+        metered.append(MeteredInput(Path(path), name, size, pq, meters, ci, kept, format=source.format,
+                                    notes=source.notes))
     return metered, note
 
 
@@ -168,6 +186,8 @@ def compare(ref: MeteredInput, other: MeteredInput, n_boot: int = 1000) -> dict:
         r = paired_bootstrap(a, b, n_boot=n_boot)
         deltas[key] = {"diff": _finite_or_none(r["diff"]),
                        "ci95": [_finite_or_none(r["lo_diff"]), _finite_or_none(r["hi_diff"])]}
+    if "reward/success" not in ref.meters or "reward/success" not in other.meters:  # an import without rewards
+        return {"against": ref.name, "input": other.name, "delta": deltas}
     ref_counts, other_counts = success_counts(ref), success_counts(other)
     solved = solvable_set_overlap(ref_counts, other_counts)
     out = {"against": ref.name, "input": other.name, "delta": deltas,
@@ -233,18 +253,20 @@ def _fmt(value: float | None, ci: tuple[float, float] | list | None = None, digi
 
 
 def meter_command(paths: list[Path], samples: int | None = None, out: Path | None = None,
-                  n_boot: int = 1000, base_nll: bool = False) -> list[Path]:
+                  n_boot: int = 1000, base_nll: bool = False, fmt: str = "auto",
+                  fields: dict[str, str] | None = None) -> list[Path]:
     """Print a table of every meter (one column per input, 95% bootstrap CIs on the main rows) and write one
     meters.json with every input and comparison: at ``out`` (a file, or a folder to write it into), else in
     the current folder. ``base_nll`` adds the support meters (`add_support_meters`: loads each run's base and
-    own model). The input folders are only read. Returns the files written."""
+    own model). ``fmt``/``fields``: how rollout files are read (`searchgym.report.importers`). The input
+    folders are only read. Returns the files written."""
     from rich.console import Console
     from rich.table import Table
 
     if not paths:
         raise ValueError("pass at least one run folder or trajectories .jsonl file")
     paths = [Path(p) for p in paths]
-    metered, note = meter_inputs(paths, samples, n_boot)
+    metered, note = meter_inputs(paths, samples, n_boot, fmt, fields)
     support_notes = add_support_meters(metered) if base_nll else []
     comparisons = [compare(metered[0], m, n_boot) for m in metered[1:]]
 
@@ -267,12 +289,12 @@ def meter_command(paths: list[Path], samples: int | None = None, out: Path | Non
         table.add_row(key, *row)
     console = Console()
     console.print(table)
-    for line in support_notes:
-        console.print(line, markup=False, highlight=False)
+    for line in support_notes + [f"{m.name} ({m.format}): {line}" for m in metered for line in m.notes]:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     for c in comparisons:
         if "error" in c:
             console.print(f"{c['input']} vs {c['against']}: {c['error']}")
-        else:
+        elif "solved_both" in c:  # absent when an input has no correctness (an import without rewards)
             console.print(f"solvable sets: {c['solved_only_input']} questions solved only by {c['input']}, "
                           f"{c['solved_only_against']} only by {c['against']}, {c['solved_both']} by both")
             if "vs_base" in c:  # plain text: rich would re-wrap it, and a name may hold [brackets]

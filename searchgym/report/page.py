@@ -24,6 +24,7 @@ from searchgym.report.discover import discover_runs
 from searchgym.report.dose import DoseData, dose_data, dose_findings, dose_table, rung_table, slope_table
 from searchgym.report.dose import to_json as dose_json
 from searchgym.report.figures import DOSE_CAPTION, arm_colours, dose_figure, figures
+from searchgym.report.importers import FORMATS
 from searchgym.report.rules import verdict
 from searchgym.report.strata import CAPTION as STRATA_CAPTION
 from searchgym.report.strata import StrataData, strata_data, strata_figure, strata_html, strata_markdown
@@ -190,19 +191,25 @@ def to_json(data: StudyData, findings: list[str]) -> dict:
                               "entropy_reward_run_fits": [_finite(f) for f in a.run_fits]} for a in data.arms}}
 
 
-def report_command(paths: list[str | Path], out: str | Path | None = None) -> Path:
+def report_command(paths: list[str | Path], out: str | Path | None = None, fmt: str = "auto",
+                   fields: dict[str, str] | None = None) -> Path:
     """Write report.html, report.md, report.json and the PNGs into ``out`` (default: the single input
-    folder, else ./report); returns the path of report.html."""
+    folder, else ./report); returns the path of report.html. Rollout files are arms too (named by their
+    stem, ``base.jsonl`` the base), read with ``fmt`` and ``fields`` (`searchgym.report.importers`)."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("give a study folder or one or more run folders")
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {list(FORMATS)}, got {fmt!r}")
     for p in paths:
-        if not p.is_dir():
-            raise ValueError(f"{p} is not a folder; pass a study folder or run folders")
-    out = Path(out) if out else (paths[0] if len(paths) == 1 else Path("report"))
+        if not p.is_dir() and not (p.is_file() and p.suffix == ".jsonl"):
+            raise ValueError(f"{p} is neither a folder nor a .jsonl file; pass a study folder, run folders or "
+                             "rollout files")
+    out = Path(out) if out else (paths[0] if len(paths) == 1 and paths[0].is_dir() else Path("report"))
+    runs = discover_runs(paths, fmt, fields)  # reads (and checks) every input before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    runs = discover_runs(paths)
     data = summarise(runs)
+    data.notes += [f"{r.arm}: {note}" for r in runs for note in r.notes]  # imported files: meters left out
     findings = verdict(data)
     figs = figures(data)
     # the dose ladder of a study folder (None for older studies and run folders: the page is as before)
