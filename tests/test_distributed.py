@@ -31,7 +31,8 @@ sys.path.insert(0, {tests!r})
 if sys.argv[1] == "--scripted":
     del sys.argv[1]
     from trl import GRPOTrainer
-    from test_grpo import scripted_generation
+    from test_grpo import scripted_engine_turn, scripted_generation
+    from searchgym.train import grpo_rollout
     from searchgym.agent.models import load_model
     from searchgym.config.recipe import load_recipe
     from searchgym.train.grpo_env import make_environment_factory
@@ -39,8 +40,9 @@ if sys.argv[1] == "--scripted":
     recipe = load_recipe(sys.argv[2], [a for a in sys.argv[3:] if "=" in a])
     env = make_environment_factory(recipe.env.id, recipe.env.kwargs).env
     _, tokenizer = load_model("tiny")
-    GRPOTrainer._generate_single_turn = scripted_generation(tokenizer, {{t.question: t.answers[0]
-                                                                        for t in env.tasks}})[0]
+    generate = scripted_generation(tokenizer, {{t.question: t.answers[0] for t in env.tasks}})[0]
+    GRPOTrainer._generate_single_turn = generate  # grpo.rollout = "trl"
+    grpo_rollout.sample_turn = scripted_engine_turn(generate)  # grpo.rollout = "engine" (the default)
 from searchgym.cli import app
 app(sys.argv[1:], prog_name="searchgym")
 """

@@ -284,12 +284,15 @@ def test_every_countermeasure_reaches_the_built_trainer(tmp_path):
     assert (trainer.epsilon_low, trainer.epsilon_high, trainer.num_iterations) == (0.25, 0.28, 2)
     assert trainer.top_entropy_quantile == 0.2 and trainer.importance_sampling_level == "sequence"
     default = load_recipe(SMOKE)
-    assert default.grpo.epsilon_high is None and default.grpo.scale_rewards == "group"
+    assert default.grpo.epsilon_high == 0 and default.grpo.scale_rewards == "group"
+    model, tokenizer = load_model(default.model.base)  # a fresh model: the first trainer gave this one its ref
+    symmetric = grpo_trainer(TrainContext(default, tmp_path / "default", stage="grpo", model=model, tokenizer=tokenizer))
+    assert symmetric.epsilon_high == symmetric.epsilon_low == default.grpo.epsilon  # 0 = unset: TRL's default
 
 
 @pytest.mark.parametrize("item, allowed", [
     ("grpo.epsilon=0", "grpo.epsilon: must be a clip range in (0, 1)"),
-    ("grpo.epsilon_high=-1", "grpo.epsilon_high: must be a finite number > 0"),
+    ("grpo.epsilon_high=-1", "grpo.epsilon_high: must be a finite number >= 0"),
     ("grpo.top_entropy_quantile=1.5", "grpo.top_entropy_quantile: must be a share in [0, 1]"),
     ("grpo.entropy_coef=-0.1", "grpo.entropy_coef: must be a finite number >= 0"),
     ("grpo.num_iterations=0", "grpo.num_iterations: must be an integer >= 1"),

@@ -143,9 +143,8 @@ def check_numbers(recipe: Recipe) -> None:
            "a number in (0, 1]") for sec in ("eval", "grpo")),
         ("grpo.beta", _finite(recipe.grpo.beta), "a finite number >= 0"),
         ("grpo.epsilon", _finite(recipe.grpo.epsilon) and 0 < recipe.grpo.epsilon < 1, "a clip range in (0, 1)"),
-        ("grpo.epsilon_high", recipe.grpo.epsilon_high is None or (_finite(recipe.grpo.epsilon_high)
-                                                                   and recipe.grpo.epsilon_high > 0),
-         "a finite number > 0 (DAPO uses 0.28), or leave it out to use grpo.epsilon"),
+        ("grpo.epsilon_high", _finite(recipe.grpo.epsilon_high) and recipe.grpo.epsilon_high >= 0,
+         "a finite number >= 0 (0 = same as grpo.epsilon; DAPO uses 0.28)"),
         ("grpo.top_entropy_quantile", _finite(recipe.grpo.top_entropy_quantile)
          and 0 <= recipe.grpo.top_entropy_quantile <= 1, "a share in [0, 1] (1 = every token; 0.2 in the paper)"),
         ("grpo.entropy_coef", _finite(recipe.grpo.entropy_coef) and recipe.grpo.entropy_coef >= 0,

@@ -141,7 +141,7 @@ class GRPOSettings:
     # Entropy-collapse countermeasures: TRL GRPOConfig fields under the same names, passed through as they are
     # (what each does and its source: docs/countermeasures.md; train.grpo.TRL_COUNTERMEASURES lists them).
     epsilon: float = 0.2  # lower clip of the importance ratio, 1 - epsilon
-    epsilon_high: float | None = None  # upper clip, 1 + epsilon_high; unset = epsilon (DAPO clip-higher: 0.28)
+    epsilon_high: float = 0.0  # upper clip, 1 + epsilon_high; 0 = same as epsilon (TOML has no null; DAPO: 0.28)
     top_entropy_quantile: float = 1.0  # loss on the top-ρ share of tokens by entropy only (80/20 rule: 0.2)
     entropy_coef: float = 0.0  # entropy bonus in the loss
     use_adaptive_entropy: bool = False  # Skywork-OR1: move entropy_coef toward keeping entropy at entropy_target

@@ -204,7 +204,8 @@ def grpo_config(recipe: Recipe, run_dir: Path, reward_weights: list[float], mode
         dataloader_num_workers=0, disable_tqdm=True,
         # Dropout makes the sampled, the trained and the reference log-probs disagree for no reason.
         disable_dropout=True,
-        **{name: getattr(g, name) for name in TRL_COUNTERMEASURES if getattr(g, name) is not None},
+        # epsilon_high 0 is the recipe's "unset": TRL then clips symmetrically at epsilon.
+        **{name: getattr(g, name) for name in TRL_COUNTERMEASURES if not (name == "epsilon_high" and not g.epsilon_high)},
         activation_checkpointing=checkpointing(g.gradient_checkpointing, model_parameters),
     )
 
