@@ -290,6 +290,21 @@ def test_every_countermeasure_reaches_the_built_trainer(tmp_path):
     assert symmetric.epsilon_high == symmetric.epsilon_low == default.grpo.epsilon  # 0 = unset: TRL's default
 
 
+def test_settings_that_act_only_off_policy_are_flagged_when_updates_are_on_policy(tmp_path, caplog):
+    """TRL trains each batch once at num_iterations = 1: the probability ratio is 1, so clip-higher and
+    sequence-level importance sampling change nothing; building the config says so, and stays quiet once they
+    can act."""
+    from searchgym.train.grpo import grpo_config, off_policy_only
+
+    inert = load_recipe(SMOKE, ["grpo.epsilon_high=0.28", 'grpo.importance_sampling_level="sequence"'])
+    assert off_policy_only(inert.grpo) == ["grpo.epsilon_high", "grpo.importance_sampling_level"]
+    with caplog.at_level("WARNING", logger="searchgym.train.grpo"):
+        grpo_config(inert, tmp_path, [1.0])
+    assert "grpo.epsilon_high, grpo.importance_sampling_level: no effect with grpo.num_iterations = 1" in caplog.text
+    acting = load_recipe(SMOKE, ["grpo.epsilon_high=0.28", "grpo.num_iterations=2"])
+    assert off_policy_only(acting.grpo) == [] and off_policy_only(load_recipe(SMOKE).grpo) == []
+
+
 @pytest.mark.parametrize("item, allowed", [
     ("grpo.epsilon=0", "grpo.epsilon: must be a clip range in (0, 1)"),
     ("grpo.epsilon_high=-1", "grpo.epsilon_high: must be a finite number >= 0"),

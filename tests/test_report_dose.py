@@ -216,6 +216,19 @@ def test_an_arm_that_continues_another_is_not_compared_inside_their_shared_path(
     assert not continues([sft], [other])  # the same rung names but another training: a real comparison
 
 
+def test_arms_that_trained_the_same_weights_are_called_identical(data):
+    """A setting with no effect (clip-higher while every update is on-policy) gives an arm whose rungs equal
+    another's value for value: the findings say so once, not that each continues the other."""
+    import dataclasses
+
+    twin = [dataclasses.replace(p, arm="sft-narrow-twin") for p in data.paths if p.arm == "sft-narrow"]
+    same = dataclasses.replace(data, paths=[*data.paths, *twin], arms=[*data.arms, "sft-narrow-twin"],
+                               slopes={**data.slopes, "sft-narrow-twin": data.slopes["sft-narrow"]})
+    found = dose_findings(same)
+    assert sum("**sft-narrow and sft-narrow-twin are identical:**" in f for f in found) == 1
+    assert not [f for f in found if "continues sft-narrow" in f or "twin continues" in f]
+
+
 def test_the_rung_table_shows_how_far_each_arm_moved(data):
     """One row per arm and rung with its step and KL (mean over seeds; the seeds' min-max for k3): seed 1's KL is
     planted 10% above seed 0's, so the mean is 1.05 x the ladder's value and the band spans 1.0-1.1 x."""

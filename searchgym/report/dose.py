@@ -359,9 +359,15 @@ def dose_findings(data: DoseData) -> list[str]:
     headline = data.keys[:len(HEADLINE)]
     out = [matched_sentence(m) for m in data.matched
            if m.key == breadth or (m.key in headline and m.claimed and m.kappa > 0)]
+    pairs = continuations(data)
+    # Each continuing the other: the same rungs, values for values. The setting that tells them apart changed
+    # nothing (e.g. a clip range while every update is on-policy), which a reader must hear about.
+    out += [f"**{a} and {b} are identical:** every rung of every seed gave the same per-question values, so the "
+            f"setting that tells them apart had no effect on training here." for a, b in pairs
+            if (b, a) in pairs and a < b]
     out += [f"**{b} continues {a}:** the same {a} rungs, seed for seed, then more training; at matched KL they "
             f"would meet on that shared path, so they are compared end to end in the verdict instead."
-            for a, b in continuations(data)]
+            for a, b in pairs if (b, a) not in pairs]
     out += [slope_sentence(a, breadth, data.slopes[a][breadth]) for a in data.trained]
     return out
 

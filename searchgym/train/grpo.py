@@ -189,6 +189,10 @@ def grpo_config(recipe: Recipe, run_dir: Path, reward_weights: list[float], mode
     from searchgym.train.context import trainer_args
 
     g = recipe.grpo
+    if inert := off_policy_only(g):
+        log.warning("%s: no effect with grpo.num_iterations = 1 (every batch is trained on once, on-policy: the "
+                    "probability ratio is 1, never clipped or reweighted); set grpo.num_iterations >= 2 for it to act",
+                    ", ".join(inert))
     cuda = torch.cuda.is_available()
     if g.use_vllm and not cuda:
         raise ValueError("grpo.use_vllm needs a CUDA GPU and vllm installed; set grpo.use_vllm = false on CPU")
@@ -208,6 +212,17 @@ def grpo_config(recipe: Recipe, run_dir: Path, reward_weights: list[float], mode
         **{name: getattr(g, name) for name in TRL_COUNTERMEASURES if not (name == "epsilon_high" and not g.epsilon_high)},
         activation_checkpointing=checkpointing(g.gradient_checkpointing, model_parameters),
     )
+
+
+def off_policy_only(g) -> list[str]:
+    """The recipe's settings that act only on off-policy updates, when every update is on-policy: TRL trains
+    each generated batch once when ``num_iterations`` is 1 (its generation batch is one optimizer step), so the
+    ratio of new to old probabilities is exactly 1 and a clip range or the importance-sampling level changes no
+    weight (the countermeasure study's clip-higher arm trained bit-identical to plain GRPO that way)."""
+    if g.num_iterations > 1:
+        return []
+    return [f"grpo.{name}" for name, unset in (("epsilon_high", 0.0), ("importance_sampling_level", "token"))
+            if getattr(g, name) != unset]
 
 
 # Recomputing activations in the backward pass runs every layer's forward twice to save activation memory;
