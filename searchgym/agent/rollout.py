@@ -83,16 +83,24 @@ def token_offsets(tokenizer, ids: Sequence[int]) -> list[tuple[int, int]]:
 
 def token_stats(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> tuple[torch.Tensor, ...]:
     """Log-probability of each sampled token and the entropy of the temperature-scaled distribution,
-    ``H = logsumexp(z) - sum softmax(z) * z`` with ``z = logits / T`` (T = 1 for greedy decoding).
+    ``H = -sum p log p`` with ``log p = log_softmax(z)`` and ``z = logits / T`` (T = 1 for greedy decoding).
+
+    Computed from the log-probabilities, every term ``-p log p`` is >= 0, so H is never negative (the
+    ``logsumexp(z) - sum softmax(z) * z`` form cancels two large numbers in float32 and came out slightly
+    negative on peaked logits); a masked logit (-inf) has p = 0 and adds 0, not NaN (0 * -inf).
 
     >>> lp, h = token_stats(torch.zeros(1, 4), torch.tensor([2]), temperature=1.0)
     >>> round(lp.item(), 4), round(h.item(), 4)  # uniform over 4: log(1/4), log(4)
     (-1.3863, 1.3863)
+    >>> round(token_stats(torch.tensor([[0.0, 0.0, -float("inf")]]), torch.tensor([0]), 1.0)[1].item(), 4)
+    0.6931
     """
     z = logits.float() / (temperature if temperature > 0 else 1.0)
-    lse = torch.logsumexp(z, dim=-1)
-    entropy = lse - (torch.softmax(z, dim=-1) * z).sum(-1)
-    logprob = z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse
+    logp = torch.log_softmax(z, dim=-1)
+    p = logp.exp()
+    # p == 0 (a masked or underflowed logit) contributes nothing; without the where, 0 * -inf is NaN.
+    entropy = torch.where(p > 0, p * -logp, 0.0).sum(-1)
+    logprob = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return logprob, entropy
 
 

@@ -11,6 +11,10 @@ A lenient plain form (``search: capital of Togo``, ``open(wiki:Togo)``) is accep
 agents and humans can drive an env without JSON. Anything else raises `ActionError`, whose message is
 written for the model: the env turns it into an error observation, never an exception out of ``step``.
 
+A reasoning model writes ``<think>…</think>`` before its call: every such block is removed before parsing
+(`strip_reasoning`), and text after a ``<think>`` that is never closed is reasoning too, never a call.
+Here, the one place actions are parsed, so the env's ``step`` and the rollout engine's messages agree.
+
 Parsing uses ``str`` methods only, no regular expressions: an action is untrusted text, and a
 backtracking pattern such as ``\\s*(.*?)\\s*$`` takes quadratic time on a long run of whitespace
 (measured: 100,000 spaces took five minutes). Every step below is one linear pass.
@@ -38,14 +42,21 @@ MAX_JSON_DEPTH = 32
 # json refuses integer literals over 4,300 digits with a ValueError; no tool argument needs a tenth of this.
 MAX_INT_DIGITS = 100
 _SURROGATES = re.compile("[\ud800-\udfff]")  # a character class: one linear scan, no backtracking
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+# With a length limit, the raw text (reasoning included) may be this many times it: reasoning is long, but
+# the bound keeps the work ``step`` does on an adversarial string proportional to the limit.
+RAW_CHARS_FACTOR = 16
 
 
 class ActionError(ValueError):
     """An action the env cannot execute; the message tells the agent how to fix it."""
 
 
-def parse_action(text: object) -> ToolCall:
-    """Parse one tool call from an agent's text.
+def parse_action(text: object, max_chars: int | None = None) -> ToolCall:
+    """Parse one tool call from an agent's text, its ``<think>…</think>`` reasoning removed first.
+
+    ``max_chars`` (None: no limit) bounds the call: the text without its reasoning may be ``max_chars``
+    long, the raw text ``RAW_CHARS_FACTOR * max_chars``; longer text raises ActionError.
 
     >>> parse_action('<tool_call>\\n{"name": "search", "arguments": {"query": "Togo"}}\\n</tool_call>')
     ToolCall(name='search', arguments={'query': 'Togo'})
@@ -53,6 +64,8 @@ def parse_action(text: object) -> ToolCall:
     ToolCall(name='answer', arguments={'text': 'Lomé'})
     >>> parse_action("open(wiki:Casablanca (film))")
     ToolCall(name='open', arguments={'doc_id': 'wiki:Casablanca (film)'})
+    >>> parse_action("<think>" + "Togo's capital? " * 50 + "</think>answer: Lomé", max_chars=100)
+    ToolCall(name='answer', arguments={'text': 'Lomé'})
     >>> parse_action("hello")
     Traceback (most recent call last):
     ...
@@ -60,7 +73,46 @@ def parse_action(text: object) -> ToolCall:
     """
     if not isinstance(text, str):
         raise ActionError(f"an action must be text, got {type(text).__name__}")
-    text = strip_end_of_turn(text)
+    if max_chars is not None and len(text) > RAW_CHARS_FACTOR * max_chars:
+        raise ActionError(f"the action is {len(text)} characters, over the limit of {max_chars} "
+                          f"({RAW_CHARS_FACTOR * max_chars} with <think> reasoning): make one short tool call")
+    call_text, unclosed = strip_reasoning(text)
+    if max_chars is not None and len(call_text) > max_chars:
+        raise ActionError(f"the action is {len(call_text)} characters without its <think> reasoning, over the "
+                          f"limit of {max_chars}: make one short tool call")
+    try:
+        return _parse_call(strip_end_of_turn(call_text))
+    except ActionError as e:
+        if unclosed:
+            raise ActionError(f"<think> is never closed, so nothing after it is a call: write </think> "
+                              f"before the tool call ({e})") from None
+        raise
+
+
+def strip_reasoning(text: str) -> tuple[str, bool]:
+    """``text`` without its ``<think>…</think>`` blocks (each ends at the first ``</think>`` after it), and
+    whether a ``<think>`` was never closed: then everything from it to the end is dropped too.
+
+    ``str.find`` only: each character is scanned once, where ``<think>.*?</think>`` would rescan to the end
+    from every unclosed tag (quadratic on ``"<think>" * n``; see the module docstring).
+
+    >>> strip_reasoning("<think>Lomé? Check.</think>\\nanswer: Lomé")
+    ('\\nanswer: Lomé', False)
+    >>> strip_reasoning("<think>a</think>search: x<think>out of tokens")
+    ('search: x', True)
+    """
+    kept, pos = [], 0
+    while (start := text.find(_THINK_OPEN, pos)) != -1:
+        kept.append(text[pos:start])
+        end = text.find(_THINK_CLOSE, start + len(_THINK_OPEN))
+        if end == -1:
+            return "".join(kept), True
+        pos = end + len(_THINK_CLOSE)
+    kept.append(text[pos:])
+    return "".join(kept), False
+
+
+def _parse_call(text: str) -> ToolCall:
     calls = _tagged_calls(text)
     if len(calls) > 1:
         raise ActionError(f"{len(calls)} tool calls in one turn: make exactly one tool call per turn")

@@ -22,7 +22,7 @@ from searchgym.tasks import Task, TaskSet, ToolCall
 from searchgym.trajectory import Trajectory
 from searchgym.worlds import world_class, world_names
 
-MAX_ACTION_CHARS = 4096
+MAX_ACTION_CHARS = 4096  # the default max_action_chars
 
 _WORLD_CACHE: dict[tuple, TaskSet] = {}
 _INDEX_CACHE: dict[tuple, Any] = {}
@@ -36,6 +36,8 @@ RETRIEVERS: tuple[str, ...] = RANKERS + CONTROLS
 # Recipe loading (config.checks) checks env.kwargs against SETTINGS; the two kinds are named apart there too.
 SETTINGS["retriever"] = (lambda v: isinstance(v, str) and v in RETRIEVERS,
                          f"one of {list(RANKERS)} or a control {list(CONTROLS)}")
+SETTINGS["max_action_chars"] = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                                "an integer >= 1 (the longest tool call, <think> reasoning not counted)")
 
 
 def load_world(world: str | TaskSet, world_kwargs: dict | None = None) -> TaskSet:
@@ -110,14 +112,6 @@ def _text_space(max_length: int) -> spaces.Text:
     return copy.copy(_TEXT_SPACES[max_length])
 
 
-def _within_limit(action):
-    """The action space's length limit, enforced as an error observation like any other bad action."""
-    if isinstance(action, str) and len(action) > MAX_ACTION_CHARS:
-        raise ActionError(f"the action is {len(action)} characters, over the limit of {MAX_ACTION_CHARS}: "
-                          "make one short tool call")
-    return action
-
-
 class SearchEnv(gymnasium.Env):
     """
     ## Description
@@ -130,18 +124,22 @@ class SearchEnv(gymnasium.Env):
     embeddings (FAISS), BM25 keywords, or both fused.
 
     ## Action Space
-    ``Text(max_length=4096, charset=CHARSET)``: the text an LLM emits. Canonical form (what the bundled
-    ChatML/Qwen2.5 template renders and TRL parses)::
+    ``Text(max_length=max_action_chars, charset=CHARSET)`` (default 4096): the text an LLM emits.
+    Canonical form (what the bundled ChatML/Qwen2.5 template renders and TRL parses)::
 
         <tool_call>
         {"name": "search", "arguments": {"query": "..."}}
         </tool_call>
 
     or the plain form ``search: ...`` / ``open: DOC_ID`` (or ``open(DOC_ID)``) / ``answer: ...``.
-    Garbage, text over 4096 characters, unknown tools, bad JSON (also JSON nested over 32 levels or
-    numbers over 100 digits), missing or extra arguments, unknown doc ids, several calls in one turn,
-    and any call after the episode ended all return an error observation and ``-format_penalty``;
-    ``step`` never raises, whatever the string (parsing is linear in its length).
+    A reasoning model's ``<think>…</think>`` blocks are removed before parsing and do not count towards
+    ``max_action_chars`` (so an action with its reasoning may be longer than the space's ``max_length``,
+    up to 16 x ``max_action_chars`` in all); text after a ``<think>`` that is never closed is not a call.
+    Garbage, a call over ``max_action_chars`` characters without its reasoning (or raw text over 16 x
+    that), unknown tools, bad JSON (also JSON nested over 32 levels or numbers over 100 digits), missing
+    or extra arguments, unknown doc ids, several calls in one turn, and any call after the episode ended
+    all return an error observation and ``-format_penalty``; ``step`` never raises, whatever the string
+    (parsing is linear in its length).
 
     ## Observation Space
     ``Text(max_length=max_obs_chars, charset=CHARSET)``, where CHARSET is every Basic Multilingual
@@ -167,9 +165,11 @@ class SearchEnv(gymnasium.Env):
     ## Arguments
     ```python
     gymnasium.make("searchgym/SyntheticWorld-v0", split="train", retriever="dense", embedder="minilm",
-                   index="flat", top_k=5, max_steps=10, max_obs_chars=1500, reward="em", step_cost=0.0,
-                   format_penalty=0.1, world_kwargs={"seed": 0})
+                   index="flat", top_k=5, max_steps=10, max_obs_chars=1500, max_action_chars=4096,
+                   reward="em", step_cost=0.0, format_penalty=0.1, world_kwargs={"seed": 0})
     ```
+    ``max_action_chars`` (an integer >= 1, else a ValueError at construction) is the longest tool call
+    accepted, ``<think>`` reasoning not counted (see Action Space).
     ``world`` is a built-in name (``"synthetic"``, ``"wikifactbook"``), a name a plug-in registers in the
     ``searchgym.worlds`` entry-point group, or a `TaskSet` instance (never an import path).
     ``retriever`` chooses how ``search`` ranks documents:
@@ -197,7 +197,9 @@ class SearchEnv(gymnasium.Env):
 
     ## Version History
     * v0: initial release; ``retriever`` added later (default ``"dense"``: unchanged behaviour), then
-      its controls ``"random"``/``"oracle"`` and ``tools`` (default: all, unchanged).
+      its controls ``"random"``/``"oracle"`` and ``tools`` (default: all, unchanged); then
+      ``max_action_chars`` (default 4096, the old fixed limit) and ``<think>`` reasoning removed before
+      parsing (before, reasoning counted towards the fixed 4096 characters and hid a plain-form call).
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -207,9 +209,10 @@ class SearchEnv(gymnasium.Env):
                  index: str = "flat", top_k: int = 5,
                  max_steps: int = 10, max_obs_chars: int = 1500, reward: str = "em", step_cost: float = 0.0,
                  format_penalty: float = 0.1, render_mode: str | None = None, env_id: str | None = None,
-                 progress: bool = False, tools: list[str] | None = None):
+                 progress: bool = False, tools: list[str] | None = None, max_action_chars: int = MAX_ACTION_CHARS):
         check_settings(top_k=top_k, max_obs_chars=max_obs_chars, max_steps=max_steps, step_cost=step_cost,
-                       format_penalty=format_penalty, reward=reward, tools=tools)  # before any world or index
+                       format_penalty=format_penalty, reward=reward, tools=tools,
+                       max_action_chars=max_action_chars)  # before any world or index
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         check_retriever(retriever)
@@ -228,9 +231,11 @@ class SearchEnv(gymnasium.Env):
         self.tools = SearchTools(self.index, top_k=top_k, max_obs_chars=max_obs_chars, scorer=reward, tools=tools)
         self.episode = Episode(self.tools, max_steps=max_steps, step_cost=step_cost, format_penalty=format_penalty)
         self.max_obs_chars = max_obs_chars
+        self.max_action_chars = max_action_chars
         self.render_mode = render_mode
         self.observation_space = _text_space(max_obs_chars)
-        self.action_space = _text_space(MAX_ACTION_CHARS)
+        # The call's limit, not the raw one (actions.RAW_CHARS_FACTOR x it): a sampled action is a call.
+        self.action_space = _text_space(max_action_chars)
         self.reward_range = (-max(self.step_cost, self.format_penalty), 1.0)
         self._schemas = SearchTools.schemas(tools)
         self._system_prompt = system_prompt(tools)
@@ -271,7 +276,7 @@ class SearchEnv(gymnasium.Env):
             return "Error: reset the environment before stepping.", 0.0, False, True, {"error": "not reset"}
         # The episode engine records, prices and ends the episode; this method only turns text into a call.
         try:
-            call = parse_action(_within_limit(action))
+            call = parse_action(action, max_chars=self.max_action_chars)
         except ActionError as e:
             outcome = self.episode.reject(str(e))
         else:
