@@ -6,7 +6,8 @@ The modules are the report's steps, in order:
 2. `data` — meter every run at one fixed n on the shared questions and summarise each arm;
 3. `rules` — the verdict: plain-language findings from the summaries by fixed rules (a paired difference whose
    two-level bootstrap CI excludes 0);
-4. `figures` — the PNGs (matplotlib, Agg);
+4. `figures` — the PNGs (matplotlib, Agg; the shared colours in `style`, the training curves, smoothed, in
+   `training`);
 5. `dose` — the dose curves and matched-KL comparisons of a study with dose rungs (docs/dose.md);
 6. `page` — ``report.html``/``.md``/``.json`` and `report_command`, which runs 1–5.
 

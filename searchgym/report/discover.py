@@ -54,13 +54,15 @@ def _load_run(arm: str, seed: int, folder: Path) -> RunData:
 def discover_runs(paths: list[Path], fmt: str = "auto", fields: dict[str, str] | None = None) -> list[RunData]:
     """Runs from study folders (``<arm>/seed<k>/``), single run folders and rollout files, in a stable arm order.
 
-    A single run folder's arm is its parent's name when the folder is ``seed<k>``, else its own name; its
+    A single run folder's arm is its parent's name when the folder is ``seed<k>`` (a study's arm), else its
+    method (`method_name`: the recipe's name and stages), else the folder's own name; its
     ``baseline/`` evaluation (written by ``searchgym train``) becomes a ``base`` run when no base arm is given.
     A rollout file (searchgym's, chat or Search-R1: `searchgym.report.importers`, read with ``fmt`` and
     ``fields``) is a run of the arm named by its stem.
     """
     runs: list[RunData] = []
     baselines: list[RunData] = []
+    labelled: list[Path] = []  # single run folders named by their method, not by a study arm or a seed folder
     for path in map(Path, paths):
         if path.is_file():
             imported = read_rollouts(path, fmt, fields)
@@ -72,7 +74,9 @@ def discover_runs(paths: list[Path], fmt: str = "auto", fields: dict[str, str] |
             continue
         if (path / "trajectories.jsonl").is_file():
             seed = _seed_of(path)
-            arm = path.parent.name if seed is not None else path.name
+            arm = path.parent.name if seed is not None else method_name(path) or path.name
+            if seed is None:
+                labelled.append(path)
             seed = seed if seed is not None else _recipe_seed(path)
             runs.append(_load_run(arm, seed, path))
             if (path / "baseline" / "trajectories.jsonl").is_file():
@@ -89,10 +93,48 @@ def discover_runs(paths: list[Path], fmt: str = "auto", fields: dict[str, str] |
         for p in found:
             if _seed_of(p.parent) is not None:
                 runs.append(_load_run(p.parent.parent.name, _seed_of(p.parent), p.parent))
+    _split_equal_methods(runs, labelled)
     if not any(r.arm == BASE for r in runs):
         runs = baselines + runs
     runs.sort(key=lambda r: r.arm != BASE)  # stable: the base arm first, everything else in given order
     return runs
+
+
+def method_name(folder: Path) -> str | None:
+    """A run folder's arm name from the recipe it wrote: its name and its stages, e.g. "quick (grpo)" or
+    "agent (sft → grpo)". A reader of the report wants to know what was trained, which the run folder's
+    own name (``quick-20261207-120000``, a timestamp) does not say. None without a readable recipe.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "recipe.toml").write_text('name = "quick"\\nstages = ["sft", "grpo"]\\n')
+    >>> method_name(d), method_name(d / "missing")
+    ('quick (sft → grpo)', None)
+    """
+    try:
+        recipe = tomllib.loads((Path(folder) / "recipe.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    name, stages = recipe.get("name"), recipe.get("stages")
+    if not isinstance(name, str) or not name.strip():
+        return None
+    if isinstance(stages, list) and stages and all(isinstance(s, str) for s in stages):
+        return f"{name.strip()} ({' → '.join(stages)})"
+    return name.strip()
+
+
+def _split_equal_methods(runs: list[RunData], labelled: list[Path]) -> None:
+    """Two single run folders of the same method (``make run`` twice, or one recipe edited between runs)
+    are different runs, not seeds of one arm: where method names collide, the folder's name is added.
+    Study arms and ``seed<k>`` folders keep their names: there the grouping into seeds is intended."""
+    by_label: dict[str, list[RunData]] = {}
+    for r in runs:
+        if r.path in labelled:
+            by_label.setdefault(r.arm, []).append(r)
+    taken = {r.arm for r in runs if r.path not in labelled}
+    for label, same in by_label.items():
+        if len(same) > 1 or label in taken:
+            for r in same:
+                r.arm = f"{label} · {r.path.name}"
 
 
 def _study_arm_order(folder: Path) -> dict[str, int]:

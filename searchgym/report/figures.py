@@ -1,13 +1,14 @@
 """The study report's figures, drawn with matplotlib (Agg) into PNG bytes.
 
-One colour per arm everywhere (the base model grey), so a reader can follow an arm across figures:
-meters over training steps, pass@k curves with the solvable-set overlap, and strategy shares next to
-the demonstration mix. Each function returns None when there is nothing to draw.
+One colour per arm everywhere (the base model grey, `searchgym.report.style`), so a reader can follow an arm
+across figures: meters over training steps (`searchgym.report.training`), pass@k curves with the solvable-set overlap, and strategy shares next to
+the demonstration mix. Each function returns None when there is nothing to draw. The shared look
+(`searchgym.report.style`) and the training figure (`searchgym.report.training`) live in modules of their own;
+their names stay importable from here (``arm_colours``, ``_png``, ``training_figure``).
 """
 
 from __future__ import annotations
 
-import io
 import math
 
 import matplotlib
@@ -18,84 +19,20 @@ import numpy as np  # noqa: E402
 
 from searchgym.meters.table import label as meter_label  # noqa: E402
 from searchgym.meters.table import unit as meter_unit  # noqa: E402
-from searchgym.report.data import BASE, TRAINING_PANELS, Estimate, StudyData  # noqa: E402
+from searchgym.report.data import BASE, Estimate, StudyData  # noqa: E402
 from searchgym.report.dose import ESTIMATOR, HEADLINE, TOKEN_KEYS, DoseData  # noqa: E402
+from searchgym.report.style import (  # noqa: E402, F401  (re-exported)
+    ARM_COLOURS,
+    LINE_STYLES,
+    MARKERS,
+    SPARE,
+    STRATEGY_COLOURS,
+    arm_colours,
+)
+from searchgym.report.style import png as _png  # noqa: E402
+from searchgym.report.training import training_caption, training_figure  # noqa: E402
 
 _NAN = Estimate(math.nan, math.nan, math.nan)
-
-# Fixed colours for the study's arms so reports of different studies match; other arms take the rest.
-ARM_COLOURS = {BASE: "#7f7f7f", "sft-narrow": "#ff7f0e", "sft-diverse": "#2ca02c", "grpo": "#d62728",
-               "sft-diverse-grpo": "#9467bd", "grpo-kl": "#1f77b4"}
-SPARE = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#843c39")
-LINE_STYLES = ("-", "--", "-.", ":")
-MARKERS = ("o", "s", "^", "D", "v", "x")
-STRATEGY_COLOURS = ("#66c2a5", "#fc8d62", "#8da0cb", "#e78ac3", "#a6d854", "#ffd92f", "#e5c494", "#b3b3b3")
-
-
-def arm_colours(names: list[str]) -> dict[str, str]:
-    """Each arm's colour: the fixed one if it has one, else the next spare.
-
-    >>> arm_colours(["base", "mine", "grpo"])
-    {'base': '#7f7f7f', 'mine': '#8c564b', 'grpo': '#d62728'}
-    """
-    spare = iter(SPARE * (1 + len(names) // len(SPARE)))
-    return {n: ARM_COLOURS.get(n) or next(spare) for n in names}
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def training_figure(data: StudyData) -> bytes | None:
-    """Meters over training steps per arm: mean over seeds, min–max band."""
-    trained = [a for a in data.arms if a.curves]
-    if not trained:
-        return None
-    colours = arm_colours([a.name for a in data.arms])
-    cols = 3
-    rows = -(-(len(TRAINING_PANELS) + 1) // cols)  # one spare cell holds the legend
-    fig, axes = plt.subplots(rows, cols, figsize=(13, 3.6 * rows), squeeze=False)
-    cells = list(axes.flat)
-    for ax, (title, ylabel, _) in zip(cells, TRAINING_PANELS):
-        drawn = False
-        for i, arm in enumerate(trained):
-            points = arm.curves.get(title)
-            if not points:
-                continue
-            x, mean, lo, hi = zip(*points)
-            seeds = f"{len(arm.runs)} seed{'' if len(arm.runs) == 1 else 's'}"
-            # Line styles and markers differ per arm: two arms on the same values must not hide each other.
-            ax.plot(x, mean, color=colours[arm.name], lw=1.8, alpha=0.9, ls=LINE_STYLES[i % len(LINE_STYLES)],
-                    marker=MARKERS[i % len(MARKERS)], markersize=3.5, label=f"{arm.name} ({seeds})")
-            if len(arm.runs) > 1:
-                ax.fill_between(x, lo, hi, color=colours[arm.name], alpha=0.18, lw=0)
-            drawn = True
-        ax.set_title(title, fontsize=11)
-        ax.set_xlabel("training step (GRPO steps follow SFT steps)", fontsize=9)
-        ax.set_ylabel(ylabel, fontsize=9)
-        ax.ticklabel_format(axis="y", useOffset=False)  # flat curves: plain numbers, not "1e-5 + 10.79"
-        ax.grid(alpha=0.3)
-        if not drawn:
-            ax.text(0.5, 0.5, "not logged\nby any run", ha="center", va="center", transform=ax.transAxes,
-                    color="#888888")
-    handles, labels = [], []
-    for ax in cells:
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            if label not in labels:
-                handles.append(h)
-                labels.append(label)
-    legend_cell = cells[len(TRAINING_PANELS)]
-    legend_cell.axis("off")
-    legend_cell.legend(handles, labels, loc="center", frameon=False, title="arm (line: mean over seeds;\n"
-                       "band: min–max)", fontsize=10)
-    for ax in cells[len(TRAINING_PANELS) + 1:]:
-        ax.axis("off")
-    fig.suptitle("Meters over training", fontsize=12)
-    fig.tight_layout()
-    return _png(fig)
 
 
 def passk_figure(data: StudyData) -> bytes | None:
@@ -353,7 +290,7 @@ def figures(data: StudyData) -> dict[str, tuple[str, bytes]]:
     """Every figure that has data: {file stem: (caption, PNG bytes)}."""
     out = {}
     for stem, caption, make in (
-        ("training", "Meters over training steps per arm (mean over seeds, band min–max).", training_figure),
+        ("training", training_caption(data), training_figure),
         ("passk", "pass@k with 95% bootstrap CIs over questions, and the solvable-set overlap with the base "
                   "model.", passk_figure),
         ("strategy", "Strategy share per arm against the demonstration mix.", strategy_figure),

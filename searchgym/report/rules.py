@@ -300,7 +300,7 @@ def verdict(data: StudyData) -> list[str]:
         if s1 == "higher" and (sn == "lower" or (sn == NO_CLAIM and not ceiling)):
             out.append(f"{arm.name} sharpened rather than widened: {SUCCESS} rose "
                        f"({ci_text(arm.table[SUCCESS])} vs {ci_text(ref.table[SUCCESS])}) but pass@{data.n} did "
-                       f"{'not rise' if sn == 'overlap' else 'fall'} ({ci_text(arm.table[PASS_N])} vs "
+                       f"{'fall' if sn == 'lower' else 'not measurably rise'} ({ci_text(arm.table[PASS_N])} vs "
                        f"{ci_text(ref.table[PASS_N])}).")
         elif sn == "higher":
             out.append(f"{arm.name} solved more of the question set at k = n = {data.n}: pass@{data.n} "
