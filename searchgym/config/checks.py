@@ -99,6 +99,11 @@ def check_grpo(recipe: Recipe) -> None:
         if importlib.util.find_spec("vllm") is None:
             raise ConfigError("grpo.use_vllm: vllm is not installed (pip install vllm, on a CUDA machine); set "
                               "grpo.use_vllm = false")
+        import torch  # only for this check: a recipe without vLLM is checked before torch loads
+
+        if not torch.cuda.is_available():  # was refused only once the GRPO stage built its config
+            raise ConfigError("grpo.use_vllm: vLLM needs a CUDA GPU and none is visible here "
+                              "(torch.cuda.is_available() is False); set grpo.use_vllm = false")
 
 
 def check_pretrain(recipe: Recipe) -> None:
@@ -209,12 +214,17 @@ def check_env(recipe: Recipe) -> None:
     recipe.env.kwargs = _world_kwargs_for(spec.kwargs, recipe.env.kwargs)
     kwargs = {**spec.kwargs, **recipe.env.kwargs}
     world = _world(kwargs.get("world", "synthetic"))
-    from searchgym.corpus.embedders import EmbedderError, check_embedder
+    from searchgym.corpus.embedders import EmbedderError, check_embedder, known_dim
+    from searchgym.corpus.specs import IndexSpec, IndexSpecError, check_fits
 
     try:
-        check_embedder(kwargs.get("embedder", "minilm"))
+        check_embedder(embedder := kwargs.get("embedder", "minilm"))
     except EmbedderError as e:
         raise ConfigError(f"env.kwargs.embedder: {e}") from None
+    try:  # was read only when the env built its index, after the run folder, the model and the world
+        check_fits(IndexSpec.parse(kwargs.get("index", "flat")), known_dim(embedder))
+    except IndexSpecError as e:
+        raise ConfigError(f"env.kwargs.index: {e}") from None
     if "sft" in recipe.stages:
         _check_sft_world(recipe.sft, world, kwargs.get("world", "synthetic"))
     if "pretrain" in recipe.stages:

@@ -309,6 +309,27 @@ def check_embedder(spec: object) -> None:
         raise EmbedderError(_unknown(spec, "not in the local Hugging Face cache"))
 
 
+MINILM_DIM = 384  # all-MiniLM-L6-v2's sentence vectors
+
+
+def known_dim(spec: object) -> int | None:
+    """An embedder's vector dimension when it is known without loading a model (the built-ins), else None:
+    recipes check index options against it at load (`searchgym.corpus.specs.check_fits`).
+
+    >>> known_dim("hashing:dim=64|prefixes=e5"), known_dim("minilm"), known_dim("intfloat/e5-base-v2")
+    (64, 384, None)
+    """
+    if not isinstance(spec, str):
+        return None
+    try:
+        base = split_spec(spec)[0]
+        if base == "hashing" or base.startswith("hashing:"):
+            return parse_hashing(base)
+    except EmbedderError:
+        return None  # a bad spec is check_embedder's to report
+    return MINILM_DIM if base == "minilm" else None
+
+
 @functools.cache
 def get_embedder(spec: str = "minilm") -> Embedder:
     """Resolve an embedder spec; cached per process so a model loads once.

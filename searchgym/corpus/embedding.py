@@ -3,7 +3,8 @@
 Documents are embedded in chunks. A corpus larger than ``checkpoint_every`` documents writes its
 vectors into ``<cache_dir>/.partial/<key>/vectors.npy`` (a float32 memmap, so a million vectors never
 need to fit in memory) and, every ``checkpoint_every`` documents, a ``progress.json`` marker saying how
-many rows are final. An interrupted build (Ctrl-C, a crash, a killed job) resumes from the last marker;
+many rows are final; Ctrl-C first writes one covering every chunk embedded so far, then stops the build.
+An interrupted build (Ctrl-C, a crash, a killed job) resumes from the last marker;
 a partial whose marker, shape or checksum disagrees with what is being built is discarded with a
 warning and embedding starts over. build_index removes the partial once the index is cached.
 """
@@ -139,7 +140,7 @@ def embed_corpus(corpus: Corpus, embedder: Embedder, *, folder: Path | None = No
 
     bar = tqdm(total=n, initial=done, unit="doc", desc=f"embedding {corpus.name} ({embedder.id})",
                disable=not progress, mininterval=1.0, smoothing=0.05, dynamic_ncols=True)
-    last = done
+    last = embedded = done  # rows declared final on disk / rows written into vectors
     try:
         for start, stop in chunks(n, done, step):
             v = encode_passages(embedder, _texts(corpus, start, stop), batch_size=batch_size)
@@ -147,10 +148,20 @@ def embed_corpus(corpus: Corpus, embedder: Embedder, *, folder: Path | None = No
                 got = f"{v.dtype} {v.shape}" if isinstance(v, np.ndarray) else type(v).__name__
                 raise ValueError(f"embedder {embedder.id} returned {got}; expected float32 {(stop - start, dim)}")
             vectors[start:stop] = v
+            embedded = stop
             bar.update(stop - start)
             if on_disk and (stop - last >= checkpoint_every or stop == n):
                 _checkpoint(folder, vectors, stop, corpus, embedder)
                 last = stop
+    except KeyboardInterrupt:
+        # Ctrl-C between two checkpoints would lose up to checkpoint_every documents (minutes of a model's
+        # time): declare every finished chunk final first, then stop as asked. Only on Ctrl-C: after a crash
+        # the rows in memory are not trusted, and a killed job never gets here.
+        if on_disk and embedded > last:
+            _checkpoint(folder, vectors, embedded, corpus, embedder)
+            log.warning("interrupted: %d of %d documents embedded and checkpointed in %s; the same build resumes "
+                        "there", embedded, n, folder)
+        raise
     finally:
         bar.close()
     return vectors

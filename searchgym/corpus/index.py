@@ -43,6 +43,7 @@ from searchgym.corpus.specs import (  # noqa: F401 - re-exported
     INDEX_OPTIONS,
     IndexSpec,
     IndexSpecError,
+    check_fits,
     configure,
     effective_nlist,
     ivf_lists,
@@ -197,6 +198,7 @@ def build_index(corpus: Corpus, embedder: str | Embedder = "minilm", index: str 
     """
     embedder = get_embedder(embedder) if isinstance(embedder, str) else embedder
     spec = IndexSpec.parse(index) if isinstance(index, str) else index
+    check_fits(spec, embedder.dim, len(corpus))  # now, not after minutes of embedding
     if not isinstance(mmap, bool):
         raise ValueError(f"mmap must be true or false, got {mmap!r}")
     root = Path(cache_dir if cache_dir is not None else default_cache_dir())

@@ -26,8 +26,9 @@ from typing import Literal
 from searchgym import config
 from searchgym.config import ConfigError
 from searchgym.corpus.documents import MAX_DOC_CHARS, Corpus, CorpusError
-from searchgym.corpus.embedders import DEFAULT_BATCH_SIZE, EmbedderError
+from searchgym.corpus.embedders import DEFAULT_BATCH_SIZE, EmbedderError, known_dim
 from searchgym.corpus.index import INDEX_OPTIONS, IndexSpec, IndexSpecError, SearchIndex, build_index
+from searchgym.corpus.specs import check_fits
 
 RecipeError = ConfigError  # the corpus recipe's error is the one config error
 
@@ -148,10 +149,15 @@ class CorpusRecipe:
                            ("embedder.batch_size", file.embedder.batch_size)):
             if value is not None and value <= 0:
                 raise ConfigError(f"{where}: {key} must be a positive integer, got {value}")
+        embedder, index = _embedder_spec(file.embedder, where), file.index.spec(where)
+        try:  # what the index needs of the vectors, as far as it is known before loading anything
+            check_fits(index, known_dim(embedder), corpus.limit)
+        except IndexSpecError as e:
+            raise ConfigError(f"{where}: [index] {e}") from None
         return cls(source=corpus.source, name=corpus.name or name, source_path=source_path, limit=corpus.limit,
                    source_options=dict(corpus.options), max_chars=file.chunking.max_chars,
-                   embedder=_embedder_spec(file.embedder, where), batch_size=file.embedder.batch_size,
-                   index=file.index.spec(where), path=path, mmap=file.index.mmap)
+                   embedder=embedder, batch_size=file.embedder.batch_size,
+                   index=index, path=path, mmap=file.index.mmap)
 
     def load_corpus(self) -> Corpus:
         """The documents the recipe names, chunked at ``max_chars`` and cut to ``limit`` passages."""

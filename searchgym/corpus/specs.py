@@ -158,6 +158,29 @@ def effective_m(requested: int, dim: int) -> int:
     return max(d for d in range(1, max(dim // 4, 1) + 1) if dim % d == 0)
 
 
+def check_fits(spec: IndexSpec, dim: int | None = None, n: int | None = None) -> None:
+    """Refuse a spec that cannot be built for ``n`` vectors of ``dim`` (None: not known yet, not checked):
+    an IVF-PQ ``m`` that does not divide ``dim``, or an ``nbits`` whose codebooks need more vectors than the
+    corpus has. Both used to surface only when the index was built, after the whole corpus was embedded;
+    recipes call this at load and `build_index` before embedding.
+
+    >>> check_fits(IndexSpec.parse("ivfpq:m=8"), dim=32, n=300)
+    >>> check_fits(IndexSpec.parse("ivfpq:nbits=8"), n=100)
+    Traceback (most recent call last):
+    ...
+    searchgym.corpus.specs.IndexSpecError: index option nbits=8 needs at least 256 vectors to train its codebooks, the corpus has 100; use a smaller nbits (one of [4, 5, 6, 7, 8, 10, 12]) or index type 'flat'
+    """
+    if spec.type not in ("ivfpq", "opq+ivfpq"):
+        return
+    if dim is not None:
+        effective_m(spec.options["m"], dim)
+    nbits = spec.options["nbits"]
+    if n is not None and n < 2 ** nbits:  # the training sample is min(n, >= 64 * 2**nbits) vectors
+        raise IndexSpecError(f"index option nbits={nbits} needs at least {2 ** nbits} vectors to train its "
+                             f"codebooks, the corpus has {n}; use a smaller nbits (one of {list(NBITS)}) or "
+                             "index type 'flat'")
+
+
 def train_size(spec: IndexSpec, n: int) -> int:
     """How many vectors train the index: enough for k-means on every list and on every PQ codebook."""
     if not spec.trained:
@@ -202,10 +225,8 @@ def make_faiss_index(spec: IndexSpec, n: int, dim: int, sample: np.ndarray | Non
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, effective_nlist(o["nlist"], n),
                                    faiss.METRIC_INNER_PRODUCT)
     else:
-        if sample is not None and len(sample) < 2 ** o["nbits"]:
-            raise IndexSpecError(f"index option nbits={o['nbits']} needs at least {2 ** o['nbits']} vectors to "
-                                 f"train its codebooks, the corpus has {len(sample)}; use a smaller nbits "
-                                 f"(one of {list(NBITS)}) or index type 'flat'")
+        if sample is not None:
+            check_fits(spec, dim, len(sample))
         index = faiss.index_factory(dim, factory_string(spec, n, dim), faiss.METRIC_INNER_PRODUCT)
     if spec.trained:
         if sample is None:

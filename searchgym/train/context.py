@@ -10,8 +10,10 @@
   latest one (its metrics rows logged after that step are dropped, since they are about to be logged again);
 - ``ctx.log(row)`` / ``ctx.attach(trainer)``: metrics.jsonl rows, the readable progress line and the live
   probes (`searchgym.train.probes`);
-- ``ctx.is_main`` / ``ctx.barrier()`` / ``ctx.main_first()``: under ``torchrun`` or ``accelerate launch``
-  every rank runs the stages, but files, probes and logs come from rank 0 only (docs/scale.md).
+- ``ctx.is_main`` / ``ctx.barrier()`` / ``ctx.main_first(what)``: under ``torchrun`` or ``accelerate launch``
+  every rank runs the stages, but files, probes and logs come from rank 0 only (docs/scale.md); a failure of
+  rank 0 inside ``main_first`` stops the other ranks too, and a malformed ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``
+  is refused at load (`rank_env`).
 
 Heavy imports stay inside methods: recipes are checked before torch loads.
 """
@@ -22,19 +24,59 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
+from searchgym.config import ConfigError
 from searchgym.config.recipe import LoraSettings, Recipe
 
 DONE = "done"
 
 
+# What each launcher variable may hold. A malformed one used to count silently as 1 process / rank 0 (every
+# process then trained alone and wrote the same files) or end in a traceback minutes later; now it is one
+# line at load (`searchgym.config.ConfigError`: exit 2), before any run folder or process group exists.
+_LAUNCHER = "torchrun and accelerate launch set it; unset it to train in one process"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    # Digits only: int() would also take "+1", "1_0" or "١", which no launcher writes.
+    if not re.fullmatch(r"[0-9]+", raw.strip()):
+        raise ConfigError(f"{name}={raw!r:.40} in the environment is not allowed: it must be an integer >= "
+                          f"{1 if name == 'WORLD_SIZE' else 0} ({_LAUNCHER})")
+    return int(raw.strip())
+
+
+def rank_env() -> tuple[int, int, int]:
+    """(WORLD_SIZE, RANK, LOCAL_RANK) as torchrun and accelerate launch set them (1, 0, 0 when unset), checked:
+    a non-integer, a negative value, WORLD_SIZE 0 or a rank outside 0..WORLD_SIZE-1 is a `ConfigError`
+    naming the variable and what it may be."""
+    world = _env_int("WORLD_SIZE", 1)
+    if world < 1:
+        raise ConfigError(f"WORLD_SIZE=0 in the environment is not allowed: it must be an integer >= 1 "
+                          f"({_LAUNCHER})")
+    ranks = []
+    for name in ("RANK", "LOCAL_RANK"):
+        value = _env_int(name, 0)
+        if value >= world:
+            raise ConfigError(f"{name}={value} in the environment is not allowed with WORLD_SIZE={world}: it must "
+                              f"be in 0..{world - 1} ({_LAUNCHER})")
+        ranks.append(value)
+    return world, ranks[0], ranks[1]
+
+
 def world_size() -> int:
-    """Processes in this training (``WORLD_SIZE``, set by torchrun and accelerate launch; 1 otherwise)."""
-    try:
-        return max(int(os.environ.get("WORLD_SIZE", "1")), 1)
-    except ValueError:
-        return 1
+    """Processes in this training (``WORLD_SIZE``, set by torchrun and accelerate launch; 1 otherwise).
+    Raises `ConfigError` on a malformed launcher variable (`rank_env`): `train_command` reads it first."""
+    return rank_env()[0]
+
+
+def local_rank() -> int:
+    """This process's GPU on its machine (``LOCAL_RANK``; 0 otherwise)."""
+    return rank_env()[2]
 
 
 def init_distributed() -> None:
@@ -47,7 +89,7 @@ def init_distributed() -> None:
 
         if not dist.is_initialized():
             if torch.cuda.is_available():
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(local_rank())
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
@@ -64,18 +106,53 @@ def single_process_warning() -> str | None:
 
 
 def rank() -> int:
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
+    """This process's rank (``RANK``; 0 otherwise), checked like every launcher variable (`rank_env`)."""
+    return rank_env()[1]
 
 
-def barrier() -> None:
+def _distributed() -> bool:
     if world_size() > 1:
         import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()
+        return dist.is_available() and dist.is_initialized()
+    return False
+
+
+def barrier() -> None:
+    if _distributed():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_first(what: str = "preparing files for the other ranks"):
+    """Rank 0 runs the block first (builds and writes files), then the other ranks run it (and find the files
+    there to read). One process: just the block.
+
+    If rank 0 fails inside, the other ranks must not wait for it forever (a plain barrier would: a launcher
+    other than torchrun does not kill them, and gloo waits 30 minutes): rank 0 tells them, and they stop with
+    "rank 0 failed while <what>" while rank 0 raises its own error. ``what`` says what the block does.
+    """
+    if not _distributed():
+        yield
+        return
+    import torch.distributed as dist
+
+    if rank() == 0:
+        try:
+            yield
+        except Exception as e:  # not KeyboardInterrupt: on Ctrl-C the launcher stops every rank itself
+            first_line = (str(e).splitlines() or [""])[0][:300]
+            dist.broadcast_object_list([f"{type(e).__name__}: {first_line}"], src=0)
+            raise
+        dist.broadcast_object_list([None], src=0)
+        return
+    box: list = [None]
+    dist.broadcast_object_list(box, src=0)  # waits for rank 0's block, and hears how it ended
+    if box[0] is not None:
+        raise RuntimeError(f"rank 0 failed while {what} ({box[0]}); see its log")
+    yield
 
 
 def lora_config(lora: LoraSettings):
@@ -121,7 +198,7 @@ class TrainContext:
 
         if not torch.cuda.is_available():
             return "cpu"
-        return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if world_size() > 1 else "cuda"
+        return f"cuda:{local_rank()}" if world_size() > 1 else "cuda"
 
     @property
     def dtype(self):
@@ -136,15 +213,10 @@ class TrainContext:
     def barrier(self) -> None:
         barrier()
 
-    @contextlib.contextmanager
-    def main_first(self):
-        """Rank 0 runs the block first (builds and writes files), then the other ranks run it (and find the
-        files there to read). One process: just the block."""
-        if not self.is_main:
-            barrier()
-        yield
-        if self.is_main:
-            barrier()
+    def main_first(self, what: str = "preparing files for the other ranks"):
+        """Rank 0 runs the block first, the others after it; a failure of rank 0 stops every rank
+        (module-level `main_first`)."""
+        return main_first(what)
 
     def trainer_args(self) -> dict:
         """Keyword arguments every stage's Trainer config shares: device, precision, trackers, seed."""
