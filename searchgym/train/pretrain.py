@@ -293,52 +293,50 @@ def run_pretrain(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, p
 
     from searchgym.agent.models import load_model
     from searchgym.runs import MetricsLogger
-    from searchgym.train.context import barrier, latest_checkpoint, rank
+    from searchgym.train.context import barrier, latest_checkpoint, main_first, rank
 
     run_dir, p = Path(run_dir), recipe.pretrain
     main = rank() == 0
     run = RunFolder(run_dir)
     stage_dir = run.stage_dir(STAGE)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    if not main:
-        barrier()  # rank 0 samples the demos and trains the tokenizer; the other ranks read them
     reuse = resume or not main
+    # Rank 0 samples the demos and trains the tokenizer first; the other ranks then read them (and stop with
+    # a clear error, not a hang, if rank 0 fails here).
+    with main_first("sampling the prior's demos and training its tokenizer"):
+        # 1. Demonstrations with the chosen mixture (reused on resume: the same data the checkpoint saw).
+        demos_path = stage_dir / "demos.jsonl"
+        if reuse and demos_path.exists():
+            demos = list(read_trajectories(demos_path))
+        else:
+            demos = sample_demos(recipe, progress=progress)
+            write_trajectories(demos_path, demos)
+        env = _pretrain_env(recipe)
+        world = env.unwrapped.taskset
+        weights = mixture_weights(p.mixture, world.strategies)
+        eligible = [t for t in env.unwrapped.tasks if t.difficulty <= p.max_hops]
+        env.close()
+        mix = {"configured": {s: w / sum(weights.values()) for s, w in weights.items()},
+               "expected": expected_mix(weights, eligible), "realised": realised_mix(demos),
+               "demos": len(demos), "max_hops": p.max_hops, "seed": recipe.seed, "extra_worlds": p.extra_worlds}
+        if main:
+            run.write_json(f"stages/{STAGE}/prior_mix.json", mix)
+            run.append_metrics({"stage": STAGE, "step": 0, **{f"prior/share_{s}": v for s, v in mix["realised"].items()}})
+        if progress and main:
+            print("prior mix (realised): " + ", ".join(f"{s} {v:.0%}" for s, v in mix["realised"].items()))
 
-    # 1. Demonstrations with the chosen mixture (reused on resume: the same data the checkpoint saw).
-    demos_path = stage_dir / "demos.jsonl"
-    if reuse and demos_path.exists():
-        demos = list(read_trajectories(demos_path))
-    else:
-        demos = sample_demos(recipe, progress=progress)
-        write_trajectories(demos_path, demos)
-    env = _pretrain_env(recipe)
-    world = env.unwrapped.taskset
-    weights = mixture_weights(p.mixture, world.strategies)
-    eligible = [t for t in env.unwrapped.tasks if t.difficulty <= p.max_hops]
-    env.close()
-    mix = {"configured": {s: w / sum(weights.values()) for s, w in weights.items()},
-           "expected": expected_mix(weights, eligible), "realised": realised_mix(demos),
-           "demos": len(demos), "max_hops": p.max_hops, "seed": recipe.seed, "extra_worlds": p.extra_worlds}
-    if main:
-        run.write_json(f"stages/{STAGE}/prior_mix.json", mix)
-        run.append_metrics({"stage": STAGE, "step": 0, **{f"prior/share_{s}": v for s, v in mix["realised"].items()}})
-    if progress and main:
-        print("prior mix (realised): " + ", ".join(f"{s} {v:.0%}" for s, v in mix["realised"].items()))
-
-    # 2. Tokenizer trained on what the model will read: rendered conversations and the documents.
-    docs = corpus_texts(recipe) if p.documents else []
-    tok_dir = stage_dir / "tokenizer"
-    if reuse and (tok_dir / "tokenizer.json").exists():
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-        tokenizer.padding_side = "left"  # not saved with it; live probes generate with this tokenizer
-    else:
-        # The template needs a tokenizer object, not its vocabulary: render with a throwaway byte-level one.
-        texts = chat_texts(demos, train_tokenizer(["x"], 300)) + docs
-        tokenizer = train_tokenizer(texts, p.vocab_size, blocks=scaffold_blocks() + (call_blocks() if p.call_tokens else []),
-                                    words=_lexicon(recipe))
-        tokenizer.save_pretrained(str(tok_dir))
-    if main:
-        barrier()
+        # 2. Tokenizer trained on what the model will read: rendered conversations and the documents.
+        docs = corpus_texts(recipe) if p.documents else []
+        tok_dir = stage_dir / "tokenizer"
+        if reuse and (tok_dir / "tokenizer.json").exists():
+            tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+            tokenizer.padding_side = "left"  # not saved with it; live probes generate with this tokenizer
+        else:
+            # The template needs a tokenizer object, not its vocabulary: render with a throwaway byte-level one.
+            texts = chat_texts(demos, train_tokenizer(["x"], 300)) + docs
+            tokenizer = train_tokenizer(texts, p.vocab_size, blocks=scaffold_blocks() + (call_blocks() if p.call_tokens else []),
+                                        words=_lexicon(recipe))
+            tokenizer.save_pretrained(str(tok_dir))
     texts = chat_texts(demos, tokenizer)
     if p.scramble_names:
         lexicon, rng = _lexicon(recipe) or _lexicon_of(recipe), random.Random(f"scramble:{recipe.seed}")
