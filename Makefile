@@ -52,7 +52,7 @@ lint: setup
 
 # Dynamics do not depend on the embedder; hashing avoids a first-time MiniLM build of WikiFactbook's 42k docs.
 fuzz: setup
-	$(BIN)/python -m searchgym.testing.fuzzing --actions 100000 --embedder hashing
+	$(BIN)/searchgym fuzz --actions 100000 --embedder hashing
 
 bench: setup
 	$(BIN)/python benchmarks/retrieval.py --quick

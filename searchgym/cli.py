@@ -2,12 +2,16 @@
 
 Imports are lazy so `searchgym --help` answers in well under a second even though training pulls in
 torch, transformers and TRL. A bad config (`searchgym.config.ConfigError`: recipe, corpus recipe, study file,
-``--set``) is one line on stderr and exit status 2, with nothing written (`_one_line`).
+``--set``) is one line on stderr and exit status 2, with nothing written (`_one_line`). Known harmless
+warnings of the libraries under training are silenced in one place (`_quiet_known_warnings`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +21,37 @@ from searchgym.config import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="searchgym: measure exploration diversity in LLM search agents.")
+
+
+# Third-party warnings that every run prints and no user can act on: (category, start of the message), each
+# with why it is harmless. Matched by category and message, never by module, so searchgym's own warnings
+# (plug-ins that fail to load, regenerated question files, GRPO settings that do nothing) and any new
+# third-party warning still show. Any -W option or PYTHONWARNINGS (e.g. PYTHONWARNINGS=default) turns this
+# off and shows them all.
+KNOWN_WARNINGS = (
+    # transformers 5 renamed model.is_gradient_checkpointing to is_activation_checkpointing; TRL 1.16's SFT
+    # and GRPO trainers still read the old name (a deprecated alias that works the same until v6, and the
+    # versions are pinned). searchgym/train/grpo.py filters it for GRPO; SFT runs printed it on every train.
+    (FutureWarning, "`is_gradient_checkpointing` is deprecated"),
+    # TRL warns that GRPOTrainer's rollout_func and environment_factory are experimental: searchgym's GRPO
+    # uses them on purpose (the engine rollout and TRL's own tool loop), against the pinned TRL, with tests
+    # (tests/test_grpo*.py). `make run` sets TRL_EXPERIMENTAL_SILENCE=1 for the same reason; a bare
+    # `searchgym train` printed the first on every GRPO run.
+    (UserWarning, "You are using 'rollout_func', which is an experimental feature"),
+    (UserWarning, "You are using 'environment_factory', which is an experimental feature"),
+)
+
+
+def _quiet_known_warnings() -> None:
+    if sys.warnoptions:  # the user asked for a warnings policy (-W, PYTHONWARNINGS): theirs wins
+        return
+    for category, message in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(message), category=category)
+
+
+@app.callback()
+def _every_command() -> None:
+    _quiet_known_warnings()
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -88,6 +123,28 @@ def envs() -> None:
     for env_id, description in registered_envs().items():
         table.add_row(env_id, description)
     Console().print(table)
+
+
+@app.command()
+def fuzz(actions: Annotated[int, typer.Option(help="total actions, split evenly across the envs")] = 100_000,
+         env: Annotated[list[str] | None, typer.Option(help="env id (repeatable; default: every registered "
+                                                            "id, `searchgym envs`)")] = None,
+         embedder: Annotated[str | None, typer.Option(help="override every env's embedder, e.g. hashing (the "
+                                                           "dynamics do not depend on it)")] = None,
+         seed: Annotated[int, typer.Option(help="seed of the generated actions and episodes")] = 0,
+         progress: Annotated[bool | None, typer.Option(help="progress bars (default: on a terminal, for "
+                                                            "5,000+ actions)")] = None) -> None:
+    """Fuzz search environments with generated actions; exit 1 on any exception or invariant violation.
+
+    The actions are valid calls, near-misses, garbage and hostile text; every documented invariant is checked
+    at each step (searchgym.testing.fuzzing). Prints a line per env, then the report as JSON."""
+    from searchgym.testing.fuzzing import fuzz_command
+
+    with _one_line(ValueError):
+        report = fuzz_command(actions, env or (), embedder=embedder, seed=seed, progress=progress)
+    if report["exceptions"] or report["violations"]:
+        _fail(f"{report['exceptions']} exception(s) and {report['violations']} invariant violation(s) in "
+              f"{report['actions']} actions (the first ones are listed above)", code=1)
 
 
 @app.command()

@@ -5,12 +5,12 @@
 
 `checks` holds `check_search_env` (Gymnasium's ``check_env``, a Hypothesis state machine, what training
 needs from the world); `fuzzing` the invariant checker, the generated actions and the fuzzer
-(``make fuzz``, ``python -m searchgym.testing.fuzzing``). Names load on first use.
+(``searchgym fuzz``, ``make fuzz``). Names load on first use.
 """
 
 _FROM = {"check_search_env": "checks", "make_state_machine": "checks", "training_readiness": "checks",
-         "InvariantChecker": "fuzzing", "InvariantViolation": "fuzzing", "fuzz": "fuzzing", "main": "fuzzing",
-         "random_action": "fuzzing", "random_case": "fuzzing"}
+         "InvariantChecker": "fuzzing", "InvariantViolation": "fuzzing", "fuzz": "fuzzing", "fuzz_command": "fuzzing",
+         "main": "fuzzing", "random_action": "fuzzing", "random_case": "fuzzing"}
 __all__ = sorted(_FROM)
 
 

@@ -2,15 +2,15 @@
 (`InvariantChecker`), the generated actions that probe them (valid calls, near-misses, garbage and hostile
 text), and the loop that drives every registered env with them.
 
-    python -m searchgym.testing.fuzzing --actions 100000 --embedder hashing     # make fuzz
+    searchgym fuzz --actions 100000 --embedder hashing     # make fuzz
 
-reports exceptions and violations. `searchgym.testing.checks` builds the Hypothesis state machine and
+reports exceptions and violations (`fuzz_command`; ``python -m searchgym.testing`` and
+``python -m searchgym.testing.fuzzing`` run the same command). `searchgym.testing.checks` builds the Hypothesis state machine and
 `check_search_env` (the one-line check for plug-in authors) on the same checker and actions.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
@@ -235,25 +235,50 @@ def fuzz(env_ids: list[str], actions: int, *, env_kwargs: dict | None = None, se
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
+def check_fuzz_options(actions: int, env_ids, embedder: str | None) -> list[str]:
+    """The env ids to fuzz (default: every registered id), or ValueError naming the bad option in one line."""
+    from searchgym.corpus.embedders import check_embedder
     from searchgym.envs import registered_envs
 
-    parser = argparse.ArgumentParser(description="Fuzz every registered searchgym env with generated actions.")
-    parser.add_argument("--actions", type=int, default=100_000, help="total actions across all envs")
-    parser.add_argument("--env", action="append", help="env id (repeatable; default: every registered id)")
-    parser.add_argument("--embedder", default=None, help="override every env's embedder (e.g. hashing)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    env_ids = args.env or list(registered_envs())
-    kwargs = {"embedder": args.embedder} if args.embedder else None
-    report = fuzz(env_ids, args.actions, env_kwargs=kwargs, seed=args.seed)
+    registered = list(registered_envs())
+    ids = list(dict.fromkeys(env_ids or ())) or registered
+    unknown = [e for e in ids if e not in registered]
+    if unknown:
+        raise ValueError(f"--env: {unknown[0]!r} is not a registered environment; allowed: {', '.join(registered)}")
+    if actions < len(ids):
+        raise ValueError(f"--actions: at least one action per env ({len(ids)} envs), got {actions}")
+    if embedder is not None:
+        check_embedder(embedder)  # EmbedderError is a ValueError: one line, before any index is built
+    return ids
+
+
+def fuzz_command(actions: int = 100_000, env_ids=(), *, embedder: str | None = None, seed: int = 0,
+                 progress: bool | None = None) -> dict:
+    """`searchgym fuzz`: fuzz the envs, print one line per env, the failures and (last line) the report as
+    JSON; returns the report. ``progress``: None shows the bars on a terminal for runs of 5,000+ actions."""
+    ids = check_fuzz_options(actions, env_ids, embedder)
+    if progress is None:
+        progress = actions >= 5_000 and sys.stderr.isatty()
+    report = fuzz(ids, actions, env_kwargs={"embedder": embedder} if embedder else None, seed=seed,
+                  progress=progress)
     for env_id, row in report["per_env"].items():
         print(f"{env_id:45s} {row['actions']:>8d} actions {row['episodes']:>6d} episodes "
               f"{row['actions_per_s']:>8.1f} actions/s")
     for failure in report["failures"]:
         print("FAIL", failure)
-    print(json.dumps({k: v for k, v in report.items() if k != "per_env"}))
-    return 0 if report["exceptions"] == 0 and report["violations"] == 0 else 1
+    print(json.dumps(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m searchgym.testing.fuzzing [options]``: `searchgym fuzz` under its old name; the exit status."""
+    from searchgym.cli import app
+
+    try:
+        app(["fuzz", *(sys.argv[1:] if argv is None else argv)], prog_name="searchgym")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else int(e.code is not None)
+    return 0
 
 
 if __name__ == "__main__":
