@@ -120,7 +120,7 @@ def random_action(rng: random.Random, base, answers=()) -> object:
 
 def random_case(rng: random.Random, base, answers=()) -> tuple[object, str | None]:
     """One action: a valid call, a near-miss, garbage or hostile text (deep JSON, huge numbers, long
-    whitespace), with the doc id it must open when it is a plain-form open of a real id (else None)."""
+    whitespace, ``<think>`` blocks), with the doc id it must open when it is a plain-form open of a real id (else None)."""
     roll = rng.random()
     shown = base.tools.state.shown
     if roll < 0.35:
@@ -137,7 +137,7 @@ def random_case(rng: random.Random, base, answers=()) -> tuple[object, str | Non
     if roll < 0.7:
         return rng.choice(GARBAGE), None
     if roll < 0.8:
-        return rng.choice((deep_nesting, huge_number, whitespace_run))(rng), None
+        return rng.choice((deep_nesting, huge_number, whitespace_run, reasoning_block))(rng), None
     return _random_text(rng, rng.randint(0, 200)), None
 
 
@@ -168,6 +168,16 @@ def whitespace_run(rng: random.Random) -> str:
     ws = rng.choice([" ", "\n", "\t", "\u3000", "\r\n", " \n"]) * rng.choice([1000, 2000, 4096, rng.randint(1, 9000)])
     return rng.choice(["WS", "search:WSx", "<tool_call>WS", "WS</tool", "<tool_call>WS<", "open(WSx)WS",
                        "answerWS:WSy", "WS<|im_end|>WS", '{"name": "answer",WS"arguments": {"text": "x"}}']).replace("WS", ws)
+
+
+def reasoning_block(rng: random.Random) -> str:
+    """A reasoning model's ``<think>`` blocks around a call: long, unclosed, repeated or nested tags (the
+    stripping before parsing must stay linear and never raise)."""
+    think = "<think>" + _random_text(rng, rng.choice([0, 50, 5000, rng.randint(1, 20000)])) + "</think>"
+    call = format_tool_call(ToolCall("search", {"query": _random_text(rng, 8)}))
+    return rng.choice([think + call, think * rng.randint(2, 50) + call, "<think>" * rng.randint(1, 3000) + call,
+                       call + "<think>", "</think>" * rng.randint(1, 3000) + call, "<think><think>x</think>" + call,
+                       think[:rng.randint(0, len(think))]])
 
 
 def _random_text(rng: random.Random, n: int) -> str:
