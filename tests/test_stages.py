@@ -92,7 +92,7 @@ def test_a_stages_settings_are_typed_and_validated_before_any_work(toy, tmp_path
 def test_an_unregistered_stage_or_section_is_refused(tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text('name = "r"\nstages = ["toy"]\n[model]\nbase = "tiny"\n')
-    with pytest.raises(RecipeError, match=r"stages: unknown stage 'toy'; allowed: \['pretrain', 'sft', 'grpo'\]"):
+    with pytest.raises(RecipeError, match=r"stages: unknown stage 'toy'; allowed: \['pretrain', 'sft', 'grpo', 'rft'\]"):
         load_recipe(recipe)
     recipe.write_text('name = "r"\nstages = ["sft"]\n[model]\nbase = "tiny"\n[toy]\nsteps = 1\n')
     with pytest.raises(RecipeError, match="unknown key 'toy'"):

@@ -22,12 +22,15 @@ def lora_config(recipe: Recipe):
     return build(recipe.lora)
 
 
-def sft_config(recipe: Recipe, output_dir: Path):
+def sft_config(recipe: Recipe, output_dir: Path, settings=None):
+    """TRL's SFTConfig for the recipe: ``settings`` is any section with SFT's training fields (epochs,
+    learning_rate, batch_size, grad_accum, max_length, logging_steps, save_steps); default ``recipe.sft``
+    (the rft stage passes its own, `searchgym.train.rft`)."""
     from trl import SFTConfig
 
     from searchgym.train.context import trainer_args
 
-    s = recipe.sft
+    s = recipe.sft if settings is None else settings
     return SFTConfig(
         output_dir=str(output_dir),
         assistant_only_loss=True,  # TRL swaps in the template's training variant (generation markers)

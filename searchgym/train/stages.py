@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from searchgym.config.recipe import GRPOSettings, PretrainConfig, Recipe, SFTSettings
+from searchgym.train.rft import RFTSettings
 
 
 @runtime_checkable
@@ -70,6 +71,8 @@ STAGES: dict[str, Stage] = {
     # multi-turn GRPO over the env's tools
     "grpo": BuiltinStage("grpo", GRPOSettings, False, "searchgym.config.checks:check_grpo",
                          "searchgym.train.grpo:train_grpo"),
+    # rejection-sampling fine-tuning: SFT on the policy's own correct episodes, round after round
+    "rft": BuiltinStage("rft", RFTSettings, False, "searchgym.train.rft:check_rft", "searchgym.train.rft:train_rft"),
 }
 
 
