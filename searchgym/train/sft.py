@@ -56,16 +56,17 @@ def _demo_dataset(ctx):
     ``demos/``) and logs their stats; other ranks wait for it and read the saved set they train on."""
     s, recipe = ctx.recipe.sft, ctx.recipe
     folder = ctx.run_dir / "demos"
-    if not ctx.is_main:
-        from datasets import load_from_disk
+    # Rank 0 first; the others then read what it saved (and stop with a clear error if it failed: main_first).
+    with ctx.main_first("building the SFT demos"):
+        if not ctx.is_main:
+            from datasets import load_from_disk
 
-        ctx.barrier()
-        return load_from_disk(str(folder / s.demos))
-    sets = build_demo_sets(recipe.env.id, num_questions=s.num_questions, demos_per_question=s.demos_per_question,
-                           seed=recipe.seed, narrow_strategy=s.narrow_strategy, narrow_style=s.narrow_style,
-                           env_kwargs=recipe.env.kwargs)
-    stats = save_demo_sets(sets, folder)
-    ctx.barrier()
+            return load_from_disk(str(folder / s.demos))
+        sets = build_demo_sets(recipe.env.id, num_questions=s.num_questions,
+                               demos_per_question=s.demos_per_question, seed=recipe.seed,
+                               narrow_strategy=s.narrow_strategy, narrow_style=s.narrow_style,
+                               env_kwargs=recipe.env.kwargs)
+        stats = save_demo_sets(sets, folder)
     ctx.log({"step": 0, **{f"demos/{kind}_{k}": v for kind in stats for k, v in stats[kind].items()
                            if isinstance(v, int | float)}})
     for kind, st in stats.items():
