@@ -219,3 +219,21 @@ def test_demonstrator_refuses_a_strategy_the_task_lacks(world, all_tasks):
     with pytest.raises(ValueError, match="strategies"):
         world.demonstrator("teleport", "keyword")
     assert contains(t.question, t.meta["bridge"])
+
+
+def test_default_env_searches_with_bm25_and_needs_no_model(monkeypatch, tmp_path):
+    """`gymnasium.make("searchgym/WikiFactbook-v0")` with its defaults ranks with BM25 (seconds, no model, the
+    best measured evidence recall), not by embedding 42k documents with MiniLM first; dense stays one kwarg."""
+    import gymnasium
+
+    import searchgym  # noqa: F401  (registers the envs)
+    import searchgym.corpus.embedders as embedders
+
+    monkeypatch.setenv("SEARCHGYM_CACHE", str(tmp_path))  # a first use: nothing cached
+    monkeypatch.setattr(embedders.SentenceTransformerEmbedder, "__init__",
+                        lambda *a, **k: pytest.fail("the default loaded an embedding model"))
+    env = gymnasium.make("searchgym/WikiFactbook-v0")
+    assert env.unwrapped.retriever == "bm25"
+    env.reset(seed=0)
+    obs, *_ = env.step('<tool_call>{"name": "search", "arguments": {"query": "Togo capital"}}</tool_call>')
+    assert "[fb:to:government:capital]" in obs

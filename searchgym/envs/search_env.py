@@ -174,7 +174,8 @@ class SearchEnv(gymnasium.Env):
     ``searchgym.worlds`` entry-point group, or a `TaskSet` instance (never an import path).
     ``retriever`` chooses how ``search`` ranks documents:
 
-    * ``"dense"`` (default): cosine similarity of ``embedder`` vectors in a FAISS ``index``
+    * ``"dense"`` (default, but ``searchgym/WikiFactbook-v0`` registers ``"bm25"``: its 42k documents take
+      minutes to embed and BM25 finds more of their evidence): cosine similarity of ``embedder`` vectors in a FAISS ``index``
       (searchgym.corpus specs; ``"hashing"`` needs no model, ``"minilm"`` embeds the corpus once, which
       takes minutes on a large corpus, then loads from the cache).
     * ``"bm25"``: keyword BM25 (the ``bm25s`` package, k1=1.5, b=0.75, English stopwords, accents
@@ -199,7 +200,8 @@ class SearchEnv(gymnasium.Env):
     * v0: initial release; ``retriever`` added later (default ``"dense"``: unchanged behaviour), then
       its controls ``"random"``/``"oracle"`` and ``tools`` (default: all, unchanged); then
       ``max_action_chars`` (default 4096, the old fixed limit) and ``<think>`` reasoning removed before
-      parsing (before, reasoning counted towards the fixed 4096 characters and hid a plain-form call).
+      parsing (before, reasoning counted towards the fixed 4096 characters and hid a plain-form call);
+      then ``searchgym/WikiFactbook-v0`` with ``retriever="bm25"`` by default (before: dense MiniLM).
     """
 
     metadata = {"render_modes": ["ansi"]}
