@@ -37,8 +37,8 @@ import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from searchgym.agent.models import PRIOR, SMOLLM2  # noqa: E402
-from searchgym.config.recipe import load_recipe  # noqa: E402
 from searchgym.study.spec import load_study  # noqa: E402
+from searchgym.train.stages import load_recipe  # noqa: E402
 
 STUDY = Path(__file__).resolve().parents[1] / "agents" / "breadth-study.toml"
 PRESET = {PRIOR: "quick", SMOLLM2: "smollm2"}

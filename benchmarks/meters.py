@@ -42,9 +42,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from searchgym.agent.demos import build_demos, to_dataset  # noqa: E402
 from searchgym.agent.models import load_model  # noqa: E402
-from searchgym.config.recipe import Recipe, recipe_from_dict  # noqa: E402
+from searchgym.config.recipe import Recipe  # noqa: E402
 from searchgym.runs import read_metrics  # noqa: E402
 from searchgym.train.probes import make_diversity_callback  # noqa: E402
+from searchgym.train.stages import recipe_from_dict  # noqa: E402
 
 # A small world and the hashing embedder: the index builds in a second, and retrieval is a negligible
 # part of both a training step and a probe (generation dominates the probe).
@@ -79,7 +80,7 @@ def train_once(recipe: Recipe, dataset, steps: int, run_dir: Path, meters: bool)
                       target_modules=lora.target_modules, task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft)
-    callback = make_diversity_callback(recipe, run_dir, tokenizer).attach(trainer) if meters else None
+    callback = make_diversity_callback(recipe, run_dir, tokenizer, stage="sft").attach(trainer) if meters else None
     start = time.perf_counter()
     trainer.train()
     run = {"seconds": time.perf_counter() - start}

@@ -34,7 +34,7 @@ if sys.argv[1] == "--scripted":
     from test_grpo import scripted_engine_turn, scripted_generation
     from searchgym.train import grpo_rollout
     from searchgym.agent.models import load_model
-    from searchgym.config.recipe import load_recipe
+    from searchgym.train.stages import load_recipe
     from searchgym.train.grpo_env import make_environment_factory
 
     recipe = load_recipe(sys.argv[2], [a for a in sys.argv[3:] if "=" in a])

@@ -16,11 +16,11 @@ import torch
 from transformers.utils import get_json_schema
 
 import searchgym  # noqa: F401  (registers the envs and plug-ins)
-from searchgym.config.recipe import load_recipe
 from searchgym.envs.tools import TOOL_NAMES, SearchTools, ToolError
 from searchgym.runs import read_metrics
 from searchgym.train.grpo import run_grpo
 from searchgym.train.grpo_env import make_environment_factory
+from searchgym.train.stages import load_recipe
 
 ELEMENTS = "searchgym_plugin_example/Elements-v0"
 SMOKE = "agents/smoke-grpo.toml"

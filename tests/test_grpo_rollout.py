@@ -12,10 +12,10 @@ import torch
 
 import searchgym  # noqa: F401  (registers the envs)
 from searchgym.agent.models import PRIOR, load_model
-from searchgym.config.recipe import load_recipe
 from searchgym.train import grpo
 from searchgym.train.context import TrainContext
 from searchgym.train.grpo_rollout import EngineRollout, env_tools, tool_suffix_ids
+from searchgym.train.stages import load_recipe
 
 PRIOR_WORLD = ('env.kwargs={ embedder = "hashing", top_k = 3, max_obs_chars = 400, max_steps = 8, world_kwargs = '
                '{ size = 30, max_hops = 2, n_train = 1500, n_test = 300, holdout = "question" } }')

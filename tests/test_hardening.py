@@ -17,10 +17,11 @@ import gymnasium
 import pytest
 
 import searchgym  # noqa: F401  (registers the envs and plug-ins)
-from searchgym.config.recipe import RecipeError, load_recipe, recipe_from_dict
+from searchgym.config.recipe import RecipeError
 from searchgym.envs.search_env import load_world
 from searchgym.runs import RunLocked, checkpoint_step, read_metrics, run_lock, trim_metrics
 from searchgym.train import find_latest_run, train_command
+from searchgym.train.stages import load_recipe, recipe_from_dict
 from searchgym.worlds import world_names
 
 AGENTS = Path(__file__).resolve().parents[1] / "agents"

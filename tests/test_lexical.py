@@ -188,6 +188,6 @@ def test_a_recipe_with_a_bad_retriever_fails_at_load(tmp_path, monkeypatch):
     assert len(lines) == 1 and lines[0].startswith("error: env.kwargs.retriever: "), result.output
     assert "['dense', 'bm25', 'hybrid']" in lines[0] and "Traceback" not in result.output
     assert not out.exists()
-    from searchgym.config.recipe import load_recipe
+    from searchgym.train.stages import load_recipe
 
     assert load_recipe(Path("agents/quick.toml"), ['env.kwargs.retriever="bm25"']).env.kwargs["retriever"] == "bm25"

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 import searchgym  # noqa: F401  (registers the envs and plug-ins)
-from searchgym.config.recipe import RecipeError, load_recipe
+from searchgym.config.recipe import RecipeError
+from searchgym.train.stages import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Plug in a new search environment"

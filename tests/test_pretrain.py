@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from searchgym.config.recipe import RecipeError, recipe_from_dict
+from searchgym.config.recipe import RecipeError
 from searchgym.runs import read_metrics
 from searchgym.train.pretrain import (
     _pretrain_env,
@@ -18,6 +18,7 @@ from searchgym.train.pretrain import (
     run_pretrain,
     sample_demos,
 )
+from searchgym.train.stages import recipe_from_dict
 
 SMALL_ENV = {"id": "searchgym/SyntheticWorld-Easy-v0",
              "kwargs": {"embedder": "hashing", "top_k": 2, "max_obs_chars": 300, "max_steps": 6,

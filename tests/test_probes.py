@@ -12,7 +12,6 @@ import pytest
 from transformers import TrainerControl, TrainerState
 from transformers.integrations import TensorBoardCallback
 
-from searchgym.config.recipe import recipe_from_dict
 from searchgym.meters.alarms import Above, RelativeDrop
 from searchgym.runs import MetricsLogger, read_metrics
 from searchgym.train.probes import (
@@ -21,6 +20,7 @@ from searchgym.train.probes import (
     make_diversity_callback,
     probe_task_ids,
 )
+from searchgym.train.stages import recipe_from_dict
 from searchgym.trajectory import read_trajectories
 
 SMALL_WORLD = {"embedder": "hashing", "top_k": 2, "max_obs_chars": 200, "max_steps": 4,

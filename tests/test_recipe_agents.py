@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from searchgym.config.recipe import RecipeError, load_recipe
+from searchgym.config.recipe import RecipeError
 from searchgym.train import train_command
+from searchgym.train.stages import load_recipe
 
 AGENTS = Path(__file__).resolve().parents[1] / "agents"
 

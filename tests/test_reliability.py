@@ -278,7 +278,7 @@ def test_env_index_spec_is_checked_at_load(override, message, tmp_path, monkeypa
 
 
 def test_good_env_index_specs_load(no_slow_work):
-    from searchgym.config.recipe import load_recipe
+    from searchgym.train.stages import load_recipe
 
     for spec in ("ivfpq:m=0", "ivfpq:m=auto,nbits=4", "opq+ivfpq:m=64", "hnsw:M=16", "flat"):
         assert load_recipe(SMOKE_SFT, [f"env.kwargs.index={spec}"]).env.kwargs["index"] == spec

@@ -208,7 +208,7 @@ def test_bad_values_are_refused_at_construction_in_one_line(kwargs, start):
 
 
 def test_recipes_take_the_controls_and_refuse_bad_values_at_load():
-    from searchgym.config.recipe import load_recipe
+    from searchgym.train.stages import load_recipe
 
     recipe = Path("agents/smoke-sft.toml")
     for override in ['env.kwargs.retriever="random"', 'env.kwargs.retriever="oracle"', 'env.kwargs.tools=["answer"]']:

@@ -19,9 +19,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from searchgym.cli import app
-from searchgym.config.recipe import RecipeError, load_recipe
+from searchgym.config.recipe import RecipeError
 from searchgym.runs import RunFolder, checkpoint_step, read_metrics, trim_metrics
 from searchgym.train.rft import RFTSettings, kept_episodes, round_row
+from searchgym.train.stages import load_recipe
 from searchgym.trajectory import Trajectory, read_trajectories
 
 RECIPE = Path(__file__).resolve().parents[1] / "agents" / "smoke-rft.toml"

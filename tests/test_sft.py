@@ -14,12 +14,13 @@ import torch
 from safetensors.torch import load_file
 
 from searchgym.agent.models import load_model
-from searchgym.config.recipe import RecipeError, load_recipe
+from searchgym.config.recipe import RecipeError
 from searchgym.envs.actions import format_tool_call
 from searchgym.runs import read_metrics
 from searchgym.tasks import ToolCall
 from searchgym.train import find_latest_run, train_command
 from searchgym.train.sft import latest_checkpoint
+from searchgym.train.stages import load_recipe
 from searchgym.trajectory import read_trajectories
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "agents" / "smoke-sft.toml")

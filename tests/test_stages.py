@@ -11,9 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from searchgym.cli import app
-from searchgym.config.recipe import RecipeError, load_recipe
+from searchgym.config.recipe import RecipeError
 from searchgym.runs import RunFolder, read_metrics
 from searchgym.train import stages
+from searchgym.train.stages import load_recipe
 
 SMOKE_SFT = Path(__file__).resolve().parents[1] / "agents" / "smoke-sft.toml"
 

@@ -14,7 +14,8 @@ import searchgym  # noqa: F401  (registers the envs and plug-ins)
 from searchgym.cli import app
 from searchgym.config import recipe as recipe_mod
 from searchgym.config import to_toml
-from searchgym.config.recipe import RecipeError, load_recipe, parse_kwargs, recipe_from_dict
+from searchgym.config.recipe import RecipeError, parse_kwargs
+from searchgym.train.stages import load_recipe, recipe_from_dict, validate_recipe
 from searchgym.trajectory import Trajectory, write_trajectories
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +169,7 @@ def test_literal_fields_are_refused_from_files_and_from_code(no_slow_work):
     assert recipe.grpo.loss_type == "dr_grpo"
     recipe.model.dtype = "float8"  # a recipe changed in code is held to the same choices
     with pytest.raises(RecipeError, match=r"^model.dtype must be one of \['float32', 'bfloat16', 'float16'\]"):
-        recipe.validate()
+        validate_recipe(recipe)
 
 
 def test_grpo_use_vllm_without_vllm_stops_at_load(no_slow_work):

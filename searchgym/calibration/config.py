@@ -59,8 +59,8 @@ def study_setup(study_file: str | Path = STUDY_FILE, preset: str = STUDY_PRESET)
     """The env, split, eval sizes and seeds of a study preset, resolved through the study's own loader
     (its base arm's recipe with every override); the quick preset's values when the file is absent."""
     from searchgym.config import ConfigError
-    from searchgym.config.recipe import load_recipe
     from searchgym.study.spec import load_study
+    from searchgym.train.stages import load_recipe
 
     try:
         study = load_study(study_file, preset)

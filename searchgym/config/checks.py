@@ -1,7 +1,12 @@
-"""The checks behind `Recipe.validate`: ranges of every field, rules across fields, the env and its world (what
-SFT and the prior lab need of it), the embedder and the tracker backends; each failure is one `ConfigError` (the
-one `searchgym.config.ConfigError`) that names the field and what is allowed. Types and ``Literal`` choices are
-the config loader's (`searchgym.config.build`, and `check_choices` for a recipe changed in code).
+"""The checks behind `Recipe.validate`: ranges of the fields every recipe has, the stage list, the env and its
+world, the embedder and the tracker backends; each failure is one `ConfigError` (the one
+`searchgym.config.ConfigError`) that names the field and what is allowed. Types and ``Literal`` choices are the
+config loader's (`searchgym.config.build`, and `check_choices` for a recipe changed in code).
+
+No stage is named here: each stage's own checks live with it (`searchgym.train.stages.STAGES` names them) and
+reach these functions as the ``stages`` mapping the caller passes in (name -> an object with ``settings``,
+``builds_base``, ``validate(recipe)`` and optionally ``needs_train_split`` and ``validate_world(recipe, world,
+name)``), because config sits below train and never imports it (tests/test_layers.py).
 
 Nothing here loads a model or builds an index (a plug-in world, small and cached in-process, is built to check
 its splits). `searchgym.config.recipe` holds the typed sections and the loading; this module imports them, and
@@ -13,29 +18,29 @@ from __future__ import annotations
 import math
 
 from searchgym.config import ConfigError
-from searchgym.config.recipe import NAME_PATTERN, SEARCH_ENV, Recipe, SFTSettings
+from searchgym.config.recipe import NAME_PATTERN, SEARCH_ENV, Recipe
 
 
-def check_fields(recipe: Recipe) -> None:
-    """Name, stages, choices and the counts that must be >= 1 (the first checks `Recipe.validate` runs)."""
+def check_fields(recipe: Recipe, stages: dict) -> None:
+    """Name, stages, choices and the counts that must be >= 1 (the first checks `Recipe.validate` runs), then
+    each registered stage's own ``validate``; ``stages`` is the stage registry (name -> stage)."""
     if not isinstance(recipe.name, str) or not NAME_PATTERN.fullmatch(recipe.name):
         raise ConfigError(f"name: {recipe.name!r:.60} is not a run-folder name; use 1-100 letters, digits, '.', "
                           "'_' or '-', not starting with '.' (pass --out DIR to write elsewhere)")
-    from searchgym.train.stages import STAGES
-
     for s in recipe.stages:
-        if s not in STAGES:
-            raise ConfigError(f"stages: unknown stage {s!r}; allowed: {list(STAGES)}")
+        if s not in stages:
+            raise ConfigError(f"stages: unknown stage {s!r}; allowed: {list(stages)}")
     if not recipe.stages:
-        raise ConfigError("stages: give at least one stage, e.g. stages = [\"sft\"]")
+        example = next(n for n, st in stages.items() if not st.builds_base)
+        raise ConfigError(f"stages: give at least one stage, e.g. stages = [\"{example}\"]")
     for s in recipe.stages:
-        if STAGES[s].builds_base and (recipe.stages[0] != s or recipe.stages.count(s) > 1):
-            later = [n for n, st in STAGES.items() if not st.builds_base]
+        if stages[s].builds_base and (recipe.stages[0] != s or recipe.stages.count(s) > 1):
+            later = [n for n, st in stages.items() if not st.builds_base]
             raise ConfigError(f"stages: {s!r} must come first (once), optionally followed by "
-                              f"{' and/or '.join(later)}, e.g. stages = [\"{s}\", \"grpo\"]")
+                              f"{' and/or '.join(later)}, e.g. stages = [\"{s}\", \"{later[0]}\"]")
     for name in recipe.stages:  # a stage with its own section (not a Recipe field) gets its defaults
-        if STAGES[name].settings is not None and not hasattr(recipe, name):
-            recipe.stage_sections.setdefault(name, STAGES[name].settings())
+        if stages[name].settings is not None and not hasattr(recipe, name):
+            recipe.stage_sections.setdefault(name, stages[name].settings())
     for n in ("questions", "samples", "max_turns", "max_new_tokens", "batch_size"):
         if getattr(recipe.eval, n) < 1:
             raise ConfigError(f"eval.{n}: must be >= 1, got {getattr(recipe.eval, n)}")
@@ -45,8 +50,9 @@ def check_fields(recipe: Recipe) -> None:
     if not 0 <= recipe.seed < 2**32:  # numpy and torch refuse other seeds, minutes into a run
         raise ConfigError(f"seed: must be an integer in [0, 2**32), got {recipe.seed}")
     check_alarms(recipe.meters.alarms)
-    for stage in STAGES.values():  # every stage's section is checked, listed in stages or not
-        stage.validate(recipe)
+    for name, stage in stages.items():  # every stage's section is checked, listed in stages or not ...
+        if stage.settings is None or recipe.settings(name) is not None:
+            stage.validate(recipe)  # ... except one that is only its defaults (neither listed nor given)
 
 
 def check_alarms(alarms) -> None:
@@ -67,110 +73,28 @@ def check_alarms(alarms) -> None:
                               f"(docs/meters.md, e.g. 'diversity/strategy_entropy_mm') or one of {echo_keys}")
 
 
-def check_sft(recipe: Recipe) -> None:
-    """The SFT stage's own checks (`searchgym.train.stages.STAGES["sft"]`)."""
-    for n in ("num_questions", "demos_per_question", "batch_size", "max_length"):
-        if getattr(recipe.sft, n) < 1:
-            raise ConfigError(f"sft.{n}: must be >= 1, got {getattr(recipe.sft, n)}")
-
-
-def check_grpo(recipe: Recipe) -> None:
-    """The GRPO stage's own checks (`searchgym.train.stages.STAGES["grpo"]`)."""
-    g = recipe.grpo
-    if g.num_generations < 2:
-        raise ConfigError("grpo.num_generations: GRPO needs >= 2 generations per prompt to compare them")
-    if (g.batch_size * g.grad_accum) % g.num_generations:
-        raise ConfigError(f"grpo.batch_size: batch_size × grad_accum ({g.batch_size}×{g.grad_accum}) must be "
-                          f"a multiple of num_generations ({g.num_generations}); set grpo.batch_size to "
-                          f"{g.num_generations} or a multiple of it")
-    for n in ("steps", "num_questions", "max_completion_length"):
-        if getattr(g, n) < 1:
-            raise ConfigError(f"grpo.{n}: must be >= 1, got {getattr(g, n)}")
-    if g.beta < 0:
-        raise ConfigError(f"grpo.beta: the KL coefficient must be >= 0, got {g.beta}")
-    if g.ref_reset_steps and not g.beta:
-        raise ConfigError("grpo.ref_reset_steps: reference resets need a reference model; set grpo.beta > 0")
-    if g.use_vllm and g.rollout == "engine":
-        raise ConfigError("grpo.use_vllm: vLLM generates only in TRL's own tool loop; set grpo.rollout = \"trl\" "
-                          "with it (the engine rollout generates with transformers)")
-    if g.use_vllm and "grpo" in recipe.stages:  # was refused only when the GRPO stage started
-        import importlib.util
-
-        if importlib.util.find_spec("vllm") is None:
-            raise ConfigError("grpo.use_vllm: vllm is not installed (pip install vllm, on a CUDA machine); set "
-                              "grpo.use_vllm = false")
-        import torch  # only for this check: a recipe without vLLM is checked before torch loads
-
-        if not torch.cuda.is_available():  # was refused only once the GRPO stage built its config
-            raise ConfigError("grpo.use_vllm: vLLM needs a CUDA GPU and none is visible here "
-                              "(torch.cuda.is_available() is False); set grpo.use_vllm = false")
-
-
-def check_pretrain(recipe: Recipe) -> None:
-    """The prior lab's own checks (`searchgym.train.stages.STAGES["pretrain"]`)."""
-    p = recipe.pretrain
-    if p.max_hops < 1:
-        raise ConfigError(f"pretrain.max_hops: must be >= 1, got {p.max_hops}")
-    if p.extra_worlds < 0:
-        raise ConfigError(f"pretrain.extra_worlds: must be >= 0 (0 = the env's world only), got {p.extra_worlds}")
-    if p.vocab_size < 300:  # was refused only when the tokenizer was trained, minutes into a run
-        raise ConfigError(f"pretrain.vocab_size: byte-level BPE needs >= 300 (256 bytes + merges), got "
-                          f"{p.vocab_size}")
-    # was refused only when the model was built, after the demos (num_heads < 1 is check_numbers')
-    if p.num_heads >= 1 and p.hidden_size % p.num_heads:
-        raise ConfigError(f"pretrain.hidden_size: must be a multiple of pretrain.num_heads ({p.num_heads}), "
-                          f"got {p.hidden_size}")
-
-
 def check_numbers(recipe: Recipe) -> None:
-    """Ranges of the numeric fields (NaN fails every one of them)."""
-    positive = "a finite number > 0"
-    rules = [  # (key, ok, what is allowed)
-        *((f"{sec}.learning_rate", _finite(getattr(recipe, sec).learning_rate)
-           and getattr(recipe, sec).learning_rate > 0, positive) for sec in ("sft", "grpo", "pretrain")),
-        ("sft.epochs", _finite(recipe.sft.epochs) and recipe.sft.epochs > 0, "a finite number of epochs > 0"),
-        *((f"{sec}.{k}", getattr(getattr(recipe, sec), k) >= 1, "an integer >= 1")
-          for sec, keys in (("sft", ("save_steps", "logging_steps", "grad_accum")),
-                            ("grpo", ("save_steps", "logging_steps", "grad_accum", "batch_size",
-                                      "max_tool_calling_iterations")),
-                            ("pretrain", ("epochs", "save_steps", "logging_steps", "num_demos", "vocab_size",
-                                          "hidden_size", "num_layers", "num_heads", "batch_size",
-                                          "max_length")),
-                            ("meters", ("probe_questions", "samples")))
-          for k in keys),
-        *((f"{sec}.{k}", getattr(getattr(recipe, sec), k) >= 0, "an integer >= 0")
-          for sec, k in (("pretrain", "warmup_steps"), ("pretrain", "intermediate_size"),
-                         ("grpo", "ref_reset_steps"), ("meters", "every"), ("dose", "every"))),
-        ("eval.temperature", _finite(recipe.eval.temperature) and recipe.eval.temperature >= 0,
+    """Ranges of the numeric fields every recipe has (NaN fails every one of them); a stage's section has its
+    ranges in that stage's checks."""
+    check_rules(recipe, [  # (key, ok, what is allowed)
+        *((f"meters.{k}", getattr(recipe.meters, k) >= 1, "an integer >= 1") for k in ("probe_questions", "samples")),
+        *((f"{sec}.every", getattr(recipe, sec).every >= 0, "an integer >= 0") for sec in ("meters", "dose")),
+        ("eval.temperature", finite(recipe.eval.temperature) and recipe.eval.temperature >= 0,
          "a finite number >= 0 (0 = greedy)"),
-        ("grpo.temperature", _finite(recipe.grpo.temperature) and recipe.grpo.temperature > 0, positive),
-        *((f"{sec}.top_p", _finite(getattr(recipe, sec).top_p) and 0 < getattr(recipe, sec).top_p <= 1,
-           "a number in (0, 1]") for sec in ("eval", "grpo")),
-        ("grpo.beta", _finite(recipe.grpo.beta), "a finite number >= 0"),
-        ("grpo.epsilon", _finite(recipe.grpo.epsilon) and 0 < recipe.grpo.epsilon < 1, "a clip range in (0, 1)"),
-        ("grpo.epsilon_high", _finite(recipe.grpo.epsilon_high) and recipe.grpo.epsilon_high >= 0,
-         "a finite number >= 0 (0 = same as grpo.epsilon; DAPO uses 0.28)"),
-        ("grpo.top_entropy_quantile", _finite(recipe.grpo.top_entropy_quantile)
-         and 0 <= recipe.grpo.top_entropy_quantile <= 1, "a share in [0, 1] (1 = every token; 0.2 in the paper)"),
-        ("grpo.entropy_coef", _finite(recipe.grpo.entropy_coef) and recipe.grpo.entropy_coef >= 0,
-         "a finite number >= 0 (0 = no entropy bonus)"),
-        ("grpo.entropy_target", _finite(recipe.grpo.entropy_target) and recipe.grpo.entropy_target >= 0,
-         "a finite entropy in nats >= 0"),
-        ("grpo.num_iterations", recipe.grpo.num_iterations >= 1, "an integer >= 1"),
-        *((f"grpo.{k}", _finite(getattr(recipe.grpo, k)) and getattr(recipe.grpo, k) >= 0,
-           "a finite weight >= 0 (0 = off)")
-          for k in ("novelty_reward", "redundancy_penalty", "evidence_reward", "rare_answer_reward")),
-        ("grpo.format_reward", _finite(recipe.grpo.format_reward), "a finite number"),
-        ("grpo.search_cost", _finite(recipe.grpo.search_cost) and recipe.grpo.search_cost >= 0,
-         "a finite cost >= 0"),
+        ("eval.top_p", finite(recipe.eval.top_p) and 0 < recipe.eval.top_p <= 1, "a number in (0, 1]"),
         ("lora.r", recipe.lora.r >= 1, "the LoRA rank, an integer >= 1 (e.g. 8 or 16)"),
         ("lora.alpha", recipe.lora.alpha >= 1, "an integer >= 1 (e.g. 2 × lora.r)"),
-        ("lora.dropout", _finite(recipe.lora.dropout) and 0 <= recipe.lora.dropout < 1, "a probability in [0, 1)"),
-    ]
+        ("lora.dropout", finite(recipe.lora.dropout) and 0 <= recipe.lora.dropout < 1, "a probability in [0, 1)"),
+    ])
+
+
+def check_rules(recipe: Recipe, rules) -> None:
+    """The first failing ``(key, ok, allowed)`` rule as one ConfigError: ``key: must be <allowed>, got <value>``
+    (the stages' checks use it for their sections too)."""
     for key, ok, allowed in rules:
         if not ok:
             section, _, name = key.rpartition(".")
-            raise ConfigError(f"{key}: must be {allowed}, got {getattr(getattr(recipe, section), name)!r}")
+            raise ConfigError(f"{key}: must be {allowed}, got {getattr(recipe.settings(section), name)!r}")
 
 
 def check_report_to(report_to: list[str] | str, backends: dict[str, tuple[str, ...]]) -> list[str]:
@@ -190,10 +114,11 @@ def check_report_to(report_to: list[str] | str, backends: dict[str, tuple[str, .
     return value
 
 
-def check_env(recipe: Recipe) -> None:
+def check_env(recipe: Recipe, stages: dict) -> None:
     """``env.id`` registered, ``env.kwargs`` known to SearchEnv, its world registered and its world_kwargs
-    the world's own, the embedder resolvable, and (for SFT) the world's strategies: all without building
-    a world's index or loading a model."""
+    the world's own, the embedder resolvable, and what each listed stage needs of the world (its
+    ``validate_world``; the train split for a stage that ``needs_train_split``): all without building a
+    world's index or loading a model. ``stages`` is the stage registry (name -> stage)."""
     import gymnasium
 
     from searchgym.envs import register_all, registered_envs
@@ -208,9 +133,6 @@ def check_env(recipe: Recipe) -> None:
     if spec.entry_point != SEARCH_ENV:
         return  # not a SearchEnv: its kwargs are its own business
     _check_env_kwargs(recipe.env.kwargs)
-    if recipe.env.kwargs.get("tools") is not None and "grpo" in recipe.stages:  # else trained open-book, silently
-        raise ConfigError("env.kwargs.tools: GRPO offers every tool (train/grpo_env builds its own); evaluate a "
-                          "subset instead: searchgym eval RUN --env-kwargs 'tools=[\"answer\"]'")
     recipe.env.kwargs = _world_kwargs_for(spec.kwargs, recipe.env.kwargs)
     kwargs = {**spec.kwargs, **recipe.env.kwargs}
     world = _world(kwargs.get("world", "synthetic"))
@@ -225,14 +147,14 @@ def check_env(recipe: Recipe) -> None:
         check_fits(IndexSpec.parse(kwargs.get("index", "flat")), known_dim(embedder))
     except IndexSpecError as e:
         raise ConfigError(f"env.kwargs.index: {e}") from None
-    if "sft" in recipe.stages:
-        _check_sft_world(recipe.sft, world, kwargs.get("world", "synthetic"))
-    if "pretrain" in recipe.stages:
-        _check_pretrain_world(recipe, world, kwargs.get("world", "synthetic"))
+    listed = [stages[name] for name in dict.fromkeys(recipe.stages)]
+    for stage in listed:
+        if (validate_world := getattr(stage, "validate_world", None)) is not None:
+            validate_world(recipe, world, kwargs.get("world", "synthetic"))
     from searchgym.worlds import BUILTIN
 
     if kwargs.get("world", "synthetic") not in BUILTIN:  # a plug-in world: cheap to build, so check its splits
-        _check_splits(recipe, kwargs, env_id)
+        _check_splits(recipe, kwargs, env_id, any(getattr(s, "needs_train_split", False) for s in listed))
 
 
 def _check_literals(world, name: str, given: dict) -> None:
@@ -251,7 +173,7 @@ def _check_literals(world, name: str, given: dict) -> None:
                               f"{list(typing.get_args(hint))}, got {value!r:.60}")
 
 
-def _finite(x) -> bool:
+def finite(x) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
 
 
@@ -333,63 +255,7 @@ def _world_kwargs_for(registered: dict, kwargs: dict) -> dict:
     return {**{k: v for k, v in kwargs.items() if k != "world_kwargs"}, **({"world_kwargs": kept} if kept else {})}
 
 
-def _check_sft_world(sft: SFTSettings, world, name: str) -> None:
-    """SFT plays the world's demonstrators: it needs strategies, and sft.narrow_strategy among them."""
-    strategies = getattr(world, "strategies", None)
-    if not isinstance(strategies, tuple | list):
-        return  # set per instance: checked when the demos are built
-    if not strategies:
-        raise ConfigError(f"stages: 'sft' needs demonstrations, but world {name!r} has no strategies (its "
-                          "demonstrator(strategy, style) makes them); give the world strategies and a "
-                          "demonstrator, or use stages = [\"grpo\"]")
-    styles = getattr(world, "query_styles", None)
-    if isinstance(styles, tuple | list) and not styles:
-        raise ConfigError(f"stages: 'sft' plays world {name!r}'s demonstrator(strategy, style) for each of its "
-                          "query_styles, and it has none; give the world query_styles = (\"plain\",) or more")
-    if sft.narrow_strategy not in strategies:
-        raise ConfigError(f"sft.narrow_strategy: {sft.narrow_strategy!r} is not a strategy of world {name!r}; "
-                          f"allowed: {list(strategies)}")
-    if sft.narrow_style and isinstance(styles, tuple | list) and sft.narrow_style not in styles:
-        raise ConfigError(f"sft.narrow_style: {sft.narrow_style!r} is not a query style of world {name!r}; "
-                          f"allowed: {list(styles)} (or \"\" for the first)")
-
-
-def check_mixture(mixture: dict, strategies) -> dict[str, float]:
-    """``pretrain.mixture`` as weights for every strategy of the world (strategies not named get 0).
-
-    >>> check_mixture({"forward": 0.5, "verify": 0.5}, ["forward", "snippet", "verify"])
-    {'forward': 0.5, 'snippet': 0.0, 'verify': 0.5}
-    """
-    if not mixture:
-        raise ConfigError(f"pretrain.mixture: give strategy weights, e.g. mixture = {{ forward = 0.5, "
-                          f"question_first = 0.3, verify = 0.2 }}; strategies: {list(strategies)}")
-    for name, w in mixture.items():
-        if name not in strategies:
-            raise ConfigError(f"pretrain.mixture: {name!r} is not a strategy of this world; use some of "
-                              f"{list(strategies)}")
-        if not isinstance(w, int | float) or isinstance(w, bool) or not 0 <= w < math.inf:  # nan, inf: no share
-            raise ConfigError(f"pretrain.mixture.{name}: a weight must be a finite number >= 0, got {w!r}")
-    if not any(mixture.values()):
-        raise ConfigError("pretrain.mixture: at least one strategy needs a weight > 0")
-    return {s: float(mixture.get(s, 0.0)) for s in strategies}
-
-
-def _check_pretrain_world(recipe: Recipe, world, name: str) -> None:
-    """The prior lab plays the world's demonstrators in ``pretrain.mixture``'s proportions: its strategies, the
-    mixture and (for ``name_tokens``) its lexicon are checked at load, not after the run folder is made."""
-    strategies = getattr(world, "strategies", None)
-    if not isinstance(strategies, tuple | list):
-        return  # set per instance: checked when the demos are sampled
-    if not strategies:
-        raise ConfigError(f"env.id: world {name!r} of {recipe.env.id} has no scripted strategies to pretrain on; "
-                          "use searchgym/SyntheticWorld-v0 or searchgym/SyntheticWorld-Easy-v0")
-    check_mixture(recipe.pretrain.mixture, strategies)
-    if recipe.pretrain.name_tokens and not callable(getattr(world, "lexicon", None)):
-        raise ConfigError(f"pretrain.name_tokens: world {name!r} lists no lexicon (names, doc ids) to keep whole; "
-                          "set pretrain.name_tokens = false")
-
-
-def _check_splits(recipe: Recipe, kwargs: dict, env_id: str) -> None:
+def _check_splits(recipe: Recipe, kwargs: dict, env_id: str, train_split: bool) -> None:
     """A plug-in world is built (it is small, and cached in-process) to check the splits the stages use."""
     from searchgym.envs.search_env import load_world
 
@@ -399,7 +265,7 @@ def _check_splits(recipe: Recipe, kwargs: dict, env_id: str) -> None:
         raise ConfigError(f"env.kwargs.world_kwargs: world {kwargs.get('world')!r} of {env_id} cannot be built "
                           f"({type(e).__name__}: {e})") from None
     needs = [("eval.split", recipe.eval.split)]
-    needs += [("stages", "train")] if {"sft", "grpo"} & set(recipe.stages) else []
+    needs += [("stages", "train")] if train_split else []
     for key, split in needs:
         if not list(world.tasks(split)):
             have = [s for s in ("train", "test", "validation", "dev") if list(world.tasks(s))]

@@ -4,7 +4,9 @@ A recipe names a base model, a LoRA config, an environment, the training stages 
 (``stages = ["sft", "grpo"]`` starts GRPO from the SFT adapter) and how to evaluate. Every section
 is a dataclass with defaults, built by the one config loader (`searchgym.config`): an unknown or ill-typed key
 stops with one `ConfigError` that names it and lists what is allowed; ``--set section.key=value`` overrides any
-field from the command line. `Recipe.validate` then runs the semantic checks (`searchgym.config.checks`).
+field from the command line. `Recipe.validate` then runs the semantic checks (`searchgym.config.checks`) and
+each stage's own. The stages are train's (`searchgym.train.stages.STAGES`): config sits below train, so the
+registry is passed in, and `searchgym.train.stages.load_recipe` is the loader callers use.
 """
 
 from __future__ import annotations
@@ -220,53 +222,44 @@ class Recipe:
     meters: MeterConfig = field(default_factory=MeterConfig)
     dose: DoseConfig = field(default_factory=DoseConfig)
     report_to: list[str] | str = field(default_factory=list)  # e.g. ["tensorboard"], ["wandb"] ("wandb" = ["wandb"])
-    # Settings of registered stages that are not fields here (`searchgym.train.stages.STAGES`): section name
+    # Settings of registered stages that are not fields here (the stage registry's): section name
     # -> that stage's settings dataclass; written back as ordinary top-level sections.
     stage_sections: dict = field(default_factory=dict, repr=False, metadata={"toml": False})
 
     def settings(self, stage: str):
-        """A stage's settings: its section (``recipe.sft``…), or a registered stage's own (defaults if absent)."""
+        """A stage's settings: its section (``recipe.sft``…), or a registered stage's own (its defaults once the
+        recipe lists the stage; None for a stage with neither)."""
         if stage in _SECTIONS:
             return getattr(self, stage)
-        if stage not in self.stage_sections:  # a stage the recipe neither lists nor configures: its defaults
-            from searchgym.train.stages import get_stage
+        return self.stage_sections.get(stage)
 
-            cls = get_stage(stage).settings
-            return cls() if cls is not None else None
-        return self.stage_sections[stage]
-
-    def validate(self, *, check_model: bool = True) -> Recipe:
+    def validate(self, stages: dict, *, check_model: bool = True) -> Recipe:
         """Check every field before any work: one `ConfigError` naming the field and what is allowed.
 
-        Nothing here loads a model or builds an index: numbers are range-checked, ``env.id``, the world, the
-        embedder and ``report_to`` backends are looked up, and ``model.base`` is resolved to an alias, a
-        folder or a cached Hugging Face id (``check_model=False`` skips that last check, for a base model a
-        study builds before its arms run). The checks live in `searchgym.config.checks`, which imports this
-        module (so it is imported here, not at the top).
+        ``stages`` is the stage registry (name -> stage: `searchgym.train.stages.STAGES`, whose
+        ``validate_recipe`` passes it; config sits below train and does not import it). Nothing here loads a
+        model or builds an index: numbers are range-checked, each stage runs its own checks, ``env.id``, the
+        world, the embedder and ``report_to`` backends are looked up, and ``model.base`` is resolved to an
+        alias, a folder or a cached Hugging Face id (``check_model=False`` skips that last check, for a base
+        model a study builds before its arms run). The checks live in `searchgym.config.checks`, which imports
+        this module (so it is imported here, not at the top).
         """
-        from searchgym.config.checks import check_fields, check_numbers, check_report_to
+        from searchgym.config.checks import check_env, check_fields, check_numbers, check_report_to
 
         check_choices(self)  # the Literal fields again: a recipe changed or made in code is held to them too
         for name, section in self.stage_sections.items():
             if dataclasses.is_dataclass(section):
                 check_choices(section, f"{name}.")
-        check_fields(self)
+        check_fields(self, stages)
         check_numbers(self)
         self.report_to = check_report_to(self.report_to, REPORT_TO)
-        self._check_env()
-        if check_model and self.stages[0] != "pretrain":
+        check_env(self, stages)  # world_kwargs of another world are dropped here
+        if check_model and not stages[self.stages[0]].builds_base:  # a stage that builds the base needs none
             from searchgym.agent.models import model_problem
 
             if (problem := model_problem(self.model.base)) is not None:
                 raise ConfigError(f"model.base: {problem}")
         return self
-
-    def _check_env(self) -> None:
-        """``env.id``, ``env.kwargs``, the world and its world_kwargs, the embedder and (for SFT) the world's
-        strategies: `searchgym.config.checks.check_env` (world_kwargs of another world are dropped)."""
-        from searchgym.config.checks import check_env
-
-        check_env(self)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -281,26 +274,27 @@ class Recipe:
 _SECTIONS = frozenset(f.name for f in dataclasses.fields(Recipe) if f.name != "stage_sections")
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, check_model: bool = True) -> Recipe:
-    """Read, override (``section.key=value``) and validate a recipe file (see `Recipe.validate`)."""
+def read_recipe(path: str | Path, stages: dict, overrides: list[str] | tuple[str, ...] = (), *,
+                check_model: bool = True) -> Recipe:
+    """Read, override (``section.key=value``) and validate a recipe file against the stage registry ``stages``
+    (see `Recipe.validate`); `searchgym.train.stages.load_recipe` passes the registry."""
     path = Path(path)
     data = read_toml(path, f"no recipe at {path}; see agents/ for examples")
     data.setdefault("name", path.stem)
     for item in overrides:
         apply_override(data, item)
-    return recipe_from_dict(data, where=str(path), check_model=check_model)
+    return build_recipe(data, stages, where=str(path), check_model=check_model)
 
 
-def recipe_from_dict(data: dict, where: str = "recipe", *, check_model: bool = True) -> Recipe:
+def build_recipe(data: dict, stages: dict, where: str = "recipe", *, check_model: bool = True) -> Recipe:
     """A validated `Recipe` from parsed TOML: the typed sections (`searchgym.config.build`), a registered
-    stage's own section (`searchgym.train.stages.STAGES`) into its settings dataclass, then `Recipe.validate`."""
-    from searchgym.train.stages import STAGES
-
+    stage's own section (one of ``stages`` whose settings are not a `Recipe` field) into its settings
+    dataclass, then `Recipe.validate`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the recipe must be a table, got {type(data).__name__}")
-    own = {k: s.settings for k, s in STAGES.items() if s.settings is not None and k not in _SECTIONS}
+    own = {k: s.settings for k, s in stages.items() if s.settings is not None and k not in _SECTIONS}
     data = dict(data)
     sections = {k: build(own[k], data.pop(k), where, f"{k}.") for k in list(data) if k in own}
     recipe = build(Recipe, data, where, more_keys=own)
     recipe.stage_sections = sections
-    return recipe.validate(check_model=check_model)
+    return recipe.validate(stages, check_model=check_model)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from searchgym.config import ConfigError, to_toml
-from searchgym.config.recipe import Recipe, load_recipe
+from searchgym.config.recipe import Recipe
 from searchgym.runs import RunFolder, atomic_write
 from searchgym.study.spec import (
     SFT_BUDGET,
@@ -30,6 +30,7 @@ from searchgym.study.spec import (
     Study,
     load_study,
 )
+from searchgym.train.stages import load_recipe
 
 # ---- 2. resolving and checking every run before anything trains ------------------------------------
 

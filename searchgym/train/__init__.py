@@ -3,11 +3,13 @@
 The package front only re-exports. Where things live:
 
 - `searchgym.train.pipeline`: `train_command` (run folder, stages in order, adapters, done markers, eval);
-- `searchgym.train.stages`: the stages by name (`STAGES`: pretrain, sft, grpo) and the `Stage` protocol;
+- `searchgym.train.stages`: the stages by name (`STAGES`) and the `Stage` protocol, and the recipe loaders
+  that use them (`load_recipe`, `recipe_from_dict`, `validate_recipe`);
 - `searchgym.train.context`: `TrainContext`, what every stage runs in (device/dtype, LoRA, resume, metrics,
   probes, ranks), and saving/loading adapters;
 - `searchgym.train.probes`: the live diversity probes; `searchgym.train.evaluate`: `evaluate_run`;
-- the stages' own modules: `pretrain` (+ `prior_tokenizer`), `sft`, `grpo` (+ `grpo_env`).
+- the stages' own modules: `pretrain` (+ `prior_tokenizer`), `sft`, `grpo` (+ `grpo_env`), `rft`, and the
+  light checks of the first three (`pretrain_checks`, `sft_checks`, `grpo_checks`).
 
 Heavy imports stay inside functions, so this package is light to import.
 """

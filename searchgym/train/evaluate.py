@@ -176,8 +176,11 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, *, progress: b
         summaries[label], sampled[label] = eval_summary(trajectories), trajectories
     if "base" in sampled:
         summaries["trained"]["success_gain"] = success_gain(sampled["trained"], sampled["base"], seed=recipe.seed)
-    base = "a prior pretrained from scratch" if recipe.stages[0] == "pretrain" else recipe.model.base
-    trained = "+".join(s for s in recipe.stages if s != "pretrain")
+    from searchgym.train.stages import get_stage
+
+    builds_base = get_stage(recipe.stages[0]).builds_base  # the prior lab: its first stage made the base
+    base = "a prior pretrained from scratch" if builds_base else recipe.model.base
+    trained = "+".join(s for s in recipe.stages if not get_stage(s).builds_base)
     title = f"{recipe.name}: {base}{f' + {trained}' if trained else ''} on {recipe.env.id} ({e.split})"
     run.write_text(run.SUMMARY, summary_markdown(title, summaries["trained"], summaries.get("base")))
     run.write_json(run.EVAL, {"settings": {k: v for k, v in settings.items() if k != "progress"}, **summaries})

@@ -51,7 +51,10 @@ def _run_dir(recipe: Recipe, out: str | Path | None, resume: bool) -> Path:
 def check_env_names(recipe: Recipe) -> None:
     """A recipe names code only through registries (``env.id`` a registered env, ``env.kwargs.world`` a
     registered world); `Recipe.validate` checks it on load, this re-checks a recipe built in code."""
-    recipe._check_env()
+    from searchgym.config.checks import check_env
+    from searchgym.train.stages import STAGES
+
+    check_env(recipe, STAGES)
 
 
 def _flat(table: dict, prefix: str = "") -> dict:
@@ -83,9 +86,9 @@ def _check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
 def train_command(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
                   out: str | Path | None = None, resume: bool = False, progress: bool = True) -> Path:
     """Train and evaluate the agent a recipe describes; return its run folder."""
-    from searchgym.config.recipe import load_recipe
     from searchgym.runs import run_lock
     from searchgym.train.context import single_process_warning, world_size
+    from searchgym.train.stages import load_recipe
 
     # 1. Recipe, run folder and its lock: a bad recipe or a busy folder stops here, before any heavy import.
     recipe = load_recipe(recipe_path, overrides)

@@ -38,7 +38,7 @@ STAGE = "pretrain"
 
 def mixture_weights(mixture: dict, strategies: Sequence[str]) -> dict[str, float]:
     """Validated weights for every strategy of the world (strategies not named get 0): the check a recipe
-    already passed at load (`searchgym.config.checks.check_mixture`), here for a world built per instance.
+    already passed at load (`searchgym.train.pretrain_checks.check_mixture`), here for a world built per instance.
 
     >>> mixture_weights({"forward": 0.5, "verify": 0.5}, ["forward", "snippet", "verify"])
     {'forward': 0.5, 'snippet': 0.0, 'verify': 0.5}
@@ -47,7 +47,7 @@ def mixture_weights(mixture: dict, strategies: Sequence[str]) -> dict[str, float
     ...
     searchgym.config.schema.ConfigError: pretrain.mixture: 'jump' is not a strategy of this world; use some of ['forward']
     """
-    from searchgym.config.checks import check_mixture
+    from searchgym.train.pretrain_checks import check_mixture
 
     return check_mixture(mixture, strategies)
 

@@ -95,7 +95,7 @@ class DiversityCallback(TrainerCallback):
     def __init__(self, run_dir: str | Path, tokenizer, env_id: str, *, every: int, probe_questions: int = 8,
                  samples: int = 4, seed: int = 0, env_kwargs: dict | None = None, decoding: dict | None = None,
                  rules: Sequence[AlarmRule] = DEFAULT_RULES, save_on_alarm: bool = True,
-                 stage: str | None = None, max_overhead: float = 0.05, clock=time.perf_counter,
+                 stage: str = "train", max_overhead: float = 0.05, clock=time.perf_counter,
                  echo_rules: Sequence[AlarmRule] = ECHO_TRAP_RULES):
         if every < 1:
             raise ValueError(f"meters.every must be >= 1 for a probe callback (0 = off), got {every}")
@@ -168,7 +168,7 @@ class DiversityCallback(TrainerCallback):
         self._last_step = step
         if not state.is_world_process_zero:  # one process meters; the others keep training
             return []
-        stage = self.stage or _stage_of(args)
+        stage = self.stage
         start = self.clock()
         values, trajectories = self.measure(model)
         seconds = self.clock() - start
@@ -266,7 +266,7 @@ class DiversityCallback(TrainerCallback):
     # ---- TrainerCallback events -----------------------------------------------------------------------
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self._resume_history(self.stage or _stage_of(args), state.global_step)
+        self._resume_history(self.stage, state.global_step)
         self._t0, self.probe_seconds = self.clock(), 0.0
         self.probe(args, state, control, model)  # the baseline: always, the alarms compare against it
 
@@ -282,7 +282,7 @@ class DiversityCallback(TrainerCallback):
             self.grad_norms.append(float(row[GRAD_NORM]))
         if not readings:
             return
-        stage, step = self.stage or _stage_of(args), state.global_step
+        stage, step = self.stage, state.global_step
         append_metrics(self.run_dir, {"stage": stage, "step": step, "time": time.time(), **readings})
         self._report(args, state, control, readings)
         self.echo.append({**readings, "step": step})
@@ -304,11 +304,11 @@ class DiversityCallback(TrainerCallback):
 
 
 def make_diversity_callback(recipe, run_dir: str | Path, tokenizer, env_id: str | None = None, *,
-                            stage: str | None = None) -> DiversityCallback | None:
+                            stage: str = "train") -> DiversityCallback | None:
     """The live-meter callback ``recipe.meters`` asks for, or None when ``meters.every`` is 0.
 
     ``env_id`` defaults to ``recipe.env.id`` (with ``recipe.env.kwargs``); decoding is ``recipe.eval``'s.
-    ``stage`` ("sft", "grpo") labels the rows; by default it is read from the trainer's config class.
+    ``stage`` labels the rows: the running stage's name (`TrainContext` passes it), else "train".
     """
     m, e = recipe.meters, recipe.eval
     if m.every == 0:
@@ -322,17 +322,6 @@ def make_diversity_callback(recipe, run_dir: str | Path, tokenizer, env_id: str 
                              env_kwargs=recipe.env.kwargs, decoding=decoding, rules=alarm_rules(m.alarms),
                              save_on_alarm=getattr(m, "save_on_alarm", True), stage=stage,
                              max_overhead=m.max_overhead)
-
-
-def _stage_of(args) -> str:
-    """"sft" for an SFTConfig, "grpo" for a GRPOConfig, else "train".
-
-    >>> class GRPOConfig: ...
-    >>> _stage_of(GRPOConfig())
-    'grpo'
-    """
-    name = type(args).__name__.lower()
-    return next((s for s in ("sft", "grpo") if name.startswith(s)), "train")
 
 
 def _finite(v) -> bool:
