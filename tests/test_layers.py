@@ -1,0 +1,167 @@
+"""The import graph of searchgym/, read with `ast` (no module is imported): config never imports train, and
+module-level imports form no circle (docs/architecture.md, "The layers").
+
+Every ``import searchgym.x`` and ``from searchgym.x import y`` counts, at the top of a file or inside a function
+(``from . import`` is not used in the package). ``from searchgym.pkg import name`` is an edge to
+``searchgym.pkg.name`` when that is a module, else to ``searchgym.pkg``. Circles are sought among module-level
+imports only: an import inside a function runs when the function is called, after every module has loaded, so
+it cannot see a half-initialised module; that is the one way a lower layer may reach a higher one at run time.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "searchgym"
+
+# Module-level circles allowed for now, each with why (and in docs/architecture.md): none.
+ALLOWED_CIRCLES: dict[frozenset[str], str] = {}
+
+
+def modules() -> dict[str, Path]:
+    """Dotted name -> file, for every module of the package (a package is its __init__.py)."""
+    out = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imports(path: Path, known: set[str]) -> list[tuple[str, bool]]:
+    """(imported searchgym module, at module level?) for every import statement of one file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top = {id(node) for node in _top_level(tree.body)}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+                     for a in node.names]
+        else:
+            continue
+        for name in names:
+            while name and name not in known:  # `import searchgym.a.b` of a name that is not a module: its package
+                name = name.rpartition(".")[0]
+            if name.startswith("searchgym"):
+                out.append((name, id(node) in top))
+    return out
+
+
+def _top_level(body):
+    """The statements that run on import: the module body, and the bodies of its top-level if/try blocks
+    (``if TYPE_CHECKING:`` is not run, so it does not count)."""
+    for node in body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        yield node
+        if isinstance(node, ast.If | ast.Try):
+            for block in (node.body, node.orelse, getattr(node, "finalbody", []),
+                          *[h.body for h in getattr(node, "handlers", [])]):
+                yield from _top_level(block)
+
+
+def graph(module_level_only: bool) -> dict[str, set[str]]:
+    """Importer -> imported modules. For module-level imports, also the imported module's packages (importing
+    ``searchgym.a.b`` first runs ``searchgym/a/__init__.py``), except the importer's own, which are loading
+    already; the root package is left out (every module is under it)."""
+    mods = modules()
+    edges = {}
+    for m, path in mods.items():
+        targets = {t for t, top in imports(path, set(mods)) if t != m and (top or not module_level_only)}
+        if module_level_only:
+            own = {m.rsplit(".", i)[0] for i in range(m.count(".") + 1)}
+            targets |= {p for t in targets for p in _packages(t) if p not in own}
+        edges[m] = targets
+    return edges
+
+
+def _packages(module: str) -> list[str]:
+    """``searchgym.a.b.c`` -> [``searchgym.a``, ``searchgym.a.b``]."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(2, len(parts))]
+
+
+def circles(edges: dict[str, set[str]]) -> list[frozenset[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(root):
+        work = [(root, iter(sorted(edges.get(root, ()))))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter[0]
+                    counter[0] += 1
+                    stack.append(child)
+                    on.add(child)
+                    work.append((child, iter(sorted(edges.get(child, ())))))
+                elif child in on:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = set()
+                while True:
+                    member = stack.pop()
+                    on.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    out.append(frozenset(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return out
+
+
+def test_the_graph_is_read():
+    edges, top = graph(module_level_only=False), graph(module_level_only=True)
+    assert "searchgym.config.recipe" in top["searchgym.train.stages"]  # `from searchgym.config.recipe import …`
+    assert "searchgym.train.pipeline" in top["searchgym.train"]  # the package front's `from … import`
+    assert "searchgym.envs.search_env" in edges["searchgym.config.checks"]  # an import inside a function ...
+    assert "searchgym.envs.search_env" not in top["searchgym.config.checks"]  # ... is not a module-level one
+    assert "searchgym.agent" in top["searchgym.train.sft"]  # the package that `searchgym.agent.demos` runs first
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
+
+
+def test_config_never_imports_train():
+    """The stages are train's; config is below it and gets the registry passed in (`Recipe.validate`)."""
+    wrong = sorted((m, t) for m, targets in graph(module_level_only=False).items() if m.startswith("searchgym.config")
+                   for t in targets if t == "searchgym.train" or t.startswith("searchgym.train."))
+    assert not wrong, f"config imports train: {wrong}"
+
+
+def test_no_module_level_import_circle():
+    found = circles(graph(module_level_only=True))
+    unexplained = [sorted(c) for c in found if c not in ALLOWED_CIRCLES]
+    assert not unexplained, f"module-level import circles: {unexplained}"
+    stale = [sorted(c) for c in ALLOWED_CIRCLES if c not in found]
+    assert not stale, f"allowed circles that no longer exist (remove them here and in docs): {stale}"
+
+
+def test_loading_a_recipe_imports_nothing_heavy():
+    """Every stage's checks run when any recipe loads (docs/architecture.md, "A new training stage"), so the
+    modules the stage rows name for them must stay light: no torch, transformers, TRL, PEFT or datasets."""
+    code = ("import sys, pathlib\n"
+            "from searchgym.train.stages import load_recipe\n"
+            "for f in sorted(pathlib.Path('agents').glob('*.toml')):\n"
+            "    if 'study' not in f.name:\n"
+            "        load_recipe(f, check_model=False)\n"
+            "print([m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT.parent, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
