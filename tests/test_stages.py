@@ -104,3 +104,44 @@ def test_every_builtin_stage_follows_the_protocol():
     for name, stage in stages.STAGES.items():
         assert isinstance(stage, stages.Stage) and stage.name == name
     assert [n for n, s in stages.STAGES.items() if s.builds_base] == ["pretrain"]
+    assert [n for n, s in stages.STAGES.items() if s.needs_train_split] == ["sft", "grpo", "rft"]
+    for stage in stages.STAGES.values():  # every "module:function" a row names resolves
+        for path in (stage.check, stage.train, stage.check_world):
+            assert path is None or callable(stages._function(path)), path
+
+
+class _NoTrainTasks:
+    """A plug-in world whose train split is empty (the other splits are the real world's)."""
+
+    def __init__(self, world):
+        self.world = world
+
+    def __getattr__(self, name):
+        return getattr(self.world, name)
+
+    def tasks(self, split):
+        return [] if split == "train" else self.world.tasks(split)
+
+
+def test_a_stage_that_needs_the_train_split_is_refused_on_a_world_without_one(monkeypatch):
+    """needs_train_split on the row, not a list of stage names in config: rft trains on train questions too."""
+    from searchgym.envs import search_env
+
+    elements = ["env.id=searchgym_plugin_example/Elements-v0", "env.kwargs={ max_steps = 6 }"]
+    world = search_env.load_world("elements")
+    monkeypatch.setitem(search_env._WORLD_CACHE, ("elements", ()), _NoTrainTasks(world))
+    for stage in ("grpo", "rft"):
+        with pytest.raises(RecipeError, match=r"^stages: world 'elements' of searchgym_plugin_example/Elements-v0 "
+                                              r"has no 'train' tasks; its splits with tasks: \['test'"):
+            load_recipe(SMOKE_SFT, [f"stages=[\"{stage}\"]", *elements], check_model=False)
+
+
+def test_a_stage_without_the_optional_attributes_needs_nothing_of_the_world(monkeypatch, toy):
+    """A stage without needs_train_split or validate_world (the toy) loads on a world without train tasks."""
+    from searchgym.envs import search_env
+
+    world = search_env.load_world("elements")
+    monkeypatch.setitem(search_env._WORLD_CACHE, ("elements", ()), _NoTrainTasks(world))
+    recipe = load_recipe(toy, ["env.id=searchgym_plugin_example/Elements-v0", "env.kwargs={ max_steps = 6 }"],
+                         check_model=False)
+    assert recipe.stages == ["toy"]
