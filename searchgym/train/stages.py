@@ -50,6 +50,9 @@ class Stage(Protocol):
 
     def run(self, ctx): ...
 
+    # validate_world and needs_train_split are optional, so not members here: a stage without them (the
+    # toy of tests/test_stages.py, a plug-in's) is still a Stage; config reads them with getattr defaults.
+
 
 @dataclass(frozen=True)
 class BuiltinStage:
