@@ -211,7 +211,7 @@ class DoseConfig:
 class Recipe:
     name: str = "agent"
     seed: int = 0
-    stages: list[str] = field(default_factory=lambda: ["sft"])  # any of pretrain, sft, grpo, in order
+    stages: list[str] = field(default_factory=lambda: ["sft"])  # names in the stage registry, in order
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     env: EnvConfig = field(default_factory=EnvConfig)
