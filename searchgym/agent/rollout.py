@@ -98,8 +98,10 @@ def token_stats(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) 
     z = logits.float() / (temperature if temperature > 0 else 1.0)
     logp = torch.log_softmax(z, dim=-1)
     p = logp.exp()
-    # p == 0 (a masked or underflowed logit) contributes nothing; without the where, 0 * -inf is NaN.
-    entropy = torch.where(p > 0, p * -logp, 0.0).sum(-1)
+    # p == 0 (a masked or underflowed logit) contributes nothing; without the where, 0 * -inf is NaN. The sum
+    # runs in float64: a float32 sum's rounding depends on the row's place in the batch (SIMD lanes), and two
+    # identical greedy samples must get identical entropies.
+    entropy = torch.where(p > 0, p * -logp, 0.0).double().sum(-1).float()
     logprob = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return logprob, entropy
 
