@@ -147,7 +147,11 @@ def test_same_seed_same_trajectories_other_seed_differs(tiny):
 
 def test_greedy_decoding_is_repeatable_across_samples(tiny):
     a = run(tiny, tasks=["one"], temperature=0.0)
-    assert a[0].messages == a[1].messages and a[0].token_entropies == a[1].token_entropies
+    assert a[0].messages == a[1].messages
+    # Same tokens, and entropies equal to float32 precision: a batched forward on several threads can give two
+    # identical rows logits ~1e-7 apart, which moves a near-uniform entropy (~10.8 nats here) by ~1e-6.
+    assert a[0].token_entropies == pytest.approx(a[1].token_entropies, rel=1e-5)
+    assert a[0].token_logprobs == pytest.approx(a[1].token_logprobs, rel=1e-5)
 
 
 def test_rollout_does_not_disturb_global_rng(tiny):
