@@ -22,3 +22,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_slow_work(monkeypatch):
+    """Loading a model or building an index before the recipe is validated is a bug: make both fail loudly."""
+    import searchgym.agent.models as models
+    import searchgym.envs.search_env as search_env
+
+    def slow(*args, **kwargs):
+        raise AssertionError("slow work started before the recipe was validated")
+
+    monkeypatch.setattr(models, "load_model", slow)
+    monkeypatch.setattr(search_env, "load_index", slow)

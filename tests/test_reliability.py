@@ -48,19 +48,6 @@ def _one_error_line(done: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def no_slow_work(monkeypatch):
-    """Loading a model or building an index before the checks is a bug: make both fail loudly."""
-    import searchgym.agent.models as models
-    import searchgym.envs.search_env as search_env
-
-    def slow(*args, **kwargs):
-        raise AssertionError("slow work started before the recipe was validated")
-
-    monkeypatch.setattr(models, "load_model", slow)
-    monkeypatch.setattr(search_env, "load_index", slow)
-
-
 # ---- 1. malformed launcher variables ------------------------------------------------------------------------
 BAD_RANKS = [
     ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc' in the environment is not allowed: it must be an integer >= 1"),

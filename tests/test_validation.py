@@ -22,19 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE_SFT = REPO / "agents" / "smoke-sft.toml"
 
 
-@pytest.fixture
-def no_slow_work(monkeypatch):
-    """Loading a model or building an index during validation is a bug: make both fail loudly."""
-    import searchgym.agent.models as models
-    import searchgym.envs.search_env as search_env
-
-    def slow(*args, **kwargs):
-        raise AssertionError("slow work started before the recipe was validated")
-
-    monkeypatch.setattr(models, "load_model", slow)
-    monkeypatch.setattr(search_env, "load_index", slow)
-
-
 # ---- 9. validation at load ---------------------------------------------------------------------------------
 BAD = [
     ("sft.learning_rate=-1", "sft.learning_rate: must be a finite number > 0"),
