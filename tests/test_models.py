@@ -176,13 +176,14 @@ def test_conversion_cache_is_verified_by_checksum_and_rebuilt(fresh_cache, caplo
     load_model("tiny")  # loads, no traceback
 
 
-def test_old_and_new_import_paths_are_one_module():
-    """`searchgym.models` (the README's name before the agent/ package) is agent.models itself, so old imports
-    and monkeypatches reach the real code; `searchgym.agent.load_model` is the documented front."""
+def test_the_agent_front_is_the_models_module():
+    """`searchgym.agent.load_model` (the documented front) is agent.models' own function, loaded on first use;
+    the 0.1 package keeps no old import path (`searchgym.models` is gone)."""
+    import importlib.util
+
     import searchgym.agent
     import searchgym.agent.models
-    import searchgym.models
 
-    assert searchgym.models is searchgym.agent.models
+    assert importlib.util.find_spec("searchgym.models") is None
     assert searchgym.agent.load_model is searchgym.agent.models.load_model
     assert searchgym.agent.PRIOR == "searchgym-prior"

@@ -67,11 +67,11 @@ def test_a_saved_adapter_loads_with_autopeft_and_load_model(tmp_path):
     from peft import AutoPeftModelForCausalLM, LoraConfig, get_peft_model
 
     from searchgym.agent.models import load_model
-    from searchgym.train import _save_adapter
+    from searchgym.train import save_adapter
 
     base, _ = load_model("tiny")
     model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
-    _save_adapter(model, tmp_path / "run" / "adapter", "tiny")
+    save_adapter(model, tmp_path / "run" / "adapter", "tiny")
     config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
     assert Path(config["base_model_name_or_path"]).is_dir() and Path(config["base_model_name_or_path"]).name == "tiny"
     loaded = AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "run" / "adapter"))

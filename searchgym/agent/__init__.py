@@ -1,6 +1,6 @@
-"""The agent side: base models and adapters (`models`), batched LLM rollouts through a SearchEnv
-(`rollout`, with KV-cache reuse across turns in `rollout_cache`), SFT demonstration sets (`demos`) and the
-shipped reference prior (`priors`).
+"""The agent side: base models and adapters (`models`, which also names the shipped reference prior,
+`PRIOR`), batched LLM rollouts through a SearchEnv (`rollout`, with KV-cache reuse across turns in
+`rollout_cache`) and SFT demonstration sets (`demos`).
 
 `load_model` and `PRIOR` load on first use, so ``import searchgym.train.priors`` does not import torch.
 """

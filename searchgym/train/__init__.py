@@ -24,8 +24,6 @@ from searchgym.train.pipeline import (
     trim_to_latest_checkpoint,
 )
 
-_save_adapter, _load_stage_adapter = save_adapter, load_stage_adapter  # the names earlier code imported
-
 __all__ = ["DONE", "check_env_names", "evaluate_run", "find_latest_run", "load_stage_adapter", "save_adapter",
            "train_command", "trim_to_latest_checkpoint"]
 

@@ -28,7 +28,7 @@ def check_grpo(recipe) -> None:
         raise ConfigError("grpo.use_vllm: vLLM generates only in TRL's own tool loop; set grpo.rollout = \"trl\" "
                           "with it (the engine rollout generates with transformers)")
     check_rules(recipe, _ranges(g))
-    if g.use_vllm and "grpo" in recipe.stages:  # was refused only when the GRPO stage started
+    if g.use_vllm and "grpo" in recipe.stages:  # at load: not minutes into a run
         import importlib.util
 
         if importlib.util.find_spec("vllm") is None:
@@ -36,7 +36,7 @@ def check_grpo(recipe) -> None:
                               "grpo.use_vllm = false")
         import torch  # only for this check: a recipe without vLLM is checked before torch loads
 
-        if not torch.cuda.is_available():  # was refused only once the GRPO stage built its config
+        if not torch.cuda.is_available():  # at load, not when the stage builds its config
             raise ConfigError("grpo.use_vllm: vLLM needs a CUDA GPU and none is visible here "
                               "(torch.cuda.is_available() is False); set grpo.use_vllm = false")
 

@@ -20,10 +20,10 @@ def check_pretrain(recipe) -> None:
         raise ConfigError(f"pretrain.max_hops: must be >= 1, got {p.max_hops}")
     if p.extra_worlds < 0:
         raise ConfigError(f"pretrain.extra_worlds: must be >= 0 (0 = the env's world only), got {p.extra_worlds}")
-    if p.vocab_size < 300:  # was refused only when the tokenizer was trained, minutes into a run
+    if p.vocab_size < 300:  # checked at load: the tokenizer is trained minutes into a run
         raise ConfigError(f"pretrain.vocab_size: byte-level BPE needs >= 300 (256 bytes + merges), got "
                           f"{p.vocab_size}")
-    # was refused only when the model was built, after the demos (num_heads < 1 is the ranges' below)
+    # checked at load: the model is built after the demos (num_heads < 1 is the ranges' below)
     if p.num_heads >= 1 and p.hidden_size % p.num_heads:
         raise ConfigError(f"pretrain.hidden_size: must be a multiple of pretrain.num_heads ({p.num_heads}), "
                           f"got {p.hidden_size}")
