@@ -94,11 +94,21 @@ class Client:
         self.port = port
 
     def post(self, body: dict, state: dict) -> dict:
-        conn = state.get("conn")
-        if conn is None:
-            conn = state["conn"] = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        conn.request("POST", "/retrieve", body=json.dumps(body), headers={"Content-Type": "application/json"})
-        response = conn.getresponse()
+        # uvicorn closes a keep-alive connection idle for 5 s (at the default size a phase runs longer than that
+        # while another phase's connection waits): reconnect once, as HTTP clients do with a stale connection.
+        for attempt in (0, 1):
+            conn = state.get("conn")
+            if conn is None:
+                conn = state["conn"] = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            try:
+                conn.request("POST", "/retrieve", body=json.dumps(body), headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                break
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                conn.close()
+                state["conn"] = None
+                if attempt:
+                    raise
         data = response.read()
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
