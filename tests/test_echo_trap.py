@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerControl, TrainerState
 
-from searchgym.meters.alarms import Above, alarm_rules, check_alarms
+from searchgym.meters.alarms import Above, alarm_rules, fired_alarms
 from searchgym.meters.echo_trap import ECHO_TRAP_RULES, echo_trap_history, grad_norm_spikes
 from searchgym.runs import append_metrics, read_metrics
 from searchgym.train.probes import DiversityCallback
@@ -45,7 +45,7 @@ def test_history_alarms_fire_at_the_first_spike_and_the_first_zero_std_excess():
     rows = ([{"step": s, "train/grad_norm": 1.0 + 0.1 * (s % 3), "train/frac_reward_zero_std": 0.3} for s in range(1, 9)]
             + [{"step": 9, "train/grad_norm": 5.4, "train/frac_reward_zero_std": 0.85},  # 5.4 / 1.1 < 5: no spike
                {"step": 10, "train/grad_norm": 6.0, "train/frac_reward_zero_std": 0.9}])   # 6.0 / 1.1 > 5
-    events = check_alarms(echo_trap_history(rows), ECHO_TRAP_RULES)
+    events = fired_alarms(echo_trap_history(rows), ECHO_TRAP_RULES)
     assert [(e.step, e.key) for e in events] == [(9, "alarm/frac_reward_zero_std"), (10, "alarm/grad_norm_ratio")]
 
 

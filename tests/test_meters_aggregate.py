@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from searchgym.cli import app
-from searchgym.meters import Above, ModeCollapse, RelativeDrop, aggregate, check_alarms, parse_alarms
+from searchgym.meters import Above, ModeCollapse, RelativeDrop, aggregate, fired_alarms, parse_alarms
 from searchgym.report.meter_command import meter_command
 from searchgym.trajectory import Trajectory, write_trajectories
 
@@ -97,7 +97,7 @@ def test_alarms_fire_once_on_a_collapsing_run():
                 "search/calls_mode_share": s}
                for i, (h, z, s) in enumerate([(2.0, 0.1, 0.4), (1.6, 0.3, 0.6), (0.9, 0.85, 0.92),
                                               (0.3, 0.95, 1.0), (0.2, 0.99, 1.0)])]
-    events = check_alarms(history, RULES)
+    events = fired_alarms(history, RULES)
     assert [(e.step, e.key) for e in events] == [(20, "diversity/strategy_entropy_mm"),
                                                  (20, "reward/zero_var_frac"), (20, "search/calls_mode_share")]
     assert "below 0.5 x its first value 2" in events[0].message
@@ -107,7 +107,7 @@ def test_alarms_stay_quiet_on_a_stable_run():
     rng = np.random.default_rng(0)
     history = [{"diversity/strategy_entropy_mm": 2.0 + 0.1 * rng.standard_normal(), "reward/zero_var_frac": 0.3,
                 "search/calls_mode_share": 0.5, "diversity/vendi": math.nan} for _ in range(50)]
-    assert check_alarms(history, RULES + [RelativeDrop("diversity/vendi", 0.5)]) == []
+    assert fired_alarms(history, RULES + [RelativeDrop("diversity/vendi", 0.5)]) == []
 
 
 def test_alarms_parse_from_recipe_toml():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from searchgym.meters.claim_rules import paired_rule_mde
-from searchgym.report import compare, report_command, verdict
+from searchgym.report import compare_cis, report_command, verdict
 from searchgym.report.data import ArmSummary, Estimate, StudyData, _two_level_estimate, summarise
 from searchgym.report.discover import discover_runs
 from searchgym.report.rules import compare_arms, detectable_difference
@@ -100,7 +100,7 @@ def test_summary_numbers_match_what_was_fabricated(study):
     # grpo is sharp: better single-sample success, but half the questions are never solved.
     assert grpo.table["success@1"].value > base.table["success@1"].value
     assert grpo.table["pass@n"].value == pytest.approx(0.5, abs=0.05)
-    assert compare(grpo.table["strategy entropy"], base.table["strategy entropy"]) == "lower"
+    assert compare_cis(grpo.table["strategy entropy"], base.table["strategy entropy"]) == "lower"
     # each run's per-question values of every table column, on the shared questions: what the paired rule reads
     assert grpo.questions == [f"q{q:02d}" for q in range(QUESTIONS)]
     assert set(grpo.per_question) == set(grpo.table) and grpo.per_question["strategy entropy"].shape == (3, QUESTIONS)
@@ -166,7 +166,7 @@ def test_paired_rule_finds_a_planted_drop_the_overlapping_cis_miss_and_no_null_d
     the paired rule's minimum detectable difference."""
     levels = np.random.default_rng(0).uniform(0.2, 1.6, size=30)
     base, grpo = _planted("base", levels, 0.0, 1), _planted("grpo", levels, -0.1, 2)
-    assert compare(grpo.table["strategy entropy"], base.table["strategy entropy"]) == "overlap"
+    assert compare_cis(grpo.table["strategy entropy"], base.table["strategy entropy"]) == "overlap"
     found = compare_arms(grpo, base, "strategy entropy")
     assert found.side == "lower" and found.paired and found.diff.hi < 0
     assert found.diff.value == pytest.approx(np.mean(grpo.per_question["strategy entropy"])

@@ -49,13 +49,13 @@ def check_fields(recipe: Recipe, stages: dict) -> None:
                           f"schedule whatever it costs), got {recipe.meters.max_overhead}")
     if not 0 <= recipe.seed < 2**32:  # numpy and torch refuse other seeds, minutes into a run
         raise ConfigError(f"seed: must be an integer in [0, 2**32), got {recipe.seed}")
-    check_alarms(recipe.meters.alarms)
+    check_alarm_rules(recipe.meters.alarms)
     for name, stage in stages.items():  # every stage's section is checked, listed in stages or not ...
         if stage.settings is None or recipe.settings(name) is not None:
             stage.validate(recipe)  # ... except one that is only its defaults (neither listed nor given)
 
 
-def check_alarms(alarms) -> None:
+def check_alarm_rules(alarms) -> None:
     """``meters.alarms``: every row parses (`meters.alarms.alarm_rules`) and watches a key some meter makes (a
     row of the table of meters, or an echo-trap reading ``alarm/…``): a rule on a misspelt key never fires."""
     from searchgym.meters.alarms import alarm_rules

@@ -19,7 +19,7 @@ from searchgym.meters.alarms import (
     Below,
     ModeCollapse,
     RelativeDrop,
-    check_alarms,
+    fired_alarms,
     parse_alarms,
 )
 from searchgym.meters.coverage import compare_with_base, coverage, crossing, delta_se
@@ -52,7 +52,7 @@ from searchgym.meters.table import MAIN_KEYS, METERS, Meter
 
 __all__ = [
     "MAIN_KEYS", "METERS", "Meter", "Above", "AlarmEvent", "AlarmRule", "Below", "ModeCollapse",
-    "RelativeDrop", "aggregate", "check_alarms", "compare_with_base", "coverage", "cross_input_accuracy",
+    "RelativeDrop", "aggregate", "compare_with_base", "fired_alarms", "coverage", "cross_input_accuracy",
     "crossing", "crossing_k", "delta_se", "depth_adaptivity", "entropy_reward_points", "fit_entropy_reward",
     "group_by_task", "k_ladder", "parse_alarms", "pass_at_k", "pass_at_k_curve", "pass_at_k_table",
     "pass_hat_k", "pass_hat_k_curve", "pass_hat_k_table", "per_question", "question_meters",

@@ -150,7 +150,7 @@ def alarm_rules(config: Sequence[Mapping] | Mapping | None) -> list[AlarmRule]:
     return rules
 
 
-def check_alarms(history: Sequence[Mapping[str, float]], rules: Sequence[AlarmRule]) -> list[AlarmEvent]:
+def fired_alarms(history: Sequence[Mapping[str, float]], rules: Sequence[AlarmRule]) -> list[AlarmEvent]:
     """Events for every rule at the first step its condition holds (each rule fires at most once).
 
     ``history`` is the list of meter dicts in logging order; an entry's ``"step"`` key, if present, is its
@@ -158,7 +158,7 @@ def check_alarms(history: Sequence[Mapping[str, float]], rules: Sequence[AlarmRu
     first finite value of its key.
 
     >>> hist = [{"step": 10, "e": 2.0}, {"step": 20, "e": 1.5}, {"step": 30, "e": 0.9}, {"step": 40, "e": 0.5}]
-    >>> [(ev.step, ev.value) for ev in check_alarms(hist, [RelativeDrop("e", 0.5)])]
+    >>> [(ev.step, ev.value) for ev in fired_alarms(hist, [RelativeDrop("e", 0.5)])]
     [(30, 0.9)]
     """
     events: list[AlarmEvent] = []

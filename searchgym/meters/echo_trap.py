@@ -91,7 +91,7 @@ def echo_trap_readings(row: Mapping[str, float], grad_norms: Sequence[float],
 
 def echo_trap_history(rows: Sequence[Mapping[str, float]], min_history: int = MIN_HISTORY) -> list[dict[str, float]]:
     """The readings of a log history in order (probe rows and trainer rows mixed, as in metrics.jsonl), one
-    dict per row that gives any, with the row's ``"step"`` (else its index): `check_alarms` input.
+    dict per row that gives any, with the row's ``"step"`` (else its index): `fired_alarms` input.
 
     >>> rows = [{"step": s, "train/grad_norm": g} for s, g in enumerate([1.0, 1.0, 1.0, 9.0], start=1)]
     >>> echo_trap_history(rows)

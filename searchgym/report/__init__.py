@@ -26,7 +26,7 @@ import importlib
 
 _EXPORTS = {
     "report_command": "page", "render_html": "page", "render_markdown": "page", "to_json": "page",
-    "verdict": "rules", "headlines": "rules", "compare": "rules", "coverage_sentence": "rules",
+    "verdict": "rules", "headlines": "rules", "compare_cis": "rules", "coverage_sentence": "rules",
     "detectable_difference": "rules", "total_variation": "rules",
     "summarise": "data", "equalise": "data", "training_curves": "data", "Estimate": "data",
     "ArmSummary": "data", "StudyData": "data", "TABLE_METRICS": "data", "EXTRA_METRICS": "data",

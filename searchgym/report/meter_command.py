@@ -174,7 +174,7 @@ def add_support_meters(metered: list[MeteredInput], *, batch_size: int = 4) -> l
     return notes
 
 
-def compare(ref: MeteredInput, other: MeteredInput, n_boot: int = 1000) -> dict:
+def compare_inputs(ref: MeteredInput, other: MeteredInput, n_boot: int = 1000) -> dict:
     """Paired bootstrap of the main meters (other - ref) and the solvable-set overlap, on shared questions."""
     if ref.per_question.keys() != other.per_question.keys():
         return {"against": ref.name, "input": other.name,
@@ -268,7 +268,7 @@ def meter_command(paths: list[Path], samples: int | None = None, out: Path | Non
     paths = [Path(p) for p in paths]
     metered, note = meter_inputs(paths, samples, n_boot, fmt, fields)
     support_notes = add_support_meters(metered) if base_nll else []
-    comparisons = [compare(metered[0], m, n_boot) for m in metered[1:]]
+    comparisons = [compare_inputs(metered[0], m, n_boot) for m in metered[1:]]
 
     # 1. The table, in the order of the table of meters: meta rows, the headline meters with CIs, the rest.
     ordered = meter_table.ordered(k for m in metered for k in m.meters)

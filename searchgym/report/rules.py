@@ -6,7 +6,7 @@ arms' per-question values (each the mean over the arm's seeds), with a two-level
 draws each arm's seeds and then questions, the same questions for both arms
 (`searchgym.report.data.paired_two_level_bootstrap_ci`); a difference is claimed only when that CI
 excludes 0. Where per-question values are missing, the fallback: a difference is claimed only when the
-two arms' 95% CIs do not overlap (`compare`). A "no change" states the smallest difference the rule used
+two arms' 95% CIs do not overlap (`compare_cis`). A "no change" states the smallest difference the rule used
 would detect in 80% of studies of this size (`detectable_difference`, from `searchgym.meters.calibration`;
 docs/calibration.md measures both rules). `headlines` answers the questions the study exists for;
 `verdict` adds the details arm by arm. Reads only `searchgym.report.data`'s summaries.
@@ -49,11 +49,11 @@ def _count(x: float) -> str:
     return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
 
 
-def compare(a: Estimate, b: Estimate) -> str:
+def compare_cis(a: Estimate, b: Estimate) -> str:
     """'higher', 'lower' or 'overlap' (no claim) for a against b, by their 95% CIs; 'n/a' without data. The
     fallback of `compare_arms` where an arm has no per-question values of the column.
 
-    >>> compare(Estimate(0.8, 0.7, 0.9), Estimate(0.5, 0.4, 0.6)), compare(Estimate(0.5, 0.4, 0.6), Estimate(0.55, 0.5, 0.7))
+    >>> compare_cis(Estimate(0.8, 0.7, 0.9), Estimate(0.5, 0.4, 0.6)), compare_cis(Estimate(0.5, 0.4, 0.6), Estimate(0.55, 0.5, 0.7))
     ('higher', 'overlap')
     """
     if not all(math.isfinite(x) for x in (a.lo, a.hi, b.lo, b.hi)):
@@ -109,7 +109,7 @@ class Comparison:
 def compare_arms(a: ArmSummary, b: ArmSummary, label: str) -> Comparison:
     """Arm ``a`` against arm ``b`` on the table column ``label``: the paired rule where both arms have
     per-question values of it (`searchgym.report.data.paired_difference`: 'higher'/'lower' when the 95% CI
-    of a - b excludes 0), else the fallback `compare` on the two CIs.
+    of a - b excludes 0), else the fallback `compare_cis` on the two CIs.
 
     >>> import numpy as np
     >>> from searchgym.report.data import ArmSummary
@@ -118,12 +118,12 @@ def compare_arms(a: ArmSummary, b: ArmSummary, label: str) -> Comparison:
     >>> a = ArmSummary("a", [], [], {"x": wide}, {}, {}, {}, per_question={"x": np.array([[0.9, 0.5, 0.2, 0.7]] * 3)}, questions=qs)
     >>> b = ArmSummary("b", [], [], {"x": wide}, {}, {}, {}, per_question={"x": np.array([[0.8, 0.4, 0.1, 0.6]] * 3)}, questions=qs)
     >>> c = compare_arms(a, b, "x")
-    >>> c.side, c.paired, round(c.diff.value, 3), compare(a.table["x"], b.table["x"])
+    >>> c.side, c.paired, round(c.diff.value, 3), compare_cis(a.table["x"], b.table["x"])
     ('higher', True, 0.1, 'overlap')
     """
     paired = paired_difference(a, b, label)
     if paired is None:
-        side = compare(a.table[label], b.table[label])
+        side = compare_cis(a.table[label], b.table[label])
         return Comparison(NO_CLAIM if side == "overlap" else side, False)
     diff, used = paired
     if not (math.isfinite(diff.lo) and math.isfinite(diff.hi)):

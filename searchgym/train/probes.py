@@ -33,7 +33,7 @@ from transformers import TrainerCallback
 
 from searchgym.meters import table as meter_table
 from searchgym.meters.aggregate import aggregate
-from searchgym.meters.alarms import DEFAULT_RULES, RULES, AlarmEvent, AlarmRule, alarm_rules, check_alarms
+from searchgym.meters.alarms import DEFAULT_RULES, RULES, AlarmEvent, AlarmRule, alarm_rules, fired_alarms
 from searchgym.meters.echo_trap import ECHO_TRAP_RULES, GRAD_NORM, echo_trap_history, echo_trap_readings
 from searchgym.runs import append_metrics, namespaced, read_metrics
 from searchgym.trajectory import Trajectory, write_trajectories
@@ -191,7 +191,7 @@ class DiversityCallback(TrainerCallback):
     def _fire(self, stage: str, control, history: list[dict[str, float]], rules: Sequence[AlarmRule],
               kind: str) -> list[AlarmEvent]:
         """Warn, log and (``save_on_alarm``) checkpoint for every rule that fires for the first time."""
-        events = [e for e in check_alarms(history, rules) if (_rule_id(e.rule), e.key) not in self._fired]
+        events = [e for e in fired_alarms(history, rules) if (_rule_id(e.rule), e.key) not in self._fired]
         for e in events:
             self._fired.add((_rule_id(e.rule), e.key))
             log.warning("%s alarm at step %d: %s", kind, e.step, e.message)
