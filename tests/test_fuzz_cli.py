@@ -79,7 +79,7 @@ def test_fuzz_exits_1_naming_the_failures(monkeypatch):
 
 
 def test_old_entry_points_point_to_searchgym_fuzz_and_run_it():
-    from searchgym.testing.fuzzing import main
+    from searchgym.testing.__main__ import main
 
     proc = subprocess.run([sys.executable, "-m", "searchgym.testing", "--actions", "6", "--embedder", "hashing",
                            "--env", "searchgym_plugin_example/Elements-v0"], cwd=REPO, env=_env(),
@@ -87,7 +87,10 @@ def test_old_entry_points_point_to_searchgym_fuzz_and_run_it():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _lines(proc.stderr)[0].startswith("python -m searchgym.testing is now `searchgym fuzz`")
     assert json.loads(proc.stdout.splitlines()[-1])["per_env"]["searchgym_plugin_example/Elements-v0"]["actions"] == 6
-    assert main(["--actions", "0"]) == 2  # python -m searchgym.testing.fuzzing: the same command, its exit status
+    assert main(["--actions", "0"]) == 2  # the same command, its exit status
+    old = subprocess.run([sys.executable, "-m", "searchgym.testing.fuzzing", "--actions", "0"], cwd=REPO, env=_env(),
+                         capture_output=True, text=True, timeout=300)  # the older name runs it too
+    assert old.returncode == 2 and _lines(old.stderr)[-1].startswith("error: "), old.stderr[-3000:]
 
 
 def test_make_fuzz_calls_searchgym_fuzz():

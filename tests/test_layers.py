@@ -139,7 +139,7 @@ def test_the_graph_is_read():
 
 
 def test_config_never_imports_train():
-    """The stages are train's; config is below it and gets the registry passed in (`Recipe.validate`)."""
+    """The stages are train's; config is below it and gets the registry passed in (`config.checks.validate_recipe`)."""
     wrong = sorted((m, t) for m, targets in graph(module_level_only=False).items() if m.startswith("searchgym.config")
                    for t in targets if t == "searchgym.train" or t.startswith("searchgym.train."))
     assert not wrong, f"config imports train: {wrong}"
@@ -151,6 +151,13 @@ def test_no_module_level_import_circle():
     assert not unexplained, f"module-level import circles: {unexplained}"
     stale = [sorted(c) for c in ALLOWED_CIRCLES if c not in found]
     assert not stale, f"allowed circles that no longer exist (remove them here and in docs): {stale}"
+
+
+def test_no_import_circle_even_through_imports_inside_functions():
+    """A function-level import that reaches back is still a circle in the design (config.recipe <-> checks and
+    cli <-> testing.fuzzing were): only the import's timing differed."""
+    found = [sorted(c) for c in circles(graph(module_level_only=False))]
+    assert not found, f"import circles (function-level imports counted): {found}"
 
 
 def test_loading_a_recipe_imports_nothing_heavy():

@@ -1,4 +1,4 @@
-"""The checks behind `Recipe.validate`: ranges of the fields every recipe has, the stage list, the env and its
+"""`validate_recipe` and the checks behind it: ranges of the fields every recipe has, the stage list, the env and its
 world, the embedder and the tracker backends; each failure is one `ConfigError` (the one
 `searchgym.config.ConfigError`) that names the field and what is allowed. Types and ``Literal`` choices are the
 config loader's (`searchgym.config.build`, and `check_choices` for a recipe changed in code).
@@ -9,20 +9,48 @@ reach these functions as the ``stages`` mapping the caller passes in (name -> an
 name)``), because config sits below train and never imports it (tests/test_layers.py).
 
 Nothing here loads a model or builds an index (a plug-in world, small and cached in-process, is built to check
-its splits). `searchgym.config.recipe` holds the typed sections and the loading; this module imports them, and
-`Recipe.validate` imports this one when it runs.
+its splits). `searchgym.config.recipe` holds the typed sections and the parsing; this module imports them and
+is never imported by them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
-from searchgym.config import ConfigError
+from searchgym.config import ConfigError, check_choices
+from searchgym.config import recipe as recipe_module
 from searchgym.config.recipe import NAME_PATTERN, SEARCH_ENV, Recipe
 
 
+def validate_recipe(recipe: Recipe, stages: dict, *, check_model: bool = True) -> Recipe:
+    """Check every field before any work: one `ConfigError` naming the field and what is allowed.
+
+    ``stages`` is the stage registry (name -> stage: `searchgym.train.stages.STAGES`, whose ``validate_recipe``
+    passes it; config sits below train and does not import it). Nothing here loads a model or builds an index:
+    numbers are range-checked, each stage runs its own checks, ``env.id``, the world, the embedder and
+    ``report_to`` backends are looked up, and ``model.base`` is resolved to an alias, a folder or a cached
+    Hugging Face id (``check_model=False`` skips that last check, for a base model a study builds before its
+    arms run). Returns the recipe (its ``report_to`` normalised, world kwargs of another world dropped).
+    """
+    check_choices(recipe)  # the Literal fields again: a recipe changed or made in code is held to them too
+    for name, section in recipe.stage_sections.items():
+        if dataclasses.is_dataclass(section):
+            check_choices(section, f"{name}.")
+    check_fields(recipe, stages)
+    check_numbers(recipe)
+    recipe.report_to = check_report_to(recipe.report_to, recipe_module.REPORT_TO)  # the table, read now
+    check_env(recipe, stages)  # world_kwargs of another world are dropped here
+    if check_model and not stages[recipe.stages[0]].builds_base:  # a stage that builds the base needs none
+        from searchgym.agent.models import model_problem
+
+        if (problem := model_problem(recipe.model.base)) is not None:
+            raise ConfigError(f"model.base: {problem}")
+    return recipe
+
+
 def check_fields(recipe: Recipe, stages: dict) -> None:
-    """Name, stages, choices and the counts that must be >= 1 (the first checks `Recipe.validate` runs), then
+    """Name, stages, choices and the counts that must be >= 1 (the first checks `validate_recipe` runs), then
     each registered stage's own ``validate``; ``stages`` is the stage registry (name -> stage)."""
     if not isinstance(recipe.name, str) or not NAME_PATTERN.fullmatch(recipe.name):
         raise ConfigError(f"name: {recipe.name!r:.60} is not a run-folder name; use 1-100 letters, digits, '.', "

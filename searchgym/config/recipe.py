@@ -4,8 +4,8 @@ A recipe names a base model, a LoRA config, an environment, the training stages 
 (``stages = ["sft", "grpo"]`` starts GRPO from the SFT adapter) and how to evaluate. Every section
 is a dataclass with defaults, built by the one config loader (`searchgym.config`): an unknown or ill-typed key
 stops with one `ConfigError` that names it and lists what is allowed; ``--set section.key=value`` overrides any
-field from the command line. `Recipe.validate` then runs the semantic checks (`searchgym.config.checks`) and
-each stage's own. The stages are train's (`searchgym.train.stages.STAGES`): config sits below train, so the
+field from the command line. `searchgym.config.checks.validate_recipe` then runs the semantic checks and each
+stage's own (this module only parses: checks imports it, never the other way). The stages are train's (`searchgym.train.stages.STAGES`): config sits below train, so the
 registry is passed in, and `searchgym.train.stages.load_recipe` is the loader callers use.
 """
 
@@ -21,7 +21,6 @@ from searchgym.config import (  # noqa: F401  (parse_kwargs re-exported: callers
     ConfigError,
     apply_override,
     build,
-    check_choices,
     parse_kwargs,
     read_toml,
     to_toml,
@@ -233,34 +232,6 @@ class Recipe:
             return getattr(self, stage)
         return self.stage_sections.get(stage)
 
-    def validate(self, stages: dict, *, check_model: bool = True) -> Recipe:
-        """Check every field before any work: one `ConfigError` naming the field and what is allowed.
-
-        ``stages`` is the stage registry (name -> stage: `searchgym.train.stages.STAGES`, whose
-        ``validate_recipe`` passes it; config sits below train and does not import it). Nothing here loads a
-        model or builds an index: numbers are range-checked, each stage runs its own checks, ``env.id``, the
-        world, the embedder and ``report_to`` backends are looked up, and ``model.base`` is resolved to an
-        alias, a folder or a cached Hugging Face id (``check_model=False`` skips that last check, for a base
-        model a study builds before its arms run). The checks live in `searchgym.config.checks`, which imports
-        this module (so it is imported here, not at the top).
-        """
-        from searchgym.config.checks import check_env, check_fields, check_numbers, check_report_to
-
-        check_choices(self)  # the Literal fields again: a recipe changed or made in code is held to them too
-        for name, section in self.stage_sections.items():
-            if dataclasses.is_dataclass(section):
-                check_choices(section, f"{name}.")
-        check_fields(self, stages)
-        check_numbers(self)
-        self.report_to = check_report_to(self.report_to, REPORT_TO)
-        check_env(self, stages)  # world_kwargs of another world are dropped here
-        if check_model and not stages[self.stages[0]].builds_base:  # a stage that builds the base needs none
-            from searchgym.agent.models import model_problem
-
-            if (problem := model_problem(self.model.base)) is not None:
-                raise ConfigError(f"model.base: {problem}")
-        return self
-
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         extra = data.pop("stage_sections")
@@ -274,22 +245,22 @@ class Recipe:
 _SECTIONS = frozenset(f.name for f in dataclasses.fields(Recipe) if f.name != "stage_sections")
 
 
-def read_recipe(path: str | Path, stages: dict, overrides: list[str] | tuple[str, ...] = (), *,
-                check_model: bool = True) -> Recipe:
-    """Read, override (``section.key=value``) and validate a recipe file against the stage registry ``stages``
-    (see `Recipe.validate`); `searchgym.train.stages.load_recipe` passes the registry."""
+def parse_recipe_file(path: str | Path, stages: dict, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a recipe file and apply overrides (``section.key=value``) into a typed `Recipe`, **not yet
+    validated**: `searchgym.config.checks.validate_recipe` runs the semantic checks, and
+    `searchgym.train.stages.load_recipe` does both with the registered stages."""
     path = Path(path)
     data = read_toml(path, f"no recipe at {path}; see agents/ for examples")
     data.setdefault("name", path.stem)
     for item in overrides:
         apply_override(data, item)
-    return build_recipe(data, stages, where=str(path), check_model=check_model)
+    return parse_recipe(data, stages, where=str(path))
 
 
-def build_recipe(data: dict, stages: dict, where: str = "recipe", *, check_model: bool = True) -> Recipe:
-    """A validated `Recipe` from parsed TOML: the typed sections (`searchgym.config.build`), a registered
-    stage's own section (one of ``stages`` whose settings are not a `Recipe` field) into its settings
-    dataclass, then `Recipe.validate`."""
+def parse_recipe(data: dict, stages: dict, where: str = "recipe") -> Recipe:
+    """A typed `Recipe` from parsed TOML, not yet validated: the typed sections (`searchgym.config.build`, which
+    refuses unknown and ill-typed keys) and a registered stage's own section (one of ``stages`` whose settings
+    are not a `Recipe` field) into its settings dataclass. `searchgym.config.checks.validate_recipe` follows."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the recipe must be a table, got {type(data).__name__}")
     own = {k: s.settings for k, s in stages.items() if s.settings is not None and k not in _SECTIONS}
@@ -297,4 +268,4 @@ def build_recipe(data: dict, stages: dict, where: str = "recipe", *, check_model
     sections = {k: build(own[k], data.pop(k), where, f"{k}.") for k in list(data) if k in own}
     recipe = build(Recipe, data, where, more_keys=own)
     recipe.stage_sections = sections
-    return recipe.validate(stages, check_model=check_model)
+    return recipe

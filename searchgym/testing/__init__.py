@@ -10,7 +10,7 @@ needs from the world); `fuzzing` the invariant checker, the generated actions an
 
 _FROM = {"check_search_env": "checks", "make_state_machine": "checks", "training_readiness": "checks",
          "InvariantChecker": "fuzzing", "InvariantViolation": "fuzzing", "fuzz": "fuzzing", "fuzz_command": "fuzzing",
-         "main": "fuzzing", "random_action": "fuzzing", "random_case": "fuzzing"}
+         "random_action": "fuzzing", "random_case": "fuzzing"}
 __all__ = sorted(_FROM)
 
 

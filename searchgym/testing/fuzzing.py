@@ -280,16 +280,9 @@ def fuzz_command(actions: int = 100_000, env_ids=(), *, embedder: str | None = N
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m searchgym.testing.fuzzing [options]``: `searchgym fuzz` under its old name; the exit status."""
-    from searchgym.cli import app
-
-    try:
-        app(["fuzz", *(sys.argv[1:] if argv is None else argv)], prog_name="searchgym")
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else int(e.code is not None)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # The old name of `searchgym fuzz`: run the package's entry point (`searchgym/testing/__main__.py`), which
+    # calls the CLI. By module name, not an import: the CLI imports this module, and nothing imports the CLI back.
+    import runpy
+
+    runpy.run_module("searchgym.testing", run_name="__main__", alter_sys=True)

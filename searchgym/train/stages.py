@@ -18,8 +18,8 @@ object and one line in `STAGES` (docs/architecture.md, "A new training stage"). 
 ``validate`` runs when a recipe loads, before torch is imported; ``run`` imports what it trains with.
 
 Loading a recipe needs the registry, and config sits below train, so the loaders callers use are here
-(`load_recipe`, `recipe_from_dict`, `validate_recipe`): config's own (`searchgym.config.recipe.read_recipe`…)
-take the registry as an argument.
+(`load_recipe`, `recipe_from_dict`, `validate_recipe`): config's own (`config.recipe.parse_recipe_file` and
+`parse_recipe`, then `config.checks.validate_recipe`) take the registry as an argument.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from searchgym.config import checks
 from searchgym.config.recipe import (
     GRPOSettings,
     PretrainConfig,
     Recipe,
     SFTSettings,
-    build_recipe,
-    read_recipe,
+    parse_recipe,
+    parse_recipe_file,
 )
 from searchgym.train.rft import RFTSettings
 
@@ -112,15 +113,16 @@ def get_stage(name: str) -> Stage:
 
 
 def validate_recipe(recipe: Recipe, *, check_model: bool = True) -> Recipe:
-    """`Recipe.validate` against the registered stages (a recipe made or changed in code)."""
-    return recipe.validate(STAGES, check_model=check_model)
+    """`searchgym.config.checks.validate_recipe` against the registered stages (a recipe made or changed in
+    code)."""
+    return checks.validate_recipe(recipe, STAGES, check_model=check_model)
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, check_model: bool = True) -> Recipe:
     """Read, override (``section.key=value``) and validate a recipe file against the registered stages."""
-    return read_recipe(path, STAGES, overrides, check_model=check_model)
+    return validate_recipe(parse_recipe_file(path, STAGES, overrides), check_model=check_model)
 
 
 def recipe_from_dict(data: dict, where: str = "recipe", *, check_model: bool = True) -> Recipe:
     """A validated `Recipe` from parsed TOML, its stages' sections read and checked by the registered stages."""
-    return build_recipe(data, STAGES, where, check_model=check_model)
+    return validate_recipe(parse_recipe(data, STAGES, where), check_model=check_model)
