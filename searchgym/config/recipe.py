@@ -102,12 +102,9 @@ class PretrainConfig:
 
 
 @dataclass
-class SFTSettings:
-    demos: Literal["diverse", "narrow"] = "diverse"
-    narrow_strategy: str = "forward"  # the one strategy (and style) of the narrow set
-    narrow_style: str = ""  # "" = the world's first query style
-    num_questions: int = 200  # train questions; both demo sets use the same questions
-    demos_per_question: int = 2  # the same count for diverse and narrow (same information budget)
+class SFTTraining:
+    """The SFT trainer's fields, shared by every stage that trains with TRL's SFTTrainer (sft, rft)."""
+
     epochs: float = 1.0
     learning_rate: float = 2e-4
     batch_size: int = 4
@@ -115,6 +112,15 @@ class SFTSettings:
     max_length: int = 2048
     save_steps: int = 50
     logging_steps: int = 5
+
+
+@dataclass
+class SFTSettings(SFTTraining):
+    demos: Literal["diverse", "narrow"] = "diverse"
+    narrow_strategy: str = "forward"  # the one strategy (and style) of the narrow set
+    narrow_style: str = ""  # "" = the world's first query style
+    num_questions: int = 200  # train questions; both demo sets use the same questions
+    demos_per_question: int = 2  # the same count for diverse and narrow (same information budget)
 
 
 @dataclass

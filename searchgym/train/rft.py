@@ -32,12 +32,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from searchgym.config import ConfigError
+from searchgym.config.checks import check_rules
+from searchgym.config.recipe import SFTTraining
+from searchgym.train.sft_checks import training_rules
 
 ROUND = "round.json"  # a finished round's marker and summary
 
 
 @dataclass
-class RFTSettings:
+class RFTSettings(SFTTraining):
     """The recipe's ``[rft]`` section."""
 
     rounds: int = 1  # sample -> keep the correct -> train, this many times
@@ -48,18 +51,11 @@ class RFTSettings:
     max_new_tokens: int = 96  # per assistant turn
     rollout_batch_size: int = 32  # episodes generated together
     keep: Literal["correct", "distinct"] = "correct"  # "distinct": one of identical correct episodes (RFT)
-    # Training on the kept episodes: the sft stage's fields, same meaning.
-    epochs: float = 1.0
-    learning_rate: float = 2e-4
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 2048
-    logging_steps: int = 5
-    save_steps: int = 50
+    # Training on the kept episodes: the sft stage's fields (`SFTTraining`), same meaning and defaults.
 
 
 _COUNTS = ("rounds", "num_questions", "samples", "max_turns", "max_new_tokens", "rollout_batch_size", "batch_size",
-           "grad_accum", "max_length", "logging_steps", "save_steps")
+           "max_length")
 
 
 def check_rft(recipe) -> None:
@@ -68,11 +64,8 @@ def check_rft(recipe) -> None:
     for name in _COUNTS:
         if getattr(s, name) < 1:
             raise ConfigError(f"rft.{name}: must be an integer >= 1, got {getattr(s, name)!r}")
-    for name, ok, allowed in (("temperature", s.temperature >= 0, "a finite number >= 0 (0 = greedy)"),
-                              ("epochs", s.epochs > 0, "a finite number of epochs > 0"),
-                              ("learning_rate", s.learning_rate > 0, "a finite number > 0")):
-        if not (math.isfinite(getattr(s, name)) and ok):
-            raise ConfigError(f"rft.{name}: must be {allowed}, got {getattr(s, name)!r}")
+    check_rules(recipe, [("rft.temperature", math.isfinite(s.temperature) and s.temperature >= 0,
+                          "a finite number >= 0 (0 = greedy)"), *training_rules("rft", s)])
 
 
 def kept_episodes(episodes, keep: str = "correct") -> list:

@@ -14,11 +14,17 @@ def check_sft(recipe) -> None:
     for n in ("num_questions", "demos_per_question", "batch_size", "max_length"):
         if getattr(s, n) < 1:
             raise ConfigError(f"sft.{n}: must be >= 1, got {getattr(s, n)}")
-    check_rules(recipe, [
-        ("sft.learning_rate", finite(s.learning_rate) and s.learning_rate > 0, "a finite number > 0"),
-        ("sft.epochs", finite(s.epochs) and s.epochs > 0, "a finite number of epochs > 0"),
-        *((f"sft.{k}", getattr(s, k) >= 1, "an integer >= 1") for k in ("save_steps", "logging_steps", "grad_accum")),
-    ])
+    check_rules(recipe, training_rules("sft", s))
+
+
+def training_rules(section: str, s) -> list[tuple[str, bool, str]]:
+    """The ranges of the SFT trainer's fields (`searchgym.config.recipe.SFTTraining`) in ``section``, as
+    `check_rules` rules: every stage that trains with SFTTrainer (sft, rft) checks them alike."""
+    return [
+        (f"{section}.learning_rate", finite(s.learning_rate) and s.learning_rate > 0, "a finite number > 0"),
+        (f"{section}.epochs", finite(s.epochs) and s.epochs > 0, "a finite number of epochs > 0"),
+        *((f"{section}.{k}", getattr(s, k) >= 1, "an integer >= 1") for k in ("save_steps", "logging_steps", "grad_accum")),
+    ]
 
 
 def check_sft_world(recipe, world, name: str) -> None:
