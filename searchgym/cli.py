@@ -3,55 +3,27 @@
 Imports are lazy so `searchgym --help` answers in well under a second even though training pulls in
 torch, transformers and TRL. A bad config (`searchgym.config.ConfigError`: recipe, corpus recipe, study file,
 ``--set``) is one line on stderr and exit status 2, with nothing written (`_one_line`). Known harmless
-warnings of the libraries under training are silenced in one place (`_quiet_known_warnings`).
+warnings of the libraries under training are silenced in one place (`searchgym.quiet`, also in study workers).
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
-import sys
-import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from searchgym.config import ConfigError
+from searchgym.quiet import quiet_known_warnings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="searchgym: measure exploration diversity in LLM search agents.")
 
 
-# Third-party warnings that every run prints and no user can act on: (category, start of the message), each
-# with why it is harmless. Matched by category and message, never by module, so searchgym's own warnings
-# (plug-ins that fail to load, regenerated question files, GRPO settings that do nothing) and any new
-# third-party warning still show. Any -W option or PYTHONWARNINGS (e.g. PYTHONWARNINGS=default) turns this
-# off and shows them all.
-KNOWN_WARNINGS = (
-    # transformers 5 renamed model.is_gradient_checkpointing to is_activation_checkpointing; TRL 1.16's SFT
-    # and GRPO trainers still read the old name (a deprecated alias that works the same until v6, and the
-    # versions are pinned). searchgym/train/grpo.py filters it for GRPO; SFT runs printed it on every train.
-    (FutureWarning, "`is_gradient_checkpointing` is deprecated"),
-    # TRL warns that GRPOTrainer's rollout_func and environment_factory are experimental: searchgym's GRPO
-    # uses them on purpose (the engine rollout and TRL's own tool loop), against the pinned TRL, with tests
-    # (tests/test_grpo*.py). `make run` sets TRL_EXPERIMENTAL_SILENCE=1 for the same reason; a bare
-    # `searchgym train` printed the first on every GRPO run.
-    (UserWarning, "You are using 'rollout_func', which is an experimental feature"),
-    (UserWarning, "You are using 'environment_factory', which is an experimental feature"),
-)
-
-
-def _quiet_known_warnings() -> None:
-    if sys.warnoptions:  # the user asked for a warnings policy (-W, PYTHONWARNINGS): theirs wins
-        return
-    for category, message in KNOWN_WARNINGS:
-        warnings.filterwarnings("ignore", message=re.escape(message), category=category)
-
-
 @app.callback()
 def _every_command() -> None:
-    _quiet_known_warnings()
+    quiet_known_warnings()
 
 
 def _fail(message: str, code: int = 2) -> None:

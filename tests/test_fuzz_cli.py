@@ -15,8 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 import searchgym  # noqa: F401  (registers the envs and plug-ins)
-from searchgym.cli import KNOWN_WARNINGS, _quiet_known_warnings, app
+from searchgym.cli import app
 from searchgym.envs import registered_envs
+from searchgym.quiet import KNOWN_WARNINGS, quiet_known_warnings
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("searchgym")
@@ -104,7 +105,7 @@ def test_known_harmless_warnings_are_silenced_and_others_still_show(monkeypatch)
     monkeypatch.setattr(sys, "warnoptions", [])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _quiet_known_warnings()
+        quiet_known_warnings()
         for category, message in KNOWN_WARNINGS:
             warnings.warn(message + " (and the rest of the library's text)", category, stacklevel=1)
         warnings.warn("searchgym plug-in 'x' (x:register) failed to load: boom", UserWarning, stacklevel=1)

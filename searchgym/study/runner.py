@@ -205,8 +205,13 @@ class RunsFailed(RuntimeError):
 
 
 def _worker_init() -> None:
-    """A worker of `_run_parallel`: one thread (several runs share the cores), set before torch loads."""
+    """A worker of `_run_parallel`: one thread (several runs share the cores), set before torch loads, and the
+    CLI's filter of known third-party warnings (the worker's log would repeat them on every run)."""
     import os
+
+    from searchgym.quiet import quiet_known_warnings
+
+    quiet_known_warnings()
 
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"

@@ -10,7 +10,6 @@ completions/*, step_time) we log search behaviour and the tool results TRL dropp
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import torch
@@ -24,9 +23,6 @@ from searchgym.train.grpo_rollout import EngineRollout
 
 log = logging.getLogger(__name__)
 
-# TRL 1.16 reads model.is_gradient_checkpointing around every generation, which transformers 5 deprecates in
-# favour of is_activation_checkpointing: a FutureWarning about TRL's code, not the user's, on every run.
-warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 # ---- data -----------------------------------------------------------------------------------------
