@@ -98,9 +98,8 @@ def token_stats(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) 
     z = logits.float() / (temperature if temperature > 0 else 1.0)
     logp = torch.log_softmax(z, dim=-1)
     p = logp.exp()
-    # p == 0 (a masked or underflowed logit) contributes nothing; without the where, 0 * -inf is NaN. The sum
-    # of up to ~150k small terms runs in float64, so it adds no rounding of its own to the logits' float32.
-    entropy = torch.where(p > 0, p * -logp, 0.0).double().sum(-1).float()
+    # p == 0 (a masked or underflowed logit) contributes nothing; without the where, 0 * -inf is NaN.
+    entropy = torch.where(p > 0, p * -logp, 0.0).sum(-1)
     logprob = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return logprob, entropy
 
