@@ -2,7 +2,8 @@
 
 Imports are lazy so `searchgym --help` answers in well under a second even though training pulls in
 torch, transformers and TRL. A bad config (`searchgym.config.ConfigError`: recipe, corpus recipe, study file,
-``--set``) is one line on stderr and exit status 2, with nothing written (`_one_line`). Known harmless
+``--set``) is one line on stderr and exit status 2, with nothing written (`_one_line`); so is a usage error (an
+unknown option or command, a missing argument, a bad choice: `_Commands`), instead of click's usage panel. Known harmless
 warnings of the libraries under training are silenced in one place (`searchgym.quiet`, also in study workers).
 """
 
@@ -13,11 +14,44 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 
 from searchgym.config import ConfigError
 from searchgym.quiet import quiet_known_warnings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+
+class _Commands(typer.core.TyperGroup):
+    """Typer's command group with click's usage errors (an unknown option or command, a missing argument, a
+    bad choice or value) as one line on stderr and exit 2 (`_usage_in_one_line`), not the usage panel; help
+    (``--help``, and the bare ``searchgym``) is unchanged. Both the entry point and ``CliRunner`` come here."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _usage_in_one_line():  # the group's own options and arguments
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with _usage_in_one_line():  # the sub-command's name, its parameters, and a command's own BadParameter
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _usage_in_one_line():
+    """A click `UsageError` as ``error: searchgym train: no such option: --foo (see searchgym train --help)``
+    (one line, whatever click's message spans) and exit 2; help shown for no arguments passes through."""
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer >= 0.29 vendors click
+
+    try:
+        yield
+    except NoArgsIsHelpError:
+        raise
+    except UsageError as e:
+        command = e.ctx.command_path if e.ctx is not None else "searchgym"
+        message = " ".join(e.format_message().split())
+        _fail(f"{command}: {message[:1].lower()}{message[1:]} (see {command} --help)")
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=_Commands,
                   help="searchgym: measure exploration diversity in LLM search agents.")
 
 
@@ -138,6 +172,19 @@ def meter(paths: Annotated[list[Path], typer.Argument(help="run folders, traject
     with _one_line(ValueError):
         meter_command(paths, samples=samples, out=out, base_nll=base_nll, fmt=format_,
                       fields=parse_field_map(field or ()))
+
+
+@app.command()
+def updates(runs: Annotated[list[Path], typer.Argument(help="trained run folders, or folders of them (a study arm)")],
+            tolerance: Annotated[float, typer.Option(help="a parameter moved when |trained - base| > this")] = 1e-5,
+            precision: Annotated[str, typer.Option(help="compare in float32 (the saved values) or bfloat16 "
+                                                        "(the paper's setting)")] = "float32",
+            out: Annotated[Path | None, typer.Option(help="where to write updates.json")] = None) -> None:
+    """Where each run wrote: the share of its base's parameters it moved, and the overlap between runs."""
+    from searchgym.report.updates import updates_command
+
+    with _one_line(ValueError):
+        updates_command(runs, tolerance=tolerance, precision=precision, out=out)
 
 
 @app.command()
