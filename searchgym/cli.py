@@ -20,7 +20,6 @@ from searchgym.config import ConfigError
 from searchgym.quiet import quiet_known_warnings
 
 
-
 class _Commands(typer.core.TyperGroup):
     """Typer's command group with click's usage errors (an unknown option or command, a missing argument, a
     bad choice or value) as one line on stderr and exit 2 (`_usage_in_one_line`), not the usage panel; help

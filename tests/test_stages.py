@@ -39,7 +39,7 @@ class ToyStage:
         import torch
 
         s = ctx.recipe.settings("toy")
-        model = ctx.wrap_lora(ctx.model)
+        model = ctx.trainable(ctx.model)
         model.train()
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=s.learning_rate)
         ids = ctx.tokenizer("<tool_call>search the answer</tool_call>", return_tensors="pt")["input_ids"]

@@ -93,17 +93,20 @@ def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32, device:
     """Load ``(model, tokenizer)`` ready for batched generation (left padding, pad token set, eval mode).
 
     ``name_or_path``: ``"smollm2-135m-instruct"`` (default base), ``"tiny"``, a Hugging Face id or local
-    folder, or a training run folder holding ``adapter/adapter_config.json`` (its base model is loaded and
-    the LoRA adapter applied). ``adapter`` applies a PEFT adapter folder on top of any base.
+    folder, or a training run folder: one holding ``adapter/adapter_config.json`` (its base model is loaded
+    and the LoRA adapter applied) or, trained with ``model.finetune = "full"``, ``model/`` (that model).
+    ``adapter`` applies a PEFT adapter folder on top of any base.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    run_adapter = _run_adapter(Path(name_or_path).expanduser())
-    if run_adapter is not None:
+    found = run_adapter(Path(name_or_path).expanduser())
+    if found is not None:
         if adapter is not None:
             raise ModelError(f"{name_or_path} is a run folder with its own adapter; pass its base model "
                              "as the model name to use adapter= instead")
-        adapter, name_or_path = str(run_adapter), _adapter_base(run_adapter)
+        adapter, name_or_path = str(found), adapter_base(found)
+    elif (full := run_full_model(Path(name_or_path).expanduser())) is not None:
+        name_or_path = str(full)
     path = resolve_model_path(name_or_path)
     local_only = os.environ.get("SEARCHGYM_ALLOW_DOWNLOAD") != "1"
     try:
@@ -177,7 +180,7 @@ def model_problem(name: object) -> str | None:
     """Why ``load_model(name)`` cannot work, found without loading or converting anything; None when it can.
 
     Accepted: an alias, a model folder (``config.json``), a training run folder
-    (``adapter/adapter_config.json``), or a Hugging Face id that is in the local cache (any id with
+    (``adapter/adapter_config.json``, or ``model/config.json`` after full-parameter training), or a Hugging Face id that is in the local cache (any id with
     ``SEARCHGYM_ALLOW_DOWNLOAD=1``).
 
     >>> model_problem("tiny") is None
@@ -199,9 +202,9 @@ def model_problem(name: object) -> str | None:
         return None
     path = Path(name).expanduser()
     if path.exists():
-        if _run_adapter(path) is not None or (path / "config.json").is_file():
+        if run_adapter(path) is not None or run_full_model(path) is not None or (path / "config.json").is_file():
             return None
-        return f"{name!r} exists but is neither a model folder (config.json) nor a run folder (adapter/)"
+        return f"{name!r} exists but is neither a model folder (config.json) nor a run folder (adapter/ or model/)"
     if _HF_ID.fullmatch(name) and not name.startswith(("./", "../", "~")):
         if os.environ.get("SEARCHGYM_ALLOW_DOWNLOAD") == "1":
             return None
@@ -218,7 +221,7 @@ def model_problem(name: object) -> str | None:
 
 # ---- run folders ---------------------------------------------------------------------------------------
 
-def _run_adapter(path: Path) -> Path | None:
+def run_adapter(path: Path) -> Path | None:
     """The adapter folder of a training run folder, or None when ``path`` is not one."""
     for candidate in (path / "adapter", path):
         if (candidate / "adapter_config.json").is_file():
@@ -226,7 +229,15 @@ def _run_adapter(path: Path) -> Path | None:
     return None
 
 
-def _adapter_base(adapter: Path) -> str:
+def run_full_model(path: Path) -> Path | None:
+    """The ``model/`` folder of a run trained with ``model.finetune = "full"`` (every weight saved, with its
+    tokenizer), or None. A model folder itself (``config.json`` at its top) is not a run folder."""
+    if (path / "model" / "config.json").is_file() and not (path / "config.json").is_file():
+        return path / "model"
+    return None
+
+
+def adapter_base(adapter: Path) -> str:
     """The base model an adapter was trained on. PEFT records the folder the base was loaded from; a cache
     folder named after an alias maps back to the alias, so runs stay portable across machines."""
     config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))

@@ -46,6 +46,9 @@ class ModelConfig:
     base: str = "smollm2-135m-instruct"  # alias ("smollm2-135m-instruct", "tiny"), HF id, local path, or run dir
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     trust_remote_code: bool = False
+    # What training changes, in every stage after the base: a LoRA adapter from [lora], or every weight
+    # ("full": small models such as the prior lab's; searchgym/train/weights.py, docs/where-rl-writes.md).
+    finetune: Literal["lora", "full"] = "lora"
 
 
 @dataclass

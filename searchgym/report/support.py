@@ -115,10 +115,11 @@ def _batches(tokenizer, trajectories: Sequence[Trajectory], context: int, batch_
 
 
 def kl_to_base(model, tokenizer, trajectories: Sequence[Trajectory], *, temperature: float = 1.0,
-               batch_size: int = 4) -> list[dict[str, float]]:
-    """How far a LoRA policy has moved from its base on its own trajectories: per trajectory, sums over its
+               batch_size: int = 4, base=None) -> list[dict[str, float]]:
+    """How far a policy has moved from its base on its own trajectories: per trajectory, sums over its
     assistant tokens (`agent_token_labels`) of three estimates of KL(π || π_base), with π the ``model``
-    (adapter on) and π_base the same model with the adapter off, both at the sampling ``temperature``::
+    (adapter on) and π_base the same model with the adapter off — or ``base``, a separate model with the same
+    tokenizer (after full-parameter training) — both at the sampling ``temperature``::
 
         k1 = log π(y_t) − log π_base(y_t)                 (Schulman's k1: unbiased, can be < 0)
         k3 = r − 1 − log r,  r = π_base(y_t) / π(y_t)     (k3: unbiased, >= 0, low variance)
@@ -169,12 +170,15 @@ def kl_to_base(model, tokenizer, trajectories: Sequence[Trajectory], *, temperat
             ids, mask = ids.to(device), mask.to(device)
             with torch.inference_mode():
                 policy = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-                with model.disable_adapter():
-                    base = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+                if base is not None:
+                    reference = base(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+                else:
+                    with model.disable_adapter():
+                        reference = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             # The logits at t predict token t + 1: score every agent token under both models.
             targets = labels[:, 1:].to(device)
             keep = targets != IGNORE
-            lp, lq = F.log_softmax(policy * scale, -1), F.log_softmax(base * scale, -1)
+            lp, lq = F.log_softmax(policy * scale, -1), F.log_softmax(reference * scale, -1)
             tok = targets.clamp(min=0).unsqueeze(-1)
             log_ratio = (lq.gather(-1, tok) - lp.gather(-1, tok)).squeeze(-1)  # log π_base − log π
             terms = {"k1": -log_ratio, "k3": torch.expm1(log_ratio) - log_ratio,
@@ -206,6 +210,8 @@ def run_models(path: str | Path) -> tuple[str, str]:
 
     - a trained run (``adapter/``): the base its adapter was trained on, and the run folder itself;
     - a run's ``baseline/`` evaluation: the parent run's base, twice;
+    - a full-parameter run (``model/``): its base (the prior-lab model it pretrained, else its recipe's
+      ``model.base``), and the run folder itself;
     - a prior-lab run without adapter (``stages/pretrain/model``): that model, twice (it is its own base);
     - an untrained run (a study's base arm: ``recipe.toml`` only): its ``model.base``, twice.
 
@@ -215,21 +221,22 @@ def run_models(path: str | Path) -> tuple[str, str]:
     ValueError: /no/such/run.jsonl is not in a run folder: no adapter, pretrained model or recipe.toml names its model
     """
     # The same resolution load_model applies to a run folder (its adapter, and the base the adapter records).
-    from searchgym.agent.models import _adapter_base, _run_adapter
+    from searchgym.agent.models import adapter_base, run_adapter, run_full_model
 
     path = Path(path)
     folder = path.parent if path.suffix == ".jsonl" else path
     if folder.name == "baseline" and (folder.parent / "recipe.toml").is_file():
         base, _ = run_models(folder.parent)
         return base, base
-    adapter = _run_adapter(folder) if folder.is_dir() else None
+    adapter = run_adapter(folder) if folder.is_dir() else None
     if adapter is not None:
-        return _adapter_base(adapter), str(folder)
-    if (model_dir(folder) / "config.json").is_file():
-        prior = str(model_dir(folder).resolve())
-        return prior, prior
-    if (folder / "recipe.toml").is_file():
-        base = tomllib.loads((folder / "recipe.toml").read_text(encoding="utf-8")).get("model", {}).get("base")
-        if base:
-            return base, base
+        return adapter_base(adapter), str(folder)
+    prior = str(model_dir(folder).resolve()) if (model_dir(folder) / "config.json").is_file() else None
+    recipe = folder / "recipe.toml"
+    base = prior or (tomllib.loads(recipe.read_text(encoding="utf-8")).get("model", {}).get("base")
+                     if recipe.is_file() else None)
+    if base and folder.is_dir() and run_full_model(folder) is not None:
+        return base, str(folder)
+    if base:
+        return base, base
     raise ValueError(f"{path} is not in a run folder: no adapter, pretrained model or recipe.toml names its model")

@@ -32,6 +32,8 @@ import numpy as np
 
 from searchgym.config.recipe import Recipe
 from searchgym.runs import RunFolder, atomic_write, jsonable, parse_rung, rung_name
+from searchgym.train.stages import get_stage
+from searchgym.train.weights import base_source
 from searchgym.trajectory import TOKEN_ROLES, Trajectory
 
 DOSE_FILE = "dose.json"
@@ -189,7 +191,8 @@ def evaluate_base_rung(run_dir: str | Path, recipe: Recipe, arm: str, seed: int)
 def evaluate_rungs(run_dir: str | Path, recipe: Recipe, arm: str, seed: int, wanted: Sequence[int] | None = None,
                    *, progress: bool = True, log: Callable[[str], None] = print) -> list[Path]:
     """Evaluate the chosen rungs of a trained run that are not evaluated yet; returns every chosen rung's
-    folder in training order. Loads the base once and swaps each rung's adapter weights into it."""
+    folder in training order. LoRA: loads the base once and swaps each rung's adapter weights into it;
+    full-parameter: loads the base once and each rung's model beside it."""
     from searchgym.trajectory import read_trajectories, write_trajectories
 
     run = RunFolder(run_dir)
@@ -199,11 +202,17 @@ def evaluate_rungs(run_dir: str | Path, recipe: Recipe, arm: str, seed: int, wan
     todo = [r for r in rungs if not is_evaluated(run.dose_dir(r.name))]
     lengths = {r.stage: r.stage_step for r in saved_rungs(run_dir, recipe.stages)}  # each stage's last step
     rows = run.read_metrics()
-    model = tokenizer = None
+    model = tokenizer = base = None
+    source = base_source(recipe, run_dir, get_stage(recipe.stages[0]).builds_base)
     for i, rung in enumerate(todo, 1):
         start = time.time()
         folder = run.dose_dir(rung.name)
-        model, tokenizer = _with_adapter(model, tokenizer, recipe, folder / "adapter")
+        if recipe.model.finetune == "full":
+            if base is None:
+                base, tokenizer = _load(recipe, source)
+            model, _ = _load(recipe, str(folder / "model"))
+        else:
+            model, tokenizer = _with_adapter(model, tokenizer, recipe, source, folder / "adapter")
         if rung.final:  # the run's own final evaluation: the same model, questions, n, decoding and seed
             shutil.copyfile(run.trajectories(), folder / "trajectories.jsonl")
             trajectories = list(read_trajectories(folder))
@@ -212,7 +221,7 @@ def evaluate_rungs(run_dir: str | Path, recipe: Recipe, arm: str, seed: int, wan
             write_trajectories(folder / "trajectories.jsonl", trajectories, parquet=False)
         from searchgym.report.support import kl_to_base
 
-        kl = kl_to_base(model, tokenizer, trajectories, temperature=recipe.eval.temperature)
+        kl = kl_to_base(model, tokenizer, trajectories, temperature=recipe.eval.temperature, base=base)
         record = rung_record(trajectories, recipe.eval.samples, kl)
         write_rung(folder, {"arm": arm, "seed": seed, "rung": rung.name, "stage": rung.stage,
                             "stage_step": rung.stage_step, "step": rung.step,
@@ -224,19 +233,24 @@ def evaluate_rungs(run_dir: str | Path, recipe: Recipe, arm: str, seed: int, wan
     return [run.dose_dir(r.name) for r in rungs]
 
 
-def _with_adapter(model, tokenizer, recipe: Recipe, adapter: Path):
-    """The run's base model with ``adapter`` as its "default" LoRA: loaded once, then weights swapped."""
+def _load(recipe: Recipe, name: str):
+    """``load_model(name)`` in the recipe's dtype, on the GPU when there is one."""
     import torch
+
+    from searchgym.agent.models import load_model
+
+    return load_model(name, dtype=getattr(torch, recipe.model.dtype), trust_remote_code=recipe.model.trust_remote_code,
+                      device="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _with_adapter(model, tokenizer, recipe: Recipe, base: str, adapter: Path):
+    """The run's ``base`` model with ``adapter`` as its "default" LoRA: loaded once, then weights swapped."""
     from peft import PeftModel, set_peft_model_state_dict
     from safetensors.torch import load_file
 
     if model is None:
-        from searchgym.agent.models import load_model
-
-        base, tokenizer = load_model(recipe.model.base, dtype=getattr(torch, recipe.model.dtype),
-                                     trust_remote_code=recipe.model.trust_remote_code,
-                                     device="cuda" if torch.cuda.is_available() else "cpu")
-        return PeftModel.from_pretrained(base, str(adapter)).eval(), tokenizer
+        model, tokenizer = _load(recipe, base)
+        return PeftModel.from_pretrained(model, str(adapter)).eval(), tokenizer
     set_peft_model_state_dict(model, load_file(str(adapter / "adapter_model.safetensors")))
     return model, tokenizer
 

@@ -2,11 +2,12 @@
 
 The package front only re-exports. Where things live:
 
-- `searchgym.train.pipeline`: `train_command` (run folder, stages in order, adapters, done markers, eval);
+- `searchgym.train.pipeline`: `train_command` (run folder, stages in order, saved weights, done markers, eval);
 - `searchgym.train.stages`: the stages by name (`STAGES`) and the `Stage` protocol, and the recipe loaders
   that use them (`load_recipe`, `recipe_from_dict`, `validate_recipe`);
-- `searchgym.train.context`: `TrainContext`, what every stage runs in (device/dtype, LoRA, resume, metrics,
-  probes, ranks), and saving/loading adapters;
+- `searchgym.train.context`: `TrainContext`, what every stage runs in (device/dtype, trained weights, resume,
+  metrics, probes, ranks); `searchgym.train.weights`: what a stage trains (a LoRA adapter, or every weight
+  with ``model.finetune = "full"``) and how it is saved and loaded;
 - `searchgym.train.probes`: the live diversity probes; `searchgym.train.evaluate`: `evaluate_run`;
 - the stages' own modules: `pretrain` (+ `prior_tokenizer`), `sft`, `grpo` (+ `grpo_env`), `rft`, and the
   light checks of the first three (`pretrain_checks`, `sft_checks`, `grpo_checks`).
@@ -16,13 +17,14 @@ Heavy imports stay inside functions, so this package is light to import.
 
 from __future__ import annotations
 
-from searchgym.train.context import DONE, load_stage_adapter, save_adapter
+from searchgym.train.context import DONE
 from searchgym.train.pipeline import (
     check_env_names,
     find_latest_run,
     train_command,
     trim_to_latest_checkpoint,
 )
+from searchgym.train.weights import load_stage_adapter, save_adapter
 
 __all__ = ["DONE", "check_env_names", "evaluate_run", "find_latest_run", "load_stage_adapter", "save_adapter",
            "train_command", "trim_to_latest_checkpoint"]

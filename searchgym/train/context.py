@@ -1,11 +1,13 @@
-"""The training context every stage runs in: device and dtype, LoRA, resume, metrics, probes, ranks.
+"""The training context every stage runs in: device and dtype, trained weights, resume, metrics, probes, ranks.
 
 `searchgym.train.pipeline` builds one `TrainContext` per run and hands it to each stage's ``run`` (with
 ``stage`` set to that stage's name). A stage asks the context instead of deciding for itself:
 
 - ``ctx.device`` / ``ctx.dtype`` / ``ctx.trainer_args()``: where the model lives and the precision flags a
   Trainer config takes (``bf16`` on a GPU when ``model.dtype = "bfloat16"``, whatever the stage);
-- ``ctx.lora_config()`` / ``ctx.wrap_lora(model)``: the recipe's LoRA, built in one place;
+- ``ctx.trainable(model)`` / ``ctx.save_weights(model, parent)`` / ``ctx.load_weights(model, parent)``: what
+  the recipe trains (a LoRA adapter, or every weight with ``model.finetune = "full"``), saved and loaded one
+  way everywhere (`searchgym.train.weights`);
 - ``ctx.checkpoint_dir()`` / ``ctx.resume_checkpoint()``: the stage's checkpoints and, on ``--resume``, the
   latest one (its metrics rows logged after that step are dropped, since they are about to be logged again);
 - ``ctx.log(row)`` / ``ctx.attach(trainer)``: metrics.jsonl rows, the readable progress line and the live
@@ -22,13 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import re
 from pathlib import Path
 
 from searchgym.config import ConfigError
-from searchgym.config.recipe import LoraSettings, Recipe
+from searchgym.config.recipe import Recipe
 
 DONE = "done"
 
@@ -155,14 +156,6 @@ def main_first(what: str = "preparing files for the other ranks"):
     yield
 
 
-def lora_config(lora: LoraSettings):
-    """The recipe's ``[lora]`` as a PEFT config (the only place one is built)."""
-    from peft import LoraConfig
-
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
-
-
 def precision(recipe: Recipe) -> dict:
     """The device and precision flags of every stage's Trainer config: CPU without a GPU, bf16 on a GPU when
     ``model.dtype = "bfloat16"`` (the dtype the model was loaded in; fp32 otherwise)."""
@@ -263,7 +256,7 @@ class TrainContext:
         return MetricsLogger(self.run_dir, self.stage)
 
     def attach(self, trainer, *, probes: bool = True) -> None:
-        """The readable progress line instead of the Trainer's raw dicts, (rank 0, ``dose.every`` > 0) adapter
+        """The readable progress line instead of the Trainer's raw dicts, (rank 0, ``dose.every`` > 0) policy
         snapshots for dose curves (`searchgym.train.dose`), and (rank 0, ``meters.every`` > 0) the live
         diversity probes with their collapse alarms."""
         from searchgym.train.progress import use_readable_progress
@@ -272,9 +265,9 @@ class TrainContext:
         if self.recipe.dose.every and self.is_main:
             from searchgym.train.dose import DoseSnapshots
 
-            def snapshot(model, folder: Path) -> None:
+            def snapshot(model, parent: Path) -> Path:
                 # Only the policy: TRL's frozen reference copy ("ref", with beta > 0) is a training device.
-                save_adapter(model, folder, self.base_alias, adapters=["default"])
+                return self.save_weights(model, parent, adapters=["default"])
 
             trainer.add_callback(DoseSnapshots(self.run_dir, self.stage, self.recipe.dose.every, snapshot))
         if probes and self.is_main:
@@ -287,22 +280,28 @@ class TrainContext:
                 meters.save_on_alarm = meters.save_on_alarm and world_size() == 1
                 meters.attach(trainer)
 
-    # ---- LoRA ------------------------------------------------------------------------------------------
+    # ---- the trained weights (searchgym.train.weights) ---------------------------------------------------
 
-    def lora_config(self):
-        return lora_config(self.recipe.lora)
+    def trainable(self, model):
+        """``model`` with what the recipe trains switched on: a LoRA adapter (new, or the previous stage's
+        continued) or, with ``model.finetune = "full"``, every parameter (`searchgym.train.weights.trainable`)."""
+        from searchgym.train.weights import trainable
 
-    def wrap_lora(self, model):
-        """A PeftModel whose "default" adapter trains: a new LoRA from ``[lora]`` on a plain model, or the
-        previous stage's adapter continued (PeftModel.from_pretrained loads adapters frozen: unfreeze it)."""
-        from peft import PeftModel, get_peft_model
+        return trainable(model, self.recipe)
 
-        if isinstance(model, PeftModel):
-            for name, p in model.named_parameters():
-                if "lora_" in name and ".default." in name:
-                    p.requires_grad_(True)
-            return model
-        return get_peft_model(model, self.lora_config())
+    def save_weights(self, model, parent: Path, adapters: list[str] | None = None) -> Path:
+        """Save the policy as ``parent/adapter`` (LoRA; only ``adapters``, default all) or ``parent/model``
+        (full, with the tokenizer); returns the folder."""
+        from searchgym.train.weights import save_weights
+
+        return save_weights(model, parent, self.recipe, tokenizer=self.tokenizer, base_alias=self.base_alias,
+                            adapters=adapters)
+
+    def load_weights(self, model, parent: Path):
+        """The policy `save_weights` saved under ``parent``, trainable, to continue from."""
+        from searchgym.train.weights import load_weights
+
+        return load_weights(model, parent, self.recipe, dtype=self.dtype, device=self.device)
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
@@ -314,42 +313,3 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     folder = Path(folder)
     steps = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
     return max(steps)[1] if steps else None
-
-
-def load_stage_adapter(model, adapter: Path):
-    """Put a finished stage's adapter on the model, trainable, so the next stage continues from it."""
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel):  # a later stage of a chained run: load its weights into the adapter
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        set_peft_model_state_dict(model, load_file(str(adapter / "adapter_model.safetensors")))
-        return model
-    return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
-
-
-def save_adapter(model, folder: Path, base_alias: str | None, adapters: list[str] | None = None) -> None:
-    """Save the LoRA adapter in standard PEFT format, loadable two ways:
-
-        searchgym.agent.models.load_model("runs/x")                                   # model + tokenizer, any machine
-        peft.AutoPeftModelForCausalLM.from_pretrained("runs/x/adapter")          # model only, this machine
-
-    Its config names the base by the alias's resolved folder (``$SEARCHGYM_CACHE/models/tiny``…), a path
-    transformers can open (an alias is not a Hugging Face id); the folder is named after the alias, so
-    `load_model` maps it back to the alias and rebuilds the base on a machine with another cache.
-    ``adapters`` names the adapters to save (default: all the model holds).
-    """
-    from peft import PeftModel
-
-    from searchgym.agent.models import resolve_model_path
-    from searchgym.runs import atomic_write
-
-    if not isinstance(model, PeftModel):
-        raise RuntimeError("training returned a model without a LoRA adapter; nothing to save")
-    model.save_pretrained(str(folder), **({"selected_adapters": adapters} if adapters else {}))
-    config_path = folder / "adapter_config.json"
-    if base_alias and config_path.exists():
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        config["base_model_name_or_path"] = str(resolve_model_path(base_alias).resolve())
-        atomic_write(config_path, json.dumps(config, indent=2).encode("utf-8"))

@@ -1,11 +1,12 @@
-"""Snapshots along training: the LoRA adapter every ``dose.every`` optimizer steps, for dose curves.
+"""Snapshots along training: the policy every ``dose.every`` optimizer steps, for dose curves.
 
 A method is compared at the doses it reached, not only at the end (docs/dose.md): with ``dose.every = d``
-each LoRA stage (SFT, GRPO, any registered one that calls ``ctx.attach``) saves its adapter at steps d,
-2d, 3d, ... and at its last step into ``dose/<stage>-<step>/adapter`` of the run folder, with a
+each training stage after the base (SFT, GRPO, RFT, any registered one that calls ``ctx.attach``) saves its
+policy at steps d, 2d, 3d, ... and at its last step into ``dose/<stage>-<step>/adapter`` of the run folder
+(``…/model`` with ``model.finetune = "full"``, `searchgym.train.weights`), with a
 ``snapshot.json`` (stage, step, the stage's step count). A study then evaluates the rungs it names
 (`searchgym.study.dose`) exactly like the final model. Snapshots are written by rank 0, atomically (a
-temp folder renamed into place), so a crash never leaves half an adapter behind.
+temp folder renamed into place), so a crash never leaves half a policy behind.
 """
 
 from __future__ import annotations
@@ -32,28 +33,24 @@ def snapshot_due(step: int, every: int) -> bool:
 
 
 class DoseSnapshots(TrainerCallback):
-    """Save the trained ("default") adapter on the snapshot grid and at the end of the stage."""
+    """Save the trained policy (LoRA: the "default" adapter) on the snapshot grid and at the end of the stage."""
 
-    def __init__(self, run_dir: str | Path, stage: str, every: int, save_adapter: Callable[[object, Path], None]):
-        # save_adapter(model, folder): the context's, so snapshots load like any adapter of the run
-        self.run, self.stage, self.every, self.save_adapter = RunFolder(run_dir), stage, every, save_adapter
+    def __init__(self, run_dir: str | Path, stage: str, every: int, save_policy: Callable[[object, Path], Path]):
+        # save_policy(model, parent) -> its folder: the context's, so snapshots load like the run's own policy
+        self.run, self.stage, self.every, self.save_policy = RunFolder(run_dir), stage, every, save_policy
 
-    def save(self, model, step: int, max_steps: int) -> Path | None:
-        from peft import PeftModel
-
-        if not isinstance(model, PeftModel):  # a stage that trains the whole model (pretrain): nothing to snap
-            return None
+    def save(self, model, step: int, max_steps: int) -> Path:
         folder = self.run.dose_dir(rung_name(self.stage, step))
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        self.save_adapter(model, tmp / "adapter")
+        self.save_policy(model, tmp)
         atomic_write(tmp / SNAPSHOT, json.dumps({"stage": self.stage, "stage_step": step,
                                                  "stage_steps": max_steps}).encode("utf-8"))
-        if (folder / "adapter").exists():  # a resumed stage saves the steps after its checkpoint again
-            shutil.rmtree(folder / "adapter")
         folder.mkdir(parents=True, exist_ok=True)
         for item in tmp.iterdir():
+            if (folder / item.name).is_dir():  # a resumed stage saves the steps after its checkpoint again
+                shutil.rmtree(folder / item.name)
             item.rename(folder / item.name)
         tmp.rmdir()
         return folder

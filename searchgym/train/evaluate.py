@@ -155,30 +155,31 @@ def eval_plan(recipe: Recipe, *, progress: bool = True) -> tuple[list[str], dict
 
 
 def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, *, progress: bool = True) -> dict:
-    """Roll out the trained model (and the base, with the adapter disabled) on the first
-    ``recipe.eval.questions`` tasks of ``recipe.eval.split``; write trajectories and ``summary.md``."""
+    """Roll out the trained model (and the base: the adapter disabled, or the base loaded beside a
+    full-parameter model) on the first ``recipe.eval.questions`` tasks of ``recipe.eval.split``; write
+    trajectories and ``summary.md``."""
     import contextlib
 
     from searchgym.agent.rollout import rollout
     from searchgym.runs import RunFolder
+    from searchgym.train.stages import get_stage
+    from searchgym.train.weights import base_model
     from searchgym.trajectory import write_trajectories
 
     e, run = recipe.eval, RunFolder(run_dir)
+    builds_base = get_stage(recipe.stages[0]).builds_base  # the prior lab: its first stage made the base
     task_ids, settings = eval_plan(recipe, progress=progress)
     summaries, sampled = {}, {}
     for label in ["trained"] + (["base"] if e.baseline else []):
         print(f"evaluating the {label} model on {len(task_ids)} {e.split} questions × {e.samples} samples")
-        # The base model is the same weights with the LoRA adapter switched off: no second copy in memory.
-        with model.disable_adapter() if label == "base" else contextlib.nullcontext():
-            trajectories = rollout(model, tokenizer, recipe.env.id, task_ids,
+        # LoRA: the base is the same weights with the adapter switched off, no second copy in memory.
+        with base_model(model, recipe, run_dir, builds_base) if label == "base" else contextlib.nullcontext(model) as policy:
+            trajectories = rollout(policy, tokenizer, recipe.env.id, task_ids,
                                    source=f"{recipe.name}:{label}", **settings)
         write_trajectories(run.trajectories(label), trajectories)
         summaries[label], sampled[label] = eval_summary(trajectories), trajectories
     if "base" in sampled:
         summaries["trained"]["success_gain"] = success_gain(sampled["trained"], sampled["base"], seed=recipe.seed)
-    from searchgym.train.stages import get_stage
-
-    builds_base = get_stage(recipe.stages[0]).builds_base  # the prior lab: its first stage made the base
     base = "a prior pretrained from scratch" if builds_base else recipe.model.base
     trained = "+".join(s for s in recipe.stages if not get_stage(s).builds_base)
     title = f"{recipe.name}: {base}{f' + {trained}' if trained else ''} on {recipe.env.id} ({e.split})"

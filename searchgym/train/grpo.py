@@ -237,7 +237,7 @@ def checkpointing(setting: str, parameters: int) -> bool:
 
 
 def run_grpo(recipe: Recipe, run_dir: str | Path, model, tokenizer, *, resume: bool = False):
-    """Train ``model`` (a base model or the SFT PeftModel) with multi-turn GRPO; returns the PeftModel
+    """Train ``model`` (a base model or the SFT PeftModel) with multi-turn GRPO; returns the trained model
     (`train_grpo` in a context of its own: what the pipeline runs as the "grpo" stage)."""
     from searchgym.train.context import TrainContext
 
@@ -246,9 +246,9 @@ def run_grpo(recipe: Recipe, run_dir: str | Path, model, tokenizer, *, resume: b
 
 
 def train_grpo(ctx):
-    """The "grpo" stage on ``ctx.model``; returns the PeftModel.
+    """The "grpo" stage on ``ctx.model``; returns the trained model (the PeftModel, or the whole model).
 
-    We wrap the model in its LoRA ourselves (``ctx.wrap_lora``, rather than passing TRL a peft_config) so a
+    We wrap the model in its LoRA ourselves (``ctx.trainable``, rather than passing TRL a peft_config) so a
     new adapter and a continued SFT adapter take one path: with beta > 0 TRL then keeps a frozen copy of the
     starting adapter as the reference ("ref"; for a new LoRA that is exactly the base model), which
     `ReferenceReset` can re-anchor. Checkpoints go to ``run_dir/checkpoints/grpo``; ``ctx.resume`` continues
@@ -258,13 +258,17 @@ def train_grpo(ctx):
     checkpoint = ctx.resume_checkpoint()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     model = trainer.model
-    if "ref" in model.peft_config:  # the frozen reference is a training device; ship only the policy
+    if "ref" in getattr(model, "peft_config", {}):  # the frozen reference is a training device; ship the policy
         model.delete_adapter("ref")
     return model
 
 
 def grpo_trainer(ctx):
-    """The GRPOTrainer `train_grpo` runs, built and attached but not started (benchmarks time it alone)."""
+    """The GRPOTrainer `train_grpo` runs, built and attached but not started (benchmarks time it alone).
+
+    With ``model.finetune = "full"`` and beta > 0, TRL loads its reference model from the policy's
+    ``config._name_or_path``; we then copy the policy's weights into it, so the reference is the stage's
+    starting policy (as with LoRA, where "ref" copies the starting adapter), not whatever that folder holds."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
@@ -274,7 +278,11 @@ def grpo_trainer(ctx):
     if len(rows) < g.num_questions:
         log.warning("grpo.num_questions=%d but %s has only %d train tasks; using them all",
                     g.num_questions, recipe.env.id, len(rows))
-    model = ctx.wrap_lora(ctx.model)
+    model = ctx.trainable(ctx.model)
+    full_reference = recipe.model.finetune == "full" and g.beta > 0
+    if full_reference and not (Path(model.config._name_or_path or "/nonexistent") / "config.json").is_file():
+        raise RuntimeError("full-parameter GRPO with grpo.beta > 0 needs the policy loaded from a model folder "
+                           f"(TRL builds the reference from it); config._name_or_path is {model.config._name_or_path!r}")
     exploration, exploration_weights = reward_terms(g)  # logged one by one as rewards/<term>/mean
     reward_funcs = [format_reward, make_search_calls_reward(g.max_tool_calling_iterations), *exploration]
     weights = [g.format_reward, -g.search_cost, *exploration_weights]
@@ -287,6 +295,8 @@ def grpo_trainer(ctx):
     args = grpo_config(recipe, ctx.run_dir, reward_weights=weights, model_parameters=parameters)
     trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, processing_class=ctx.tokenizer,
                           train_dataset=Dataset.from_list(rows), callbacks=[ctx.metrics_logger()], **generation)
+    if full_reference:
+        trainer.ref_model.load_state_dict(model.state_dict())
     if g.ref_reset_steps:
         trainer.add_callback(ReferenceReset(trainer.model, g.ref_reset_steps))
     ctx.attach(trainer)  # a bar with ETA and one line per logged step; live diversity/* probes + alarms

@@ -24,6 +24,11 @@ def check_grpo(recipe) -> None:
         raise ConfigError(f"grpo.beta: the KL coefficient must be >= 0, got {g.beta}")
     if g.ref_reset_steps and not g.beta:
         raise ConfigError("grpo.ref_reset_steps: reference resets need a reference model; set grpo.beta > 0")
+    if g.ref_reset_steps and recipe.model.finetune == "full":
+        # A LoRA reference ("ref") travels in the checkpoints; TRL's full reference model does not, so a
+        # resumed run would lose its last anchor.
+        raise ConfigError("grpo.ref_reset_steps: reference resets are supported with model.finetune = \"lora\" "
+                          "only; set grpo.ref_reset_steps = 0 or model.finetune = \"lora\"")
     if g.use_vllm and g.rollout == "engine":
         raise ConfigError("grpo.use_vllm: vLLM generates only in TRL's own tool loop; set grpo.rollout = \"trl\" "
                           "with it (the engine rollout generates with transformers)")

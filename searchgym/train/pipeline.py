@@ -1,8 +1,8 @@
-"""`searchgym train RECIPE`: run a recipe's stages in order, save the adapter, evaluate it against its base.
+"""`searchgym train RECIPE`: run a recipe's stages in order, save the policy, evaluate it against its base.
 
 A run folder holds everything: ``recipe.toml`` (resolved), ``metrics.jsonl``, ``stages/<stage>/adapter``
 (+ a ``done`` marker) per finished stage, the final ``adapter/`` (standard PEFT format; `load_model(run_dir)`
-rebuilds it), ``trajectories.jsonl`` on held-out questions, ``baseline/trajectories.jsonl`` for the base
+rebuilds it; ``model/`` and ``stages/<stage>/model`` instead with ``model.finetune = "full"``), ``trajectories.jsonl`` on held-out questions, ``baseline/trajectories.jsonl`` for the base
 model and ``summary.md``. ``--resume`` skips finished stages and restarts an unfinished one from its last
 checkpoint. The stages themselves are looked up by name in `searchgym.train.stages.STAGES` and run in a
 `searchgym.train.context.TrainContext`. Heavy imports stay inside functions.
@@ -134,7 +134,7 @@ def _train_locked(recipe: Recipe, run_dir: Path, resume: bool, progress: bool) -
     import torch
 
     from searchgym.agent.models import ALIASES, load_model
-    from searchgym.train.context import TrainContext, load_stage_adapter, save_adapter
+    from searchgym.train.context import TrainContext
     from searchgym.train.evaluate import evaluate_run
     from searchgym.train.stages import get_stage
 
@@ -148,12 +148,12 @@ def _train_locked(recipe: Recipe, run_dir: Path, resume: bool, progress: bool) -
     torch.manual_seed(recipe.seed)
 
     # 2. The base model (or a stage that builds it, like pretrain), then each stage on top of the previous
-    # stage's adapter.
+    # stage's result (its adapter, or its whole model with model.finetune = "full").
     stages = [get_stage(name) for name in recipe.stages]
     ctx.base_alias = recipe.model.base if recipe.model.base in ALIASES else None
     if stages[0].builds_base:
-        # The prior lab: the base model is made in this run (model.base is ignored), and later stages put
-        # their LoRA on it like on any base model; adapters record its folder's absolute path as their base.
+        # The prior lab: the base model is made in this run (model.base is ignored), and later stages train
+        # on it like on any base model; adapters record its folder's absolute path as their base.
         ctx.stage, ctx.base_alias = stages[0].name, None
         model_dir = run.stage_model(ctx.stage)
         if run.stage_done(ctx.stage):
@@ -170,18 +170,18 @@ def _train_locked(recipe: Recipe, run_dir: Path, resume: bool, progress: bool) -
             continue
         ctx.stage = stage.name
         if run.stage_done(stage.name):
-            print(f"stage {stage.name}: already finished, loading its adapter from {run.stage_adapter(stage.name)}")
-            ctx.model = load_stage_adapter(ctx.model, run.stage_adapter(stage.name))
+            print(f"stage {stage.name}: already finished, loading what it trained from {run.stage_dir(stage.name)}")
+            ctx.model = ctx.load_weights(ctx.model, run.stage_dir(stage.name))
             continue
         ctx.model = stage.run(ctx)
         if ctx.is_main:
-            save_adapter(ctx.model, run.stage_adapter(stage.name), ctx.base_alias)
+            ctx.save_weights(ctx.model, run.stage_dir(stage.name))
         _mark_done(ctx)
     if all(s.builds_base for s in stages):
         # A prior alone: no adapter; the pretrained model is saved in stages/pretrain/model and is its own base.
         recipe.eval.baseline = False
     elif ctx.is_main:
-        save_adapter(ctx.model, run.adapter, ctx.base_alias)
+        ctx.save_weights(ctx.model, run.path)
     if not ctx.is_main:
         return run_dir  # evaluation and the report are rank 0's: the other ranks are done
 

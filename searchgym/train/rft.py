@@ -172,21 +172,20 @@ def _train_round(ctx, model, kept, r: int, offset: int, resuming: bool) -> tuple
 
 
 def train_rft(ctx):
-    """The "rft" stage: ``rft.rounds`` rounds of sample -> keep the correct -> SFT, on one LoRA adapter
-    (``ctx.wrap_lora``: a new one, or the previous stage's continued); returns the `PeftModel`."""
+    """The "rft" stage: ``rft.rounds`` rounds of sample -> keep the correct -> SFT, on one policy
+    (``ctx.trainable``: a new LoRA adapter, the previous stage's continued, or every weight); returns it."""
     from searchgym.runs import atomic_write
-    from searchgym.train.context import load_stage_adapter, save_adapter
 
     s = ctx.recipe.settings("rft")
-    model = ctx.wrap_lora(ctx.model)
+    model = ctx.trainable(ctx.model)
     task_ids = train_questions(ctx.recipe, s.num_questions)
     step, resuming = 0, ctx.resume  # step: optimizer steps of the stage so far
     for r in range(1, s.rounds + 1):
         folder = ctx.stage_dir / f"round-{r}"
         if ctx.resume and (folder / ROUND).is_file():  # finished before the interruption: its adapter, on
-            model = load_stage_adapter(model, folder / "adapter")
+            model = ctx.load_weights(model, folder)
             step += json.loads((folder / ROUND).read_text(encoding="utf-8"))["rft/train_steps"]
-            print(f"rft round {r}/{s.rounds}: already finished, loading its adapter")
+            print(f"rft round {r}/{s.rounds}: already finished, loading its policy")
             continue
         episodes = _sample(ctx, model, task_ids, r, folder)
         kept = kept_episodes(episodes, s.keep)
@@ -200,8 +199,8 @@ def train_rft(ctx):
             print(f"rft round {r}/{s.rounds}: no correct episode, so no training this round")
             row.update({"rft/train_steps": 0, "rft/skipped": True})
         resuming = False
-        if ctx.is_main:  # the adapter, the row (at the step whose policy was sampled), then the round is done
-            save_adapter(model, folder / "adapter", ctx.base_alias, adapters=["default"])
+        if ctx.is_main:  # the policy, the row (at the step whose policy was sampled), then the round is done
+            ctx.save_weights(model, folder, adapters=["default"])
             ctx.log({"step": step, **row})
             atomic_write(folder / ROUND, json.dumps({"step": step, **row}).encode("utf-8"))
         ctx.barrier()

@@ -1,4 +1,4 @@
-"""LoRA SFT on demonstrations: teach a base model the tool-call format and a mix of search strategies.
+"""SFT on demonstrations (LoRA, or every weight with ``model.finetune = "full"``): teach a base model the tool-call format and a mix of search strategies.
 
 The demos are the env's own conversations (same system prompt, tool schemas and observation text that
 rollouts and GRPO use), rendered with TRL's training variant of the Qwen2.5/ChatML template, which
@@ -16,8 +16,8 @@ from searchgym.train.context import latest_checkpoint  # noqa: F401  (re-exporte
 
 
 def lora_config(recipe: Recipe):
-    """The recipe's LoRA config (`searchgym.train.context.lora_config`, the one place it is built)."""
-    from searchgym.train.context import lora_config as build
+    """The recipe's LoRA config (`searchgym.train.weights.lora_config`, the one place it is built)."""
+    from searchgym.train.weights import lora_config as build
 
     return build(recipe.lora)
 
@@ -76,7 +76,8 @@ def _demo_dataset(ctx):
 
 
 def train_sft(ctx):
-    """The "sft" stage: demos -> LoRA SFT on ``ctx.model``; returns the `PeftModel`.
+    """The "sft" stage: demos -> SFT of ``ctx.trainable(ctx.model)``; returns the trained model (a `PeftModel`,
+    or the whole model with ``model.finetune = "full"``).
 
     Writes ``run_dir/demos/`` (both demo sets and their stats), checkpoints under
     ``run_dir/checkpoints/sft`` and every trainer log to ``run_dir/metrics.jsonl`` (stage "sft").
@@ -88,12 +89,14 @@ def train_sft(ctx):
     # 1. Demonstrations: both sets over the same questions (saved for comparison), train on one.
     dataset = _demo_dataset(ctx)
 
-    # 2. Trainer. A PeftModel (an earlier stage's adapter) keeps training; a plain model gets a new LoRA.
-    model = ctx.model
-    chained = isinstance(model, PeftModel)
+    # 2. Trainer. A PeftModel (an earlier stage's adapter) keeps training; a plain model gets a new LoRA from
+    # TRL (its peft_config path also handles added tokens and ZeRO-3), or, with model.finetune = "full",
+    # trains every weight.
+    new_lora = ctx.recipe.model.finetune == "lora" and not isinstance(ctx.model, PeftModel)
+    model = ctx.model if new_lora else ctx.trainable(ctx.model)
     model.train()
     trainer = SFTTrainer(model=model, args=sft_config(ctx.recipe, ctx.checkpoint_dir()), train_dataset=dataset,
-                         processing_class=ctx.tokenizer, peft_config=None if chained else ctx.lora_config(),
+                         processing_class=ctx.tokenizer, peft_config=lora_config(ctx.recipe) if new_lora else None,
                          callbacks=[ctx.metrics_logger()])
     ctx.attach(trainer)  # readable progress; live diversity/* probes + collapse alarms
     checkpoint = ctx.resume_checkpoint()

@@ -9,10 +9,12 @@ A stage is an object with
 - optionally ``validate_world(recipe, world, world_name)``: what it needs of the env's world class (run for a
   listed stage on a SearchEnv), and ``needs_train_split`` (True: a plug-in world must have train tasks);
 - ``run(ctx)``: train ``ctx.model`` (`searchgym.train.context.TrainContext`) and return the trained model —
-  a `peft.PeftModel` whose "default" adapter holds the stage's work (``ctx.wrap_lora`` gives one), or for a
-  ``builds_base`` stage the new base model (and it sets ``ctx.tokenizer``).
+  what ``ctx.trainable(ctx.model)`` gave it (a `peft.PeftModel` whose "default" adapter holds the stage's work,
+  or the whole model with ``model.finetune = "full"``), or for a ``builds_base`` stage the new base model (and
+  it sets ``ctx.tokenizer``).
 
-The pipeline (`searchgym.train.pipeline`) saves each stage's adapter under ``stages/<name>/adapter``, marks
+The pipeline (`searchgym.train.pipeline`) saves each stage's result under ``stages/<name>/adapter`` (or
+``stages/<name>/model``, `searchgym.train.weights`), marks
 it done, skips it on ``--resume`` and evaluates at the end. Adding a stage is one new module with such an
 object and one line in `STAGES` (docs/architecture.md, "A new training stage"). This module stays light:
 ``validate`` runs when a recipe loads, before torch is imported; ``run`` imports what it trains with.

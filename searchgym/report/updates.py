@@ -1,0 +1,119 @@
+"""`searchgym updates RUN …`: where each run wrote — the share of its base's parameters it moved, by kind, and
+how much the moved sets of every two runs overlap (`searchgym.meters.updates`; docs/where-rl-writes.md).
+
+A run is a training run folder: full-parameter (``model/``) or LoRA (``adapter/``, merged into its base
+first: its update is dense in every adapted matrix by construction). A folder holding run folders (a study
+arm: ``grpo/seed0``, ``grpo/seed1``…) stands for all of them. Runs are compared with the base their run names
+(`searchgym.report.support.run_models`); overlaps are computed between runs of the same base only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+from searchgym.meters.updates import PRECISIONS, moved_masks, moved_share, moved_share_by_kind, overlap
+
+
+def expand_runs(paths: list[Path]) -> list[Path]:
+    """Run folders named, or found one level below a folder that is not a run itself (a study arm).
+
+    >>> expand_runs([Path("/no/such/run")])
+    Traceback (most recent call last):
+    ...
+    ValueError: /no/such/run is not a trained run folder (adapter/ or model/), nor a folder of them
+    """
+    from searchgym.agent.models import run_adapter, run_full_model
+
+    def trained(p: Path) -> bool:
+        return p.is_dir() and (run_adapter(p) is not None or run_full_model(p) is not None)
+
+    runs = []
+    for path in paths:
+        if trained(path):
+            runs.append(path)
+            continue
+        inside = sorted(p for p in path.iterdir() if trained(p)) if path.is_dir() else []
+        if not inside:
+            raise ValueError(f"{path} is not a trained run folder (adapter/ or model/), nor a folder of them")
+        runs.extend(inside)
+    return runs
+
+
+def _parameters(name: str, *, merge: bool = False) -> dict:
+    """``{name: float32 tensor}`` of a model's parameters (tied weights once), a LoRA run merged first."""
+    from searchgym.agent.models import load_model
+
+    model, _ = load_model(name)
+    if merge:
+        model = model.merge_and_unload()
+    return {k: v.detach().float() for k, v in model.named_parameters()}
+
+
+def _label(run: Path) -> str:
+    return f"{run.parent.name}/{run.name}"
+
+
+def updates_command(paths: list[Path], *, tolerance: float = 1e-5, precision: str = "float32",
+                    out: Path | None = None) -> dict:
+    """Meter every run against its base; print the tables; write ``out`` (JSON) when given; return the data."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from searchgym.agent.models import run_adapter
+    from searchgym.report.support import run_models
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"--tolerance must be a finite number >= 0, got {tolerance}")
+    runs = expand_runs(paths)
+    bases = {run: run_models(run)[0] for run in runs}
+    rows, masks, loaded = [], {}, {}
+    for run in runs:
+        if bases[run] not in loaded:
+            loaded = {bases[run]: _parameters(bases[run])}  # one base in memory at a time
+        lora = run_adapter(run) is not None
+        trained = _parameters(str(run), merge=lora)
+        masks[run] = moved_masks(loaded[bases[run]], trained, tolerance=tolerance, precision=precision)
+        share = moved_share(masks[run])
+        rows.append({"run": str(run), "label": _label(run), "base": bases[run], "finetune": "lora" if lora else "full",
+                     "parameters": sum(m.numel() for m in masks[run].values()),
+                     "updates/moved_share": share, "updates/sparsity": 1 - share,
+                     **{f"updates/moved_share_{k}": v for k, v in moved_share_by_kind(masks[run]).items()}})
+    pairs = [{"a": _label(a), "b": _label(b), **overlap(masks[a], masks[b])}
+             for a, b in itertools.permutations(runs, 2) if bases[a] == bases[b]]
+
+    console = Console()
+    kinds = sorted({k.rsplit("_", 1)[-1] for r in rows for k in r if k.startswith("updates/moved_share_")})
+    table = Table(title=f"where each run wrote (moved: |Δ| > {tolerance:g} in {precision})")
+    for column in ["run", "finetune", "parameters", "moved share", *kinds]:
+        table.add_column(column, justify="left" if column in ("run", "finetune") else "right")
+    for r in rows:
+        table.add_row(r["label"], r["finetune"], f"{r['parameters']:,}", f"{r['updates/moved_share']:.4f}",
+                      *(f"{r.get(f'updates/moved_share_{k}', math.nan):.4f}" for k in kinds))
+    console.print(table)
+    if pairs:
+        table = Table(title="overlap of moved sets: |A ∩ B| / |A| (chance: |B| / N)")
+        for column in ["A", "B", "overlap", "chance", "jaccard"]:
+            table.add_column(column, justify="left" if column in ("A", "B") else "right")
+        for p in pairs:
+            table.add_row(p["a"], p["b"], f"{p['updates/overlap']:.4f}", f"{p['updates/overlap_chance']:.4f}",
+                          f"{p['updates/jaccard']:.4f}")
+        console.print(table)
+    if any(r["finetune"] == "lora" for r in rows):
+        console.print("note: a LoRA run's merged update B·A is dense in every matrix it adapts by construction; "
+                      "train with model.finetune = \"full\" to see where training itself writes")
+    def clean(row: dict) -> dict:  # NaN (an empty moved set) is null in JSON
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+    data = {"tolerance": tolerance, "precision": precision, "runs": [clean(r) for r in rows],
+            "overlaps": [clean(p) for p in pairs]}
+    if out is not None:
+        from searchgym.runs import atomic_write
+
+        atomic_write(Path(out), json.dumps(data, indent=2, allow_nan=False).encode("utf-8"))
+        print(f"wrote {out}")
+    return data
