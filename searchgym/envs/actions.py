@@ -13,7 +13,9 @@ written for the model: the env turns it into an error observation, never an exce
 
 A reasoning model writes ``<think>…</think>`` before its call: every such block is removed before parsing
 (`strip_reasoning`), and text after a ``<think>`` that is never closed is reasoning too, never a call.
-Here, the one place actions are parsed, so the env's ``step`` and the rollout engine's messages agree.
+Here, the one place actions are parsed, so the env's ``step`` and the rollout engine's messages agree;
+GRPO training, whose tool calls TRL's response parser reads, drops the same reasoning with this function
+(`searchgym.train.grpo_rollout.ignore_reasoning_calls`).
 
 Parsing uses ``str`` methods only, no regular expressions: an action is untrusted text, and a
 backtracking pattern such as ``\\s*(.*?)\\s*$`` takes quadratic time on a long run of whitespace
@@ -42,7 +44,7 @@ MAX_JSON_DEPTH = 32
 # json refuses integer literals over 4,300 digits with a ValueError; no tool argument needs a tenth of this.
 MAX_INT_DIGITS = 100
 _SURROGATES = re.compile("[\ud800-\udfff]")  # a character class: one linear scan, no backtracking
-_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 # With a length limit, the raw text (reasoning included) may be this many times it: reasoning is long, but
 # the bound keeps the work ``step`` does on an adversarial string proportional to the limit.
 RAW_CHARS_FACTOR = 16
@@ -102,12 +104,12 @@ def strip_reasoning(text: str) -> tuple[str, bool]:
     ('search: x', True)
     """
     kept, pos = [], 0
-    while (start := text.find(_THINK_OPEN, pos)) != -1:
+    while (start := text.find(THINK_OPEN, pos)) != -1:
         kept.append(text[pos:start])
-        end = text.find(_THINK_CLOSE, start + len(_THINK_OPEN))
+        end = text.find(THINK_CLOSE, start + len(THINK_OPEN))
         if end == -1:
             return "".join(kept), True
-        pos = end + len(_THINK_CLOSE)
+        pos = end + len(THINK_CLOSE)
     kept.append(text[pos:])
     return "".join(kept), False
 

@@ -21,6 +21,19 @@ What "the same episodes" means, rule by rule, as TRL 1.16's ``_tool_call_loop`` 
 The next turn continues from ``prompt + completion`` concatenated, never re-rendered, exactly as TRL.
 ``tests/test_grpo_rollout.py`` checks both paths agree token for token under greedy decoding.
 
+Reasoning is never a call, on either path: `ignore_reasoning_calls` wraps the tokenizer's ``parse_response``
+(the method TRL's ``parse_response`` helper calls, in its own ``_tool_call_loop`` and here) so that a turn's
+tool calls are those of its text without ``<think>…</think>`` blocks and without anything after a
+``<think>`` never closed — `searchgym.envs.actions.strip_reasoning`, the rule SearchEnv's ``step`` applies
+(one definition). A turn with no ``<think>`` is parsed exactly as before. `EngineRollout` installs it on
+the trainer's tokenizer itself. TRL's own loop (``grpo.rollout = "trl"``) offers no hook but the processing
+class, so it follows the rule only when ``ignore_reasoning_calls(tokenizer)`` ran before ``GRPOTrainer``
+was built (in ``train.grpo.grpo_trainer``). Without the wrapper, TRL 1.16's ChatML response template
+(transformers >= 5.13) already parses ``<think>`` blocks into ``reasoning_content``, so a call inside one
+is not run either; the two rules differ where a template has no reasoning field (then every call inside
+``<think>`` would run) and on ``<think>`` inside a call's arguments (the env refuses that call, the
+template runs it). ``tests/test_grpo_reasoning.py`` checks both paths.
+
 TRL hands ``rollout_func`` only the prompts, not the dataset rows, so each row's task id rides in its
 messages (``grpo_rows`` puts ``task_id`` in every message; chat templates ignore unknown keys).
 """
@@ -35,7 +48,59 @@ import torch
 
 from searchgym.agent import rollout_cache
 from searchgym.agent.rollout import token_stats
+from searchgym.envs.actions import THINK_OPEN, strip_reasoning
 from searchgym.train.grpo_env import EnvironmentFactory, SearchEnvironment
+
+
+class ReasoningFreeParser:
+    """A tokenizer's ``parse_response`` that ignores tool calls written in ``<think>`` reasoning.
+
+    Installed as the tokenizer's own ``parse_response`` attribute (`ignore_reasoning_calls`). It parses as the
+    tokenizer's class does; when the turn's text holds ``<think>`` reasoning (or the prompt ``prefix`` ends
+    in an opened ``<think>``, as reasoning templates write it), the turn is parsed again without that
+    reasoning (`strip_reasoning`), so only calls outside it remain; the first parse's ``reasoning_content``
+    is kept. A callable object holding its tokenizer, not a closure: a deep copy of the tokenizer carries a
+    parser of the copy, and pickling works.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, response, *args, **kwargs):
+        tokenizer = self.tokenizer
+        parse = type(tokenizer).parse_response.__get__(tokenizer)
+        parsed = parse(response, *args, **kwargs)
+        if not isinstance(parsed, dict) or not parsed.get("tool_calls"):
+            return parsed  # nothing would run (a batch is passed through: TRL parses one turn at a time)
+        text = response if isinstance(response, str) else tokenizer.decode(response, skip_special_tokens=False)
+        prefix = kwargs.get("prefix")
+        prefix_text = prefix if isinstance(prefix, str) or prefix is None else tokenizer.decode(
+            prefix, skip_special_tokens=False)
+        opened = prefix_text is not None and prefix_text.rstrip().endswith(THINK_OPEN)
+        call_text, _ = strip_reasoning(THINK_OPEN + text if opened else text)
+        if not opened and call_text == text:
+            return parsed  # no reasoning: exactly the tokenizer's parse
+        if opened:  # the template opened the reasoning: parse the rest as if it had not
+            kwargs["prefix"] = prefix_text.rstrip()[: -len(THINK_OPEN)]
+        again = parse(call_text if isinstance(response, str) else
+                      tokenizer.encode(call_text, add_special_tokens=False), *args, **kwargs)
+        if not isinstance(again, dict):
+            again = {"role": "assistant", "content": call_text}
+        again = {k: v for k, v in again.items() if k != "reasoning_content"}
+        if parsed.get("reasoning_content") is not None:
+            again["reasoning_content"] = parsed["reasoning_content"]
+        return again
+
+
+def ignore_reasoning_calls(processing_class):
+    """Make ``processing_class``'s tokenizer (a processor's inner one) parse turns with `ReasoningFreeParser`;
+    idempotent, and a no-op for a tokenizer without ``parse_response`` (transformers < 5). Returns it."""
+    tokenizer = getattr(processing_class, "tokenizer", None)
+    tokenizer = tokenizer if hasattr(tokenizer, "parse_response") else processing_class
+    if hasattr(type(tokenizer), "parse_response") and not isinstance(
+            tokenizer.__dict__.get("parse_response"), ReasoningFreeParser):
+        tokenizer.parse_response = ReasoningFreeParser(tokenizer)
+    return processing_class
 
 
 def env_tools(environment: SearchEnvironment) -> list:
@@ -138,6 +203,7 @@ class EngineRollout:
         tokenizer = trainer.processing_class
         if getattr(tokenizer, "response_template", None) is None and getattr(tokenizer, "response_schema", None) is None:
             add_response_schema(tokenizer)  # what TRL does for its own tool loop: parse tool calls as it does
+        ignore_reasoning_calls(tokenizer)  # a call inside <think> reasoning is not a call (envs.actions)
         while len(self.pool) < len(prompts):
             self.pool.append(self.factory())
         # Every env has the same tools: their schemas once (what apply_chat_template makes of the methods).
