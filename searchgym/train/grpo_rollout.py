@@ -72,11 +72,10 @@ class ReasoningFreeParser:
         parsed = parse(response, *args, **kwargs)
         if not isinstance(parsed, dict) or not parsed.get("tool_calls"):
             return parsed  # nothing would run (a batch is passed through: TRL parses one turn at a time)
-        text = response if isinstance(response, str) else tokenizer.decode(response, skip_special_tokens=False)
-        prefix = kwargs.get("prefix")
-        prefix_text = prefix if isinstance(prefix, str) or prefix is None else tokenizer.decode(
-            prefix, skip_special_tokens=False)
-        opened = prefix_text is not None and prefix_text.rstrip().endswith(THINK_OPEN)
+        text, prefix = _text(tokenizer, response), kwargs.get("prefix")
+        # The prompt's last tokens tell whether it opened the reasoning (the whole prompt is decoded only then).
+        opened = prefix is not None and len(prefix) > 0 and _text(tokenizer, prefix[-16:]).rstrip().endswith(THINK_OPEN)
+        prefix_text = _text(tokenizer, prefix) if opened else None
         call_text, _ = strip_reasoning(THINK_OPEN + text if opened else text)
         if not opened and call_text == text:
             return parsed  # no reasoning: exactly the tokenizer's parse
@@ -90,6 +89,10 @@ class ReasoningFreeParser:
         if parsed.get("reasoning_content") is not None:
             again["reasoning_content"] = parsed["reasoning_content"]
         return again
+
+
+def _text(tokenizer, response) -> str:
+    return response if isinstance(response, str) else tokenizer.decode(response, skip_special_tokens=False)
 
 
 def ignore_reasoning_calls(processing_class):
