@@ -145,6 +145,21 @@ def test_updates_meter_matches_a_brute_force_count(runs, tmp_path):
     assert bf16.exit_code == 0, bf16.output
 
 
+def test_updates_meters_dose_rungs_against_the_runs_base(runs, tmp_path):
+    from searchgym.agent.models import resolve_model_path
+
+    out = tmp_path / "rungs.json"
+    dose = runs["chained"] / "dose"
+    result = CliRunner().invoke(app, ["updates", str(dose), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = {r["label"]: r for r in json.loads(out.read_text())["runs"]}
+    assert set(rows) == {f"sft-grpo/seed0@{r}" for r in ("grpo-1", "grpo-2", "sft-1", "sft-2")}
+    prior = _weights(Path(resolve_model_path("searchgym-prior")))
+    rung = _weights(dose / "sft-1" / "model")
+    moved = sum(int((np.abs(rung[k] - prior[k]) > 1e-5).sum()) for k in prior if k in rung)
+    assert rows["sft-grpo/seed0@sft-1"]["updates/moved_share"] == pytest.approx(moved / rows["sft-grpo/seed0@sft-1"]["parameters"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["/no/such/run"], "is not a trained run folder"),
     (["--precision", "float8", "RUN"], "--precision must be one of"),

@@ -109,6 +109,10 @@ def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32, device:
         name_or_path = str(full)
     path = resolve_model_path(name_or_path)
     local_only = os.environ.get("SEARCHGYM_ALLOW_DOWNLOAD") != "1"
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers draws a "Loading weights" bar per load: noise in every log
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=local_only,
                                                   trust_remote_code=trust_remote_code)
@@ -117,6 +121,9 @@ def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32, device:
     except OSError as e:
         raise ModelError(f"cannot load model {name_or_path!r} offline ({e}). Use an alias {ALIASES}, a local "
                          "folder, or set SEARCHGYM_ALLOW_DOWNLOAD=1 to fetch from the Hugging Face Hub") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     prepare_tokenizer(tokenizer, chatml=name_or_path in ALIASES)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if adapter is not None:

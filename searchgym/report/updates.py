@@ -2,8 +2,9 @@
 how much the moved sets of every two runs overlap (`searchgym.meters.updates`; docs/where-rl-writes.md).
 
 A run is a training run folder: full-parameter (``model/``) or LoRA (``adapter/``, merged into its base
-first: its update is dense in every adapted matrix by construction). A folder holding run folders (a study
-arm: ``grpo/seed0``, ``grpo/seed1``…) stands for all of them. Runs are compared with the base their run names
+first: its update is dense in every adapted matrix by construction), or one of its dose rungs
+(``RUN/dose/grpo-40``: the policy at that step). A folder holding such folders (a study arm: ``grpo/seed0``,
+``grpo/seed1``…; a run's ``dose/``) stands for all of them. Runs are compared with the base their run names
 (`searchgym.report.support.run_models`); overlaps are computed between runs of the same base only.
 """
 
@@ -18,7 +19,7 @@ from searchgym.meters.updates import PRECISIONS, moved_masks, moved_share, moved
 
 
 def expand_runs(paths: list[Path]) -> list[Path]:
-    """Run folders named, or found one level below a folder that is not a run itself (a study arm).
+    """Run folders (or dose rungs) named, or found one level below a folder that is not one (a study arm, ``dose/``).
 
     >>> expand_runs([Path("/no/such/run")])
     Traceback (most recent call last):
@@ -52,8 +53,20 @@ def _parameters(name: str, *, merge: bool = False) -> dict:
     return {k: v.detach().float() for k, v in model.named_parameters()}
 
 
+def _rung_of(path: Path) -> Path | None:
+    """The run folder a dose rung (``<run>/dose/<stage>-<step>``) belongs to, or None."""
+    return path.parent.parent if path.parent.name == "dose" and (path / "snapshot.json").is_file() else None
+
+
 def _label(run: Path) -> str:
-    return f"{run.parent.name}/{run.name}"
+    owner = _rung_of(run)
+    return f"{owner.parent.name}/{owner.name}@{run.name}" if owner else f"{run.parent.name}/{run.name}"
+
+
+def _base(run: Path) -> str:
+    from searchgym.report.support import run_models
+
+    return run_models(_rung_of(run) or run)[0]
 
 
 def updates_command(paths: list[Path], *, tolerance: float = 1e-5, precision: str = "float32",
@@ -63,14 +76,13 @@ def updates_command(paths: list[Path], *, tolerance: float = 1e-5, precision: st
     from rich.table import Table
 
     from searchgym.agent.models import run_adapter
-    from searchgym.report.support import run_models
 
     if precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {precision!r}")
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"--tolerance must be a finite number >= 0, got {tolerance}")
     runs = expand_runs(paths)
-    bases = {run: run_models(run)[0] for run in runs}
+    bases = {run: _base(run) for run in runs}
     rows, masks, loaded = [], {}, {}
     for run in runs:
         if bases[run] not in loaded:
