@@ -98,11 +98,11 @@ def updates_command(paths: list[Path], *, tolerance: float = 1e-5, precision: st
     pairs = [{"a": _label(a), "b": _label(b), **overlap(masks[a], masks[b])}
              for a, b in itertools.permutations(runs, 2) if bases[a] == bases[b]]
 
-    console = Console()
+    console = Console(width=max(Console().width, 132))  # a log or pipe gets 80 columns: too few for the kinds
     kinds = sorted({k.rsplit("_", 1)[-1] for r in rows for k in r if k.startswith("updates/moved_share_")})
     table = Table(title=f"where each run wrote (moved: |Δ| > {tolerance:g} in {precision})")
     for column in ["run", "finetune", "parameters", "moved share", *kinds]:
-        table.add_column(column, justify="left" if column in ("run", "finetune") else "right")
+        table.add_column(column, justify="left" if column in ("run", "finetune") else "right", no_wrap=True)
     for r in rows:
         table.add_row(r["label"], r["finetune"], f"{r['parameters']:,}", f"{r['updates/moved_share']:.4f}",
                       *(f"{r.get(f'updates/moved_share_{k}', math.nan):.4f}" for k in kinds))
@@ -110,7 +110,7 @@ def updates_command(paths: list[Path], *, tolerance: float = 1e-5, precision: st
     if pairs:
         table = Table(title="overlap of moved sets: |A ∩ B| / |A| (chance: |B| / N)")
         for column in ["A", "B", "overlap", "chance", "jaccard"]:
-            table.add_column(column, justify="left" if column in ("A", "B") else "right")
+            table.add_column(column, justify="left" if column in ("A", "B") else "right", no_wrap=True)
         for p in pairs:
             table.add_row(p["a"], p["b"], f"{p['updates/overlap']:.4f}", f"{p['updates/overlap_chance']:.4f}",
                           f"{p['updates/jaccard']:.4f}")
