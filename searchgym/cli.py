@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from searchgym.config import ConfigError
 from searchgym.quiet import quiet_known_warnings
+from searchgym.util.config_schema import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="searchgym: measure exploration diversity in LLM search agents.")
@@ -170,8 +170,8 @@ def eval_(model: Annotated[str, typer.Argument(help="model alias, HF folder, or 
           out: Annotated[Path | None, typer.Option(help="output folder (default runs/eval-<timestamp>)")] = None,
           ) -> None:
     """Sample a model on held-out questions; write trajectories.jsonl and print a summary."""
-    from searchgym.config import parse_kwargs
     from searchgym.train.evaluate import eval_command
+    from searchgym.util.config_schema import parse_kwargs
 
     with _one_line(ValueError):
         eval_command(model, env, questions, samples, split=split, temperature=temperature, max_turns=max_turns,

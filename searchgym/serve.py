@@ -160,9 +160,9 @@ def load_retriever(recipe_path: str | os.PathLike, retriever: str = "dense", pro
 def build(recipe, retriever: str, progress: bool = True):
     """``recipe``'s index for ``retriever``: its FAISS index (mmap as the recipe says), BM25 over its
     documents, or both fused (corpus.hybrid's defaults: RRF k=60, top 50 of each)."""
-    from searchgym.config import ConfigError
     from searchgym.corpus.hybrid import HybridIndex
     from searchgym.corpus.lexical import build_lexical_index
+    from searchgym.util.config_schema import ConfigError
 
     if retriever == "bm25":  # no embedding: the recipe's [embedder] and [index] are not used
         corpus = recipe.load_corpus()

@@ -100,8 +100,8 @@ def test_build_errors_become_recipe_errors(tmp_path):
 
 
 def test_unknown_source_is_refused_at_load_with_the_allowed_sources():
-    from searchgym.config import ConfigError
     from searchgym.corpus.sources import KNOWN_SOURCES
+    from searchgym.util.config_schema import ConfigError
 
     with pytest.raises(ConfigError) as e:  # a Literal field: refused when the recipe loads, not at build
         CorpusRecipe.from_dict({"corpus": {"source": "gutenberg"}})
@@ -116,12 +116,12 @@ def test_corpus_choices_match_what_the_loaders_take():
     """The corpus recipe's Literal fields name exactly what the sources, index specs and embedders accept."""
     import dataclasses
 
-    from searchgym.config import choices
     from searchgym.corpus import recipe as corpus_recipe
     from searchgym.corpus.embedders import PREFIX_PRESETS
     from searchgym.corpus.index import INDEX_OPTIONS
     from searchgym.corpus.sources import KNOWN_SOURCES
     from searchgym.corpus.specs import CHOICE_OPTIONS
+    from searchgym.util.config_schema import choices
 
     assert set(choices(corpus_recipe.Source)) == set(KNOWN_SOURCES)
     assert choices(corpus_recipe.IndexType) == tuple(INDEX_OPTIONS)

@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 
 import searchgym  # noqa: F401  (registers the envs)
 from searchgym.cli import app
-from searchgym.config import ConfigError
 from searchgym.corpus.documents import Corpus, Document
 from searchgym.corpus.embedders import HashingEmbedder
 from searchgym.corpus.embedding import embed_corpus
 from searchgym.train.context import rank_env
+from searchgym.util.config_schema import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_SFT = REPO / "agents" / "smoke-sft.toml"

@@ -13,8 +13,9 @@ import pytest
 
 from searchgym.corpus.documents import Document
 from searchgym.corpus.sources import SOURCE_VERSIONS, load_source
-from searchgym.envs.rewards import exact_match, normalize_answer
+from searchgym.envs.rewards import exact_match
 from searchgym.tasks import Step, ToolCall
+from searchgym.util.text import normalize_answer
 from searchgym.worlds.wikifactbook import (
     DEFAULT_QUESTIONS,
     MAX_CALLS,

@@ -318,7 +318,7 @@ def comparison_table(rows: list[dict]):
 
 def write_calibration(result: dict, out: str | Path) -> Path:
     """Write ``calibration.json`` (``out`` a folder, or a path ending in .json)."""
-    from searchgym.corpus.documents import atomic_write
+    from searchgym.util.files import atomic_write
 
     out = Path(out)
     path = out if out.suffix == ".json" else out / "calibration.json"

@@ -1,7 +1,7 @@
 """`validate_recipe` and the checks behind it: ranges of the fields every recipe has, the stage list, the env and its
 world, the embedder and the tracker backends; each failure is one `ConfigError` (the one
-`searchgym.config.ConfigError`) that names the field and what is allowed. Types and ``Literal`` choices are the
-config loader's (`searchgym.config.build`, and `check_choices` for a recipe changed in code).
+`searchgym.util.config_schema.ConfigError`) that names the field and what is allowed. Types and ``Literal`` choices are the
+config loader's (`searchgym.util.config_schema.build`, and `check_choices` for a recipe changed in code).
 
 No stage is named here: each stage's own checks live with it (`searchgym.train.stages.STAGES` names them) and
 reach these functions as the ``stages`` mapping the caller passes in (name -> an object with ``settings``,
@@ -18,9 +18,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from searchgym.config import ConfigError, check_choices
 from searchgym.config import recipe as recipe_module
 from searchgym.config.recipe import NAME_PATTERN, SEARCH_ENV, Recipe
+from searchgym.util.config_schema import ConfigError, check_choices
 
 
 def validate_recipe(recipe: Recipe, stages: dict, *, check_model: bool = True) -> Recipe:

@@ -2,7 +2,7 @@
 
 A recipe names a base model, a LoRA config, an environment, the training stages to chain
 (``stages = ["sft", "grpo"]`` starts GRPO from the SFT adapter) and how to evaluate. Every section
-is a dataclass with defaults, built by the one config loader (`searchgym.config`): an unknown or ill-typed key
+is a dataclass with defaults, built by the one config loader (`searchgym.util.config_schema`): an unknown or ill-typed key
 stops with one `ConfigError` that names it and lists what is allowed; ``--set section.key=value`` overrides any
 field from the command line. `searchgym.config.checks.validate_recipe` then runs the semantic checks and each
 stage's own (this module only parses: checks imports it, never the other way). The stages are train's (`searchgym.train.stages.STAGES`): config sits below train, so the
@@ -17,14 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from searchgym.config import (  # noqa: F401  (parse_kwargs re-exported: callers import it from here)
-    ConfigError,
-    apply_override,
-    build,
-    parse_kwargs,
-    read_toml,
-    to_toml,
-)
+from searchgym.util.config_schema import ConfigError, apply_override, build, read_toml, to_toml
 
 RecipeError = ConfigError  # the name the recipe checks and their callers use: the one config error
 
@@ -264,7 +257,7 @@ def parse_recipe_file(path: str | Path, stages: dict, overrides: list[str] | tup
 
 
 def parse_recipe(data: dict, stages: dict, where: str = "recipe") -> Recipe:
-    """A typed `Recipe` from parsed TOML, not yet validated: the typed sections (`searchgym.config.build`, which
+    """A typed `Recipe` from parsed TOML, not yet validated: the typed sections (`searchgym.util.config_schema.build`, which
     refuses unknown and ill-typed keys) and a registered stage's own section (one of ``stages`` whose settings
     are not a `Recipe` field) into its settings dataclass. `searchgym.config.checks.validate_recipe` follows."""
     if not isinstance(data, dict):

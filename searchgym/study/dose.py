@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from searchgym.config.recipe import Recipe
-from searchgym.runs import RunFolder, atomic_write, jsonable, parse_rung, rung_name
+from searchgym.runs import RunFolder, jsonable, parse_rung, rung_name
 from searchgym.trajectory import TOKEN_ROLES, Trajectory
+from searchgym.util.files import atomic_write
 
 DOSE_FILE = "dose.json"
 VERSION = 1

@@ -27,8 +27,8 @@ import os
 import re
 from pathlib import Path
 
-from searchgym.config import ConfigError
 from searchgym.config.recipe import LoraSettings, Recipe
+from searchgym.util.config_schema import ConfigError
 
 DONE = "done"
 
@@ -343,7 +343,7 @@ def save_adapter(model, folder: Path, base_alias: str | None, adapters: list[str
     from peft import PeftModel
 
     from searchgym.agent.models import resolve_model_path
-    from searchgym.runs import atomic_write
+    from searchgym.util.files import atomic_write
 
     if not isinstance(model, PeftModel):
         raise RuntimeError("training returned a model without a LoRA adapter; nothing to save")

@@ -15,8 +15,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-from searchgym.config import ConfigError
 from searchgym.config.recipe import Recipe
+from searchgym.util.config_schema import ConfigError
 
 
 def find_latest_run(name: str, runs_dir: str | Path | None = None) -> Path | None:

@@ -31,10 +31,10 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from searchgym.config import ConfigError
 from searchgym.config.checks import check_rules
 from searchgym.config.recipe import SFTTraining
 from searchgym.train.sft_checks import training_rules
+from searchgym.util.config_schema import ConfigError
 
 ROUND = "round.json"  # a finished round's marker and summary
 
@@ -174,8 +174,8 @@ def _train_round(ctx, model, kept, r: int, offset: int, resuming: bool) -> tuple
 def train_rft(ctx):
     """The "rft" stage: ``rft.rounds`` rounds of sample -> keep the correct -> SFT, on one LoRA adapter
     (``ctx.wrap_lora``: a new one, or the previous stage's continued); returns the `PeftModel`."""
-    from searchgym.runs import atomic_write
     from searchgym.train.context import load_stage_adapter, save_adapter
+    from searchgym.util.files import atomic_write
 
     s = ctx.recipe.settings("rft")
     model = ctx.wrap_lora(ctx.model)

@@ -4,8 +4,8 @@ builder and the training context, because these run whenever any recipe loads, b
 
 from __future__ import annotations
 
-from searchgym.config import ConfigError
 from searchgym.config.checks import check_rules, finite
+from searchgym.util.config_schema import ConfigError
 
 
 def check_sft(recipe) -> None:

@@ -105,7 +105,7 @@ STAGES: dict[str, Stage] = {
 
 
 def get_stage(name: str) -> Stage:
-    from searchgym.config import ConfigError
+    from searchgym.util.config_schema import ConfigError
 
     if name not in STAGES:
         raise ConfigError(f"stages: unknown stage {name!r}; allowed: {list(STAGES)}")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from searchgym.corpus.documents import Corpus, Document
 from searchgym.corpus.sources import load_source
-from searchgym.envs.rewards import normalize_answer
 from searchgym.tasks import Step, Task, ToolCall
+from searchgym.util.text import normalize_answer
 from searchgym.worlds.wikifactbook_extract import (  # noqa: F401  (re-exported)
     Country,
     answer_forms,

@@ -26,11 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from searchgym.corpus.documents import MAX_DOC_CHARS, Corpus, Document, atomic_write
+from searchgym.corpus.documents import MAX_DOC_CHARS, Corpus, Document
 from searchgym.corpus.sources import SOURCE_VERSIONS, load_source
-from searchgym.envs.rewards import normalize_answer
 from searchgym.paths import cache_root
 from searchgym.tasks import Task
+from searchgym.util.files import atomic_write
+from searchgym.util.text import normalize_answer
 from searchgym.worlds.wikifactbook_extract import (
     Country,
     _capitals,

@@ -55,11 +55,11 @@ def build(cls, data, where: str, prefix: str = "", more_keys: typing.Iterable[st
     >>> build(Index, {"type": "annoy"}, "r.toml", "index.")
     Traceback (most recent call last):
     ...
-    searchgym.config.schema.ConfigError: r.toml: index.type must be one of ['flat', 'hnsw'], got 'annoy'
+    searchgym.util.config_schema.ConfigError: r.toml: index.type must be one of ['flat', 'hnsw'], got 'annoy'
     >>> build(Index, {"nlists": 4}, "r.toml", "index.")
     Traceback (most recent call last):
     ...
-    searchgym.config.schema.ConfigError: r.toml: unknown key 'index.nlists'; allowed keys in [index]: ['nlist', 'type']
+    searchgym.util.config_schema.ConfigError: r.toml: unknown key 'index.nlists'; allowed keys in [index]: ['nlist', 'type']
     """
     section = prefix.rstrip(".")
     if not isinstance(data, dict):
