@@ -51,7 +51,7 @@ def _one_line(errors: type[Exception] | tuple[type[Exception], ...] = ConfigErro
 def index(recipe: Annotated[Path, typer.Argument(help="corpus recipe, e.g. corpora/wikipedia.toml")],
           rebuild: Annotated[bool, typer.Option(help="ignore the cache and rebuild")] = False) -> None:
     """Build (or load from cache) the FAISS index a corpus recipe describes."""
-    from searchgym.corpus.recipe import index_command
+    from searchgym.corpus.corpus_recipe import index_command
 
     with _one_line():
         index_command(recipe, rebuild=rebuild)
@@ -62,7 +62,7 @@ def search(recipe: Annotated[Path, typer.Argument(help="corpus recipe, e.g. corp
            query: Annotated[str, typer.Argument(help="the search query")],
            k: Annotated[int, typer.Option("-k", help="number of hits")] = 5) -> None:
     """Search a corpus and print the top-k hits as a table."""
-    from searchgym.corpus.recipe import search_command
+    from searchgym.corpus.corpus_recipe import search_command
 
     with _one_line(ValueError):
         search_command(recipe, query, k=k)

@@ -150,7 +150,7 @@ class Retriever:
 
 def load_retriever(recipe_path: str | os.PathLike, retriever: str = "dense", progress: bool = True) -> Retriever:
     """Build (or load from the cache) the index a corpus recipe describes, ranked by ``retriever``."""
-    from searchgym.corpus.recipe import load_recipe
+    from searchgym.corpus.corpus_recipe import load_recipe
 
     check_retriever(retriever)
     recipe = load_recipe(recipe_path)
@@ -287,7 +287,7 @@ def serve_command(recipe: Path, host: str = "127.0.0.1", port: int = 8000, worke
     except ImportError as e:
         raise ValueError(f"searchgym serve needs FastAPI and uvicorn ({e.name} is missing): "
                          "pip install 'searchgym[serve]'") from None
-    from searchgym.corpus.recipe import load_recipe
+    from searchgym.corpus.corpus_recipe import load_recipe
 
     check_address(host, port)  # a busy or bad port stops here, before a build that may take hours
     recipe = Path(recipe).resolve()

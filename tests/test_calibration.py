@@ -27,13 +27,6 @@ from searchgym.calibration import (
     study_setup,
     temperature_sweep,
 )
-from searchgym.meters.calibration import (
-    entropy_from_counts,
-    estimates_from_counts,
-    expected_entropy_estimates,
-    expected_estimates,
-    jackknife_from_counts,
-)
 from searchgym.meters.claim_rules import (
     paired_diff_ci,
     paired_two_level_ci,
@@ -42,6 +35,13 @@ from searchgym.meters.claim_rules import (
     seed_ci,
     study_mde,
     two_level_ci,
+)
+from searchgym.meters.count_estimators import (
+    entropy_from_counts,
+    estimates_from_counts,
+    expected_entropy_estimates,
+    expected_estimates,
+    jackknife_from_counts,
 )
 from searchgym.meters.diversity import cluster_stats
 from searchgym.meters.stats import bootstrap_ci, paired_bootstrap

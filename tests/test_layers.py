@@ -130,10 +130,10 @@ def circles(edges: dict[str, set[str]]) -> list[frozenset[str]]:
 
 def test_the_graph_is_read():
     edges, top = graph(module_level_only=False), graph(module_level_only=True)
-    assert "searchgym.config.recipe" in top["searchgym.train.stages"]  # `from searchgym.config.recipe import …`
+    assert "searchgym.config.agent_recipe" in top["searchgym.train.stages"]  # `from searchgym.config.agent_recipe import …`
     assert "searchgym.train.pipeline" in top["searchgym.train"]  # the package front's `from … import`
-    assert "searchgym.envs.search_env" in edges["searchgym.config.checks"]  # an import inside a function ...
-    assert "searchgym.envs.search_env" not in top["searchgym.config.checks"]  # ... is not a module-level one
+    assert "searchgym.envs.search_env" in edges["searchgym.config.recipe_checks"]  # an import inside a function ...
+    assert "searchgym.envs.search_env" not in top["searchgym.config.recipe_checks"]  # ... is not a module-level one
     assert "searchgym.agent" in top["searchgym.train.sft"]  # the package that `searchgym.agent.demos` runs first
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
 

@@ -8,8 +8,14 @@ import pytest
 from typer.testing import CliRunner
 
 from searchgym.cli import app
+from searchgym.corpus.corpus_recipe import (
+    CorpusRecipe,
+    RecipeError,
+    index_command,
+    load_recipe,
+    search_command,
+)
 from searchgym.corpus.index import IndexSpec
-from searchgym.corpus.recipe import CorpusRecipe, RecipeError, index_command, load_recipe, search_command
 
 CORPORA = Path(__file__).resolve().parents[1] / "corpora"
 
@@ -116,7 +122,7 @@ def test_corpus_choices_match_what_the_loaders_take():
     """The corpus recipe's Literal fields name exactly what the sources, index specs and embedders accept."""
     import dataclasses
 
-    from searchgym.corpus import recipe as corpus_recipe
+    from searchgym.corpus import corpus_recipe
     from searchgym.corpus.embedders import PREFIX_PRESETS
     from searchgym.corpus.index import INDEX_OPTIONS
     from searchgym.corpus.sources import KNOWN_SOURCES

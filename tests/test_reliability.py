@@ -283,7 +283,7 @@ BAD_CORPUS_INDEX = [
 @pytest.mark.parametrize("limit, index, message", BAD_CORPUS_INDEX, ids=["m=7", "nbits-vs-limit"])
 @pytest.mark.parametrize("command", ["index", "search", "serve"])
 def test_corpus_index_spec_is_checked_at_load(command, limit, index, message, tmp_path, monkeypatch):
-    import searchgym.corpus.recipe as corpus_recipe
+    import searchgym.corpus.corpus_recipe as corpus_recipe
 
     def slow(*args, **kwargs):
         raise AssertionError("the corpus was loaded before the recipe was checked")

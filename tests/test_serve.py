@@ -29,7 +29,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from searchgym import serve  # noqa: E402
 from searchgym.cli import app as cli  # noqa: E402
-from searchgym.corpus.recipe import load_recipe  # noqa: E402
+from searchgym.corpus.corpus_recipe import load_recipe  # noqa: E402
 
 CORPORA = Path(__file__).resolve().parent.parent / "corpora"
 QUERIES = ["capital of Italy", "river through Rome", "largest city of France", "Berlin Wall",

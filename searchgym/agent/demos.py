@@ -17,7 +17,7 @@ from pathlib import Path
 
 import gymnasium
 
-from searchgym.envs.episodes import honest_demo
+from searchgym.envs.scripted_play import honest_demo
 from searchgym.envs.tools import SearchTools
 from searchgym.meters.entropy import plugin_entropy
 from searchgym.trajectory import Trajectory, write_trajectories

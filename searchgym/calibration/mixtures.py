@@ -14,15 +14,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from searchgym.calibration.config import BIAS_AT_N, COVERAGE_TARGET, SHIFT_TOWARDS, StudySetup
-from searchgym.meters.calibration import (
+from searchgym.meters.claim_rules import candidate_intervals, question_ci, seed_ci, two_level_ci
+from searchgym.meters.count_estimators import (
     ESTIMATORS,
     entropy,
     estimates_from_counts,
     expected_estimates,
     jackknife_from_counts,
 )
-from searchgym.meters.calibration import entropy_from_counts as _entropy_from_counts
-from searchgym.meters.claim_rules import candidate_intervals, question_ci, seed_ci, two_level_ci
+from searchgym.meters.count_estimators import entropy_from_counts as _entropy_from_counts
 
 REPORT_ESTIMATOR, REPORT_INTERVAL = "jackknife", "two-level bootstrap"  # `report.data.STRATEGY_KEY`'s rule
 
@@ -41,7 +41,7 @@ def label_table(env, tasks, *, progress: bool = True) -> dict[str, dict[tuple[st
     episode. Demonstrators and the env are deterministic, so this is each episode's label for good."""
     from tqdm.auto import tqdm
 
-    from searchgym.envs.episodes import play
+    from searchgym.envs.scripted_play import play
 
     world = env.unwrapped.taskset
     pairs = [(s, st) for s in world.strategies for st in world.query_styles]
@@ -123,7 +123,7 @@ def mixture_truth(tasks, weights: dict[str, float], table, styles: Sequence[str]
 def play_mixture(env, tasks, weights: dict[str, float], samples: int, rng: random.Random) -> list:
     """The mixture as an agent: each episode draws its strategy from the question's renormalised mixture
     and its query style uniformly, and plays that demonstrator through the env."""
-    from searchgym.envs.episodes import play
+    from searchgym.envs.scripted_play import play
     from searchgym.train.pretrain import task_distribution
 
     world = env.unwrapped.taskset

@@ -25,7 +25,6 @@ import numpy as np
 
 from searchgym.calibration.config import SHIFT_TOWARDS
 from searchgym.calibration.mixtures import _label_matrix, sample_counts
-from searchgym.meters.calibration import entropy, jackknife_from_counts, pass_at_k_table
 from searchgym.meters.claim_rules import (
     nonoverlap,
     nonoverlap_mde_factor,
@@ -37,6 +36,7 @@ from searchgym.meters.claim_rules import (
     seed_ci,
     two_level_ci,
 )
+from searchgym.meters.count_estimators import entropy, jackknife_from_counts, pass_at_k_table
 
 
 def _questions(tasks, count: int, seed: int) -> list:

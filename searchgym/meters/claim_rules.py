@@ -1,7 +1,7 @@
 """Calibration math, part 2: the study's claim rules, vectorised, and their minimum detectable effect.
 
 Pure functions (numpy only) behind ``searchgym calibrate`` (`searchgym.calibration`) and the report's
-minimum detectable difference (part 1, exact truths and estimators over counts: `searchgym.meters.calibration`):
+minimum detectable difference (part 1, exact truths and estimators over counts: `searchgym.meters.count_estimators`):
 
 - vectorised twins of the claim rules, bit-for-bit on the same bootstrap draws as the report's code: the
   seed rule (IQM over seeds with a stratified bootstrap CI, `searchgym.report.data._seed_estimate`), the

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from searchgym.config.recipe import Recipe
+from searchgym.config.agent_recipe import Recipe
 from searchgym.runs import RunFolder, jsonable, parse_rung, rung_name
 from searchgym.trajectory import TOKEN_ROLES, Trajectory
 from searchgym.util.files import atomic_write

@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from searchgym.config.recipe import Recipe
+from searchgym.config.agent_recipe import Recipe
 from searchgym.runs import RunFolder
 from searchgym.study.spec import (
     SFT_BUDGET,

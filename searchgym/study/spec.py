@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from searchgym.config.recipe import NAME_PATTERN, EvalConfig
+from searchgym.config.agent_recipe import NAME_PATTERN, EvalConfig
 from searchgym.util.config_schema import ConfigError, build, read_toml, toml_value
 
 DONE = "done.json"

@@ -27,7 +27,7 @@ import os
 import re
 from pathlib import Path
 
-from searchgym.config.recipe import LoraSettings, Recipe
+from searchgym.config.agent_recipe import LoraSettings, Recipe
 from searchgym.util.config_schema import ConfigError
 
 DONE = "done"

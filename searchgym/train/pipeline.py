@@ -15,7 +15,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from searchgym.config.recipe import Recipe
+from searchgym.config.agent_recipe import Recipe
 from searchgym.util.config_schema import ConfigError
 
 
@@ -51,7 +51,7 @@ def _run_dir(recipe: Recipe, out: str | Path | None, resume: bool) -> Path:
 def check_env_names(recipe: Recipe) -> None:
     """A recipe names code only through registries (``env.id`` a registered env, ``env.kwargs.world`` a
     registered world); `config.checks.validate_recipe` checks it on load, this re-checks a recipe built in code."""
-    from searchgym.config.checks import check_env
+    from searchgym.config.recipe_checks import check_env
     from searchgym.train.stages import STAGES
 
     check_env(recipe, STAGES)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from searchgym.config.recipe import PretrainConfig, Recipe
+from searchgym.config.agent_recipe import PretrainConfig, Recipe
 from searchgym.runs import RunFolder, save_pretrained_atomic
 from searchgym.train.prior_tokenizer import (  # noqa: F401  (re-exported: the stage's tokenizer)
     BOS,
@@ -125,7 +125,7 @@ def sample_demos(recipe: Recipe, *, progress: bool = True) -> list[Trajectory]:
 def _sample_world_demos(recipe: Recipe, world_index: int, progress: bool) -> list[Trajectory]:
     from tqdm.auto import tqdm
 
-    from searchgym.envs.episodes import honest_demo
+    from searchgym.envs.scripted_play import honest_demo
 
     p = recipe.pretrain
     env = _pretrain_env(recipe, world_index)

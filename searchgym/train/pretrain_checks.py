@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from searchgym.config.checks import check_rules, finite
+from searchgym.config.recipe_checks import check_rules, finite
 from searchgym.util.config_schema import ConfigError
 
 _COUNTS = ("epochs", "save_steps", "logging_steps", "num_demos", "vocab_size", "hidden_size", "num_layers",

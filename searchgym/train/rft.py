@@ -31,8 +31,8 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from searchgym.config.checks import check_rules
-from searchgym.config.recipe import SFTTraining
+from searchgym.config.agent_recipe import SFTTraining
+from searchgym.config.recipe_checks import check_rules
 from searchgym.train.sft_checks import training_rules
 from searchgym.util.config_schema import ConfigError
 

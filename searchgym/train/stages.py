@@ -5,7 +5,7 @@ A stage is an object with
 - ``name``: its name in ``stages`` and the recipe section that holds its settings (``[sft]``, ``[grpo]``…);
 - ``settings``: that section's dataclass (typed fields with defaults; a stage without settings uses None);
 - ``builds_base``: True for a stage that makes the base model itself (``pretrain``: first, no adapter);
-- ``validate(recipe)``: its checks, raising one `searchgym.config.recipe.ConfigError` that names the field;
+- ``validate(recipe)``: its checks, raising one `searchgym.config.agent_recipe.ConfigError` that names the field;
 - optionally ``validate_world(recipe, world, world_name)``: what it needs of the env's world class (run for a
   listed stage on a SearchEnv), and ``needs_train_split`` (True: a plug-in world must have train tasks);
 - ``run(ctx)``: train ``ctx.model`` (`searchgym.train.context.TrainContext`) and return the trained model —
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from searchgym.config import checks
-from searchgym.config.recipe import (
+from searchgym.config import recipe_checks as checks
+from searchgym.config.agent_recipe import (
     GRPOSettings,
     PretrainConfig,
     Recipe,
@@ -113,7 +113,7 @@ def get_stage(name: str) -> Stage:
 
 
 def validate_recipe(recipe: Recipe, *, check_model: bool = True) -> Recipe:
-    """`searchgym.config.checks.validate_recipe` against the registered stages (a recipe made or changed in
+    """`searchgym.config.recipe_checks.validate_recipe` against the registered stages (a recipe made or changed in
     code)."""
     return checks.validate_recipe(recipe, STAGES, check_model=check_model)
 

@@ -1,6 +1,6 @@
 """The one config system: one error type, the typed loader, the command-line overrides and the TOML writer.
 
-Agent recipes (`searchgym.config.recipe`), corpus recipes (`searchgym.corpus.recipe`) and study files
+Agent recipes (`searchgym.config.agent_recipe`), corpus recipes (`searchgym.corpus.corpus_recipe`) and study files
 (`searchgym.study.spec`) are dataclasses with typed fields (``Literal[...]`` where a value is one of a few
 words), built from parsed TOML by `build`: an unknown key, a missing required key, a value of the wrong type or
 a word outside its ``Literal`` stops with one `ConfigError` line naming the field (its dotted path) and what is

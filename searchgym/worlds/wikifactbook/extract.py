@@ -1,6 +1,6 @@
 """WikiFactbook's extractors: one Factbook passage in, one unambiguous value out (None when in doubt), the
 text helpers answers are checked with, and the Factbook read as countries (the fields question templates
-read, their unique capitals and names). Used by `searchgym.worlds.wikifactbook_questions`.
+read, their unique capitals and names). Used by `searchgym.worlds.wikifactbook.questions`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ and the minimum detectable effect are part 2, `searchgym.meters.claim_rules`:
 - the estimators vectorised over count arrays of any leading shape (what thousands of simulated studies
   need), and the pass@k table.
 
-Nothing here is registered in ``searchgym.meters``: import it as ``searchgym.meters.calibration``.
+Nothing here is registered in ``searchgym.meters``: import it as ``searchgym.meters.count_estimators``.
 """
 
 from __future__ import annotations
