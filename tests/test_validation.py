@@ -116,7 +116,7 @@ def test_env_kwargs_from_the_command_line():
 # ---- one config system: one error class, checks at load, one line from the CLI -------------------------------
 def test_the_three_loaders_raise_one_error_class(tmp_path):
     from searchgym.corpus.corpus_recipe import RecipeError as CorpusRecipeError
-    from searchgym.corpus.corpus_recipe import load_recipe as load_corpus_recipe
+    from searchgym.corpus.corpus_recipe import load_corpus_recipe
     from searchgym.runs import RunLocked
     from searchgym.study.spec import StudyError, load_study
     from searchgym.util.config_schema import ConfigError

@@ -210,7 +210,7 @@ def _embedder_spec(table: EmbedderSection, where: str) -> str:
     return spec
 
 
-def load_recipe(path: str | Path) -> CorpusRecipe:
+def load_corpus_recipe(path: str | Path) -> CorpusRecipe:
     """Read and validate a recipe file (relative paths inside it resolve against its folder)."""
     path = Path(path)
     shipped = sorted(p.name for p in Path("corpora").glob("*.toml")) if Path("corpora").is_dir() else []
@@ -226,7 +226,7 @@ def index_command(recipe: Path, rebuild: bool = False) -> None:
     from rich.table import Table
 
     start = time.perf_counter()
-    r = load_recipe(recipe)
+    r = load_corpus_recipe(recipe)
     index = r.build(progress=True, rebuild=rebuild)
     table = Table(show_header=False, title=f"index for {recipe}")
     for label, value in [("documents", f"{len(index):,}"), ("embedder", index.embedder.id),
@@ -248,7 +248,7 @@ def search_command(recipe: Path, query: str, k: int = 5) -> None:
         raise ValueError(f"k must be a positive integer (number of hits), got k={k!r}")
     if not query.strip():
         raise ValueError("query is empty; pass some search text")
-    index = load_recipe(recipe).build(progress=True)
+    index = load_corpus_recipe(recipe).build(progress=True)
     hits = index.search([query], k)[0]
     table = Table("rank", "score", "doc id", "title", "snippet", title=f"{query!r} in {index.corpus.name}")
     for rank, hit in enumerate(hits, 1):
