@@ -236,7 +236,7 @@ def simulated_coverage(tasks, weights, table, styles, samples: int, seeds: int, 
 def compare_estimators(tasks, mixtures: dict[str, dict[str, float]], table, styles, samples: int,
                        seeds: Sequence[int], reps: int, seed: int = 0) -> list[dict]:
     """Coverage of the true strategy entropy and mean width of every candidate estimator
-    (`meters.calibration.estimates_from_counts`) x interval (`meters.claim_rules.candidate_intervals`) for
+    (`meters.count_estimators.estimates_from_counts`) x interval (`meters.claim_rules.candidate_intervals`) for
     every mixture, over ``reps`` simulated studies at n = ``samples`` and each seed count in ``seeds``: the
     measurement behind the report's rule. One row per (seeds, estimator, interval, mixture), with the
     estimator's exact bias there."""

@@ -30,7 +30,7 @@ from searchgym.calibration.mixtures import (
 )
 from searchgym.calibration.power import _questions, entropy_power, passk_power
 from searchgym.calibration.temperature import temperature_sweep
-from searchgym.runs import jsonable  # noqa: F401  (re-exported: benchmarks/calibration.py imports it from here)
+from searchgym.runs import jsonable
 
 
 def _smallest(sweep: list[dict], key: str, target: float) -> dict | None:

@@ -50,7 +50,7 @@ def _run_dir(recipe: Recipe, out: str | Path | None, resume: bool) -> Path:
 
 def check_env_names(recipe: Recipe) -> None:
     """A recipe names code only through registries (``env.id`` a registered env, ``env.kwargs.world`` a
-    registered world); `config.checks.validate_recipe` checks it on load, this re-checks a recipe built in code."""
+    registered world); `config.recipe_checks.validate_recipe` checks it on load, this re-checks a recipe built in code."""
     from searchgym.config.recipe_checks import check_env
     from searchgym.train.stages import STAGES
 

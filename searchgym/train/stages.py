@@ -18,8 +18,8 @@ object and one line in `STAGES` (docs/architecture.md, "A new training stage"). 
 ``validate`` runs when a recipe loads, before torch is imported; ``run`` imports what it trains with.
 
 Loading a recipe needs the registry, and config sits below train, so the loaders callers use are here
-(`load_recipe`, `recipe_from_dict`, `validate_recipe`): config's own (`config.recipe.parse_recipe_file` and
-`parse_recipe`, then `config.checks.validate_recipe`) take the registry as an argument.
+(`load_recipe`, `recipe_from_dict`, `validate_recipe`): config's own (`config.agent_recipe.parse_recipe_file` and
+`parse_recipe`, then `config.recipe_checks.validate_recipe`) take the registry as an argument.
 """
 
 from __future__ import annotations
