@@ -33,10 +33,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from searchgym.calibration import (  # noqa: E402
     CalibrationConfig,
     calibrate,
-    jsonable,
     summary_lines,
     write_calibration,
 )
+from searchgym.runs import jsonable  # noqa: E402
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from searchgym.agent.demos import build_demos, to_dataset  # noqa: E402
 from searchgym.agent.models import load_model  # noqa: E402
-from searchgym.config.recipe import Recipe  # noqa: E402
+from searchgym.config.agent_recipe import Recipe  # noqa: E402
 from searchgym.runs import read_metrics  # noqa: E402
 from searchgym.train.probes import make_diversity_callback  # noqa: E402
 from searchgym.train.stages import recipe_from_dict  # noqa: E402

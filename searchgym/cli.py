@@ -16,8 +16,8 @@ from typing import Annotated
 import typer
 import typer.core
 
-from searchgym.config import ConfigError
 from searchgym.quiet import quiet_known_warnings
+from searchgym.util.config_schema import ConfigError
 
 
 class _Commands(typer.core.TyperGroup):
@@ -84,7 +84,7 @@ def _one_line(errors: type[Exception] | tuple[type[Exception], ...] = ConfigErro
 def index(recipe: Annotated[Path, typer.Argument(help="corpus recipe, e.g. corpora/wikipedia.toml")],
           rebuild: Annotated[bool, typer.Option(help="ignore the cache and rebuild")] = False) -> None:
     """Build (or load from cache) the FAISS index a corpus recipe describes."""
-    from searchgym.corpus.recipe import index_command
+    from searchgym.corpus.corpus_recipe import index_command
 
     with _one_line():
         index_command(recipe, rebuild=rebuild)
@@ -95,7 +95,7 @@ def search(recipe: Annotated[Path, typer.Argument(help="corpus recipe, e.g. corp
            query: Annotated[str, typer.Argument(help="the search query")],
            k: Annotated[int, typer.Option("-k", help="number of hits")] = 5) -> None:
     """Search a corpus and print the top-k hits as a table."""
-    from searchgym.corpus.recipe import search_command
+    from searchgym.corpus.corpus_recipe import search_command
 
     with _one_line(ValueError):
         search_command(recipe, query, k=k)
@@ -216,8 +216,8 @@ def eval_(model: Annotated[str, typer.Argument(help="model alias, HF folder, or 
           out: Annotated[Path | None, typer.Option(help="output folder (default runs/eval-<timestamp>)")] = None,
           ) -> None:
     """Sample a model on held-out questions; write trajectories.jsonl and print a summary."""
-    from searchgym.config import parse_kwargs
     from searchgym.train.evaluate import eval_command
+    from searchgym.util.config_schema import parse_kwargs
 
     with _one_line(ValueError):
         eval_command(model, env, questions, samples, split=split, temperature=temperature, max_turns=max_turns,

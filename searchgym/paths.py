@@ -17,5 +17,5 @@ def cache_root() -> Path:
     """``$SEARCHGYM_CACHE`` (``~`` expanded) when set and non-empty, else ``~/.cache/searchgym``.
 
     Under it: ``models/`` (searchgym.agent.models), ``indexes/`` (searchgym.corpus.index) and ``questions/``
-    (searchgym.worlds.wikifactbook_questions)."""
+    (searchgym.worlds.wikifactbook.questions)."""
     return Path(os.environ.get("SEARCHGYM_CACHE") or "~/.cache/searchgym").expanduser()

@@ -19,10 +19,10 @@ import os
 import time
 from pathlib import Path
 
-from searchgym.config import ConfigError
-from searchgym.corpus.documents import atomic_write  # re-exported: the one atomic write every module uses
+from searchgym.util.config_schema import ConfigError
+from searchgym.util.files import atomic_write
 
-__all__ = ["LOCK_FILE", "RUNS_DIR", "RunFolder", "RunLocked", "append_metrics", "atomic_write",
+__all__ = ["LOCK_FILE", "RUNS_DIR", "RunFolder", "RunLocked", "append_metrics",
            "checkpoint_step", "jsonable", "namespaced", "new_run_dir", "parse_rung", "read_metrics", "rung_name",
            "run_lock", "save_pretrained_atomic", "trim_metrics", "write_text"]
 

@@ -150,19 +150,19 @@ class Retriever:
 
 def load_retriever(recipe_path: str | os.PathLike, retriever: str = "dense", progress: bool = True) -> Retriever:
     """Build (or load from the cache) the index a corpus recipe describes, ranked by ``retriever``."""
-    from searchgym.corpus.recipe import load_recipe
+    from searchgym.corpus.corpus_recipe import load_corpus_recipe
 
     check_retriever(retriever)
-    recipe = load_recipe(recipe_path)
-    return Retriever(build(recipe, retriever, progress), retriever, str(recipe_path))
+    recipe = load_corpus_recipe(recipe_path)
+    return Retriever(retriever_index(recipe, retriever, progress), retriever, str(recipe_path))
 
 
-def build(recipe, retriever: str, progress: bool = True):
+def retriever_index(recipe, retriever: str, progress: bool = True):
     """``recipe``'s index for ``retriever``: its FAISS index (mmap as the recipe says), BM25 over its
     documents, or both fused (corpus.hybrid's defaults: RRF k=60, top 50 of each)."""
-    from searchgym.config import ConfigError
     from searchgym.corpus.hybrid import HybridIndex
     from searchgym.corpus.lexical import build_lexical_index
+    from searchgym.util.config_schema import ConfigError
 
     if retriever == "bm25":  # no embedding: the recipe's [embedder] and [index] are not used
         corpus = recipe.load_corpus()
@@ -287,11 +287,11 @@ def serve_command(recipe: Path, host: str = "127.0.0.1", port: int = 8000, worke
     except ImportError as e:
         raise ValueError(f"searchgym serve needs FastAPI and uvicorn ({e.name} is missing): "
                          "pip install 'searchgym[serve]'") from None
-    from searchgym.corpus.recipe import load_recipe
+    from searchgym.corpus.corpus_recipe import load_corpus_recipe
 
     check_address(host, port)  # a busy or bad port stops here, before a build that may take hours
     recipe = Path(recipe).resolve()
-    load_recipe(recipe)  # so does a bad recipe
+    load_corpus_recipe(recipe)  # so does a bad recipe
     service = load_retriever(recipe, retriever)  # builds once; workers then load from the cache
     health = service.health()
     print(f"serving {health['corpus']} ({health['documents']:,} documents, {retriever}, index "

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from searchgym.corpus.documents import atomic_write
+from searchgym.util.files import atomic_write
 
 # Role of each generated token, for role-split entropy (meters.md): tokens inside a search query,
 # tokens of the final answer, the first tokens generated after a tool result, everything else.

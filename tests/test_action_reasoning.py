@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import searchgym  # noqa: F401  (registers the envs and plug-ins)
-from searchgym.config.schema import ConfigError
 from searchgym.envs.actions import RAW_CHARS_FACTOR, assistant_message, format_tool_call, strip_reasoning
 from searchgym.tasks import ToolCall
 from searchgym.train.stages import load_recipe
+from searchgym.util.config_schema import ConfigError
 
 ENV_ID = "searchgym_plugin_example/Elements-v0"
 SEARCH = format_tool_call(ToolCall("search", {"query": "atomic number 8"}))

@@ -5,8 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from searchgym.envs.actions import ActionError, assistant_message, format_tool_call, parse_action
-from searchgym.envs.rewards import exact_match, normalize_answer, token_f1
+from searchgym.envs.rewards import exact_match, token_f1
 from searchgym.tasks import ToolCall
+from searchgym.util.text import normalize_answer
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -27,13 +27,6 @@ from searchgym.calibration import (
     study_setup,
     temperature_sweep,
 )
-from searchgym.meters.calibration import (
-    entropy_from_counts,
-    estimates_from_counts,
-    expected_entropy_estimates,
-    expected_estimates,
-    jackknife_from_counts,
-)
 from searchgym.meters.claim_rules import (
     paired_diff_ci,
     paired_two_level_ci,
@@ -42,6 +35,13 @@ from searchgym.meters.claim_rules import (
     seed_ci,
     study_mde,
     two_level_ci,
+)
+from searchgym.meters.count_estimators import (
+    entropy_from_counts,
+    estimates_from_counts,
+    expected_entropy_estimates,
+    expected_estimates,
+    jackknife_from_counts,
 )
 from searchgym.meters.diversity import cluster_stats
 from searchgym.meters.stats import bootstrap_ci, paired_bootstrap
@@ -52,10 +52,10 @@ from searchgym.report.data import (
     ArmSummary,
     Estimate,
     StudyData,
-    _key_estimate,
-    _seed_estimate,
     _two_level_estimate,
+    key_estimate,
     paired_two_level_bootstrap_ci,
+    seed_estimate,
     two_level_bootstrap_ci,
 )
 from searchgym.report.rules import compare_arms, detectable_difference
@@ -160,9 +160,9 @@ def test_two_level_twin_is_the_reports_strategy_entropy_ci():
     point, lo, hi = two_level_ci(values)
     for i in range(6):
         assert (point[i], lo[i], hi[i]) == pytest.approx(two_level_bootstrap_ci(values[i]))
-    # and `_key_estimate`, the report's column, is that function on the per-(seed, question) values
+    # and `key_estimate`, the report's column, is that function on the per-(seed, question) values
     per_qs = [{f"q{q:02d}": {STRATEGY_KEY: values[0, s, q]} for q in range(15)} for s in range(3)]
-    est = _key_estimate([{STRATEGY_KEY: float(values[0, s].mean())} for s in range(3)], per_qs,
+    est = key_estimate([{STRATEGY_KEY: float(values[0, s].mean())} for s in range(3)], per_qs,
                         {f"q{q:02d}" for q in range(15)}, STRATEGY_KEY)
     assert (est.value, est.lo, est.hi) == pytest.approx((point[0], lo[0], hi[0]))
     assert STRATEGY_KEY in TABLE_KEYS and STRATEGY_KEY == "diversity/strategy_entropy_jk"
@@ -175,7 +175,7 @@ def test_vectorised_rules_are_the_reports_rules():
     seeds = rng.normal(0.6, 0.05, size=(20, 3))
     point, lo, hi = seed_ci(seeds)
     for i in range(5):
-        est = _seed_estimate(list(seeds[i]), [])
+        est = seed_estimate(list(seeds[i]), [])
         assert (point[i], lo[i], hi[i]) == pytest.approx((est.value, est.lo, est.hi))
     a, b = rng.random((4, 15)), rng.random((4, 15))
     d, lo, hi = paired_diff_ci(a, b)

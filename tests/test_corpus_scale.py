@@ -11,10 +11,10 @@ import faiss
 import numpy as np
 import pytest
 
+from searchgym.corpus.corpus_recipe import CorpusRecipe, RecipeError
 from searchgym.corpus.documents import Corpus, CorpusError, Document
 from searchgym.corpus.embedders import EmbedderError, HashingEmbedder, PrefixedEmbedder, get_embedder
 from searchgym.corpus.index import IndexSpec, IndexSpecError, build_index, cache_key
-from searchgym.corpus.recipe import CorpusRecipe, RecipeError
 from searchgym.corpus.sources import iter_wiki18, load_source
 
 
@@ -347,12 +347,12 @@ def test_a_long_build_shows_its_progress_bar_even_when_asked_for_quiet(tmp_path,
 
 def test_recipe_index_refine_key_is_read_and_checked(tmp_path):
     """`refine` is a string option in a corpus recipe's [index] (not an integer like the others)."""
-    from searchgym.corpus.recipe import RecipeError, load_recipe
+    from searchgym.corpus.corpus_recipe import RecipeError, load_corpus_recipe
 
     head = '[corpus]\nsource = "wikipedia"\n[embedder]\nname = "hashing"\n[index]\ntype = "ivfpq"\n'
     (tmp_path / "ok.toml").write_text(head + 'nlist = 2\nm = 8\nrefine = "sq8"\nk_factor = 2\n')
-    spec = load_recipe(tmp_path / "ok.toml").index
+    spec = load_corpus_recipe(tmp_path / "ok.toml").index
     assert spec.options["refine"] == "sq8" and spec.options["k_factor"] == 2
     (tmp_path / "bad.toml").write_text(head + 'refine = "sq4"\n')
     with pytest.raises(RecipeError, match=r"refine must be one of \['none', 'sq8', 'flat'\]"):
-        load_recipe(tmp_path / "bad.toml")
+        load_corpus_recipe(tmp_path / "bad.toml")

@@ -12,12 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from searchgym.cli import app
-from searchgym.config import ConfigError
 from searchgym.study import runner as study_mod
 from searchgym.study.dose import read_rung
 from searchgym.study.runner import run_study
 from searchgym.study.spec import DoseTable, load_study
 from searchgym.trajectory import read_trajectories
+from searchgym.util.config_schema import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "agents" / "breadth-study.toml"

@@ -315,7 +315,7 @@ def test_settings_that_act_only_off_policy_are_flagged_when_updates_are_on_polic
     ("grpo.importance_sampling_level=seq", "grpo.importance_sampling_level must be one of ['token', 'sequence']"),
 ])
 def test_countermeasure_out_of_range_is_one_line_at_load(item, allowed):
-    from searchgym.config.schema import ConfigError
+    from searchgym.util.config_schema import ConfigError
 
     with pytest.raises(ConfigError) as e:
         load_recipe(SMOKE, [item])

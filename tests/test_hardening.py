@@ -17,7 +17,7 @@ import gymnasium
 import pytest
 
 import searchgym  # noqa: F401  (registers the envs and plug-ins)
-from searchgym.config.recipe import RecipeError
+from searchgym.config.agent_recipe import RecipeError
 from searchgym.envs.search_env import load_world
 from searchgym.runs import RunLocked, checkpoint_step, read_metrics, run_lock, trim_metrics
 from searchgym.train import find_latest_run, train_command

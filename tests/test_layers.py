@@ -1,5 +1,7 @@
-"""The import graph of searchgym/, read with `ast` (no module is imported): config never imports train, and
-module-level imports form no circle (docs/architecture.md, "The layers").
+"""The import graph of searchgym/, read with `ast` (no module is imported): imports go down the layers of
+docs/architecture.md ("The layers": `LAYERS` here, with the same exceptions, `ALLOWED_UP`), util imports nothing
+else of searchgym, worlds and envs meet only through the world registry, config never imports train, and no
+import circle.
 
 Every ``import searchgym.x`` and ``from searchgym.x import y`` counts, at the top of a file or inside a function
 (``from . import`` is not used in the package). ``from searchgym.pkg import name`` is an edge to
@@ -19,6 +21,33 @@ ROOT = Path(__file__).resolve().parents[1] / "searchgym"
 
 # Module-level circles allowed for now, each with why (and in docs/architecture.md): none.
 ALLOWED_CIRCLES: dict[frozenset[str], str] = {}
+
+# The layers, bottom first, as in docs/architecture.md's table: a module imports its own layer and those below
+# it. A name covers that module or package and everything under it; the longest name that matches decides.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("util", ("searchgym.util", "searchgym.paths", "searchgym.quiet")),
+    ("corpus", ("searchgym.corpus",)),
+    ("tasks", ("searchgym.tasks", "searchgym.trajectory")),
+    ("worlds", ("searchgym.worlds",)),
+    ("envs", ("searchgym.envs", "searchgym.testing", "searchgym")),  # `import searchgym` registers the env ids
+    ("agent side", ("searchgym.agent",)),
+    ("config", ("searchgym.config",)),
+    ("train", ("searchgym.runs", "searchgym.train")),
+    ("meters", ("searchgym.meters",)),
+    ("study / report", ("searchgym.study", "searchgym.report", "searchgym.calibration")),
+    ("cli, service", ("searchgym.cli", "searchgym.serve", "searchgym.__main__")),
+]
+# Imports that reach a higher layer, importer -> imported (module or package), each with why; the same list is in
+# docs/architecture.md. "in a function": only inside a function body.
+ALLOWED_UP: dict[tuple[str, str], str] = {
+    ("searchgym.agent.demos", "searchgym.meters"): "the demo sets' strategy entropy (meters are pure)",
+    ("searchgym.config.recipe_checks", "searchgym.meters"): "in a function: meters.alarms rows must name a meter's key",
+    ("searchgym.train.evaluate", "searchgym.meters"): "the eval summary",
+    ("searchgym.train.probes", "searchgym.meters"): "live probes and alarms during training",
+    ("searchgym.train.priors", "searchgym.meters"): "in a function: the shipped prior's measured strategy mix",
+    ("searchgym.train.pipeline", "searchgym.report"): "in a function: the run's report drawn at the end",
+    ("searchgym.testing.__main__", "searchgym.cli"): "python -m searchgym.testing (the fuzzer's old name) runs the CLI",
+}
 
 
 def modules() -> dict[str, Path]:
@@ -130,16 +159,64 @@ def circles(edges: dict[str, set[str]]) -> list[frozenset[str]]:
 
 def test_the_graph_is_read():
     edges, top = graph(module_level_only=False), graph(module_level_only=True)
-    assert "searchgym.config.recipe" in top["searchgym.train.stages"]  # `from searchgym.config.recipe import …`
+    assert "searchgym.config.agent_recipe" in top["searchgym.train.stages"]  # `from searchgym.config.agent_recipe import …`
     assert "searchgym.train.pipeline" in top["searchgym.train"]  # the package front's `from … import`
-    assert "searchgym.envs.search_env" in edges["searchgym.config.checks"]  # an import inside a function ...
-    assert "searchgym.envs.search_env" not in top["searchgym.config.checks"]  # ... is not a module-level one
+    assert "searchgym.envs.search_env" in edges["searchgym.config.recipe_checks"]  # an import inside a function ...
+    assert "searchgym.envs.search_env" not in top["searchgym.config.recipe_checks"]  # ... is not a module-level one
     assert "searchgym.agent" in top["searchgym.train.sft"]  # the package that `searchgym.agent.demos` runs first
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
 
 
+def _layer(module: str) -> int:
+    found = [(len(name), i) for i, (_, names) in enumerate(LAYERS) for name in names
+             if module == name or module.startswith(name + ".")]
+    assert found, f"{module} is in no layer: add it to LAYERS and to docs/architecture.md's table"
+    return max(found)[1]
+
+
+def _allowed(importer: str, imported: str) -> str | None:
+    return next((key for key in ALLOWED_UP if key[0] == importer
+                 and (imported == key[1] or imported.startswith(key[1] + "."))), None)
+
+
+def test_imports_go_down_the_layers():
+    """Every import, at the top of a file or inside a function, reaches the importer's layer or one below it,
+    except the listed ones; a listed exception that no longer exists fails too (remove it here and in docs)."""
+    edges, used, wrong = graph(module_level_only=False), set(), []
+    for module, targets in sorted(edges.items()):
+        for target in sorted(targets):
+            if _layer(target) > _layer(module):
+                key = _allowed(module, target)
+                if key is None:
+                    wrong.append(f"{module} ({LAYERS[_layer(module)][0]}) -> {target} ({LAYERS[_layer(target)][0]})")
+                used.add(key)
+    assert not wrong, "imports up the layers:\n" + "\n".join(wrong)
+    stale = sorted(set(ALLOWED_UP) - used)
+    assert not stale, f"allowed exceptions that no longer exist (remove them here and in docs): {stale}"
+
+
+def test_util_imports_nothing_else_of_searchgym():
+    """The bottom: every layer may use util (files, text, config_schema), so util uses no layer; util's modules
+    use each other at most, and the root's `paths` and `quiet` use nothing of searchgym."""
+    wrong = sorted((m, t) for m, targets in graph(module_level_only=False).items() if _layer(m) == 0
+                   for t in targets if not (m.startswith("searchgym.util.") and t.startswith("searchgym.util.")))
+    assert not wrong, f"the bottom layer imports searchgym: {wrong}"
+
+
+def test_worlds_and_envs_meet_only_through_the_world_registry():
+    """A world never imports envs (it answers what an env asks: corpus, tasks, strategies), and envs reach the
+    worlds only through the registry (`searchgym.worlds`: world names -> classes), never a world's own modules."""
+    edges = graph(module_level_only=False)
+    up = sorted((m, t) for m, targets in edges.items() if m.startswith("searchgym.worlds")
+                for t in targets if t == "searchgym.envs" or t.startswith("searchgym.envs."))
+    assert not up, f"worlds import envs: {up}"
+    down = sorted((m, t) for m, targets in edges.items() if _layer(m) == _layer("searchgym.envs")
+                  for t in targets if t.startswith("searchgym.worlds."))
+    assert not down, f"envs import a world's own modules (use the registry, searchgym.worlds): {down}"
+
+
 def test_config_never_imports_train():
-    """The stages are train's; config is below it and gets the registry passed in (`config.checks.validate_recipe`)."""
+    """The stages are train's; config is below it and gets the registry passed in (`config.recipe_checks.validate_recipe`)."""
     wrong = sorted((m, t) for m, targets in graph(module_level_only=False).items() if m.startswith("searchgym.config")
                    for t in targets if t == "searchgym.train" or t.startswith("searchgym.train."))
     assert not wrong, f"config imports train: {wrong}"
@@ -154,8 +231,8 @@ def test_no_module_level_import_circle():
 
 
 def test_no_import_circle_even_through_imports_inside_functions():
-    """A function-level import that reaches back is still a circle in the design (config.recipe <-> checks and
-    cli <-> testing.fuzzing were): only the import's timing differed."""
+    """A function-level import that reaches back is still a circle in the design (config.recipe <-> checks, now
+    config.agent_recipe and config.recipe_checks, and cli <-> testing.fuzzing were): only the import's timing differed."""
     found = [sorted(c) for c in circles(graph(module_level_only=False))]
     assert not found, f"import circles (function-level imports counted): {found}"
 

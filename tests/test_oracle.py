@@ -4,7 +4,7 @@ import gymnasium
 import pytest
 
 import searchgym  # noqa: F401
-from searchgym.envs.episodes import oracle_solve_rate, play
+from searchgym.envs.scripted_play import oracle_solve_rate, play
 
 
 @pytest.mark.parametrize("split", ["test", "train"])

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import searchgym  # noqa: F401  (registers the envs and plug-ins)
-from searchgym.config.recipe import RecipeError
+from searchgym.config.agent_recipe import RecipeError
 from searchgym.train.stages import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from searchgym.config.recipe import RecipeError
+from searchgym.config.agent_recipe import RecipeError
 from searchgym.runs import read_metrics
 from searchgym.train.pretrain import (
     _pretrain_env,

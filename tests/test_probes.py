@@ -270,7 +270,7 @@ def test_no_budget_probes_strictly_on_schedule(tmp_path, monkeypatch):
 def test_max_overhead_is_validated():
     with pytest.raises(ValueError, match="max_overhead"):
         DiversityCallback("unused", tokenizer=None, env_id="unused", every=1, max_overhead=1.5)
-    from searchgym.config.recipe import RecipeError
+    from searchgym.config.agent_recipe import RecipeError
 
     with pytest.raises(RecipeError, match="meters.max_overhead"):
         tiny_recipe(max_overhead=-0.1)

@@ -8,8 +8,14 @@ import pytest
 from typer.testing import CliRunner
 
 from searchgym.cli import app
+from searchgym.corpus.corpus_recipe import (
+    CorpusRecipe,
+    RecipeError,
+    index_command,
+    load_corpus_recipe,
+    search_command,
+)
 from searchgym.corpus.index import IndexSpec
-from searchgym.corpus.recipe import CorpusRecipe, RecipeError, index_command, load_recipe, search_command
 
 CORPORA = Path(__file__).resolve().parents[1] / "corpora"
 
@@ -26,7 +32,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_shipped_recipes_parse():
-    recipes = {p.stem: load_recipe(p) for p in CORPORA.glob("*.toml")}
+    recipes = {p.stem: load_corpus_recipe(p) for p in CORPORA.glob("*.toml")}
     assert {"tiny", "wikipedia", "factbook", "wikifactbook"} <= set(recipes)
     assert recipes["wikipedia"].source == "wikipedia" and recipes["wikipedia"].embedder == "minilm"
     assert recipes["wikipedia"].index == IndexSpec("flat")
@@ -35,7 +41,7 @@ def test_shipped_recipes_parse():
 
 
 def test_tiny_recipe_builds_and_caches(tmp_path):
-    recipe = load_recipe(CORPORA / "tiny.toml")
+    recipe = load_corpus_recipe(CORPORA / "tiny.toml")
     index = recipe.build(progress=False)
     assert len(index) == 30 and index.embedder.id == "hashing-v2:dim=512"
     assert index.cache_path.parent == tmp_path / "cache" / "indexes"  # $SEARCHGYM_CACHE is honoured
@@ -49,7 +55,7 @@ def test_limit_and_chunking_apply(tmp_path):
         + "".join(f'{{"id": "s{i}", "title": "S", "text": "short {i}"}}\n' for i in range(5)))
     path = write(tmp_path, '[corpus]\nsource = "jsonl"\npath = "d.jsonl"\nlimit = 4\n'
                            '[chunking]\nmax_chars = 200\n[embedder]\nname = "hashing:dim=32"\n')
-    corpus = load_recipe(path).load_corpus()
+    corpus = load_corpus_recipe(path).load_corpus()
     assert corpus.ids == ["long#0", "long#1", "long#2", "long#3"] and corpus.name == "r"
 
 
@@ -78,30 +84,30 @@ def test_limit_and_chunking_apply(tmp_path):
 ])
 def test_bad_recipes_name_the_problem(tmp_path, body, message):
     with pytest.raises(RecipeError) as e:
-        load_recipe(write(tmp_path, body))
+        load_corpus_recipe(write(tmp_path, body))
     assert message in str(e.value) and "r.toml" in str(e.value)
 
 
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(RecipeError, match="no recipe file at"):
-        load_recipe(tmp_path / "nope.toml")
+        load_corpus_recipe(tmp_path / "nope.toml")
 
 
 def test_build_errors_become_recipe_errors(tmp_path):
     (tmp_path / "dup.jsonl").write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
     bad_corpus = write(tmp_path, '[corpus]\nsource = "jsonl"\npath = "dup.jsonl"\n[embedder]\nname = "hashing"\n')
     with pytest.raises(RecipeError, match="r.toml: .*duplicate document id 'a'"):
-        load_recipe(bad_corpus).build(progress=False)
+        load_corpus_recipe(bad_corpus).build(progress=False)
     (tmp_path / "ok.jsonl").write_text('{"id": "a", "text": "x"}\n')
     bad_embedder = write(tmp_path, '[corpus]\nsource = "jsonl"\npath = "ok.jsonl"\n[embedder]\nname = "nope-x"\n')
     with pytest.raises(RecipeError, match="unknown embedder 'nope-x'.*minilm"):
-        load_recipe(bad_embedder).build(progress=False)
+        load_corpus_recipe(bad_embedder).build(progress=False)
     assert not (tmp_path / "cache").exists()  # failed builds leave no cache folder
 
 
 def test_unknown_source_is_refused_at_load_with_the_allowed_sources():
-    from searchgym.config import ConfigError
     from searchgym.corpus.sources import KNOWN_SOURCES
+    from searchgym.util.config_schema import ConfigError
 
     with pytest.raises(ConfigError) as e:  # a Literal field: refused when the recipe loads, not at build
         CorpusRecipe.from_dict({"corpus": {"source": "gutenberg"}})
@@ -116,12 +122,12 @@ def test_corpus_choices_match_what_the_loaders_take():
     """The corpus recipe's Literal fields name exactly what the sources, index specs and embedders accept."""
     import dataclasses
 
-    from searchgym.config import choices
-    from searchgym.corpus import recipe as corpus_recipe
+    from searchgym.corpus import corpus_recipe
     from searchgym.corpus.embedders import PREFIX_PRESETS
     from searchgym.corpus.index import INDEX_OPTIONS
     from searchgym.corpus.sources import KNOWN_SOURCES
     from searchgym.corpus.specs import CHOICE_OPTIONS
+    from searchgym.util.config_schema import choices
 
     assert set(choices(corpus_recipe.Source)) == set(KNOWN_SOURCES)
     assert choices(corpus_recipe.IndexType) == tuple(INDEX_OPTIONS)
@@ -134,8 +140,8 @@ def test_corpus_choices_match_what_the_loaders_take():
 def test_index_mmap_reaches_the_built_index(tmp_path):
     """``[index] mmap = true`` opens the cached index memory-mapped; the default reads it into memory."""
     body = f'[corpus]\nsource = "jsonl"\npath = "{CORPORA / "tiny.jsonl"}"\n[embedder]\nname = "hashing"\n'
-    assert not load_recipe(write(tmp_path, body)).build(progress=False).mmap
-    assert load_recipe(write(tmp_path, body + "[index]\nmmap = true\n")).build(progress=False).mmap
+    assert not load_corpus_recipe(write(tmp_path, body)).build(progress=False).mmap
+    assert load_corpus_recipe(write(tmp_path, body + "[index]\nmmap = true\n")).build(progress=False).mmap
 
 
 def test_index_and_search_commands_print(capsys):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from searchgym.config.recipe import RecipeError
+from searchgym.config.agent_recipe import RecipeError
 from searchgym.train import train_command
 from searchgym.train.stages import load_recipe
 

@@ -6,7 +6,7 @@ import json
 import torch
 
 from searchgym.agent.models import PRIOR, load_model
-from searchgym.config.recipe import PretrainConfig
+from searchgym.config.agent_recipe import PretrainConfig
 from searchgym.train.pretrain import build_model, call_blocks, train_tokenizer
 from searchgym.train.priors import (
     REFERENCE_PRIOR,

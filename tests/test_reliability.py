@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 
 import searchgym  # noqa: F401  (registers the envs)
 from searchgym.cli import app
-from searchgym.config import ConfigError
 from searchgym.corpus.documents import Corpus, Document
 from searchgym.corpus.embedders import HashingEmbedder
 from searchgym.corpus.embedding import embed_corpus
 from searchgym.train.context import rank_env
+from searchgym.util.config_schema import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_SFT = REPO / "agents" / "smoke-sft.toml"
@@ -283,7 +283,7 @@ BAD_CORPUS_INDEX = [
 @pytest.mark.parametrize("limit, index, message", BAD_CORPUS_INDEX, ids=["m=7", "nbits-vs-limit"])
 @pytest.mark.parametrize("command", ["index", "search", "serve"])
 def test_corpus_index_spec_is_checked_at_load(command, limit, index, message, tmp_path, monkeypatch):
-    import searchgym.corpus.recipe as corpus_recipe
+    import searchgym.corpus.corpus_recipe as corpus_recipe
 
     def slow(*args, **kwargs):
         raise AssertionError("the corpus was loaded before the recipe was checked")

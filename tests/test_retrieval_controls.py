@@ -9,12 +9,12 @@ import gymnasium
 import pytest
 
 import searchgym  # noqa: F401  (registers the envs)
-from searchgym.config import ConfigError
 from searchgym.envs.actions import format_tool_call
 from searchgym.envs.controls import OracleIndex, RandomIndex
 from searchgym.envs.tools import SYSTEM_PROMPT, SearchTools
 from searchgym.tasks import ToolCall
 from searchgym.testing import fuzz
+from searchgym.util.config_schema import ConfigError
 
 ENV_ID = "searchgym/SyntheticWorld-Easy-v0"
 KWARGS = {"embedder": "hashing", "top_k": 5, "max_steps": 6, "step_cost": 0.01, "format_penalty": 0.1,

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from searchgym.cli import app
-from searchgym.config.recipe import RecipeError
+from searchgym.config.agent_recipe import RecipeError
 from searchgym.runs import RunFolder, checkpoint_step, read_metrics, trim_metrics
 from searchgym.train.rft import RFTSettings, kept_episodes, round_row
 from searchgym.train.stages import load_recipe

@@ -29,7 +29,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from searchgym import serve  # noqa: E402
 from searchgym.cli import app as cli  # noqa: E402
-from searchgym.corpus.recipe import load_recipe  # noqa: E402
+from searchgym.corpus.corpus_recipe import load_corpus_recipe  # noqa: E402
 
 CORPORA = Path(__file__).resolve().parent.parent / "corpora"
 QUERIES = ["capital of Italy", "river through Rome", "largest city of France", "Berlin Wall",
@@ -291,7 +291,7 @@ def test_the_command_serves_with_two_workers_sharing_the_mapped_index(recipe):
             except OSError:
                 time.sleep(0.25)
         assert health["mmap"] is True and health["documents"] == 30
-        index = load_recipe(recipe).build(progress=False)
+        index = load_corpus_recipe(recipe).build(progress=False)
         for _ in range(6):  # separate connections: requests reach both workers
             status, body = post(url, {"queries": QUERIES, "topk": 3, "return_scores": True})
             assert status == 200

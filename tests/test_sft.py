@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from searchgym.agent.models import load_model
-from searchgym.config.recipe import RecipeError
+from searchgym.config.agent_recipe import RecipeError
 from searchgym.envs.actions import format_tool_call
 from searchgym.runs import read_metrics
 from searchgym.tasks import ToolCall

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from searchgym.cli import app
-from searchgym.config.recipe import RecipeError
+from searchgym.config.agent_recipe import RecipeError
 from searchgym.runs import RunFolder, read_metrics
 from searchgym.train import stages
 from searchgym.train.stages import load_recipe

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from searchgym.cli import app
-from searchgym.config import to_toml
 from searchgym.study import runner as study_mod
 from searchgym.study.runner import is_done, resolve, run_study
 from searchgym.study.spec import StudyError, load_study
 from searchgym.trajectory import Trajectory, write_trajectories
+from searchgym.util.config_schema import to_toml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -228,7 +228,7 @@ def test_a_study_prior_is_pretrained_once_and_becomes_every_arms_base(study_file
 
 
 def test_one_toml_writer_round_trips_resolved_recipes_and_the_study(study_file):
-    """`searchgym.config.to_toml` writes run folders' recipe.toml and a study's study.toml: what it writes
+    """`searchgym.util.config_schema.to_toml` writes run folders' recipe.toml and a study's study.toml: what it writes
     reads back equal."""
     study = load_study(study_file)
     for recipe in resolve(study).values():

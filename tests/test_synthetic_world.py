@@ -15,8 +15,8 @@ import pytest
 
 from searchgym.tasks import Step, ToolCall
 from searchgym.worlds.synthetic import SyntheticWorld
-from searchgym.worlds.synthetic_strategies import MAX_CALLS, classify_strategy, entity_of
-from searchgym.worlds.synthetic_text import tokens
+from searchgym.worlds.synthetic.strategies import MAX_CALLS, classify_strategy, entity_of
+from searchgym.worlds.synthetic.words import tokens
 
 
 class LexicalDriver:

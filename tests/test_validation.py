@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 import searchgym  # noqa: F401  (registers the envs and plug-ins)
 from searchgym.cli import app
-from searchgym.config import recipe as recipe_mod
-from searchgym.config import to_toml
-from searchgym.config.recipe import RecipeError, parse_kwargs
+from searchgym.config import agent_recipe as recipe_mod
+from searchgym.config.agent_recipe import RecipeError
 from searchgym.train.stages import load_recipe, recipe_from_dict, validate_recipe
 from searchgym.trajectory import Trajectory, write_trajectories
+from searchgym.util.config_schema import parse_kwargs, to_toml
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_SFT = REPO / "agents" / "smoke-sft.toml"
@@ -115,11 +115,11 @@ def test_env_kwargs_from_the_command_line():
 
 # ---- one config system: one error class, checks at load, one line from the CLI -------------------------------
 def test_the_three_loaders_raise_one_error_class(tmp_path):
-    from searchgym.config import ConfigError
-    from searchgym.corpus.recipe import RecipeError as CorpusRecipeError
-    from searchgym.corpus.recipe import load_recipe as load_corpus_recipe
+    from searchgym.corpus.corpus_recipe import RecipeError as CorpusRecipeError
+    from searchgym.corpus.corpus_recipe import load_corpus_recipe
     from searchgym.runs import RunLocked
     from searchgym.study.spec import StudyError, load_study
+    from searchgym.util.config_schema import ConfigError
 
     assert RecipeError is CorpusRecipeError is StudyError is ConfigError and issubclass(RunLocked, ConfigError)
     bad = tmp_path / "bad.toml"

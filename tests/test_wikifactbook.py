@@ -13,19 +13,17 @@ import pytest
 
 from searchgym.corpus.documents import Document
 from searchgym.corpus.sources import SOURCE_VERSIONS, load_source
-from searchgym.envs.rewards import exact_match, normalize_answer
+from searchgym.envs.rewards import exact_match
 from searchgym.tasks import Step, ToolCall
-from searchgym.worlds.wikifactbook import (
+from searchgym.util.text import normalize_answer
+from searchgym.worlds.wikifactbook.extract import contains, parse_landlocked
+from searchgym.worlds.wikifactbook.questions import (
     DEFAULT_QUESTIONS,
-    MAX_CALLS,
-    WikiFactbook,
-    classify_strategy,
-    contains,
     generate_questions,
-    parse_landlocked,
     read_questions,
     verify,
 )
+from searchgym.worlds.wikifactbook.world import MAX_CALLS, WikiFactbook, classify_strategy
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +118,7 @@ def test_one_cache_root_for_models_indexes_and_questions(monkeypatch):
     from searchgym.agent import models
     from searchgym.corpus.index import default_cache_dir
     from searchgym.paths import cache_root
-    from searchgym.worlds.wikifactbook_questions import cache_path
+    from searchgym.worlds.wikifactbook.questions import cache_path
 
     default = Path.home() / ".cache" / "searchgym"
     for value, root in (("~/sg", Path.home() / "sg"), ("", default), (None, default)):

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import gymnasium
 
-from searchgym.corpus.documents import atomic_write
-from searchgym.envs.episodes import honest_demo
+from searchgym.envs.scripted_play import honest_demo
 from searchgym.envs.tools import SearchTools
 from searchgym.meters.entropy import plugin_entropy
 from searchgym.trajectory import Trajectory, write_trajectories
+from searchgym.util.files import atomic_write
 
 KINDS = ("diverse", "narrow")
 

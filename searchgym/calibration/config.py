@@ -58,9 +58,9 @@ class StudySetup:
 def study_setup(study_file: str | Path = STUDY_FILE, preset: str = STUDY_PRESET) -> StudySetup:
     """The env, split, eval sizes and seeds of a study preset, resolved through the study's own loader
     (its base arm's recipe with every override); the quick preset's values when the file is absent."""
-    from searchgym.config import ConfigError
     from searchgym.study.spec import load_study
     from searchgym.train.stages import load_recipe
+    from searchgym.util.config_schema import ConfigError
 
     try:
         study = load_study(study_file, preset)

@@ -14,15 +14,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from searchgym.calibration.config import BIAS_AT_N, COVERAGE_TARGET, SHIFT_TOWARDS, StudySetup
-from searchgym.meters.calibration import (
+from searchgym.meters.claim_rules import candidate_intervals, question_ci, seed_ci, two_level_ci
+from searchgym.meters.count_estimators import (
     ESTIMATORS,
     entropy,
+    entropy_from_counts,
     estimates_from_counts,
     expected_estimates,
     jackknife_from_counts,
 )
-from searchgym.meters.calibration import entropy_from_counts as _entropy_from_counts
-from searchgym.meters.claim_rules import candidate_intervals, question_ci, seed_ci, two_level_ci
 
 REPORT_ESTIMATOR, REPORT_INTERVAL = "jackknife", "two-level bootstrap"  # `report.data.STRATEGY_KEY`'s rule
 
@@ -41,7 +41,7 @@ def label_table(env, tasks, *, progress: bool = True) -> dict[str, dict[tuple[st
     episode. Demonstrators and the env are deterministic, so this is each episode's label for good."""
     from tqdm.auto import tqdm
 
-    from searchgym.envs.episodes import play
+    from searchgym.envs.scripted_play import play
 
     world = env.unwrapped.taskset
     pairs = [(s, st) for s in world.strategies for st in world.query_styles]
@@ -123,7 +123,7 @@ def mixture_truth(tasks, weights: dict[str, float], table, styles: Sequence[str]
 def play_mixture(env, tasks, weights: dict[str, float], samples: int, rng: random.Random) -> list:
     """The mixture as an agent: each episode draws its strategy from the question's renormalised mixture
     and its query style uniformly, and plays that demonstrator through the env."""
-    from searchgym.envs.episodes import play
+    from searchgym.envs.scripted_play import play
     from searchgym.train.pretrain import task_distribution
 
     world = env.unwrapped.taskset
@@ -142,12 +142,12 @@ def play_mixture(env, tasks, weights: dict[str, float], samples: int, rng: rando
 def recover_mixture(env, tasks, name: str, weights: dict[str, float], table, samples: int, seeds: int,
                     coverage_reps: int, seed: int = 0) -> dict:
     """One mixture at the study's sizes: played and metered per seed, summarised by the report's own code
-    (`report.data._key_estimate` of the strategy-entropy column: jackknife, two-level bootstrap CI) against
+    (`report.data.key_estimate` of the strategy-entropy column: jackknife, two-level bootstrap CI) against
     the exact truth; coverage of the truth by that CI over ``coverage_reps`` simulated studies. The
     ``*_mm`` keys are the previous rule's (Miller–Madow, IQM over seeds, stratified bootstrap), for
     comparison."""
     from searchgym.meters.aggregate import average, per_question
-    from searchgym.report.data import STRATEGY_KEY, _key_estimate, _seed_estimate
+    from searchgym.report.data import STRATEGY_KEY, key_estimate, seed_estimate
 
     styles = env.unwrapped.taskset.query_styles
     truth = mixture_truth(tasks, weights, table, styles, samples)
@@ -164,9 +164,9 @@ def recover_mixture(env, tasks, name: str, weights: dict[str, float], table, sam
         per_q_mm.append([m["diversity/strategy_entropy_mm"] for m in meters.values()])
         per_q_plugin.append([m["diversity/strategy_entropy"] for m in meters.values()])
         played += trajectories
-    est = _key_estimate(metered, per_qs, set(per_qs[0]), STRATEGY_KEY)  # the report's column, as it shows it
-    est_mm = _seed_estimate(mm, np.mean(per_q_mm, axis=0).tolist())  # the previous rule
-    est_plugin = _seed_estimate(plugin, np.mean(per_q_plugin, axis=0).tolist())
+    est = key_estimate(metered, per_qs, set(per_qs[0]), STRATEGY_KEY)  # the report's column, as it shows it
+    est_mm = seed_estimate(mm, np.mean(per_q_mm, axis=0).tolist())  # the previous rule
+    est_plugin = seed_estimate(plugin, np.mean(per_q_plugin, axis=0).tolist())
     counts = Counter(t.strategy or "other" for t in played)
     fidelity = sum(t.strategy == t.meta.get("demo_strategy") for t in played) / len(played)
     coverage = coverage_expected = coverage_mm = coverage_expected_mm = math.nan
@@ -226,7 +226,7 @@ def simulated_coverage(tasks, weights, table, styles, samples: int, seeds: int, 
     if rule == "report":
         _, lo, hi = two_level_ci(jackknife_from_counts(counts))
     elif rule == "previous":
-        _, mm = _entropy_from_counts(counts)  # (reps, seeds, questions)
+        _, mm = entropy_from_counts(counts)  # (reps, seeds, questions)
         _, lo, hi = seed_ci(mm.mean(-1)) if seeds >= 2 else question_ci(mm[:, 0])
     else:
         raise ValueError(f"rule must be 'report' or 'previous', got {rule!r}")
@@ -236,7 +236,7 @@ def simulated_coverage(tasks, weights, table, styles, samples: int, seeds: int, 
 def compare_estimators(tasks, mixtures: dict[str, dict[str, float]], table, styles, samples: int,
                        seeds: Sequence[int], reps: int, seed: int = 0) -> list[dict]:
     """Coverage of the true strategy entropy and mean width of every candidate estimator
-    (`meters.calibration.estimates_from_counts`) x interval (`meters.claim_rules.candidate_intervals`) for
+    (`meters.count_estimators.estimates_from_counts`) x interval (`meters.claim_rules.candidate_intervals`) for
     every mixture, over ``reps`` simulated studies at n = ``samples`` and each seed count in ``seeds``: the
     measurement behind the report's rule. One row per (seeds, estimator, interval, mixture), with the
     estimator's exact bias there."""

@@ -25,7 +25,6 @@ import numpy as np
 
 from searchgym.calibration.config import SHIFT_TOWARDS
 from searchgym.calibration.mixtures import _label_matrix, sample_counts
-from searchgym.meters.calibration import entropy, jackknife_from_counts, pass_at_k_table
 from searchgym.meters.claim_rules import (
     nonoverlap,
     nonoverlap_mde_factor,
@@ -37,6 +36,7 @@ from searchgym.meters.claim_rules import (
     seed_ci,
     two_level_ci,
 )
+from searchgym.meters.count_estimators import entropy, jackknife_from_counts, pass_at_k_by_count
 
 
 def _questions(tasks, count: int, seed: int) -> list:
@@ -83,7 +83,7 @@ def _lambda_for(delta: float, lambdas: np.ndarray, deltas: np.ndarray) -> float 
 
 
 def seed_rule_ci(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The report's seed rule (`report.data._seed_estimate`) on per-(seed, question) values (reps, seeds,
+    """The report's seed rule (`report.data.seed_estimate`) on per-(seed, question) values (reps, seeds,
     questions): IQM over seed means with a stratified bootstrap when >= 2 seeds, else over questions."""
     _, lo, hi = seed_ci(values.mean(-1)) if values.shape[-2] >= 2 else question_ci(values[..., 0, :])
     return lo, hi
@@ -250,7 +250,7 @@ def passk_power(questions: int, samples: int, seeds: int, reps: int, k: int, rat
     a, b = concentration * rate, concentration * (1 - rate)
     p = np.clip(rng.beta(a, b, size=(reps, questions)), 1e-6, 1 - 1e-6)
     logit = np.log(p) - np.log1p(-p)
-    table = pass_at_k_table(samples, k)
+    table = pass_at_k_by_count(samples, k)
     u_a, u_b = rng.random((reps, seeds, questions, samples)), rng.random((reps, seeds, questions, samples))
 
     def arm(probs, u) -> np.ndarray:

@@ -30,7 +30,7 @@ from searchgym.calibration.mixtures import (
 )
 from searchgym.calibration.power import _questions, entropy_power, passk_power
 from searchgym.calibration.temperature import temperature_sweep
-from searchgym.runs import jsonable  # noqa: F401  (re-exported: benchmarks/calibration.py imports it from here)
+from searchgym.runs import jsonable
 
 
 def _smallest(sweep: list[dict], key: str, target: float) -> dict | None:
@@ -318,7 +318,7 @@ def comparison_table(rows: list[dict]):
 
 def write_calibration(result: dict, out: str | Path) -> Path:
     """Write ``calibration.json`` (``out`` a folder, or a path ending in .json)."""
-    from searchgym.corpus.documents import atomic_write
+    from searchgym.util.files import atomic_write
 
     out = Path(out)
     path = out if out.suffix == ".json" else out / "calibration.json"

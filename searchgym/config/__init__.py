@@ -1,20 +1,10 @@
-"""One config system for every config file (`searchgym.config.schema`): `ConfigError`, the typed loader,
-``--set`` overrides and the one TOML writer."""
+"""Agent recipes: their typed sections (`agent_recipe`) and their load-time checks (`recipe_checks`).
 
-from searchgym.config.schema import (
-    ConfigError,
-    apply_override,
-    build,
-    check_choices,
-    check_value,
-    choices,
-    expected,
-    parse_kwargs,
-    parse_value,
-    read_toml,
-    to_toml,
-    toml_value,
-)
+The config system every config file is built with (`ConfigError`, the typed loader, ``--set`` overrides, the
+one TOML writer) sits below every layer, in `searchgym.util.config_schema`; `ConfigError` is re-exported here,
+the name plug-in stages import (docs/architecture.md, "A new training stage").
+"""
 
-__all__ = ["ConfigError", "apply_override", "build", "check_choices", "check_value", "choices", "expected",
-           "parse_kwargs", "parse_value", "read_toml", "to_toml", "toml_value"]
+from searchgym.util.config_schema import ConfigError
+
+__all__ = ["ConfigError"]

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from searchgym.corpus.documents import Corpus, Document, atomic_write
+from searchgym.corpus.documents import Corpus, Document
 from searchgym.corpus.embedders import DEFAULT_BATCH_SIZE, Embedder, encode_passages
+from searchgym.util.files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -51,12 +51,12 @@ def _stopwords() -> frozenset[str]:
 _STOPWORDS: frozenset[str] | None = None
 
 
-def tokenize(text: str) -> list[str]:
+def bm25_tokenize(text: str) -> list[str]:
     """Lower-cased, accent-stripped word tokens without English stopwords (what BM25 counts).
 
-    >>> tokenize("The capital of São Tomé is São Tomé")
+    >>> bm25_tokenize("The capital of São Tomé is São Tomé")
     ['capital', 'sao', 'tome', 'sao', 'tome']
-    >>> tokenize("Was it of the?")
+    >>> bm25_tokenize("Was it of the?")
     []
     """
     global _STOPWORDS
@@ -94,7 +94,7 @@ class LexicalIndex:
 
     def scores(self, query: str) -> np.ndarray:
         """The BM25 score of every document for ``query`` (0 where it shares no term), in corpus order."""
-        ids = [self._vocab[t] for t in dict.fromkeys(tokenize(query)) if t in self._vocab]
+        ids = [self._vocab[t] for t in dict.fromkeys(bm25_tokenize(query)) if t in self._vocab]
         if not ids:
             return np.zeros(len(self.corpus), dtype=np.float32)
         return self.retriever.get_scores_from_ids(ids)
@@ -205,7 +205,7 @@ def build_lexical_index(corpus: Corpus, *, k1: float = DEFAULT_K1, b: float = DE
         except CacheError as e:
             log.warning("lexical index cache %s is unusable: %s; rebuilding it", folder, e)
 
-    tokens = [tokenize(document_text(d))
+    tokens = [bm25_tokenize(document_text(d))
               for d in tqdm(corpus, desc=f"BM25 {corpus.name}", unit="doc", disable=not progress)]
     if not any(tokens):
         raise ValueError(f"{corpus.name}: no document has a searchable word (only stopwords or punctuation); "

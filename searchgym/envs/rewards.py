@@ -1,35 +1,15 @@
 """Verifiable answer rewards: normalised exact match and token F1 against gold answers.
 
-Normalisation follows the SQuAD convention extended for real names: NFKD, strip accents, casefold,
-drop punctuation and the articles a/an/the, collapse whitespace. So "Lomé" == "lome" and
-"The Ivory Coast" == "ivory coast".
+Both compare in the answer normal form (`searchgym.util.text.normalize_answer`: SQuAD's, extended for real
+names, so "Lomé" == "lome" and "The Ivory Coast" == "ivory coast").
 """
 
 from __future__ import annotations
 
-import re
-import string
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans({c: " " for c in string.punctuation + "\u2013\u2014\u2018\u2019\u201c\u201d"})
-
-
-def normalize_answer(text: str) -> str:
-    """Canonical form used for matching.
-
-    >>> normalize_answer("  The Lomé!  ")
-    'lome'
-    >>> normalize_answer("São-Tomé and Príncipe")
-    'sao tome and principe'
-    """
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
-    text = text.translate(_PUNCT)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
+from searchgym.util.text import normalize_answer
 
 
 def exact_match(prediction: str, golds: Iterable[str]) -> float:

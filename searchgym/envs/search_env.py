@@ -33,7 +33,7 @@ Retriever = Ranker | Control
 RANKERS: tuple[str, ...] = get_args(Ranker)
 CONTROLS: tuple[str, ...] = get_args(Control)
 RETRIEVERS: tuple[str, ...] = RANKERS + CONTROLS
-# Recipe loading (config.checks) checks env.kwargs against SETTINGS; the two kinds are named apart there too.
+# Recipe loading (config.recipe_checks) checks env.kwargs against SETTINGS; the two kinds are named apart there too.
 SETTINGS["retriever"] = (lambda v: isinstance(v, str) and v in RETRIEVERS,
                          f"one of {list(RANKERS)} or a control {list(CONTROLS)}")
 SETTINGS["max_action_chars"] = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,

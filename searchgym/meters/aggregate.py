@@ -111,7 +111,7 @@ def average(meters: dict[str, dict[str, float]], difficulty: dict[str, int], n: 
         out[k] = nanmean([m.get(k, missing) for m in meters.values()])
     for d in sorted(set(difficulty.values())):
         qs = [q for q in meters if difficulty[q] == d]
-        for k in table.by_difficulty():
+        for k in table.difficulty_keys():
             out[f"{k}_d{d}"] = nanmean([meters[q][k] for q in qs])
     qs = sorted(meters)  # one (mean calls, hops) pair per question: the CI is a bootstrap over questions
     out.update(depth_adaptivity([meters[q].get("search/calls_mean", math.nan) for q in qs],

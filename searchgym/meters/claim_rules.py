@@ -1,10 +1,10 @@
 """Calibration math, part 2: the study's claim rules, vectorised, and their minimum detectable effect.
 
 Pure functions (numpy only) behind ``searchgym calibrate`` (`searchgym.calibration`) and the report's
-minimum detectable difference (part 1, exact truths and estimators over counts: `searchgym.meters.calibration`):
+minimum detectable difference (part 1, exact truths and estimators over counts: `searchgym.meters.count_estimators`):
 
 - vectorised twins of the claim rules, bit-for-bit on the same bootstrap draws as the report's code: the
-  seed rule (IQM over seeds with a stratified bootstrap CI, `searchgym.report.data._seed_estimate`), the
+  seed rule (IQM over seeds with a stratified bootstrap CI, `searchgym.report.data.seed_estimate`), the
   two-level bootstrap over seeds and questions of the strategy-entropy column
   (`searchgym.report.data.two_level_bootstrap_ci`), the report's claim between two arms (the paired
   two-level bootstrap of their per-question difference, `searchgym.report.data.paired_two_level_bootstrap_ci`,
@@ -27,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 
 POWER = 0.8  # an effect is "detectable" when the rule claims it in at least this share of studies
-SEED_BOOT = 1000  # n_boot of the report's seed CI (report.data._seed_estimate)
+SEED_BOOT = 1000  # n_boot of the report's seed CI (report.data.seed_estimate)
 PAIRED_BOOT = 2000  # n_boot of stats.paired_bootstrap's default
 
 
@@ -57,7 +57,7 @@ def _iqm_last(values: np.ndarray) -> np.ndarray:
 def seed_ci(values: np.ndarray, n_boot: int = SEED_BOOT, alpha: float = 0.05,
             seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IQM over seeds and its stratified-bootstrap CI for every row of ``values`` (shape (..., seeds)):
-    what `report.data._seed_estimate` reports for an arm with these seed-level meter values.
+    what `report.data.seed_estimate` reports for an arm with these seed-level meter values.
 
     >>> point, lo, hi = seed_ci(np.array([[0.60, 0.65, 0.70]]))
     >>> [round(float(x[0]), 6) for x in (point, lo, hi)]  # with 3 seeds the 95% CI is their range

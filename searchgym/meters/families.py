@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from searchgym.envs.rewards import normalize_answer
 from searchgym.meters.diversity import cluster_stats, distinct_n, self_bleu, vendi_ngram
 from searchgym.meters.entropy import kl_k1, kl_k3, mean_token_entropy, role_split_entropy, sequence_entropy
 from searchgym.meters.passk import k_ladder, pass_at_k, pass_hat_k
@@ -28,6 +27,7 @@ from searchgym.meters.search import (
     unique_docs,
 )
 from searchgym.trajectory import TOKEN_ROLES, Trajectory
+from searchgym.util.text import normalize_answer
 
 # Optional per-token log-probs of the reference policy for the sampled tokens, stored by the rollout code
 # in Trajectory.meta; when present (and aligned with token_logprobs) the KL meters are computed.
@@ -51,7 +51,7 @@ def example(sample: int = 0, **fields) -> Trajectory:
 
 
 def normalise_answer(answer: str | None) -> str:
-    """The cluster key of a final answer: the reward's normal form (`envs.rewards.normalize_answer`: case,
+    """The cluster key of a final answer: the reward's normal form (`util.text.normalize_answer`: case,
     accents, punctuation, articles and spacing removed), so answers exact match scores alike are one cluster.
 
     >>> normalise_answer(" Paris! "), normalise_answer("the Lomé"), normalise_answer(None)

@@ -193,7 +193,7 @@ def namespaces() -> tuple[str, ...]:
     return tuple(dict.fromkeys(m.namespace for m in METERS))
 
 
-def by_difficulty() -> tuple[str, ...]:
+def difficulty_keys() -> tuple[str, ...]:
     """The keys `aggregate.average` also stratifies by difficulty (those with a ``<key>_d{d}`` row)."""
     return tuple(m.key.removesuffix(_DIFFICULTY) for m in METERS if m.key.endswith(_DIFFICULTY))
 

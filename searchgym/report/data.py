@@ -171,7 +171,7 @@ def equalise(runs: list[RunData]) -> tuple[int, set[str], list[str]]:
 
 # ---- per-arm summaries ------------------------------------------------------------------------------
 
-def _seed_estimate(values: list[float], per_q: list[float]) -> Estimate:
+def seed_estimate(values: list[float], per_q: list[float]) -> Estimate:
     """IQM over seeds with a stratified bootstrap CI (rliable); with one seed, the mean over questions with
     a bootstrap CI over questions instead."""
     v = [x for x in values if math.isfinite(x)]
@@ -328,9 +328,9 @@ def _series(rows: list[dict], key: str) -> list[tuple[float, float]]:
     return out
 
 
-def _key_estimate(metered: list[dict[str, float]], per_qs: list[dict[str, dict[str, float]]], tasks: set[str],
+def key_estimate(metered: list[dict[str, float]], per_qs: list[dict[str, dict[str, float]]], tasks: set[str],
                   key: str) -> Estimate:
-    """A per-run meter as IQM over seeds (`_seed_estimate`), or for `TWO_LEVEL_KEYS` the mean over seeds and
+    """A per-run meter as IQM over seeds (`seed_estimate`), or for `TWO_LEVEL_KEYS` the mean over seeds and
     questions with a two-level bootstrap CI; a key with no per-question values (a correlation over
     questions) falls back, with one seed, to the run's own ``_lo``/``_hi`` keys."""
     if key in TWO_LEVEL_KEYS:
@@ -346,7 +346,7 @@ def _key_estimate(metered: list[dict[str, float]], per_qs: list[dict[str, dict[s
             return Estimate(math.nan, math.nan, math.nan, "not measured")
         return Estimate(run[key], run.get(f"{key}_lo", math.nan), run.get(f"{key}_hi", math.nan),
                         "1 seed: bootstrap over questions")
-    return _seed_estimate(values, per_q)
+    return seed_estimate(values, per_q)
 
 
 def _entropy_reward(arm_runs: list[RunData]) -> tuple[list, list[dict[str, float]], dict[str, float] | None]:
@@ -386,13 +386,13 @@ def summarise(runs: list[RunData]) -> StudyData:
             arm_counts.append({q: sum(t.correct for t in sorted(g, key=lambda t: t.sample)[:n])
                                for q, g in groups.items()})
         counts[name] = arm_counts
-        table = {label: _key_estimate(metered, per_qs, tasks, key.format(n=n)) for label, key in TABLE_METRICS}
+        table = {label: key_estimate(metered, per_qs, tasks, key.format(n=n)) for label, key in TABLE_METRICS}
         questions = sorted(tasks)
         per_question_values = {  # NaN, or 0 for a count no sample made, as `meters.aggregate.average` reads it
             label: np.array([[pq[q].get(key.format(n=n), missing(key.format(n=n))) if q in pq else math.nan
                               for q in questions] for pq in per_qs], dtype=np.float64)
             for label, key in TABLE_METRICS}
-        extra = {label: _key_estimate(metered, per_qs, tasks, key) for label, key in EXTRA_METRICS}
+        extra = {label: key_estimate(metered, per_qs, tasks, key) for label, key in EXTRA_METRICS}
         matrix = np.array([[c[q] for q in sorted(tasks)] for c in arm_counts])  # (runs, questions)
         curves = {}
         for kind, table_fn in (("passk", pass_at_k_table), ("passhat", pass_hat_k_table)):

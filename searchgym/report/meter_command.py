@@ -19,7 +19,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from searchgym.corpus.documents import atomic_write
 from searchgym.meters import table as meter_table
 from searchgym.meters.aggregate import average, group_by_task, per_question
 from searchgym.meters.common_n import common_n
@@ -28,6 +27,7 @@ from searchgym.meters.passk import solvable_set_overlap
 from searchgym.meters.stats import bootstrap_ci, paired_bootstrap
 from searchgym.report.importers import FORMATS, Imported, read_rollouts
 from searchgym.trajectory import Trajectory
+from searchgym.util.files import atomic_write
 
 
 @dataclass

@@ -18,7 +18,6 @@ import math
 import time
 from pathlib import Path
 
-from searchgym.corpus.documents import atomic_write
 from searchgym.report.data import TABLE_METRICS, Estimate, StudyData, ci_text, summarise
 from searchgym.report.discover import discover_runs
 from searchgym.report.dose import DoseData, dose_data, dose_findings, dose_table, rung_table, slope_table
@@ -29,6 +28,7 @@ from searchgym.report.rules import verdict
 from searchgym.report.strata import CAPTION as STRATA_CAPTION
 from searchgym.report.strata import StrataData, strata_data, strata_figure, strata_html, strata_markdown
 from searchgym.report.strata import to_json as strata_json
+from searchgym.util.files import atomic_write
 
 
 def _table_rows(data: StudyData) -> tuple[list[str], list[list[str]]]:

@@ -7,7 +7,7 @@ draws each arm's seeds and then questions, the same questions for both arms
 (`searchgym.report.data.paired_two_level_bootstrap_ci`); a difference is claimed only when that CI
 excludes 0. Where per-question values are missing, the fallback: a difference is claimed only when the
 two arms' 95% CIs do not overlap (`compare_cis`). A "no change" states the smallest difference the rule used
-would detect in 80% of studies of this size (`detectable_difference`, from `searchgym.meters.calibration`;
+would detect in 80% of studies of this size (`detectable_difference`, from `searchgym.meters.count_estimators`;
 docs/calibration.md measures both rules). `headlines` answers the questions the study exists for;
 `verdict` adds the details arm by arm. Reads only `searchgym.report.data`'s summaries.
 """

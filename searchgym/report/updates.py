@@ -124,7 +124,7 @@ def updates_command(paths: list[Path], *, tolerance: float = 1e-5, precision: st
     data = {"tolerance": tolerance, "precision": precision, "runs": [clean(r) for r in rows],
             "overlaps": [clean(p) for p in pairs]}
     if out is not None:
-        from searchgym.runs import atomic_write
+        from searchgym.util.files import atomic_write
 
         atomic_write(Path(out), json.dumps(data, indent=2, allow_nan=False).encode("utf-8"))
         print(f"wrote {out}")

@@ -30,11 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from searchgym.config.recipe import Recipe
-from searchgym.runs import RunFolder, atomic_write, jsonable, parse_rung, rung_name
+from searchgym.config.agent_recipe import Recipe
+from searchgym.runs import RunFolder, jsonable, parse_rung, rung_name
 from searchgym.train.stages import get_stage
 from searchgym.train.weights import base_source
 from searchgym.trajectory import TOKEN_ROLES, Trajectory
+from searchgym.util.files import atomic_write
 
 DOSE_FILE = "dose.json"
 VERSION = 1

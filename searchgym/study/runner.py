@@ -19,9 +19,8 @@ import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from searchgym.config import ConfigError, to_toml
-from searchgym.config.recipe import Recipe
-from searchgym.runs import RunFolder, atomic_write
+from searchgym.config.agent_recipe import Recipe
+from searchgym.runs import RunFolder
 from searchgym.study.spec import (
     SFT_BUDGET,
     STUDY_FILE,
@@ -31,6 +30,8 @@ from searchgym.study.spec import (
     load_study,
 )
 from searchgym.train.stages import load_recipe
+from searchgym.util.config_schema import ConfigError, to_toml
+from searchgym.util.files import atomic_write
 
 # ---- 2. resolving and checking every run before anything trains ------------------------------------
 

@@ -1,5 +1,5 @@
 """The study file: its typed tables (`StudyFile`, `ArmTable`, `PresetTable`, built by the one config loader,
-`searchgym.config`), the resolved study (`Study`, `Arm`, `RunSpec`) and `load_study` (presets, --set, checks).
+`searchgym.util.config_schema`), the resolved study (`Study`, `Arm`, `RunSpec`) and `load_study` (presets, --set, checks).
 
 `searchgym.study.runner` runs what this module reads; see that module for the study format.
 """
@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from searchgym.config import ConfigError, build, read_toml, toml_value
-from searchgym.config.recipe import NAME_PATTERN, EvalConfig
+from searchgym.config.agent_recipe import NAME_PATTERN, EvalConfig
+from searchgym.util.config_schema import ConfigError, build, read_toml, toml_value
 
 DONE = "done.json"
 STUDY_FILE = "study.toml"

@@ -3,12 +3,13 @@
     from searchgym.testing import check_search_env
     check_search_env("mypkg/MyEnv-v0")
 
-`checks` holds `check_search_env` (Gymnasium's ``check_env``, a Hypothesis state machine, what training
+`search_env_check` holds `check_search_env` (Gymnasium's ``check_env``, a Hypothesis state machine, what training
 needs from the world); `fuzzing` the invariant checker, the generated actions and the fuzzer
 (``searchgym fuzz``, ``make fuzz``). Names load on first use.
 """
 
-_FROM = {"check_search_env": "checks", "make_state_machine": "checks", "training_readiness": "checks",
+_FROM = {"check_search_env": "search_env_check", "make_state_machine": "search_env_check",
+         "training_readiness": "search_env_check",
          "InvariantChecker": "fuzzing", "InvariantViolation": "fuzzing", "fuzz": "fuzzing", "fuzz_command": "fuzzing",
          "random_action": "fuzzing", "random_case": "fuzzing"}
 __all__ = sorted(_FROM)

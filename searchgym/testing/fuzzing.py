@@ -5,7 +5,7 @@ text), and the loop that drives every registered env with them.
     searchgym fuzz --actions 100000 --embedder hashing     # make fuzz
 
 reports exceptions and violations (`fuzz_command`; ``python -m searchgym.testing`` and
-``python -m searchgym.testing.fuzzing`` run the same command). `searchgym.testing.checks` builds the Hypothesis state machine and
+``python -m searchgym.testing.fuzzing`` run the same command). `searchgym.testing.search_env_check` builds the Hypothesis state machine and
 `check_search_env` (the one-line check for plug-in authors) on the same checker and actions.
 """
 
@@ -100,7 +100,7 @@ class InvariantChecker:
             raise InvariantViolation(message)
 
 
-# -- action generation, shared by the fuzzer and the state machine in searchgym.testing.checks ------------
+# -- action generation, shared by the fuzzer and the state machine in searchgym.testing.search_env_check ------------
 GARBAGE = [
     "", " ", "hello", "<tool_call>", "<tool_call>{}</tool_call>", '<tool_call>{"name": "search"}</tool_call>',
     '<tool_call>{"name": "fly", "arguments": {}}</tool_call>', '<tool_call>{"name": "open", "arguments": []}',

@@ -28,8 +28,8 @@ import os
 import re
 from pathlib import Path
 
-from searchgym.config import ConfigError
-from searchgym.config.recipe import Recipe
+from searchgym.config.agent_recipe import Recipe
+from searchgym.util.config_schema import ConfigError
 
 DONE = "done"
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from searchgym.runs import RunFolder, atomic_write, rung_name
+from searchgym.runs import RunFolder, rung_name
+from searchgym.util.files import atomic_write
 
 SNAPSHOT = "snapshot.json"
 

@@ -18,7 +18,7 @@ from searchgym.meters import aggregate
 from searchgym.trajectory import Trajectory
 
 if TYPE_CHECKING:
-    from searchgym.config.recipe import Recipe
+    from searchgym.config.agent_recipe import Recipe
 
 # (label, key in eval_summary, format)
 ROWS = (

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from searchgym.envs.rewards import normalize_answer
+from searchgym.util.text import normalize_answer
 
 
 def novelty(queries: Sequence[str], opened: Sequence[str]) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from searchgym.config.recipe import Recipe
+from searchgym.config.agent_recipe import Recipe
 from searchgym.envs.tools import SYSTEM_PROMPT
 from searchgym.train.exploration import reward_terms
 from searchgym.train.grpo_env import make_environment_factory

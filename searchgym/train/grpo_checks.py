@@ -4,8 +4,8 @@ Kept apart from `searchgym.train.grpo`, which imports torch at its top: these ru
 
 from __future__ import annotations
 
-from searchgym.config import ConfigError
-from searchgym.config.checks import check_rules, finite
+from searchgym.config.recipe_checks import check_rules, finite
+from searchgym.util.config_schema import ConfigError
 
 
 def check_grpo(recipe) -> None:

@@ -15,8 +15,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-from searchgym.config import ConfigError
-from searchgym.config.recipe import Recipe
+from searchgym.config.agent_recipe import Recipe
+from searchgym.util.config_schema import ConfigError
 
 
 def find_latest_run(name: str, runs_dir: str | Path | None = None) -> Path | None:
@@ -50,8 +50,8 @@ def _run_dir(recipe: Recipe, out: str | Path | None, resume: bool) -> Path:
 
 def check_env_names(recipe: Recipe) -> None:
     """A recipe names code only through registries (``env.id`` a registered env, ``env.kwargs.world`` a
-    registered world); `config.checks.validate_recipe` checks it on load, this re-checks a recipe built in code."""
-    from searchgym.config.checks import check_env
+    registered world); `config.recipe_checks.validate_recipe` checks it on load, this re-checks a recipe built in code."""
+    from searchgym.config.recipe_checks import check_env
     from searchgym.train.stages import STAGES
 
     check_env(recipe, STAGES)

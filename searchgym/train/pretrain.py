@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from searchgym.config import ConfigError
-from searchgym.config.recipe import PretrainConfig, Recipe
+from searchgym.config.agent_recipe import PretrainConfig, Recipe
 from searchgym.runs import RunFolder, save_pretrained_atomic
 from searchgym.train.prior_tokenizer import (  # noqa: F401  (re-exported: the stage's tokenizer)
     BOS,
@@ -30,6 +29,7 @@ from searchgym.train.prior_tokenizer import (  # noqa: F401  (re-exported: the s
     train_tokenizer,
 )
 from searchgym.trajectory import Trajectory, read_trajectories, write_trajectories
+from searchgym.util.config_schema import ConfigError
 
 STAGE = "pretrain"
 
@@ -45,7 +45,7 @@ def mixture_weights(mixture: dict, strategies: Sequence[str]) -> dict[str, float
     >>> mixture_weights({"jump": 1.0}, ["forward"])
     Traceback (most recent call last):
     ...
-    searchgym.config.schema.ConfigError: pretrain.mixture: 'jump' is not a strategy of this world; use some of ['forward']
+    searchgym.util.config_schema.ConfigError: pretrain.mixture: 'jump' is not a strategy of this world; use some of ['forward']
     """
     from searchgym.train.pretrain_checks import check_mixture
 
@@ -125,7 +125,7 @@ def sample_demos(recipe: Recipe, *, progress: bool = True) -> list[Trajectory]:
 def _sample_world_demos(recipe: Recipe, world_index: int, progress: bool) -> list[Trajectory]:
     from tqdm.auto import tqdm
 
-    from searchgym.envs.episodes import honest_demo
+    from searchgym.envs.scripted_play import honest_demo
 
     p = recipe.pretrain
     env = _pretrain_env(recipe, world_index)

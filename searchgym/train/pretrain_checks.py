@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import math
 
-from searchgym.config import ConfigError
-from searchgym.config.checks import check_rules, finite
+from searchgym.config.recipe_checks import check_rules, finite
+from searchgym.util.config_schema import ConfigError
 
 _COUNTS = ("epochs", "save_steps", "logging_steps", "num_demos", "vocab_size", "hidden_size", "num_layers",
            "num_heads", "batch_size", "max_length")

@@ -13,7 +13,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from searchgym.config import ConfigError
+from searchgym.util.config_schema import ConfigError
 
 # ChatML as SmolLM2 and TRL's qwen2_5 template write it. The tool tags are added as whole tokens but NOT
 # special: TRL decodes completions with skip_special_tokens=True and must still see <tool_call> to parse.

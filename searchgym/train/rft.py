@@ -31,10 +31,10 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from searchgym.config import ConfigError
-from searchgym.config.checks import check_rules
-from searchgym.config.recipe import SFTTraining
+from searchgym.config.agent_recipe import SFTTraining
+from searchgym.config.recipe_checks import check_rules
 from searchgym.train.sft_checks import training_rules
+from searchgym.util.config_schema import ConfigError
 
 ROUND = "round.json"  # a finished round's marker and summary
 
@@ -174,7 +174,7 @@ def _train_round(ctx, model, kept, r: int, offset: int, resuming: bool) -> tuple
 def train_rft(ctx):
     """The "rft" stage: ``rft.rounds`` rounds of sample -> keep the correct -> SFT, on one policy
     (``ctx.trainable``: a new LoRA adapter, the previous stage's continued, or every weight); returns it."""
-    from searchgym.runs import atomic_write
+    from searchgym.util.files import atomic_write
 
     s = ctx.recipe.settings("rft")
     model = ctx.trainable(ctx.model)

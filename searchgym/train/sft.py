@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from searchgym.agent.demos import build_demo_sets, save_demo_sets, to_dataset
-from searchgym.config.recipe import Recipe
+from searchgym.config.agent_recipe import Recipe
 from searchgym.train.context import latest_checkpoint  # noqa: F401  (re-exported: pretrain and tests use it)
 
 

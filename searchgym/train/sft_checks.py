@@ -4,8 +4,8 @@ builder and the training context, because these run whenever any recipe loads, b
 
 from __future__ import annotations
 
-from searchgym.config import ConfigError
-from searchgym.config.checks import check_rules, finite
+from searchgym.config.recipe_checks import check_rules, finite
+from searchgym.util.config_schema import ConfigError
 
 
 def check_sft(recipe) -> None:
@@ -18,7 +18,7 @@ def check_sft(recipe) -> None:
 
 
 def training_rules(section: str, s) -> list[tuple[str, bool, str]]:
-    """The ranges of the SFT trainer's fields (`searchgym.config.recipe.SFTTraining`) in ``section``, as
+    """The ranges of the SFT trainer's fields (`searchgym.config.agent_recipe.SFTTraining`) in ``section``, as
     `check_rules` rules: every stage that trains with SFTTrainer (sft, rft) checks them alike."""
     return [
         (f"{section}.learning_rate", finite(s.learning_rate) and s.learning_rate > 0, "a finite number > 0"),

@@ -5,7 +5,7 @@ A stage is an object with
 - ``name``: its name in ``stages`` and the recipe section that holds its settings (``[sft]``, ``[grpo]``…);
 - ``settings``: that section's dataclass (typed fields with defaults; a stage without settings uses None);
 - ``builds_base``: True for a stage that makes the base model itself (``pretrain``: first, no adapter);
-- ``validate(recipe)``: its checks, raising one `searchgym.config.recipe.ConfigError` that names the field;
+- ``validate(recipe)``: its checks, raising one `searchgym.config.agent_recipe.ConfigError` that names the field;
 - optionally ``validate_world(recipe, world, world_name)``: what it needs of the env's world class (run for a
   listed stage on a SearchEnv), and ``needs_train_split`` (True: a plug-in world must have train tasks);
 - ``run(ctx)``: train ``ctx.model`` (`searchgym.train.context.TrainContext`) and return the trained model —
@@ -20,8 +20,8 @@ object and one line in `STAGES` (docs/architecture.md, "A new training stage"). 
 ``validate`` runs when a recipe loads, before torch is imported; ``run`` imports what it trains with.
 
 Loading a recipe needs the registry, and config sits below train, so the loaders callers use are here
-(`load_recipe`, `recipe_from_dict`, `validate_recipe`): config's own (`config.recipe.parse_recipe_file` and
-`parse_recipe`, then `config.checks.validate_recipe`) take the registry as an argument.
+(`load_recipe`, `recipe_from_dict`, `validate_recipe`): config's own (`config.agent_recipe.parse_recipe_file` and
+`parse_recipe`, then `config.recipe_checks.validate_recipe`) take the registry as an argument.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from searchgym.config import checks
-from searchgym.config.recipe import (
+from searchgym.config import recipe_checks as checks
+from searchgym.config.agent_recipe import (
     GRPOSettings,
     PretrainConfig,
     Recipe,
@@ -107,7 +107,7 @@ STAGES: dict[str, Stage] = {
 
 
 def get_stage(name: str) -> Stage:
-    from searchgym.config import ConfigError
+    from searchgym.util.config_schema import ConfigError
 
     if name not in STAGES:
         raise ConfigError(f"stages: unknown stage {name!r}; allowed: {list(STAGES)}")
@@ -115,7 +115,7 @@ def get_stage(name: str) -> Stage:
 
 
 def validate_recipe(recipe: Recipe, *, check_model: bool = True) -> Recipe:
-    """`searchgym.config.checks.validate_recipe` against the registered stages (a recipe made or changed in
+    """`searchgym.config.recipe_checks.validate_recipe` against the registered stages (a recipe made or changed in
     code)."""
     return checks.validate_recipe(recipe, STAGES, check_model=check_model)
 

@@ -18,7 +18,7 @@ import contextlib
 import json
 from pathlib import Path
 
-from searchgym.config.recipe import LoraSettings, Recipe
+from searchgym.config.agent_recipe import LoraSettings, Recipe
 
 FOLDER = {"lora": "adapter", "full": "model"}  # what a saved policy's folder is called, per finetune mode
 
@@ -140,7 +140,7 @@ def save_adapter(model, folder: Path, base_alias: str | None, adapters: list[str
     from peft import PeftModel
 
     from searchgym.agent.models import resolve_model_path
-    from searchgym.runs import atomic_write
+    from searchgym.util.files import atomic_write
 
     if not isinstance(model, PeftModel):
         raise RuntimeError("training returned a model without a LoRA adapter; nothing to save")

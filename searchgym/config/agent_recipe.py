@@ -2,9 +2,9 @@
 
 A recipe names a base model, a LoRA config, an environment, the training stages to chain
 (``stages = ["sft", "grpo"]`` starts GRPO from the SFT adapter) and how to evaluate. Every section
-is a dataclass with defaults, built by the one config loader (`searchgym.config`): an unknown or ill-typed key
+is a dataclass with defaults, built by the one config loader (`searchgym.util.config_schema`): an unknown or ill-typed key
 stops with one `ConfigError` that names it and lists what is allowed; ``--set section.key=value`` overrides any
-field from the command line. `searchgym.config.checks.validate_recipe` then runs the semantic checks and each
+field from the command line. `searchgym.config.recipe_checks.validate_recipe` then runs the semantic checks and each
 stage's own (this module only parses: checks imports it, never the other way). The stages are train's (`searchgym.train.stages.STAGES`): config sits below train, so the
 registry is passed in, and `searchgym.train.stages.load_recipe` is the loader callers use.
 """
@@ -17,14 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from searchgym.config import (  # noqa: F401  (parse_kwargs re-exported: callers import it from here)
-    ConfigError,
-    apply_override,
-    build,
-    parse_kwargs,
-    read_toml,
-    to_toml,
-)
+from searchgym.util.config_schema import ConfigError, apply_override, build, read_toml, to_toml
 
 RecipeError = ConfigError  # the name the recipe checks and their callers use: the one config error
 
@@ -256,7 +249,7 @@ _SECTIONS = frozenset(f.name for f in dataclasses.fields(Recipe) if f.name != "s
 
 def parse_recipe_file(path: str | Path, stages: dict, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a recipe file and apply overrides (``section.key=value``) into a typed `Recipe`, **not yet
-    validated**: `searchgym.config.checks.validate_recipe` runs the semantic checks, and
+    validated**: `searchgym.config.recipe_checks.validate_recipe` runs the semantic checks, and
     `searchgym.train.stages.load_recipe` does both with the registered stages."""
     path = Path(path)
     data = read_toml(path, f"no recipe at {path}; see agents/ for examples")
@@ -267,9 +260,9 @@ def parse_recipe_file(path: str | Path, stages: dict, overrides: list[str] | tup
 
 
 def parse_recipe(data: dict, stages: dict, where: str = "recipe") -> Recipe:
-    """A typed `Recipe` from parsed TOML, not yet validated: the typed sections (`searchgym.config.build`, which
+    """A typed `Recipe` from parsed TOML, not yet validated: the typed sections (`searchgym.util.config_schema.build`, which
     refuses unknown and ill-typed keys) and a registered stage's own section (one of ``stages`` whose settings
-    are not a `Recipe` field) into its settings dataclass. `searchgym.config.checks.validate_recipe` follows."""
+    are not a `Recipe` field) into its settings dataclass. `searchgym.config.recipe_checks.validate_recipe` follows."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the recipe must be a table, got {type(data).__name__}")
     own = {k: s.settings for k, s in stages.items() if s.settings is not None and k not in _SECTIONS}

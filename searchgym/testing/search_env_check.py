@@ -115,7 +115,7 @@ def training_readiness(env_id: str, env_kwargs: dict | None = None, *, tasks_per
     -> ToolCall`` answers correctly and is labelled that strategy by ``classify_strategy``; GRPO needs train
     tasks; eval (default split "test") needs test tasks.
     """
-    from searchgym.envs.episodes import play
+    from searchgym.envs.scripted_play import play
 
     kwargs = {k: v for k, v in (env_kwargs or {}).items() if k != "split"}
     world = _world_of(env_id, kwargs)

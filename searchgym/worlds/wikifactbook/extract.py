@@ -1,6 +1,6 @@
 """WikiFactbook's extractors: one Factbook passage in, one unambiguous value out (None when in doubt), the
 text helpers answers are checked with, and the Factbook read as countries (the fields question templates
-read, their unique capitals and names). Used by `searchgym.worlds.wikifactbook_questions`.
+read, their unique capitals and names). Used by `searchgym.worlds.wikifactbook.questions`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from searchgym.corpus.documents import Document
-from searchgym.envs.rewards import normalize_answer
+from searchgym.util.text import normalize_answer
 
 # == 1. Extractors: one passage text in, one unambiguous value out (None when in doubt) ==============
 _LOWER_OK = {"de", "la", "of", "el", "al", "es", "du", "da", "do", "dos", "das", "the", "di", "del"}

@@ -26,12 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from searchgym.corpus.documents import MAX_DOC_CHARS, Corpus, Document, atomic_write
+from searchgym.corpus.documents import MAX_DOC_CHARS, Corpus, Document
 from searchgym.corpus.sources import SOURCE_VERSIONS, load_source
-from searchgym.envs.rewards import normalize_answer
 from searchgym.paths import cache_root
 from searchgym.tasks import Task
-from searchgym.worlds.wikifactbook_extract import (
+from searchgym.util.files import atomic_write
+from searchgym.util.text import normalize_answer
+from searchgym.worlds.wikifactbook.extract import (
     Country,
     _capitals,
     _name_index,
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 
 QUESTION_SET_VERSION = "v0"
 # The set a checkout ships (an installed wheel has no corpora/ folder): read, never written, by the world.
-DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "corpora" / f"wikifactbook-questions-{QUESTION_SET_VERSION}.jsonl"
+DEFAULT_QUESTIONS = Path(__file__).resolve().parents[3] / "corpora" / f"wikifactbook-questions-{QUESTION_SET_VERSION}.jsonl"
 TEST_FRACTION = 0.2
 
 

@@ -1,7 +1,7 @@
 """`validate_recipe` and the checks behind it: ranges of the fields every recipe has, the stage list, the env and its
 world, the embedder and the tracker backends; each failure is one `ConfigError` (the one
-`searchgym.config.ConfigError`) that names the field and what is allowed. Types and ``Literal`` choices are the
-config loader's (`searchgym.config.build`, and `check_choices` for a recipe changed in code).
+`searchgym.util.config_schema.ConfigError`) that names the field and what is allowed. Types and ``Literal`` choices are the
+config loader's (`searchgym.util.config_schema.build`, and `check_choices` for a recipe changed in code).
 
 No stage is named here: each stage's own checks live with it (`searchgym.train.stages.STAGES` names them) and
 reach these functions as the ``stages`` mapping the caller passes in (name -> an object with ``settings``,
@@ -9,7 +9,7 @@ reach these functions as the ``stages`` mapping the caller passes in (name -> an
 name)``), because config sits below train and never imports it (tests/test_layers.py).
 
 Nothing here loads a model or builds an index (a plug-in world, small and cached in-process, is built to check
-its splits). `searchgym.config.recipe` holds the typed sections and the parsing; this module imports them and
+its splits). `searchgym.config.agent_recipe` holds the typed sections and the parsing; this module imports them and
 is never imported by them.
 """
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from searchgym.config import ConfigError, check_choices
-from searchgym.config import recipe as recipe_module
-from searchgym.config.recipe import NAME_PATTERN, SEARCH_ENV, Recipe
+from searchgym.config import agent_recipe as recipe_module
+from searchgym.config.agent_recipe import NAME_PATTERN, SEARCH_ENV, Recipe
+from searchgym.util.config_schema import ConfigError, check_choices
 
 
 def validate_recipe(recipe: Recipe, stages: dict, *, check_model: bool = True) -> Recipe:
@@ -127,7 +127,7 @@ def check_rules(recipe: Recipe, rules) -> None:
 
 def check_report_to(report_to: list[str] | str, backends: dict[str, tuple[str, ...]]) -> list[str]:
     """``report_to``: a list (or one string, as Hugging Face accepts) of installed tracker backends among
-    ``backends`` (`searchgym.config.recipe.REPORT_TO`); returns it as a list ([] for "none")."""
+    ``backends`` (`searchgym.config.agent_recipe.REPORT_TO`); returns it as a list ([] for "none")."""
     import importlib.util
 
     value = [report_to] if isinstance(report_to, str) else list(report_to)

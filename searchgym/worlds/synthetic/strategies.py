@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Sequence
 
 from searchgym.tasks import Step, Task, ToolCall
-from searchgym.worlds import synthetic_text as T
+from searchgym.worlds.synthetic import words as T
 
 STRATEGIES = ("forward", "question_first", "parallel", "snippet", "verify")
 QUERY_STYLES = ("keyword", "natural", "terse", "relation_first")

@@ -1,6 +1,6 @@
 """The one config system: one error type, the typed loader, the command-line overrides and the TOML writer.
 
-Agent recipes (`searchgym.config.recipe`), corpus recipes (`searchgym.corpus.recipe`) and study files
+Agent recipes (`searchgym.config.agent_recipe`), corpus recipes (`searchgym.corpus.corpus_recipe`) and study files
 (`searchgym.study.spec`) are dataclasses with typed fields (``Literal[...]`` where a value is one of a few
 words), built from parsed TOML by `build`: an unknown key, a missing required key, a value of the wrong type or
 a word outside its ``Literal`` stops with one `ConfigError` line naming the field (its dotted path) and what is
@@ -55,11 +55,11 @@ def build(cls, data, where: str, prefix: str = "", more_keys: typing.Iterable[st
     >>> build(Index, {"type": "annoy"}, "r.toml", "index.")
     Traceback (most recent call last):
     ...
-    searchgym.config.schema.ConfigError: r.toml: index.type must be one of ['flat', 'hnsw'], got 'annoy'
+    searchgym.util.config_schema.ConfigError: r.toml: index.type must be one of ['flat', 'hnsw'], got 'annoy'
     >>> build(Index, {"nlists": 4}, "r.toml", "index.")
     Traceback (most recent call last):
     ...
-    searchgym.config.schema.ConfigError: r.toml: unknown key 'index.nlists'; allowed keys in [index]: ['nlist', 'type']
+    searchgym.util.config_schema.ConfigError: r.toml: unknown key 'index.nlists'; allowed keys in [index]: ['nlist', 'type']
     """
     section = prefix.rstrip(".")
     if not isinstance(data, dict):

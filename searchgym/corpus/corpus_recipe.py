@@ -2,8 +2,8 @@
 
 ``corpora/wikipedia.toml`` is the default; ``corpora/tiny.toml`` (30 hand-written documents, hashing
 embedder) is what tests use. A recipe is typed (`CorpusFile`, built by the one config loader,
-`searchgym.config`) and validated strictly: an unknown section or key, a value of the wrong type or a word
-outside its choices is a `ConfigError` (alias `ConfigError`) naming the field and what is allowed, because a
+`searchgym.util.config_schema`) and validated strictly: an unknown section or key, a value of the wrong type or a word
+outside its choices is a `ConfigError` (alias `RecipeError`) naming the field and what is allowed, because a
 typo silently falling back to a default would build the wrong index. Also home of the ``searchgym index`` /
 ``searchgym search`` commands.
 
@@ -23,12 +23,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
-from searchgym import config
-from searchgym.config import ConfigError
 from searchgym.corpus.documents import MAX_DOC_CHARS, Corpus, CorpusError
 from searchgym.corpus.embedders import DEFAULT_BATCH_SIZE, EmbedderError, known_dim
 from searchgym.corpus.index import INDEX_OPTIONS, IndexSpec, IndexSpecError, SearchIndex, build_index
 from searchgym.corpus.specs import check_fits
+from searchgym.util.config_schema import ConfigError, build, read_toml
 
 RecipeError = ConfigError  # the corpus recipe's error is the one config error
 
@@ -134,10 +133,10 @@ class CorpusRecipe:
         >>> CorpusRecipe.from_dict({"corpus": {"source": "jsonl", "pth": "x"}})
         Traceback (most recent call last):
         ...
-        searchgym.config.schema.ConfigError: recipe: unknown key 'corpus.pth'; allowed keys in [corpus]: ['limit', 'name', 'options', 'path', 'source']
+        searchgym.util.config_schema.ConfigError: recipe: unknown key 'corpus.pth'; allowed keys in [corpus]: ['limit', 'name', 'options', 'path', 'source']
         """
         where = str(path) if path else "recipe"
-        file = config.build(CorpusFile, data, where)
+        file = build(CorpusFile, data, where)
         corpus = file.corpus
         source_path = Path(corpus.path).expanduser() if corpus.path is not None else None
         if source_path is not None and not source_path.is_absolute():
@@ -211,11 +210,11 @@ def _embedder_spec(table: EmbedderSection, where: str) -> str:
     return spec
 
 
-def load_recipe(path: str | Path) -> CorpusRecipe:
+def load_corpus_recipe(path: str | Path) -> CorpusRecipe:
     """Read and validate a recipe file (relative paths inside it resolve against its folder)."""
     path = Path(path)
     shipped = sorted(p.name for p in Path("corpora").glob("*.toml")) if Path("corpora").is_dir() else []
-    data = config.read_toml(path, f"no recipe file at {path}" + (
+    data = read_toml(path, f"no recipe file at {path}" + (
         f"; shipped recipes in corpora/: {', '.join(shipped)}" if shipped else ""))
     return CorpusRecipe.from_dict(data, base_dir=path.parent, name=path.stem, path=path)
 
@@ -227,7 +226,7 @@ def index_command(recipe: Path, rebuild: bool = False) -> None:
     from rich.table import Table
 
     start = time.perf_counter()
-    r = load_recipe(recipe)
+    r = load_corpus_recipe(recipe)
     index = r.build(progress=True, rebuild=rebuild)
     table = Table(show_header=False, title=f"index for {recipe}")
     for label, value in [("documents", f"{len(index):,}"), ("embedder", index.embedder.id),
@@ -249,7 +248,7 @@ def search_command(recipe: Path, query: str, k: int = 5) -> None:
         raise ValueError(f"k must be a positive integer (number of hits), got k={k!r}")
     if not query.strip():
         raise ValueError("query is empty; pass some search text")
-    index = load_recipe(recipe).build(progress=True)
+    index = load_corpus_recipe(recipe).build(progress=True)
     hits = index.search([query], k)[0]
     table = Table("rank", "score", "doc id", "title", "snippet", title=f"{query!r} in {index.corpus.name}")
     for rank, hit in enumerate(hits, 1):

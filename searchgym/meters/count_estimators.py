@@ -9,7 +9,7 @@ and the minimum detectable effect are part 2, `searchgym.meters.claim_rules`:
 - the estimators vectorised over count arrays of any leading shape (what thousands of simulated studies
   need), and the pass@k table.
 
-Nothing here is registered in ``searchgym.meters``: import it as ``searchgym.meters.calibration``.
+Nothing here is registered in ``searchgym.meters``: import it as ``searchgym.meters.count_estimators``.
 """
 
 from __future__ import annotations
@@ -179,10 +179,10 @@ def estimates_from_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
 ESTIMATORS = ("plug-in", "MM", "jackknife", "Chao-Shen", "Grassberger")  # the keys of `estimates_from_counts`
 
 
-def pass_at_k_table(n: int, k: int) -> np.ndarray:
+def pass_at_k_by_count(n: int, k: int) -> np.ndarray:
     """pass@k for every possible number of correct samples c = 0..n (index by c).
 
-    >>> pass_at_k_table(4, 2).round(3).tolist()
+    >>> pass_at_k_by_count(4, 2).round(3).tolist()
     [0.0, 0.5, 0.833, 1.0, 1.0]
     """
     return np.array([pass_at_k(n, c, k) for c in range(n + 1)])

@@ -1,8 +1,8 @@
-"""SyntheticWorld's entities and corpus: sections 1-2 of the world generator (see `synthetic`).
+"""SyntheticWorld's entities and corpus: sections 1-2 of the world generator (see `world`).
 
 Entities (people, cities, countries, organisations, works; near-miss distractors; aliases) with their
 relations and attributes, drawn from a ``random.Random``, and their rendering into pages whose facts are
-recorded with character offsets. Everything here is re-exported by ``searchgym.worlds.synthetic``.
+recorded with character offsets.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from searchgym.corpus.documents import Document
-from searchgym.worlds import synthetic_text as T
-from searchgym.worlds.synthetic_strategies import entity_of
+from searchgym.worlds.synthetic import words as T
+from searchgym.worlds.synthetic.strategies import entity_of
 
 SIZES = {"small": 60, "medium": 200, "large": 600}  # number of people; other kinds scale with it
 DISTRACTOR_KINDS = ("person", "city", "org", "work")  # a fake country would contradict capitals

@@ -17,37 +17,22 @@ from typing import Literal
 
 from searchgym.corpus.documents import Corpus
 from searchgym.tasks import Demonstrator, Task, ToolCall
-from searchgym.worlds import synthetic_text as T
-from searchgym.worlds.synthetic_corpus import (  # noqa: F401  (re-exported: sections 1-2)
-    DISTRACTOR_KINDS,
-    SIZES,
-    Entity,
-    _alias,
-    _name,
-    _Namer,
-    _relate,
-    _relate_distractor,
-    _work_word,
-    counts_for,
-    generate_entities,
-    page_id,
-    render_corpus,
-)
-from searchgym.worlds.synthetic_strategies import (
+from searchgym.worlds.synthetic import words as T
+from searchgym.worlds.synthetic.entities import Entity, generate_entities, page_id, render_corpus
+from searchgym.worlds.synthetic.strategies import (
     QUERY_STYLES,
     SNIPPET_CHARS,
     STRATEGIES,
     SyntheticDemonstrator,
     classify_strategy,
-    entity_of,  # noqa: F401  (re-exported)
 )
 
 COMPARISON_PAIRS = 1500  # candidate pairs drawn per compared attribute
 MAX_CHAINS = 16  # evidence chains listed per question (redundancy multiplies them per hop)
 KIND_MIX = {"bridge": 0.7, "comparison": 0.15, "intersection": 0.15}
 
-# -- 1. the world: entities, relations, attributes (synthetic_corpus.generate_entities) ----------
-# -- 2. the corpus: pages per entity, facts with their offsets (synthetic_corpus.render_corpus) ---
+# -- 1. the world: entities, relations, attributes (entities.generate_entities) ----------
+# -- 2. the corpus: pages per entity, facts with their offsets (entities.render_corpus) ---
 
 
 # -- 3. questions ---------------------------------------------------------------------------------

@@ -1,51 +1,25 @@
 """WikiFactbook: verified multi-hop questions over Wikipedia leads + CIA World Factbook passages.
 
 The question set (templates, verification, the versioned file and its cache) is built in
-`searchgym.worlds.wikifactbook_questions` from the extractors in `searchgym.worlds.wikifactbook_extract`;
-this module is the world: the task set, the strategy classifier and the scripted demonstrators. Every name
-those modules define stays importable from here. ``python -m searchgym.worlds.wikifactbook [PATH]``
-regenerates the question set (`searchgym.worlds.wikifactbook_questions.main`).
+`searchgym.worlds.wikifactbook.questions` from the extractors in `searchgym.worlds.wikifactbook.extract`;
+this module is the world: the task set, the strategy classifier and the scripted demonstrators.
+``python -m searchgym.worlds.wikifactbook [PATH]`` regenerates the question set
+(`searchgym.worlds.wikifactbook.questions.main`, run by the package's ``__main__``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from searchgym.corpus.documents import Corpus, Document
 from searchgym.corpus.sources import load_source
-from searchgym.envs.rewards import normalize_answer
 from searchgym.tasks import Step, Task, ToolCall
-from searchgym.worlds.wikifactbook_extract import (  # noqa: F401  (re-exported)
-    Country,
-    answer_forms,
-    contains,
-    countries_of,
-    parse_borders,
-    parse_capital,
-    parse_currency,
-    parse_highest_point,
-    parse_independence,
-    parse_landlocked,
-    parse_official_language,
-    strip_accents,
-)
-from searchgym.worlds.wikifactbook_questions import (  # noqa: F401  (re-exported)
-    DEFAULT_QUESTIONS,
-    QUESTION_SET_VERSION,
-    TARGET_TERMS,
-    TEST_FRACTION,
-    generate_questions,
-    main,
-    question_set,
-    read_questions,
-    split_of,
-    verify,
-    write_questions,
-)
+from searchgym.util.text import normalize_answer
+from searchgym.worlds.wikifactbook.extract import contains
+from searchgym.worlds.wikifactbook.questions import DEFAULT_QUESTIONS, TEST_FRACTION, question_set, split_of
 
 STRATEGIES = ("forward", "question_first", "wiki_bridge")
 QUERY_STYLES = ("keyword", "natural")
@@ -123,7 +97,7 @@ class WikiFactbook:
         questions_path: the versioned question file (default: the one a checkout ships). When it is absent,
             or stale (with a warning: its versions differ from the installed packages, or its evidence is not
             in the corpus), the set is read from the user cache, or generated and cached there
-            (`searchgym.worlds.wikifactbook_questions.question_set`); None: generated in memory only.
+            (`searchgym.worlds.wikifactbook.questions.question_set`); None: generated in memory only.
         documents: the corpus documents (default: ``load_source("wikifactbook")``).
     """
 
@@ -154,6 +128,3 @@ class WikiFactbook:
                              f"styles: {QUERY_STYLES}")
         return FactbookDemonstrator(strategy, style)
 
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
