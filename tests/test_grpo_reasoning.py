@@ -149,8 +149,8 @@ def test_a_call_inside_a_long_think_block_is_not_run(tmp_path, monkeypatch, roll
 
     trainer, rows = build(tmp_path, rollout)
     tokenizer = trainer.processing_class
-    if rollout == "trl":  # TRL's loop has no hook of its own: the processing class carries the rule
-        ignore_reasoning_calls(tokenizer)
+    # Both paths: grpo_trainer put the rule on the processing class (TRL's loop has no hook of its own).
+    assert isinstance(getattr(tokenizer, "parse_response", None), ReasoningFreeParser)
     if template != "chatml":
         monkeypatch.setattr(tokenizer, "response_template", without_reasoning_field())
     generate = scripted(tokenizer, {row["prompt"][-1]["content"]: row["answers"][0] for row in rows})

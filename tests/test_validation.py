@@ -186,7 +186,7 @@ BAD_CLI = [
     (["train", str(SMOKE_SFT), "--set", "grpo.loss_type=bogus"], "grpo.loss_type must be one of ["),
     (["index", "bad-corpus.toml"], "corpus.source must be one of ['jsonl', 'wiki18', 'wikipedia', 'factbook'"),
     (["search", "bad-corpus.toml", "tea"], "corpus.source must be one of ['jsonl', 'wiki18', 'wikipedia'"),
-    (["experiment", str(STUDY), "--preset", "nope"], "no preset 'nope'; choose one of ['gpu', 'quick'"),
+    (["experiment", str(STUDY), "--preset", "nope"], "no preset 'nope'; choose one of ['full-parameter', 'gpu', 'quick'"),
     (["experiment", "study.toml", "--set", "sft.demos=some"], "sft.demos must be one of ['diverse', 'narrow'], got"),
     (["experiment", "study.toml", "--seeds", "0,0"], "--seeds '0,0': give distinct, non-empty values"),
 ]

@@ -19,7 +19,7 @@ from searchgym.config.agent_recipe import Recipe
 from searchgym.envs.tools import SYSTEM_PROMPT
 from searchgym.train.exploration import reward_terms
 from searchgym.train.grpo_env import make_environment_factory
-from searchgym.train.grpo_rollout import EngineRollout
+from searchgym.train.grpo_rollout import EngineRollout, ignore_reasoning_calls
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +293,7 @@ def grpo_trainer(ctx):
         generation = dict(environment_factory=factory)
     parameters = sum(p.numel() for p in model.parameters())
     args = grpo_config(recipe, ctx.run_dir, reward_weights=weights, model_parameters=parameters)
+    ignore_reasoning_calls(ctx.tokenizer)  # a call inside <think> reasoning is not a call, on both rollout paths
     trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, processing_class=ctx.tokenizer,
                           train_dataset=Dataset.from_list(rows), callbacks=[ctx.metrics_logger()], **generation)
     if full_reference:
