@@ -241,12 +241,14 @@ class RunFolder:
         recipe.toml                      the resolved recipe, written first
         metrics.jsonl                    one JSON row per trainer log, probe, eval (append-only)
         demos/                           SFT demonstration sets
-        stages/<stage>/adapter, done     each finished stage's LoRA adapter and its marker
+        stages/<stage>/adapter, done     each finished stage's LoRA adapter (``stages/<stage>/model`` with
+                                         ``model.finetune = "full"``, `searchgym.train.weights`) and its marker
         stages/pretrain/model            a prior-lab base model (``stage_model``)
         checkpoints/<stage>/checkpoint-N Trainer checkpoints (``--resume`` continues from the latest)
-        adapter/                         the final adapter (`searchgym.agent.models.load_model(run)` rebuilds it)
+        adapter/ (or model/)             the final adapter, or the whole model after full-parameter training
+                                         (`searchgym.agent.models.load_model(run)` loads either)
         trajectories.jsonl, eval.json, summary.md, baseline/trajectories.jsonl   the held-out evaluation
-        dose/<stage>-<step>/adapter      snapshots along training (``dose.every``); a study adds each rung's
+        dose/<stage>-<step>/adapter      snapshots along training (``dose.every``; ``…/model`` when full); a study adds each rung's
         dose/<stage>-<step>/dose.json    trajectories.jsonl and dose.json (`searchgym.study.dose`)
         done.json                        a study run's marker, written last
 
