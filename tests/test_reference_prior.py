@@ -7,13 +7,13 @@ import torch
 
 from searchgym.agent.models import PRIOR, load_model
 from searchgym.config.agent_recipe import PretrainConfig
+from searchgym.meters.stats import total_variation
 from searchgym.train.pretrain import build_model, call_blocks, train_tokenizer
 from searchgym.train.priors import (
     REFERENCE_PRIOR,
     evaluate_prior,
     export_prior,
     prior_metadata,
-    total_variation,
 )
 
 CALL = '<tool_call>\n{"name": "open", "arguments": {"doc_id": "syn:person:0042:b"}}\n</tool_call>'

@@ -237,3 +237,15 @@ def weighted_slope(xs: list[np.ndarray], ys: list[np.ndarray], weights: np.ndarr
     den = sw * sxx - sx * sx
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 1e-12, (sw * sxy - sx * sy) / den, np.nan)
+
+
+def total_variation(p: Mapping[str, float], q: Mapping[str, float]) -> float:
+    """Total-variation distance between two share tables, half their L1 distance (0 = the same mix, 1 =
+    disjoint); a label missing from one counts as 0 there.
+
+    >>> total_variation({"forward": 0.5, "snippet": 0.5}, {"forward": 0.75, "other": 0.25})
+    0.5
+    >>> total_variation({"a": 1.0}, {"b": 1.0})
+    1.0
+    """
+    return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in set(p) | set(q))

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from searchgym.meters.claim_rules import paired_rule_mde, question_rule_mde, study_mde
+from searchgym.meters.stats import total_variation
 from searchgym.meters.table import label as meter_label
 from searchgym.meters.table import unit as meter_unit
 from searchgym.report.data import (
@@ -130,15 +131,6 @@ def compare_arms(a: ArmSummary, b: ArmSummary, label: str) -> Comparison:
         return Comparison("n/a", True, diff, used)
     side = "higher" if diff.lo > 0 else "lower" if diff.hi < 0 else NO_CLAIM
     return Comparison(side, True, diff, used)
-
-
-def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
-    """Half the L1 distance between two share dicts (0 = same mix, 1 = disjoint).
-
-    >>> total_variation({"a": 0.5, "b": 0.5}, {"a": 1.0})
-    0.5
-    """
-    return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in set(p) | set(q))
 
 
 def detectable_difference(data: StudyData, label: str, a: ArmSummary, b: ArmSummary) -> tuple[float, str]:

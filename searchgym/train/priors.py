@@ -87,15 +87,6 @@ def export_prior(run_dir: str | Path, dest: str | Path = REFERENCE_PRIOR) -> Pat
     return dest
 
 
-def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
-    """Total-variation distance between two share tables (a label missing from one counts as 0 there).
-
-    >>> total_variation({"forward": 0.5, "snippet": 0.5}, {"forward": 0.75, "other": 0.25})
-    0.5
-    """
-    return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in set(p) | set(q))
-
-
 def evaluate_prior(model: str | Path = REFERENCE_PRIOR, *, questions: int = 100, samples: int = 2,
                    temperature: float = 1.0, seed: int = 0, tokenizer: str | Path | None = None,
                    progress: bool = False, split: str = "test") -> dict:
@@ -111,6 +102,7 @@ def evaluate_prior(model: str | Path = REFERENCE_PRIOR, *, questions: int = 100,
     from searchgym.agent.models import load_model, prepare_tokenizer, resolve_model_path, stop_token_ids
     from searchgym.agent.rollout import rollout
     from searchgym.meters import aggregate
+    from searchgym.meters.stats import total_variation
     from searchgym.train.evaluate import strategy_share
 
     folder = resolve_model_path(str(model))
