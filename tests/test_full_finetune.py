@@ -182,3 +182,18 @@ def test_refused_at_load(sets, message, tmp_path):
                                       str(tmp_path / "run"), *args])
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_the_report_shows_where_each_full_parameter_arm_wrote(runs, tmp_path):
+    from searchgym.report import report_command
+
+    page = report_command([runs["chained"], runs["grpo"], runs["lora"]], out=tmp_path / "report")
+    numbers = json.loads((tmp_path / "report" / "report.json").read_text())
+    rows = {r[0]: r for r in numbers["updates"]["rows"]}
+    assert set(rows) == {"sft-grpo", "grpo"}  # the LoRA arm's merged update is dense by construction: not shown
+    moved = float(rows["grpo"][2].split()[0])
+    assert 0 < moved <= 1 and rows["grpo"][1] == "1"
+    assert "Where each arm wrote" in page.read_text() and "## Where each arm wrote" in (page.parent / "report.md").read_text()
+    lora_only = report_command([runs["lora"]], out=tmp_path / "lora")
+    assert "updates" not in json.loads((tmp_path / "lora" / "report.json").read_text())
+    assert "Where each arm wrote" not in lora_only.read_text()

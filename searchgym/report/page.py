@@ -5,8 +5,9 @@ Takes a study folder or several run folders and runs the report's steps in order
 (`searchgym.report.data`), derive the verdict (`searchgym.report.rules`), draw the figures
 (`searchgym.report.figures`), then write ``report.html`` (self-contained: PNGs embedded as base64), the
 PNGs, ``report.md`` and ``report.json`` (this module). A study with a dose ladder gets one more section,
-"Dose and distance" (`searchgym.report.dose`), and questions of several hop counts, kinds or evidence orders
-one more, "pass@k by stratum" (`searchgym.report.strata`).
+"Dose and distance" (`searchgym.report.dose`), questions of several hop counts, kinds or evidence orders
+one more, "pass@k by stratum" (`searchgym.report.strata`), and arms that trained every weight one more,
+"Where each arm wrote" (`searchgym.report.updates`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from searchgym.report.rules import verdict
 from searchgym.report.strata import CAPTION as STRATA_CAPTION
 from searchgym.report.strata import StrataData, strata_data, strata_figure, strata_html, strata_markdown
 from searchgym.report.strata import to_json as strata_json
+from searchgym.report.updates import REPORT_SETTINGS, arm_update_table
 from searchgym.util.files import atomic_write
 
 
@@ -74,8 +76,22 @@ claimed only where that CI excludes 0; otherwise the CI bounds it.</p>
 """
 
 
+UPDATES_NOTE = ("Full-parameter runs (model.finetune = \"full\") against their base, at each run's last step: the share "
+                "of parameters moved by more than 1e-5 after rounding to bfloat16 (Mukherjee et al. 2025's setting) and "
+                "by more than 1e-3, and how much two seeds' > 1e-3 sets overlap (|A ∩ B| / |A|) against a random set of "
+                "the same size. Mean [min–max] over runs or ordered seed pairs. Adam moves every weight by about the "
+                "learning rate a step, so compare arms at matched KL: searchgym updates RUN/dose/<rung> "
+                "(docs/where-rl-writes.md).")
+assert REPORT_SETTINGS == (("bfloat16", 1e-5), ("float32", 1e-3)), "UPDATES_NOTE describes these settings"
+
+
+def _updates_html(updates: tuple[list[str], list[list[str]]]) -> str:
+    return f"<h2>Where each arm wrote</h2>\n<p class='small'>{html.escape(UPDATES_NOTE)}</p>\n{_plain_table(*updates)}\n"
+
+
 def render_html(data: StudyData, findings: list[str], figs: dict[str, tuple[str, bytes]], sources: list[str],
-                dose: tuple[DoseData, bytes] | None = None, strata: tuple[StrataData, bytes] | None = None) -> str:
+                dose: tuple[DoseData, bytes] | None = None, strata: tuple[StrataData, bytes] | None = None,
+                updates: tuple[list[str], list[list[str]]] | None = None) -> str:
     colours = arm_colours([a.name for a in data.arms])
     header, rows = _table_rows(data)
     methods = sorted({e.method for a in data.arms for e in a.table.values() if e.method})
@@ -119,7 +135,7 @@ samples.</p>
 <h2>Figures</h2>
 {figure_html}
 {strata_html(strata[0], _figure_html("strata", STRATA_CAPTION, strata[1])) if strata else ''}
-{_dose_html(*dose) if dose else ''}<h2>Inputs and notes</h2>
+{_dose_html(*dose) if dose else ''}{_updates_html(updates) if updates else ''}<h2>Inputs and notes</h2>
 <ul class="small">{''.join(f'<li>{html.escape(s)}</li>' for s in sources)}{notes}</ul>
 <script>
 window.addEventListener("load", function () {{
@@ -149,7 +165,8 @@ def _dose_markdown(dose: DoseData) -> list[str]:
 
 
 def render_markdown(data: StudyData, findings: list[str], figs: dict[str, tuple[str, bytes]],
-                    sources: list[str], dose: DoseData | None = None, strata: StrataData | None = None) -> str:
+                    sources: list[str], dose: DoseData | None = None, strata: StrataData | None = None,
+                    updates: tuple[list[str], list[list[str]]] | None = None) -> str:
     header, rows = _table_rows(data)
     lines = ["# Which training method preserves exploration breadth?", "",
              f"{len(data.arms)} arms · {data.questions} held-out questions · n = {data.n} samples per question", "",
@@ -162,6 +179,7 @@ def render_markdown(data: StudyData, findings: list[str], figs: dict[str, tuple[
         lines += [f"![{caption}](report_{stem}.png)", "", f"*{caption}*", ""]
     lines += strata_markdown(strata) if strata else []
     lines += _dose_markdown(dose) if dose else []
+    lines += ["## Where each arm wrote", "", UPDATES_NOTE, ""] + _md_table(*updates) + [""] if updates else []
     lines += ["## Inputs and notes", ""] + [f"- {s}" for s in sources] + [f"- {n}" for n in data.notes]
     return "\n".join(lines) + "\n"
 
@@ -217,6 +235,11 @@ def report_command(paths: list[str | Path], out: str | Path | None = None, fmt: 
     dose_png = dose_figure(dose) if dose else None
     strata = strata_data(data)  # None unless hop count, kind or evidence order splits the questions
     strata_png = strata_figure(strata) if strata else None
+    try:  # loads each full-parameter run's weights and its base; a base that cannot load is a note, not a failure
+        updates = arm_update_table({a.name: [r.path for r in a.runs] for a in data.arms})
+    except (ValueError, OSError) as e:  # ModelError is a ValueError
+        updates = None
+        data.notes.append(f"where each arm wrote: not measured ({str(e).splitlines()[0][:200]})")
     sources = [f"{a.name}: " + ", ".join(str(r.path) for r in a.runs) for a in data.arms]
     for stem, (_, png) in figs.items():
         atomic_write(out / f"report_{stem}.png", png)
@@ -227,9 +250,11 @@ def report_command(paths: list[str | Path], out: str | Path | None = None, fmt: 
     if strata:
         atomic_write(out / "report_strata.png", strata_png)
         numbers["strata"] = strata_json(strata)
-    atomic_write(out / "report.md", render_markdown(data, findings, figs, sources, dose, strata).encode("utf-8"))
+    if updates:
+        numbers["updates"] = {"note": UPDATES_NOTE, "header": updates[0], "rows": updates[1]}
+    atomic_write(out / "report.md", render_markdown(data, findings, figs, sources, dose, strata, updates).encode("utf-8"))
     atomic_write(out / "report.json", json.dumps(numbers, indent=2).encode("utf-8"))
     page = out / "report.html"
     atomic_write(page, render_html(data, findings, figs, sources, (dose, dose_png) if dose else None,
-                                   (strata, strata_png) if strata else None).encode("utf-8"))
+                                   (strata, strata_png) if strata else None, updates).encode("utf-8"))
     return page

@@ -129,3 +129,45 @@ def updates_command(paths: list[Path], *, tolerance: float = 1e-5, precision: st
         atomic_write(Path(out), json.dumps(data, indent=2, allow_nan=False).encode("utf-8"))
         print(f"wrote {out}")
     return data
+
+
+# The report's section: the paper's setting, and a tolerance above what Adam moves every weight by in a few
+# steps (docs/where-rl-writes.md: the share beyond it separates where the large moves went).
+REPORT_SETTINGS = (("bfloat16", 1e-5), ("float32", 1e-3))
+
+
+def _span(values: list[float]) -> str:
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return "–"
+    low, high = min(values), max(values)
+    return f"{sum(values) / len(values):.3f}" + (f" [{low:.3f}–{high:.3f}]" if len(values) > 1 else "")
+
+
+def arm_update_table(arms: dict[str, list[Path]]) -> tuple[list[str], list[list[str]]] | None:
+    """The report's "Where each arm wrote" table: per arm with full-parameter runs (``model/``), the moved share
+    in each `REPORT_SETTINGS` and the overlap of its seeds' > 1e-3 sets against chance (mean [min–max] over its
+    runs or ordered seed pairs); None when no arm trained every weight (a LoRA update is dense by construction)."""
+    from searchgym.agent.models import run_full_model
+
+    full = {arm: [r for r in runs if run_full_model(r) is not None] for arm, runs in arms.items()}
+    full = {arm: runs for arm, runs in full.items() if runs}
+    if not full:
+        return None
+    header = ["arm", "runs", "moved (bf16, > 1e-5)", "moved (> 1e-3)", "seed overlap (> 1e-3)", "chance"]
+    rows, loaded = [], {}
+    for arm, runs in full.items():
+        masks: dict[tuple[str, float], list[dict]] = {setting: [] for setting in REPORT_SETTINGS}
+        for run in runs:
+            base = _base(run)
+            if base not in loaded:
+                loaded = {base: _parameters(base)}
+            trained = _parameters(str(run))
+            for precision, tolerance in REPORT_SETTINGS:
+                masks[(precision, tolerance)].append(
+                    moved_masks(loaded[base], trained, tolerance=tolerance, precision=precision))
+        wide, large = (masks[setting] for setting in REPORT_SETTINGS)
+        pairs = [overlap(a, b) for a, b in itertools.permutations(large, 2)]
+        rows.append([arm, str(len(runs)), _span([moved_share(m) for m in wide]), _span([moved_share(m) for m in large]),
+                     _span([p["updates/overlap"] for p in pairs]), _span([p["updates/overlap_chance"] for p in pairs])])
+    return header, rows
