@@ -197,3 +197,26 @@ def test_the_report_shows_where_each_full_parameter_arm_wrote(runs, tmp_path):
     lora_only = report_command([runs["lora"]], out=tmp_path / "lora")
     assert "updates" not in json.loads((tmp_path / "lora" / "report.json").read_text())
     assert "Where each arm wrote" not in lora_only.read_text()
+
+
+def test_an_interrupted_full_parameter_grpo_resumes_from_its_whole_model_checkpoint(tmp_path, one_thread):
+    import shutil
+
+    from searchgym.agent.models import load_model
+    from searchgym.runs import read_metrics
+    from searchgym.train.grpo import run_grpo
+    from searchgym.train.stages import load_recipe
+
+    overrides = [a for a in FULL if a != "--set"] + ["grpo.save_steps=1", "grpo.beta=0.04"]
+    recipe = load_recipe(ROOT / "agents" / "smoke-grpo.toml", overrides=overrides)
+    model, tokenizer = load_model("searchgym-prior")
+    run_grpo(recipe, tmp_path, model, tokenizer)
+    checkpoint = tmp_path / "checkpoints" / "grpo" / "checkpoint-1"
+    assert (checkpoint / "model.safetensors").is_file() and not (checkpoint / "adapter_config.json").exists()
+    shutil.rmtree(tmp_path / "checkpoints" / "grpo" / "checkpoint-2")  # killed before step 2's checkpoint
+    model, tokenizer = load_model("searchgym-prior")
+    trained = run_grpo(recipe, tmp_path, model, tokenizer, resume=True)
+    steps = [r["step"] for r in read_metrics(tmp_path) if r["stage"] == "grpo" and "train/reward" in r]
+    assert steps == [1, 2]
+    prior = dict(load_model("searchgym-prior")[0].named_parameters())
+    assert any(not torch.equal(p.detach(), prior[k]) for k, p in trained.named_parameters())
