@@ -237,6 +237,19 @@ def test_no_import_circle_even_through_imports_inside_functions():
     assert not found, f"import circles (function-level imports counted): {found}"
 
 
+def test_no_module_imports_a_sibling_through_its_own_package_front():
+    """``from searchgym.a import sibling`` inside ``searchgym/a/`` names the package, whose ``__init__`` may import
+    the importer again (worlds.synthetic's world, entities and strategies reached each other that way through the
+    front that re-exports SyntheticWorld): import the sibling by its own path instead."""
+    found = []
+    for m, path in modules().items():
+        own = m.rsplit(".", 1)[0] if not path.name == "__init__.py" else None
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and own and node.module == own:
+                found.append(f"{m}: from {own} import {', '.join(a.name for a in node.names)}")
+    assert not found, f"imports through the module's own package front: {found}"
+
+
 def test_loading_a_recipe_imports_nothing_heavy():
     """Every stage's checks run when any recipe loads (docs/architecture.md, "A new training stage"), so the
     modules the stage rows name for them must stay light: no torch, transformers, TRL, PEFT or datasets."""

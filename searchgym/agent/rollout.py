@@ -151,7 +151,7 @@ def rollout(model, tokenizer, env_id: str, task_ids: Sequence[str], *, samples: 
     """
     from tqdm.auto import tqdm
 
-    from searchgym.agent import rollout_cache
+    import searchgym.agent.rollout_cache as rollout_cache
     from searchgym.agent.models import stop_token_ids
     from searchgym.envs.actions import assistant_message, tool_message
 

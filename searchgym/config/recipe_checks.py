@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from searchgym.config import agent_recipe as recipe_module
+import searchgym.config.agent_recipe as recipe_module
 from searchgym.config.agent_recipe import NAME_PATTERN, SEARCH_ENV, Recipe
 from searchgym.util.config_schema import ConfigError, check_choices
 

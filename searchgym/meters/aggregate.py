@@ -14,7 +14,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from searchgym.meters import table
+import searchgym.meters.table as table
 from searchgym.meters.families import REF_LOGPROBS_KEY, trajectory_text
 from searchgym.meters.literature import cross_input_accuracy, depth_adaptivity, question_retrieval_credit
 from searchgym.meters.reward import nanmean

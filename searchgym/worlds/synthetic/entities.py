@@ -11,8 +11,8 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import searchgym.worlds.synthetic.words as T
 from searchgym.corpus.documents import Document
-from searchgym.worlds.synthetic import words as T
 from searchgym.worlds.synthetic.strategies import entity_of
 
 SIZES = {"small": 60, "medium": 200, "large": 600}  # number of people; other kinds scale with it

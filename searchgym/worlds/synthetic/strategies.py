@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 
+import searchgym.worlds.synthetic.words as T
 from searchgym.tasks import Step, Task, ToolCall
-from searchgym.worlds.synthetic import words as T
 
 STRATEGIES = ("forward", "question_first", "parallel", "snippet", "verify")
 QUERY_STYLES = ("keyword", "natural", "terse", "relation_first")

@@ -15,9 +15,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Literal
 
+import searchgym.worlds.synthetic.words as T
 from searchgym.corpus.documents import Corpus
 from searchgym.tasks import Demonstrator, Task, ToolCall
-from searchgym.worlds.synthetic import words as T
 from searchgym.worlds.synthetic.entities import Entity, generate_entities, page_id, render_corpus
 from searchgym.worlds.synthetic.strategies import (
     QUERY_STYLES,
