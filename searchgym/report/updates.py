@@ -69,6 +69,27 @@ def _base(run: Path) -> str:
     return run_models(_rung_of(run) or run)[0]
 
 
+def _run_masks(runs: list[Path], settings) -> dict[Path, dict]:
+    """``{run: {(precision, tolerance): moved masks}}`` for each run against its base, for every setting: each
+    run's weights loaded once (a LoRA run merged first), one base in memory at a time."""
+    from searchgym.agent.models import run_adapter
+
+    out, loaded = {}, {}
+    for run in runs:
+        base = _base(run)
+        if base not in loaded:
+            loaded = {base: _parameters(base)}
+        trained = _parameters(str(run), merge=run_adapter(run) is not None)
+        out[run] = {(precision, tolerance): moved_masks(loaded[base], trained, tolerance=tolerance,
+                                                        precision=precision) for precision, tolerance in settings}
+    return out
+
+
+def _null_nan(row: dict) -> dict:
+    """NaN (an overlap with an empty moved set) is null in JSON."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
 def updates_command(paths: list[Path], *, tolerance: float = 1e-5, precision: str = "float32",
                     out: Path | None = None) -> dict:
     """Meter every run against its base; print the tables; write ``out`` (JSON) when given; return the data."""
@@ -83,15 +104,13 @@ def updates_command(paths: list[Path], *, tolerance: float = 1e-5, precision: st
         raise ValueError(f"--tolerance must be a finite number >= 0, got {tolerance}")
     runs = expand_runs(paths)
     bases = {run: _base(run) for run in runs}
-    rows, masks, loaded = [], {}, {}
+    setting = (precision, tolerance)
+    masks = {run: m[setting] for run, m in _run_masks(runs, [setting]).items()}
+    rows = []
     for run in runs:
-        if bases[run] not in loaded:
-            loaded = {bases[run]: _parameters(bases[run])}  # one base in memory at a time
-        lora = run_adapter(run) is not None
-        trained = _parameters(str(run), merge=lora)
-        masks[run] = moved_masks(loaded[bases[run]], trained, tolerance=tolerance, precision=precision)
         share = moved_share(masks[run])
-        rows.append({"run": str(run), "label": _label(run), "base": bases[run], "finetune": "lora" if lora else "full",
+        rows.append({"run": str(run), "label": _label(run), "base": bases[run],
+                     "finetune": "lora" if run_adapter(run) is not None else "full",
                      "parameters": sum(m.numel() for m in masks[run].values()),
                      "updates/moved_share": share, "updates/sparsity": 1 - share,
                      **{f"updates/moved_share_{k}": v for k, v in moved_share_by_kind(masks[run]).items()}})
@@ -118,11 +137,8 @@ def updates_command(paths: list[Path], *, tolerance: float = 1e-5, precision: st
     if any(r["finetune"] == "lora" for r in rows):
         console.print("note: a LoRA run's merged update B·A is dense in every matrix it adapts by construction; "
                       "train with model.finetune = \"full\" to see where training itself writes")
-    def clean(row: dict) -> dict:  # NaN (an empty moved set) is null in JSON
-        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
-
-    data = {"tolerance": tolerance, "precision": precision, "runs": [clean(r) for r in rows],
-            "overlaps": [clean(p) for p in pairs]}
+    data = {"tolerance": tolerance, "precision": precision, "runs": [_null_nan(r) for r in rows],
+            "overlaps": [_null_nan(p) for p in pairs]}
     if out is not None:
         from searchgym.util.files import atomic_write
 
@@ -155,17 +171,10 @@ def arm_update_table(arms: dict[str, list[Path]]) -> tuple[list[str], list[list[
     if not full:
         return None
     header = ["arm", "runs", "moved (bf16, > 1e-5)", "moved (> 1e-3)", "seed overlap (> 1e-3)", "chance"]
-    rows, loaded = [], {}
+    rows = []
     for arm, runs in full.items():
-        masks: dict[tuple[str, float], list[dict]] = {setting: [] for setting in REPORT_SETTINGS}
-        for run in runs:
-            base = _base(run)
-            if base not in loaded:
-                loaded = {base: _parameters(base)}
-            trained = _parameters(str(run))
-            for precision, tolerance in REPORT_SETTINGS:
-                masks[(precision, tolerance)].append(
-                    moved_masks(loaded[base], trained, tolerance=tolerance, precision=precision))
+        per_run = _run_masks(runs, REPORT_SETTINGS)
+        masks = {setting: [per_run[run][setting] for run in runs] for setting in REPORT_SETTINGS}
         wide, large = (masks[setting] for setting in REPORT_SETTINGS)
         pairs = [overlap(a, b) for a, b in itertools.permutations(large, 2)]
         rows.append([arm, str(len(runs)), _span([moved_share(m) for m in wide]), _span([moved_share(m) for m in large]),
