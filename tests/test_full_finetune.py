@@ -156,6 +156,16 @@ def test_updates_meters_dose_rungs_against_the_runs_base(runs, tmp_path):
     assert set(rows) == {f"sft-grpo/seed0@{r}" for r in ("grpo-1", "grpo-2", "sft-1", "sft-2")}
     prior = _weights(Path(resolve_model_path("searchgym-prior")))
     rung = _weights(dose / "sft-1" / "model")
+    # A snapshot a crash interrupted ("<rung>.tmp", never renamed into place) is not a rung.
+    import shutil
+
+    copy = tmp_path / "copy" / "seed0"
+    shutil.copytree(runs["chained"], copy)
+    shutil.copytree(copy / "dose" / "sft-1", copy / "dose" / "sft-3.tmp")
+    (copy / "dose" / "sft-3.tmp" / "snapshot.json").unlink()
+    again = CliRunner().invoke(app, ["updates", str(copy / "dose"), "--out", str(tmp_path / "again.json")])
+    assert again.exit_code == 0, again.output
+    assert len(json.loads((tmp_path / "again.json").read_text())["runs"]) == 4
     moved = sum(int((np.abs(rung[k] - prior[k]) > 1e-5).sum()) for k in prior if k in rung)
     assert rows["sft-grpo/seed0@sft-1"]["updates/moved_share"] == pytest.approx(moved / rows["sft-grpo/seed0@sft-1"]["parameters"])
 

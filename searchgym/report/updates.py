@@ -36,7 +36,9 @@ def expand_runs(paths: list[Path]) -> list[Path]:
         if trained(path):
             runs.append(path)
             continue
-        inside = sorted(p for p in path.iterdir() if trained(p)) if path.is_dir() else []
+        # A "<rung>.tmp" folder is a snapshot a crash interrupted (train.dose renames it into place when done).
+        inside = sorted(p for p in path.iterdir() if trained(p) and not p.name.endswith(".tmp")) \
+            if path.is_dir() else []
         if not inside:
             raise ValueError(f"{path} is not a trained run folder (adapter/ or model/), nor a folder of them")
         runs.extend(inside)
